@@ -1,0 +1,155 @@
+//! Every knob a deployment or a client can push on, each with a named default.
+//!
+//! The defaults are `pub const`s so that tests, docs and the CLI all quote the
+//! same number; `Config` derives `clap::Parser` so that `ssio --help` lists
+//! every one of them together with its environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Default interface to bind: every IPv4 address, as `node server.js` would.
+pub const DEFAULT_HOST: &str = "0.0.0.0";
+/// Default TCP port, the one the freeCodeCamp boilerplate listens on.
+pub const DEFAULT_PORT: u16 = 3000;
+/// Default heartbeat period in milliseconds (socket.io's value).
+pub const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
+/// Default grace for a missed heartbeat in milliseconds (socket.io's value).
+pub const DEFAULT_PING_TIMEOUT_MS: u64 = 20_000;
+/// Default cap on a request body, in bytes.
+pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
+/// Default cap on live sessions across both transports.
+pub const DEFAULT_MAX_SESSIONS: usize = 200_000;
+/// Default cap on an event name, in bytes.
+pub const DEFAULT_MAX_EVENT_NAME: usize = 256;
+/// Default number of ordinary events a session may have waiting before it is
+/// dropped as a slow reader.
+pub const DEFAULT_MAX_PENDING_EVENTS: usize = 1024;
+/// Default cap on the request head (request line plus headers), in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Default time a client has to send a complete request head, in milliseconds.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default time a client has to send a complete request body, in milliseconds.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
+/// Default time open connections get to finish after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+/// Default listen backlog; tokio's own 128 drops connection bursts.
+pub const DEFAULT_BACKLOG: u32 = 4096;
+
+/// Server configuration: the CLI flags, their environment fallbacks, and the
+/// limits the hub enforces.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ssio", version, about = "Socket-style realtime events over Server-Sent Events, with a long-polling fallback")]
+pub struct Config {
+    /// Interface to listen on.
+    #[arg(long, env = "HOST", default_value = DEFAULT_HOST)]
+    pub host: String,
+
+    /// TCP port to listen on; 0 picks a free one and the log line names it.
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Heartbeat period (ms): SSE keep-alive after this much idle time, and
+    /// the longest a long-poll is held before it answers `[]`.
+    #[arg(long = "ping-interval", env = "PING_INTERVAL", default_value_t = DEFAULT_PING_INTERVAL_MS, value_name = "MS")]
+    pub ping_interval_ms: u64,
+
+    /// Grace for a missed heartbeat (ms): unacknowledged SSE data, or a
+    /// long-poll session with no poll, for this long means the client is gone.
+    #[arg(long = "ping-timeout", env = "PING_TIMEOUT", default_value_t = DEFAULT_PING_TIMEOUT_MS, value_name = "MS")]
+    pub ping_timeout_ms: u64,
+
+    /// Largest request body accepted (bytes); more gets 413.
+    #[arg(long = "max-payload", env = "MAX_PAYLOAD", default_value_t = DEFAULT_MAX_PAYLOAD, value_name = "BYTES")]
+    pub max_payload: usize,
+
+    /// Most live sessions across both transports; more gets 503.
+    #[arg(long = "max-sessions", env = "MAX_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS, value_name = "N")]
+    pub max_sessions: usize,
+
+    /// Longest event name accepted from a client (bytes).
+    #[arg(long = "max-event-name", env = "MAX_EVENT_NAME", default_value_t = DEFAULT_MAX_EVENT_NAME, value_name = "BYTES")]
+    pub max_event_name: usize,
+
+    /// Ordinary events a session may have waiting before it is disconnected
+    /// as a slow reader (latest-value events never count against it).
+    #[arg(long = "max-pending-events", env = "MAX_PENDING_EVENTS", default_value_t = DEFAULT_MAX_PENDING_EVENTS, value_name = "N")]
+    pub max_pending_events: usize,
+
+    /// Largest request head (bytes); more gets 431.
+    #[arg(long = "max-header-bytes", env = "MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES, value_name = "BYTES")]
+    pub max_header_bytes: usize,
+
+    /// Time a client has to send its request head (ms) before it is cut off.
+    #[arg(long = "header-timeout", env = "HEADER_TIMEOUT", default_value_t = DEFAULT_HEADER_TIMEOUT_MS, value_name = "MS")]
+    pub header_timeout_ms: u64,
+
+    /// Time a client has to send its request body (ms) before it gets 408.
+    #[arg(long = "body-timeout", env = "BODY_TIMEOUT", default_value_t = DEFAULT_BODY_TIMEOUT_MS, value_name = "MS")]
+    pub body_timeout_ms: u64,
+
+    /// Time open connections get to finish after SIGINT or SIGTERM (ms).
+    #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_MS, value_name = "MS")]
+    pub shutdown_timeout_ms: u64,
+
+    /// Listen backlog for bursts of new connections.
+    #[arg(long, env = "BACKLOG", default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: DEFAULT_HOST.to_string(),
+            port: DEFAULT_PORT,
+            ping_interval_ms: DEFAULT_PING_INTERVAL_MS,
+            ping_timeout_ms: DEFAULT_PING_TIMEOUT_MS,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_event_name: DEFAULT_MAX_EVENT_NAME,
+            max_pending_events: DEFAULT_MAX_PENDING_EVENTS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
+            shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
+            backlog: DEFAULT_BACKLOG,
+        }
+    }
+}
+
+impl Config {
+    /// Heartbeat period as a `Duration`.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    /// Heartbeat grace as a `Duration`.
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    /// Request-head deadline as a `Duration`.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    /// Request-body deadline as a `Duration`.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// Shutdown deadline as a `Duration`.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// The address to bind, from `host` and `port`.
+    pub fn addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
+        let host = if self.host == "localhost" { "127.0.0.1" } else { &self.host };
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SocketAddr::new(ip, self.port)),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The `ssio` binary: parse flags, bind, serve the demo app until SIGINT or
+//! SIGTERM.
+
+use clap::Parser;
+use ssio::{app, Config, Io};
+use tracing::info;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let config = Config::parse();
+    let listener = ssio::bind(config.addr()?, config.backlog)?;
+    info!("listening on http://{}", listener.local_addr()?);
+    let io = Io::new(config);
+    app::install(&io);
+    ssio::run(listener, io, shutdown_signal()).await;
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM, whichever comes first.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

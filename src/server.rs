@@ -1,0 +1,103 @@
+//! Accepting connections, serving them with hyper, and shutting down.
+//!
+//! `run` is the whole server; `main` only parses flags, binds and calls it,
+//! and the tests call the same function on `127.0.0.1:0`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Socket as RawSocket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use crate::socket::Io;
+
+/// Binds a listener with `backlog` pending connections (tokio's default of
+/// 128 drops bursts of clients reconnecting together).
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = RawSocket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves `io` on `listener` until `shutdown` completes, then ends every
+/// session with "server shutdown", lets open connections finish for up to
+/// `--shutdown-timeout`, and returns.
+pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
+    let graceful = GracefulShutdown::new();
+    let config = io.config().clone();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(e) = tune(&stream, &io) {
+                        debug!(%peer, error = %e, "could not set socket options");
+                    }
+                    let io = io.clone();
+                    let service = service_fn(move |req| {
+                        let io = io.clone();
+                        async move { Ok::<_, Infallible>(io.handle(req).await) }
+                    });
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(config.header_timeout())
+                        .max_buf_size(config.max_header_bytes.max(8192))
+                        .serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => accept_error(e).await,
+            },
+        }
+    }
+    drop(listener);
+    info!("shutting down");
+    io.shutdown();
+    tokio::select! {
+        _ = graceful.shutdown() => debug!("all connections closed"),
+        _ = tokio::time::sleep(config.shutdown_timeout()) => warn!("shutdown deadline passed with connections still open"),
+    }
+}
+
+/// Small SSE events must leave at once, and a peer that stops acknowledging
+/// data for pingTimeout is dead: the kernel then fails the socket, hyper
+/// drops the body, and the session ends with "transport close".
+fn tune(stream: &TcpStream, io: &Io) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(io.config().ping_timeout()))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+    let _ = io;
+    Ok(())
+}
+
+/// Out of file descriptors (or similar) is transient: back off briefly
+/// instead of spinning, keep serving the connections we have, and accept
+/// again once descriptors free up.
+async fn accept_error(e: io::Error) {
+    // EMFILE (per process) or ENFILE (system-wide).
+    let fd_exhausted = matches!(e.raw_os_error(), Some(23 | 24));
+    if fd_exhausted {
+        warn!(error = %e, "accept failed: out of file descriptors; backing off");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    } else {
+        debug!(error = %e, "accept failed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
