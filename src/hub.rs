@@ -117,6 +117,7 @@ impl Hub {
             return false;
         };
         self.by_transport(session.transport).fetch_sub(1, Ordering::SeqCst);
+        tracing::debug!(%sid, %reason, "session ended");
         self.backend.leave();
         session.close(reason);
         if let Some(at) = session.expires_at.lock().take() {

@@ -1,0 +1,350 @@
+//! A real server on 127.0.0.1:0 and a tiny raw HTTP/1.1 client, so tests
+//! see exact bytes on the wire. Every wait is bounded and panics on timeout.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ssio::{Config, Io};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A config with short heartbeats so timing tests finish quickly.
+pub fn fast_config() -> Config {
+    Config {
+        host: "127.0.0.1".into(),
+        port: 0,
+        ping_interval_ms: 300,
+        ping_timeout_ms: 400,
+        ..Config::default()
+    }
+}
+
+/// A running server with the demo app installed.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub io: Io,
+    stop: Option<oneshot::Sender<()>>,
+    pub handle: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Server {
+        let listener = ssio::bind("127.0.0.1:0".parse().unwrap(), config.backlog).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let io = Io::new(config);
+        ssio::app::install(&io);
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(ssio::run(listener, io.clone(), async move {
+            let _ = rx.await;
+        }));
+        Server { addr, io, stop: Some(tx), handle: Some(handle) }
+    }
+
+    /// Signals shutdown and waits (bounded) for `run` to return.
+    pub async fn shutdown(&mut self, within: Duration) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            timeout(within, h).await.expect("run() did not return in time").unwrap();
+        }
+    }
+
+    /// Waits until the session table holds exactly `n` sessions.
+    pub async fn wait_sessions(&self, n: usize, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let s = self.io.stats();
+            if s.sessions == n && s.count == n {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("expected {n} sessions, have {s:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// A complete HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_in(&self.head, name)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).unwrap()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+}
+
+pub fn header_in(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// Sends one request on a fresh connection (`Connection: close`) and reads
+/// the whole response.
+pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    raw.push_str("\r\n");
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    request_raw(addr, &bytes).await
+}
+
+/// Writes raw bytes and parses whatever response comes back.
+pub async fn request_raw(addr: SocketAddr, bytes: &[u8]) -> Resp {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        let mut r = BufReader::new(s);
+        read_response(&mut r).await
+    };
+    timeout(WAIT, fut).await.expect("response timed out")
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Resp {
+    request(addr, "GET", path, &[], b"").await
+}
+
+pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Resp {
+    request(addr, "POST", path, &[("Content-Type", "text/plain")], body).await
+}
+
+async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).await.unwrap();
+        assert!(n > 0, "connection closed inside the response head: {head:?}");
+        if line == "\r\n" {
+            return head;
+        }
+        head.push_str(&line);
+    }
+}
+
+async fn read_response<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Resp {
+    let head = read_head(r).await;
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = Vec::new();
+    if let Some(len) = header_in(&head, "content-length") {
+        let mut buf = vec![0; len.parse().unwrap()];
+        r.read_exact(&mut buf).await.unwrap();
+        body = buf;
+    } else if header_in(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        while let Some(chunk) = read_chunk(r).await {
+            body.extend_from_slice(&chunk);
+        }
+    } else {
+        r.read_to_end(&mut body).await.unwrap();
+    }
+    Resp { status, head, body }
+}
+
+/// One chunk of a chunked body; `None` at the terminating chunk or EOF.
+async fn read_chunk<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let size = usize::from_str_radix(line.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+    let mut buf = vec![0; size + 2];
+    r.read_exact(&mut buf).await.ok()?;
+    buf.truncate(size);
+    if size == 0 {
+        return None;
+    }
+    Some(buf)
+}
+
+/// An open `GET /events` stream.
+pub struct Sse {
+    pub head: String,
+    pub sid: String,
+    reader: BufReader<TcpStream>,
+    /// Bytes received but not yet returned as whole events.
+    pending: Vec<u8>,
+    pub ended: bool,
+}
+
+impl Sse {
+    /// Opens a stream and consumes its `connect` event.
+    pub async fn connect(addr: SocketAddr) -> Sse {
+        let mut s = Sse::open(addr).await;
+        let (event, data) = s.next_event().await;
+        assert_eq!(event, "connect");
+        let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(v["sid"].as_str().unwrap(), s.sid);
+        s
+    }
+
+    /// Opens a stream and reads only the response head.
+    pub async fn open(addr: SocketAddr) -> Sse {
+        let fut = async {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut reader = BufReader::new(s);
+            let head = read_head(&mut reader).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "stream refused: {head}");
+            let sid = header_in(&head, "x-session-id").unwrap();
+            Sse { head, sid, reader, pending: Vec::new(), ended: false }
+        };
+        timeout(WAIT, fut).await.expect("stream did not open")
+    }
+
+    /// The next raw chunk of body bytes, bounded by `within`.
+    pub async fn next_chunk_within(&mut self, within: Duration) -> Option<Vec<u8>> {
+        match timeout(within, read_chunk(&mut self.reader)).await {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => {
+                self.ended = true;
+                None
+            }
+            Err(_) => panic!("no data on the stream within {within:?}"),
+        }
+    }
+
+    /// The next whole event (comments skipped) as (event, data).
+    pub async fn next_event(&mut self) -> (String, String) {
+        self.next_event_within(WAIT).await
+    }
+
+    pub async fn next_event_within(&mut self, within: Duration) -> (String, String) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(pos) = self.pending.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.pending.drain(..pos + 2).collect();
+                let text = String::from_utf8(block).unwrap();
+                let mut event = String::new();
+                let mut data = Vec::new();
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push(v.to_string());
+                    }
+                }
+                if event.is_empty() {
+                    continue; // a comment block
+                }
+                return (event, data.join("\n"));
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_chunk_within(left).await {
+                Some(c) => self.pending.extend_from_slice(&c),
+                None => panic!("stream ended while waiting for an event"),
+            }
+        }
+    }
+
+    /// Reads events until `user count` equals `n`; panics after `within`.
+    /// Returns every count seen on the way.
+    pub async fn wait_count(&mut self, n: i64, within: Duration) -> Vec<i64> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                panic!("count never reached {n}; saw {seen:?}");
+            }
+            let (event, data) = self.next_event_within(left).await;
+            if event == "user count" {
+                let c: i64 = data.parse().unwrap();
+                assert!(c >= 0, "negative count {c}");
+                seen.push(c);
+                if c == n {
+                    return seen;
+                }
+            }
+        }
+    }
+
+    /// Asserts nothing but keep-alives arrives for `quiet`.
+    pub async fn assert_quiet(&mut self, quiet: Duration) {
+        match timeout(quiet, self.next_event_within(quiet + Duration::from_secs(1))).await {
+            Err(_) => {}
+            Ok((e, d)) => panic!("unexpected event {e}: {d}"),
+        }
+    }
+}
+
+/// A long-poll client.
+pub struct Poller {
+    pub addr: SocketAddr,
+    pub sid: String,
+}
+
+impl Poller {
+    pub async fn handshake(addr: SocketAddr) -> Poller {
+        let r = get(addr, "/poll").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let sid = r.json()["sid"].as_str().unwrap().to_string();
+        assert_eq!(r.header("x-session-id").as_deref(), Some(sid.as_str()));
+        Poller { addr, sid }
+    }
+
+    pub async fn poll(&self) -> Resp {
+        get(self.addr, &format!("/poll?sid={}", self.sid)).await
+    }
+
+    /// Polls once, expecting 200, and returns the array.
+    pub async fn events(&self) -> Vec<serde_json::Value> {
+        let r = self.poll().await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json().as_array().unwrap().clone()
+    }
+
+    /// Polls until the newest `user count` equals `n`.
+    pub async fn wait_count(&self, n: i64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        while tokio::time::Instant::now() < deadline {
+            for e in self.events().await {
+                if e["event"] == "user count" {
+                    seen.push(e["data"].as_i64().unwrap());
+                }
+            }
+            if seen.last() == Some(&n) {
+                return;
+            }
+        }
+        panic!("poller never saw count {n}; saw {seen:?}");
+    }
+
+    pub async fn emit(&self, event: &str, data: serde_json::Value) -> Resp {
+        let body = serde_json::json!({ "event": event, "data": data }).to_string();
+        post(self.addr, &format!("/emit?sid={}", self.sid), body.as_bytes()).await
+    }
+
+    pub async fn close(&self) -> Resp {
+        post(self.addr, &format!("/close?sid={}", self.sid), b"").await
+    }
+}

@@ -1,0 +1,172 @@
+//! The SSE transport, the live count and the server's lifecycle, over real
+//! TCP on 127.0.0.1:0.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use ssio::Config;
+
+#[tokio::test]
+async fn stream_headers_and_first_events_are_exact() {
+    let server = Server::start(Config { host: "127.0.0.1".into(), port: 0, ..Config::default() }).await;
+    let mut s = Sse::open(server.addr).await;
+    assert_eq!(header_in(&s.head, "content-type").as_deref(), Some("text/event-stream"));
+    assert_eq!(header_in(&s.head, "cache-control").as_deref(), Some("no-cache"));
+    assert_eq!(header_in(&s.head, "x-accel-buffering").as_deref(), Some("no"));
+    assert_eq!(header_in(&s.head, "access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(header_in(&s.head, "content-encoding"), None);
+    let sid = uuid::Uuid::parse_str(&s.sid).unwrap();
+    assert_eq!(sid.get_version_num(), 4);
+
+    let connect = s.next_chunk_within(WAIT).await.unwrap();
+    let expected = format!(
+        "event: connect\ndata: {{\"sid\":\"{}\",\"pingInterval\":25000,\"pingTimeout\":20000}}\n\n",
+        s.sid
+    );
+    assert_eq!(String::from_utf8(connect).unwrap(), expected);
+    let count = s.next_chunk_within(WAIT).await.unwrap();
+    assert_eq!(count, b"event: user count\ndata: 1\n\n");
+}
+
+#[tokio::test]
+async fn keep_alive_is_a_comment_sent_only_when_idle() {
+    let server = Server::start(Config { ping_interval_ms: 200, ..fast_config() }).await;
+    let mut s = Sse::connect(server.addr).await;
+    assert_eq!(s.next_chunk_within(WAIT).await.unwrap(), b"event: user count\ndata: 1\n\n");
+    let t = Instant::now();
+    assert_eq!(s.next_chunk_within(WAIT).await.unwrap(), b": keep-alive\n\n");
+    let idle = t.elapsed();
+    assert!(idle >= Duration::from_millis(150), "keep-alive after only {idle:?}");
+    assert!(idle < Duration::from_millis(1000), "keep-alive late: {idle:?}");
+
+    // A real event resets the idle timer: traffic every 100 ms means no
+    // keep-alive at all in between.
+    let mut other = Vec::new();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        other.push(Sse::connect(server.addr).await);
+        let chunk = s.next_chunk_within(WAIT).await.unwrap();
+        assert!(chunk.starts_with(b"event: user count\n"), "{:?}", String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn two_clients_see_one_then_two_then_one() {
+    let server = Server::start(fast_config()).await;
+    let mut a = Sse::connect(server.addr).await;
+    a.wait_count(1, WAIT).await;
+    let mut b = Sse::connect(server.addr).await;
+    b.wait_count(2, WAIT).await;
+    a.wait_count(2, WAIT).await;
+    drop(b);
+    let t = Instant::now();
+    a.wait_count(1, Duration::from_secs(1)).await;
+    eprintln!("disconnect seen after {:?}", t.elapsed());
+    server.wait_sessions(1, WAIT).await;
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_a_prompt_disconnect() {
+    let server = Server::start(fast_config()).await;
+    let mut a = Sse::connect(server.addr).await;
+    a.wait_count(1, WAIT).await;
+    // SO_LINGER 0 makes close send RST, as a killed process or a dropped
+    // laptop connection does.
+    let std = std::net::TcpStream::connect(server.addr).unwrap();
+    socket2::SockRef::from(&std).set_linger(Some(Duration::ZERO)).unwrap();
+    std::io::Write::write_all(&mut &std, b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    a.wait_count(2, WAIT).await;
+    drop(std);
+    a.wait_count(1, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_churn_converges_to_the_exact_count() {
+    let server = Server::start(fast_config()).await;
+    let addr = server.addr;
+    // 200 clients connect from 8 tasks at once.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(tokio::spawn(async move {
+            let mut v = Vec::new();
+            for _ in 0..25 {
+                v.push(Sse::connect(addr).await);
+            }
+            v
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.extend(t.await.unwrap());
+    }
+    server.wait_sessions(200, WAIT).await;
+    // Every client has read up to the final 200 before anyone leaves, so a
+    // 100 seen later can only come from the leaving phase.
+    for c in clients.iter_mut() {
+        c.wait_count(200, Duration::from_secs(10)).await;
+    }
+    // Half of them leave, concurrently, from 8 tasks, while the rest read.
+    let leavers: Vec<Sse> = clients.drain(..100).collect();
+    let mut chunks: Vec<Vec<Sse>> = (0..8).map(|_| Vec::new()).collect();
+    for (i, c) in leavers.into_iter().enumerate() {
+        chunks[i % 8].push(c);
+    }
+    for chunk in chunks {
+        tokio::spawn(async move {
+            for c in chunk {
+                drop(c);
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    // Every survivor converges on 100, and after that nothing else arrives:
+    // its last count is the true one.
+    let mut waits = Vec::new();
+    for mut c in clients {
+        waits.push(tokio::spawn(async move {
+            c.wait_count(100, Duration::from_secs(10)).await;
+            c
+        }));
+    }
+    let mut survivors = Vec::new();
+    for w in waits {
+        survivors.push(w.await.unwrap());
+    }
+    for c in survivors.iter_mut() {
+        c.assert_quiet(Duration::from_millis(20)).await;
+    }
+    server.wait_sessions(100, WAIT).await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_ends_streams_with_the_disconnect_event() {
+    let mut server = Server::start(fast_config()).await;
+    let mut a = Sse::connect(server.addr).await;
+    a.wait_count(1, WAIT).await;
+    let t = Instant::now();
+    server.shutdown(Duration::from_secs(5)).await;
+    assert!(t.elapsed() < Duration::from_secs(2), "shutdown took {:?}", t.elapsed());
+    assert_eq!(
+        a.next_chunk_within(WAIT).await.unwrap(),
+        b"event: disconnect\ndata: \"server shutdown\"\n\n"
+    );
+    assert_eq!(a.next_chunk_within(WAIT).await, None, "stream must end after disconnect");
+    assert!(a.ended);
+    assert_eq!(server.io.stats().sessions, 0);
+}
+
+#[tokio::test]
+async fn a_stream_that_never_finishes_cannot_delay_shutdown_past_the_deadline() {
+    // A client that stops reading keeps its response from completing; the
+    // deadline still bounds shutdown.
+    let mut server = Server::start(Config { shutdown_timeout_ms: 300, ..fast_config() }).await;
+    let s = std::net::TcpStream::connect(server.addr).unwrap();
+    std::io::Write::write_all(&mut &s, b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    server.wait_sessions(1, WAIT).await;
+    let t = Instant::now();
+    server.shutdown(Duration::from_secs(3)).await;
+    assert!(t.elapsed() < Duration::from_secs(2));
+    drop(s);
+}
