@@ -53,7 +53,13 @@ pub(crate) struct Hub {
     sse: AtomicUsize,
     /// Live polling sessions, for stats.
     polling: AtomicUsize,
+    /// Sessions ended since free memory was last handed back to the kernel.
+    ended_since_trim: AtomicUsize,
 }
+
+/// After this many sessions end, the reaper hands free heap pages back to the
+/// kernel, so a flood of abandoned sessions does not pin its peak RSS.
+const TRIM_AFTER_ENDED: usize = 4096;
 
 impl Hub {
     pub(crate) fn new(config: Config, backend: Arc<dyn Backend>, fanout: Fanout) -> Hub {
@@ -70,6 +76,7 @@ impl Hub {
             shutting_down: AtomicBool::new(false),
             sse: AtomicUsize::new(0),
             polling: AtomicUsize::new(0),
+            ended_since_trim: AtomicUsize::new(0),
         }
     }
 
@@ -131,7 +138,19 @@ impl Hub {
             h(&socket, &reason_value);
         }
         drop(session.take_handlers());
+        if self.ended_since_trim.fetch_add(1, Ordering::Relaxed) + 1 == TRIM_AFTER_ENDED {
+            self.reaper.notify_one();
+        }
         true
+    }
+
+    /// Hands free heap memory back to the kernel if many sessions ended since
+    /// the last time.
+    fn maybe_trim(&self) {
+        if self.ended_since_trim.load(Ordering::Relaxed) >= TRIM_AFTER_ENDED {
+            self.ended_since_trim.store(0, Ordering::Relaxed);
+            crate::memory::release_free_memory();
+        }
     }
 
     pub(crate) fn get(&self, sid: &Sid) -> Option<Arc<Session>> {
@@ -226,7 +245,12 @@ impl Hub {
 async fn reap(hub: Weak<Hub>, notify: Arc<Notify>) {
     loop {
         let next = match hub.upgrade() {
-            Some(hub) if !hub.is_shutting_down() => hub.purge(),
+            Some(hub) if !hub.is_shutting_down() => {
+                let next = hub.purge();
+                // After a mass disconnect, give the freed pages back.
+                hub.maybe_trim();
+                next
+            }
             _ => return,
         };
         match next {

@@ -25,6 +25,7 @@ pub mod config;
 mod error;
 mod fanout;
 mod hub;
+mod memory;
 mod packet;
 mod poll;
 mod router;
