@@ -37,7 +37,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Server {
-        let listener = ssio::bind("127.0.0.1:0".parse().unwrap(), config.backlog).unwrap();
+        Server::start_at("127.0.0.1:0".parse().unwrap(), config).await
+    }
+
+    pub async fn start_at(at: SocketAddr, config: Config) -> Server {
+        let listener = ssio::bind(at, config.backlog).unwrap();
         let addr = listener.local_addr().unwrap();
         let io = Io::new(config);
         ssio::app::install(&io);
