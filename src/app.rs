@@ -19,7 +19,8 @@ pub fn install(io: &Io) {
         socket.io().emit("user count", current_users);
 
         socket.on("chat message", |socket, message| {
-            socket.io().emit("chat message", json!({ "sid": socket.id(), "message": message }));
+            // The public tag, not the sid: a sid is its owner's credential.
+            socket.io().emit("chat message", json!({ "sid": socket.public_id(), "message": message }));
         });
 
         socket.on("disconnect", |socket, _reason| {

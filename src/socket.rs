@@ -164,9 +164,21 @@ impl Socket {
         Socket { io, session }
     }
 
-    /// The session ID.
+    /// The session ID: the client's secret credential. Keep it between the
+    /// server and that client; see [`Socket::public_id`] for one to share.
     pub fn id(&self) -> Sid {
         self.session.sid
+    }
+
+    /// A short public tag for this session: the first 8 hex digits of the
+    /// sid. Broadcast this, never [`Socket::id`]: the full sid is the
+    /// client's credential (whoever holds it can poll, emit and close as that
+    /// client), while 32 of its 122 random bits tell senders apart and leave
+    /// the other 90 unguessable.
+    pub fn public_id(&self) -> String {
+        let mut s = self.session.sid.simple().to_string();
+        s.truncate(8);
+        s
     }
 
     /// The transport this session uses.

@@ -103,17 +103,17 @@ async fn chat_message_reaches_sse_clients_and_other_pollers() {
 
     let r = p1.emit("chat message", json!("hello")).await;
     assert_eq!(r.status, 204, "{}", r.text());
-    let expected = format!(r#"{{"sid":"{}","message":"hello"}}"#, p1.sid);
+    let expected = format!(r#"{{"sid":"{}","message":"hello"}}"#, &p1.sid[..8]);
     assert_eq!(s.next_event().await, ("chat message".to_string(), expected.clone()));
     assert_eq!(p2.poll().await.text(), format!(r#"[{{"event":"chat message","data":{expected}}}]"#));
 
     // SSE sessions emit with the sid from their connect event.
     let r = post(server.addr, &format!("/emit?sid={}", s.sid), br#"{"event":"chat message","data":"from sse"}"#).await;
     assert_eq!(r.status, 204);
-    let expected = format!(r#"{{"sid":"{}","message":"from sse"}}"#, s.sid);
+    let expected = format!(r#"{{"sid":"{}","message":"from sse"}}"#, &s.sid[..8]);
     assert_eq!(s.next_event().await, ("chat message".to_string(), expected.clone()));
     let got = p1.events().await;
-    assert_eq!(got.last().unwrap(), &json!({"event": "chat message", "data": {"sid": s.sid, "message": "from sse"}}));
+    assert_eq!(got.last().unwrap(), &json!({"event": "chat message", "data": {"sid": &s.sid[..8], "message": "from sse"}}));
 }
 
 #[tokio::test]
