@@ -291,6 +291,12 @@ impl Sse {
         }
     }
 
+    /// Makes dropping this client reset the connection (RST), as a killed
+    /// process does, instead of closing it politely.
+    pub fn set_reset_on_drop(&mut self) {
+        self.reader.get_ref().set_linger(Some(Duration::ZERO)).unwrap();
+    }
+
     /// Asserts nothing but keep-alives arrives for `quiet`.
     pub async fn assert_quiet(&mut self, quiet: Duration) {
         match timeout(quiet, self.next_event_within(quiet + Duration::from_secs(1))).await {
