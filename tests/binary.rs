@@ -24,9 +24,22 @@ impl Drop for Proc {
 
 /// Starts the binary on a free port and reads the address from its log line.
 fn spawn(args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ssio"))
+    spawn_with(Command::new(env!("CARGO_BIN_EXE_ssio")).args(["--host", "127.0.0.1", "--port", "0"]).args(args))
+}
+
+/// Starts the binary with at most `nofile` open descriptors.
+fn spawn_limited(nofile: u32, args: &[&str]) -> Proc {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_ssio"))
         .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(args)
+        .args(args);
+    spawn_with(&mut c)
+}
+
+fn spawn_with(cmd: &mut Command) -> Proc {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -46,6 +59,16 @@ fn spawn(args: &[&str]) -> Proc {
     let addr: SocketAddr = url.trim().parse().unwrap();
     assert_ne!(addr.port(), 0, "the log line must name the bound port");
     Proc { child, addr }
+}
+
+/// CPU time (user + system) the process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // utime and stime are fields 14 and 15, in clock ticks of 10 ms.
+    Duration::from_millis((f[11] + f[12]) * 10)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -196,4 +219,106 @@ async fn pipelined_handshakes(addr: SocketAddr, n: usize) {
         r.read_exact(&mut body).await.unwrap();
     }
     drop(writer.await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_keeps_serving_does_not_spin_and_recovers() {
+    let p = spawn_limited(64, &["--header-timeout", "60000"]);
+    let pid = p.child.id();
+    let mut a = Sse::connect(p.addr).await;
+    a.wait_count(1, WAIT).await;
+    // A keep-alive connection opened before the flood.
+    let mut kept = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    keep_alive_get(&mut kept, "/stats").await;
+
+    // Flood: far more connections than the server has descriptors for.
+    let mut flood = Vec::new();
+    for _ in 0..150 {
+        flood.push(tokio::net::TcpStream::connect(p.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    assert!(open >= 60, "the flood should exhaust the 64 descriptors, {open} open");
+    let before = cpu_time(pid);
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_time(pid) - before;
+    let share = used.as_secs_f64() / t.elapsed().as_secs_f64();
+    eprintln!("server CPU while out of descriptors: {used:?} over {:?} ({:.1}%)", t.elapsed(), share * 100.0);
+    assert!(share < 0.15, "accept loop spins: {:.1}% CPU", share * 100.0);
+
+    // Existing connections are still served.
+    let body = keep_alive_get(&mut kept, "/stats").await;
+    assert!(body.contains(r#""sessions":1"#), "{body}");
+    assert!(cpu_time(pid) >= before);
+
+    // Descriptors free up: new clients are accepted again.
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut b = loop {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), try_sse(p.addr)).await {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server never accepted again");
+    };
+    b.wait_count(2, WAIT).await;
+    a.wait_count(2, WAIT).await;
+}
+
+async fn try_sse(addr: SocketAddr) -> Result<Sse, ()> {
+    tokio::spawn(async move { Sse::connect(addr).await }).await.map_err(|_| ())
+}
+
+/// One GET on an open keep-alive connection; returns the body.
+async fn keep_alive_get(s: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let fut = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = header_in(head, "content-length").unwrap().parse().unwrap();
+                if body.len() >= len {
+                    return body.to_string();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, fut).await.expect("keep-alive request timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_on_the_same_port_takes_the_clients_back() {
+    let mut first = spawn(&["--shutdown-timeout", "3000"]);
+    let port = first.addr.port().to_string();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(Sse::connect(first.addr).await);
+    }
+    for c in clients.iter_mut() {
+        c.wait_count(20, WAIT).await;
+    }
+    unsafe_kill(first.child.id(), "TERM");
+    for c in clients.iter_mut() {
+        assert_eq!(c.next_event().await, ("disconnect".into(), r#""server shutdown""#.into()));
+    }
+    let status = first.child.wait().unwrap();
+    assert!(status.success());
+    let second = spawn_with(Command::new(env!("CARGO_BIN_EXE_ssio")).args(["--host", "127.0.0.1", "--port", &port]));
+    assert_eq!(second.addr, first.addr);
+    // Everyone reconnects, as the browser client does.
+    let mut back = Vec::new();
+    for _ in 0..20 {
+        back.push(Sse::connect(second.addr).await);
+    }
+    for c in back.iter_mut() {
+        c.wait_count(20, WAIT).await;
+    }
+    let r = get(second.addr, "/stats").await;
+    assert_eq!(r.text(), r#"{"sessions":20,"sse":20,"polling":0,"count":20}"#);
 }
