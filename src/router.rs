@@ -79,7 +79,7 @@ where
         (&Method::POST, "/emit") => {
             let session = lookup(hub, sid_param(req.uri().query()).ok_or(Error::UnknownSession)?)?;
             let body = read_body(hub, req).await?;
-            let (event, data) = parse_emit(hub, &body)?;
+            let (event, data) = parse_emit(&body, hub.config.max_event_name)?;
             // The session may have ended while the body was read.
             if session.closed_reason().is_some() {
                 return Err(Error::UnknownSession);
@@ -174,7 +174,7 @@ where
 }
 
 /// Parses `{"event": "<name>", "data": <any>}` and checks the name.
-fn parse_emit(hub: &Hub, body: &[u8]) -> Result<(String, Value), Error> {
+fn parse_emit(body: &[u8], max_event_name: usize) -> Result<(String, Value), Error> {
     let value: Value = serde_json::from_slice(body).map_err(|e| Error::BadJson(e.to_string()))?;
     let Value::Object(mut obj) = value else {
         return Err(Error::BadJson("expected an object".into()));
@@ -184,7 +184,7 @@ fn parse_emit(hub: &Hub, body: &[u8]) -> Result<(String, Value), Error> {
         Some(_) => return Err(Error::BadJson("\"event\" must be a string".into())),
         None => return Err(Error::BadJson("missing \"event\"".into())),
     };
-    check_event_name(&event, hub.config.max_event_name)?;
+    check_event_name(&event, max_event_name)?;
     Ok((event, obj.remove("data").unwrap_or(Value::Null)))
 }
 
@@ -252,4 +252,106 @@ fn error_response(e: &Error) -> Response<ResponseBody> {
         _ => {}
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    //! Property tests of everything that parses client input. Inputs that
+    //! once mattered are kept in `CORPUS`-style tables below as regressions.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const SID: &str = "0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10";
+
+    #[test]
+    fn sid_param_corpus() {
+        let cases: &[(Option<&str>, bool)] = &[
+            (None, false),
+            (Some(""), false),
+            (Some("sid="), false),
+            (Some("sid=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10"), true),
+            (Some("t=1&sid=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10"), true),
+            (Some("sid=0b9c3f3e8a3c4c1e9f552f1c0b7d9a10"), false),
+            (Some("sid={0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a1}"), false),
+            (Some("sid=urn:uuid:0b9c3f3e-8a3c-4c1e-9f5"), false),
+            (Some("sid=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a1%00"), false),
+            (Some("sid=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10x"), false),
+            (Some("xsid=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10"), false),
+        ];
+        for (q, ok) in cases {
+            assert_eq!(sid_param(*q).is_some(), *ok, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn emit_corpus() {
+        assert!(parse_emit(br#"{"event":"a","data":{"x":[1,2]}}"#, 256).is_ok());
+        assert_eq!(parse_emit(br#"{"event":"a"}"#, 256).unwrap().1, Value::Null);
+        for bad in [&b"\xff\xfe"[..], b"null", b"\"event\"", b"{\"event\":null}", b"{\"event\":\"\\u0000\n\"}"] {
+            assert!(parse_emit(bad, 256).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        // Deep nesting is refused by the JSON parser's recursion limit, not
+        // by a stack overflow.
+        let deep = format!("{{\"event\":\"a\",\"data\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_emit(deep.as_bytes(), 256).is_err());
+    }
+
+    #[test]
+    fn static_lookup_corpus() {
+        for p in ["/", "/index.html", "/public/client.js", "/public/ssio.js", "/public/ssio.d.ts", "/public/style.css"] {
+            assert!(statics::lookup(p).is_some(), "{p}");
+        }
+        for p in ["", "/public/", "/public/../src/app.rs", "/PUBLIC/client.js", "/public/client.js/", "/public/client.js?x"] {
+            assert!(statics::lookup(p).is_none(), "{p}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn sid_param_accepts_only_hyphenated_uuids(q in ".{0,80}") {
+            if let Some(sid) = sid_param(Some(&q)) {
+                let needle = format!("sid={}", sid.hyphenated());
+                let found = q.to_lowercase().contains(&needle);
+                prop_assert!(found, "{} not in {}", needle, q);
+            }
+        }
+
+        #[test]
+        fn sid_param_finds_a_real_sid_among_other_params(pre in "[a-z]{1,5}=[a-z0-9]{0,8}", post in "[a-z]{1,5}=[a-z0-9]{0,8}") {
+            let q = format!("{pre}&sid={SID}&{post}");
+            prop_assert_eq!(sid_param(Some(&q)).map(|s| s.to_string()), Some(SID.to_string()));
+        }
+
+        #[test]
+        fn parse_emit_never_panics_and_enforces_name_rules(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok((name, _)) = parse_emit(&body, 16) {
+                prop_assert!(!name.is_empty() && name.len() <= 16);
+                prop_assert!(!name.contains('\n') && !name.contains('\r'));
+                prop_assert!(!RESERVED.contains(&name.as_str()));
+            }
+        }
+
+        #[test]
+        fn parse_emit_accepts_every_valid_name(name in "[^\r\n]{1,16}", data in any::<i64>()) {
+            let body = serde_json::json!({ "event": name, "data": data }).to_string();
+            let parsed = parse_emit(body.as_bytes(), 64);
+            if RESERVED.contains(&name.as_str()) || name.len() > 64 {
+                prop_assert!(parsed.is_err());
+            } else {
+                let (n, d) = parsed.unwrap();
+                prop_assert_eq!(n, name);
+                prop_assert_eq!(d, Value::from(data));
+            }
+        }
+
+        #[test]
+        fn static_lookup_serves_only_the_table(path in "/[./%a-z0-9A-Z]{0,40}") {
+            if statics::lookup(&path).is_some() {
+                prop_assert!(["/", "/index.html", "/public/client.js", "/public/ssio.js", "/public/ssio.d.ts", "/public/style.css"].contains(&path.as_str()));
+            }
+        }
+    }
 }

@@ -195,6 +195,8 @@ pub struct Sse {
     /// Bytes received but not yet returned as whole events.
     pending: Vec<u8>,
     pub ended: bool,
+    /// The newest `user count` any helper has read.
+    pub last_count: Option<i64>,
 }
 
 impl Sse {
@@ -219,7 +221,7 @@ impl Sse {
             let head = read_head(&mut reader).await;
             assert!(head.starts_with("HTTP/1.1 200"), "stream refused: {head}");
             let sid = header_in(&head, "x-session-id").unwrap();
-            Sse { head, sid, reader, pending: Vec::new(), ended: false }
+            Sse { head, sid, reader, pending: Vec::new(), ended: false, last_count: None }
         };
         timeout(WAIT, fut).await.expect("stream did not open")
     }
@@ -283,11 +285,31 @@ impl Sse {
             if event == "user count" {
                 let c: i64 = data.parse().unwrap();
                 assert!(c >= 0, "negative count {c}");
+                self.last_count = Some(c);
                 seen.push(c);
                 if c == n {
                     return seen;
                 }
             }
+        }
+    }
+
+    /// Reads events until the stream has been quiet for a moment, then
+    /// asserts the newest `user count` seen (or already seen) is `n`.
+    pub async fn drain_to_latest_count(&mut self, n: i64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut last = None;
+        loop {
+            match timeout(Duration::from_millis(200), self.next_event_within(WAIT)).await {
+                Ok((event, data)) if event == "user count" => last = Some(data.parse::<i64>().unwrap()),
+                Ok(_) => {}
+                Err(_) if last == Some(n) || (last.is_none() && self.last_count == Some(n)) => return,
+                Err(_) => {}
+            }
+            if let Some(c) = last {
+                self.last_count = Some(c);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stream's count is {:?}, want {n}", self.last_count);
         }
     }
 
