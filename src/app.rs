@@ -20,7 +20,10 @@ pub fn install(io: &Io) {
 
         socket.on("chat message", |socket, message| {
             // The public tag, not the sid: a sid is its owner's credential.
-            socket.io().emit("chat message", json!({ "sid": socket.public_id(), "message": message }));
+            socket.io().emit(
+                "chat message",
+                json!({ "sid": socket.public_id(), "message": message }),
+            );
         });
 
         socket.on("disconnect", |socket, _reason| {

@@ -56,7 +56,9 @@ impl Backend for LocalBackend {
         // wrap so that one bug cannot turn into a count of 2^64.
         let _ = self
             .count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)));
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(1))
+            });
     }
 
     fn count(&self) -> usize {

@@ -40,7 +40,11 @@ pub const DEFAULT_BACKLOG: u32 = 4096;
 /// Server configuration: the CLI flags, their environment fallbacks, and the
 /// limits the hub enforces.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ssio", version, about = "Socket-style realtime events over Server-Sent Events, with a long-polling fallback")]
+#[command(
+    name = "ssio",
+    version,
+    about = "Socket-style realtime events over Server-Sent Events, with a long-polling fallback"
+)]
 pub struct Config {
     /// Interface to listen on.
     #[arg(long, env = "HOST", default_value = DEFAULT_HOST)]
@@ -146,7 +150,11 @@ impl Config {
 
     /// The address to bind, from `host` and `port`.
     pub fn addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
-        let host = if self.host == "localhost" { "127.0.0.1" } else { &self.host };
+        let host = if self.host == "localhost" {
+            "127.0.0.1"
+        } else {
+            &self.host
+        };
         match host.parse::<std::net::IpAddr>() {
             Ok(ip) => Ok(SocketAddr::new(ip, self.port)),
             Err(e) => Err(e),

@@ -3,9 +3,9 @@
 //!
 //! Connect and disconnect run their handlers while holding one ordering lock,
 //! so "count, then emit the count" is atomic with respect to every other
-//! connect or disconnect: two racing joins can never emit 2 and then a stale
-//! 1. The lock is a reentrant `parking_lot` mutex because a handler may
-//! itself disconnect a socket. It is a blocking lock and is never held across
+//! connect or disconnect: two racing joins can never emit 2 and then a
+//! stale 1. The lock is a reentrant `parking_lot` mutex because a handler
+//! may itself disconnect a socket. It is a blocking lock and is never held across
 //! an `.await`; handlers are plain closures, so that cannot happen.
 //!
 //! Idle long-poll sessions expire through a deadline set and one reaper task,
@@ -91,7 +91,10 @@ impl Hub {
     /// Creates a session, counts it, and runs the connection handlers.
     /// Returns its cursor with it, subscribed before the handlers run so the
     /// session sees whatever they broadcast.
-    pub(crate) fn connect(self: &Arc<Self>, transport: Transport) -> Result<(Arc<Session>, Delivery), Error> {
+    pub(crate) fn connect(
+        self: &Arc<Self>,
+        transport: Transport,
+    ) -> Result<(Arc<Session>, Delivery), Error> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
@@ -123,7 +126,8 @@ impl Hub {
         let Some(session) = self.sessions.lock().remove(&sid) else {
             return false;
         };
-        self.by_transport(session.transport).fetch_sub(1, Ordering::SeqCst);
+        self.by_transport(session.transport)
+            .fetch_sub(1, Ordering::SeqCst);
         tracing::debug!(%sid, %reason, "session ended");
         self.backend.leave();
         session.close(reason);

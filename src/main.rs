@@ -5,7 +5,6 @@ use clap::Parser;
 use ssio::{app, Config, Io};
 use tracing::info;
 
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()

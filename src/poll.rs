@@ -70,7 +70,10 @@ pub(crate) async fn poll(hub: &Arc<Hub>, session: Arc<Session>) -> Result<Bytes,
 
     let mut items = Vec::new();
     let wait = std::future::poll_fn(|cx| {
-        let d = pending.delivery.as_mut().expect("cursor present while polling");
+        let d = pending
+            .delivery
+            .as_mut()
+            .expect("cursor present while polling");
         // Drain everything ready now into one response.
         loop {
             match d.poll_next(cx) {

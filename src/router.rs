@@ -48,8 +48,10 @@ impl Io {
             Ok(res) => res,
             Err(e) => error_response(&e),
         };
-        res.headers_mut()
-            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        res.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
         res
     }
 }
@@ -67,7 +69,8 @@ where
             None if req.uri().query().is_none_or(|q| !q.contains("sid=")) => {
                 let (session, body) = poll::handshake(hub)?;
                 let mut res = json(StatusCode::OK, body);
-                res.headers_mut().insert("x-session-id", sid_header(session.sid));
+                res.headers_mut()
+                    .insert("x-session-id", sid_header(session.sid));
                 Ok(res)
             }
             None => Err(Error::UnknownSession),
@@ -77,7 +80,10 @@ where
             }
         },
         (&Method::POST, "/emit") => {
-            let session = lookup(hub, sid_param(req.uri().query()).ok_or(Error::UnknownSession)?)?;
+            let session = lookup(
+                hub,
+                sid_param(req.uri().query()).ok_or(Error::UnknownSession)?,
+            )?;
             let body = read_body(hub, req).await?;
             let (event, data) = parse_emit(&body, hub.config.max_event_name)?;
             // The session may have ended while the body was read.
@@ -100,7 +106,10 @@ where
             });
             Ok(json(StatusCode::OK, Bytes::from(body.to_string())))
         }
-        (&Method::GET, "/_api/server.js") => Ok(file("text/plain; charset=utf-8", statics::SERVER_SOURCE.as_bytes())),
+        (&Method::GET, "/_api/server.js") => Ok(file(
+            "text/plain; charset=utf-8",
+            statics::SERVER_SOURCE.as_bytes(),
+        )),
         (&Method::GET | &Method::HEAD, p) => match statics::lookup(p) {
             Some(f) => Ok(file(f.content_type, f.bytes)),
             None => Err(not_found_or_method(p)),
@@ -121,11 +130,17 @@ fn events(hub: &Arc<Hub>) -> Result<Response<ResponseBody>, Error> {
     let body = SseBody::new(hub.clone(), session.sid, delivery);
     let mut res = Response::new(BoxBody::new(body));
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     h.insert("x-session-id", sid_header(session.sid));
-    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("X-Session-Id"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("X-Session-Id"),
+    );
     Ok(res)
 }
 
@@ -217,7 +232,10 @@ fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     let mut res = Response::new(full(body));
     *res.status_mut() = status;
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
@@ -227,16 +245,28 @@ fn file(content_type: &'static str, bytes: &'static [u8]) -> Response<ResponseBo
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     res
 }
 
 fn preflight() -> Response<ResponseBody> {
     let mut res = empty(StatusCode::NO_CONTENT);
     let h = res.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, HEAD, OPTIONS"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type"));
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     res
 }
 
@@ -244,10 +274,12 @@ fn error_response(e: &Error) -> Response<ResponseBody> {
     let mut res = json(e.status(), Bytes::from(e.body()));
     match e {
         Error::MethodNotAllowed(allow) => {
-            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         Error::Full | Error::ShuttingDown => {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         _ => {}
     }
@@ -288,21 +320,49 @@ mod tests {
     fn emit_corpus() {
         assert!(parse_emit(br#"{"event":"a","data":{"x":[1,2]}}"#, 256).is_ok());
         assert_eq!(parse_emit(br#"{"event":"a"}"#, 256).unwrap().1, Value::Null);
-        for bad in [&b"\xff\xfe"[..], b"null", b"\"event\"", b"{\"event\":null}", b"{\"event\":\"\\u0000\n\"}"] {
-            assert!(parse_emit(bad, 256).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"\xff\xfe"[..],
+            b"null",
+            b"\"event\"",
+            b"{\"event\":null}",
+            b"{\"event\":\"\\u0000\n\"}",
+        ] {
+            assert!(
+                parse_emit(bad, 256).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // Deep nesting is refused by the JSON parser's recursion limit, not
         // by a stack overflow.
-        let deep = format!("{{\"event\":\"a\",\"data\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!(
+            "{{\"event\":\"a\",\"data\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         assert!(parse_emit(deep.as_bytes(), 256).is_err());
     }
 
     #[test]
     fn static_lookup_corpus() {
-        for p in ["/", "/index.html", "/public/client.js", "/public/ssio.js", "/public/ssio.d.ts", "/public/style.css"] {
+        for p in [
+            "/",
+            "/index.html",
+            "/public/client.js",
+            "/public/ssio.js",
+            "/public/ssio.d.ts",
+            "/public/style.css",
+        ] {
             assert!(statics::lookup(p).is_some(), "{p}");
         }
-        for p in ["", "/public/", "/public/../src/app.rs", "/PUBLIC/client.js", "/public/client.js/", "/public/client.js?x"] {
+        for p in [
+            "",
+            "/public/",
+            "/public/../src/app.rs",
+            "/PUBLIC/client.js",
+            "/public/client.js/",
+            "/public/client.js?x",
+        ] {
             assert!(statics::lookup(p).is_none(), "{p}");
         }
     }

@@ -185,7 +185,10 @@ impl Session {
     }
 
     /// The next direct event, or the close reason once closed.
-    pub(crate) fn poll_mailbox(&self, cx: &mut Context<'_>) -> Poll<Result<Packet, DisconnectReason>> {
+    pub(crate) fn poll_mailbox(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Packet, DisconnectReason>> {
         let mut mb = self.mailbox.lock();
         if let Some(reason) = mb.closed {
             return Poll::Ready(Err(reason));

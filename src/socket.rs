@@ -43,7 +43,9 @@ pub struct Io {
 
 impl fmt::Debug for Io {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Io").field("sessions", &self.hub.session_count()).finish()
+        f.debug_struct("Io")
+            .field("sessions", &self.hub.session_count())
+            .finish()
     }
 }
 
@@ -113,7 +115,10 @@ impl Io {
     /// If `event` contains a CR or LF, which would corrupt the SSE framing;
     /// server code names its events with literals, so this is a bug.
     pub fn emit(&self, event: &str, data: impl Into<Value>) {
-        assert!(!event.contains(['\n', '\r']), "event name contains a newline");
+        assert!(
+            !event.contains(['\n', '\r']),
+            "event name contains a newline"
+        );
         let packet = Packet::new(event, &data.into());
         let latest = self.hub.is_latest(event);
         self.hub.backend.broadcast(event, packet, latest);
@@ -212,14 +217,20 @@ impl Socket {
     /// # Panics
     /// If `event` contains a CR or LF, as for [`Io::emit`].
     pub fn emit(&self, event: &str, data: impl Into<Value>) {
-        assert!(!event.contains(['\n', '\r']), "event name contains a newline");
+        assert!(
+            !event.contains(['\n', '\r']),
+            "event name contains a newline"
+        );
         let packet = Packet::new(event, &data.into());
-        self.session.push(packet, self.io.hub.config.max_pending_events);
+        self.session
+            .push(packet, self.io.hub.config.max_pending_events);
     }
 
     /// Ends this session from the server side.
     pub fn disconnect(&self) {
-        self.io.hub.disconnect(self.session.sid, DisconnectReason::ServerDisconnect);
+        self.io
+            .hub
+            .disconnect(self.session.sid, DisconnectReason::ServerDisconnect);
     }
 
     /// Why the session ended, once it has.

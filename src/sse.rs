@@ -39,12 +39,18 @@ mod tests {
 
     #[test]
     fn single_line() {
-        assert_eq!(&encode("user count", "3")[..], b"event: user count\ndata: 3\n\n");
+        assert_eq!(
+            &encode("user count", "3")[..],
+            b"event: user count\ndata: 3\n\n"
+        );
     }
 
     #[test]
     fn multi_line_data_becomes_several_data_lines() {
-        assert_eq!(&encode("x", "a\nb\r\nc")[..], b"event: x\ndata: a\ndata: b\ndata: c\n\n");
+        assert_eq!(
+            &encode("x", "a\nb\r\nc")[..],
+            b"event: x\ndata: a\ndata: b\ndata: c\n\n"
+        );
     }
 
     #[test]

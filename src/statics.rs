@@ -16,14 +16,26 @@ const JS: &str = "text/javascript; charset=utf-8";
 /// Looks up a request path.
 pub(crate) fn lookup(path: &str) -> Option<StaticFile> {
     let (content_type, bytes): (&str, &[u8]) = match path {
-        "/" | "/index.html" => ("text/html; charset=utf-8", include_bytes!("../public/index.html")),
+        "/" | "/index.html" => (
+            "text/html; charset=utf-8",
+            include_bytes!("../public/index.html"),
+        ),
         "/public/client.js" => (JS, include_bytes!("../public/client.js")),
         "/public/ssio.js" => (JS, include_bytes!("../public/ssio.js")),
-        "/public/ssio.d.ts" => ("application/typescript; charset=utf-8", include_bytes!("../public/ssio.d.ts")),
-        "/public/style.css" => ("text/css; charset=utf-8", include_bytes!("../public/style.css")),
+        "/public/ssio.d.ts" => (
+            "application/typescript; charset=utf-8",
+            include_bytes!("../public/ssio.d.ts"),
+        ),
+        "/public/style.css" => (
+            "text/css; charset=utf-8",
+            include_bytes!("../public/style.css"),
+        ),
         _ => return None,
     };
-    Some(StaticFile { content_type, bytes })
+    Some(StaticFile {
+        content_type,
+        bytes,
+    })
 }
 
 /// The module holding the socket-style connection and disconnect handlers,

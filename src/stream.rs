@@ -50,7 +50,10 @@ impl SseBody {
         }
     }
 
-    fn sent(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+    fn sent(
+        &mut self,
+        bytes: Bytes,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         self.keep_alive.as_mut().reset(Instant::now() + self.period);
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
@@ -60,7 +63,10 @@ impl Body for SseBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
@@ -95,6 +101,7 @@ impl Body for SseBody {
 impl Drop for SseBody {
     fn drop(&mut self) {
         // A no-op if the session already ended for another reason.
-        self.hub.disconnect(self.sid, DisconnectReason::TransportClose);
+        self.hub
+            .disconnect(self.sid, DisconnectReason::TransportClose);
     }
 }

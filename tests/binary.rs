@@ -24,7 +24,11 @@ impl Drop for Proc {
 
 /// Starts the binary on a free port and reads the address from its log line.
 fn spawn(args: &[&str]) -> Proc {
-    spawn_with(Command::new(env!("CARGO_BIN_EXE_ssio")).args(["--host", "127.0.0.1", "--port", "0"]).args(args))
+    spawn_with(
+        Command::new(env!("CARGO_BIN_EXE_ssio"))
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args),
+    )
 }
 
 /// Starts the binary with at most `nofile` open descriptors.
@@ -54,8 +58,13 @@ fn spawn_with(cmd: &mut Command) -> Proc {
         // Keep draining so the child never blocks on a full pipe.
         for _ in lines {}
     });
-    let line = rx.recv_timeout(Duration::from_secs(10)).expect("no startup line");
-    let url = line.split("listening on http://").nth(1).unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no startup line");
+    let url = line
+        .split("listening on http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     let addr: SocketAddr = url.trim().parse().unwrap();
     assert_ne!(addr.port(), 0, "the log line must name the bound port");
     Proc { child, addr }
@@ -66,7 +75,10 @@ fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command name, which is in parentheses.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
     // utime and stime are fields 14 and 15, in clock ticks of 10 ms.
     Duration::from_millis((f[11] + f[12]) * 10)
 }
@@ -79,7 +91,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn help_lists_every_flag_with_its_env_and_default() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ssio")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ssio"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for (flag, env, default) in [
@@ -98,8 +113,14 @@ fn help_lists_every_flag_with_its_env_and_default() {
         ("--backlog", "BACKLOG", "4096"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
-        assert!(help.contains(&format!("[env: {env}=")), "{env} missing from --help");
-        assert!(help.contains(&format!("[default: {default}]")), "default {default} missing for {flag}");
+        assert!(
+            help.contains(&format!("[env: {env}=")),
+            "{env} missing from --help"
+        );
+        assert!(
+            help.contains(&format!("[default: {default}]")),
+            "default {default} missing for {flag}"
+        );
     }
 }
 
@@ -113,7 +134,9 @@ fn env_fallbacks_apply() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
@@ -126,7 +149,10 @@ async fn sigterm_ends_streams_with_disconnect_and_the_process_exits() {
     a.wait_count(1, WAIT).await;
     let t = Instant::now();
     unsafe_kill(p.child.id(), "TERM");
-    assert_eq!(a.next_event().await, ("disconnect".into(), r#""server shutdown""#.into()));
+    assert_eq!(
+        a.next_event().await,
+        ("disconnect".into(), r#""server shutdown""#.into())
+    );
     assert_eq!(a.next_chunk_within(WAIT).await, None);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -134,14 +160,20 @@ async fn sigterm_ends_streams_with_disconnect_and_the_process_exits() {
             assert!(status.success(), "{status:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "process did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(t.elapsed() < Duration::from_secs(3));
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -157,11 +189,18 @@ async fn a_hundred_thousand_abandoned_handshakes_are_reclaimed() {
     flood(p.addr, 8, 12_500).await;
     let peak = rss_kib(pid);
     let r = get(p.addr, "/stats").await;
-    eprintln!("100000 handshakes in {:?}; stats right after: {}", t.elapsed(), r.text());
+    eprintln!(
+        "100000 handshakes in {:?}; stats right after: {}",
+        t.elapsed(),
+        r.text()
+    );
     wait_stats_zero(p.addr).await;
     let after = rss_kib(pid);
     eprintln!("RSS KiB: baseline {base}, peak {peak}, after reclaim {after}");
-    assert!(after <= base + base / 10 + 1024, "RSS {after} KiB not back near baseline {base} KiB (peak {peak})");
+    assert!(
+        after <= base + base / 10 + 1024,
+        "RSS {after} KiB not back near baseline {base} KiB (peak {peak})"
+    );
 }
 
 async fn wait_stats_zero(addr: SocketAddr) {
@@ -171,7 +210,11 @@ async fn wait_stats_zero(addr: SocketAddr) {
         if r.text() == r#"{"sessions":0,"sse":0,"polling":0,"count":0}"# {
             return;
         }
-        assert!(Instant::now() < deadline, "sessions never reclaimed: {}", r.text());
+        assert!(
+            Instant::now() < deadline,
+            "sessions never reclaimed: {}",
+            r.text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -183,7 +226,10 @@ async fn flood(addr: SocketAddr, conns: usize, n: usize) {
         tasks.push(tokio::spawn(pipelined_handshakes(addr, n)));
     }
     for t in tasks {
-        tokio::time::timeout(Duration::from_secs(60), t).await.expect("flood timed out").unwrap();
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("flood timed out")
+            .unwrap();
     }
 }
 
@@ -193,7 +239,9 @@ async fn pipelined_handshakes(addr: SocketAddr, n: usize) {
     let (r, mut w) = s.into_split();
     let writer = tokio::spawn(async move {
         for _ in 0..n {
-            w.write_all(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+            w.write_all(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
         }
         w
     });
@@ -237,14 +285,23 @@ async fn out_of_descriptors_keeps_serving_does_not_spin_and_recovers() {
         flood.push(tokio::net::TcpStream::connect(p.addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
-    assert!(open >= 60, "the flood should exhaust the 64 descriptors, {open} open");
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(
+        open >= 60,
+        "the flood should exhaust the 64 descriptors, {open} open"
+    );
     let before = cpu_time(pid);
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let used = cpu_time(pid) - before;
     let share = used.as_secs_f64() / t.elapsed().as_secs_f64();
-    eprintln!("server CPU while out of descriptors: {used:?} over {:?} ({:.1}%)", t.elapsed(), share * 100.0);
+    eprintln!(
+        "server CPU while out of descriptors: {used:?} over {:?} ({:.1}%)",
+        t.elapsed(),
+        share * 100.0
+    );
     assert!(share < 0.15, "accept loop spins: {:.1}% CPU", share * 100.0);
 
     // Existing connections are still served.
@@ -266,13 +323,17 @@ async fn out_of_descriptors_keeps_serving_does_not_spin_and_recovers() {
 }
 
 async fn try_sse(addr: SocketAddr) -> Result<Sse, ()> {
-    tokio::spawn(async move { Sse::connect(addr).await }).await.map_err(|_| ())
+    tokio::spawn(async move { Sse::connect(addr).await })
+        .await
+        .map_err(|_| ())
 }
 
 /// One GET on an open keep-alive connection; returns the body.
 async fn keep_alive_get(s: &mut tokio::net::TcpStream, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let fut = async {
         loop {
@@ -289,7 +350,9 @@ async fn keep_alive_get(s: &mut tokio::net::TcpStream, path: &str) -> String {
             }
         }
     };
-    tokio::time::timeout(WAIT, fut).await.expect("keep-alive request timed out")
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("keep-alive request timed out")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,11 +368,19 @@ async fn a_restarted_server_on_the_same_port_takes_the_clients_back() {
     }
     unsafe_kill(first.child.id(), "TERM");
     for c in clients.iter_mut() {
-        assert_eq!(c.next_event().await, ("disconnect".into(), r#""server shutdown""#.into()));
+        assert_eq!(
+            c.next_event().await,
+            ("disconnect".into(), r#""server shutdown""#.into())
+        );
     }
     let status = first.child.wait().unwrap();
     assert!(status.success());
-    let second = spawn_with(Command::new(env!("CARGO_BIN_EXE_ssio")).args(["--host", "127.0.0.1", "--port", &port]));
+    let second = spawn_with(Command::new(env!("CARGO_BIN_EXE_ssio")).args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]));
     assert_eq!(second.addr, first.addr);
     // Everyone reconnects, as the browser client does.
     let mut back = Vec::new();
@@ -320,5 +391,8 @@ async fn a_restarted_server_on_the_same_port_takes_the_clients_back() {
         c.wait_count(20, WAIT).await;
     }
     let r = get(second.addr, "/stats").await;
-    assert_eq!(r.text(), r#"{"sessions":20,"sse":20,"polling":0,"count":20}"#);
+    assert_eq!(
+        r.text(),
+        r#"{"sessions":20,"sse":20,"polling":0,"count":20}"#
+    );
 }

@@ -24,10 +24,13 @@ struct LivePoller {
 
 async fn poll_once(addr: SocketAddr, sid: &str) -> Option<Vec<serde_json::Value>> {
     let s = TcpStream::connect(addr).await.ok()?;
-    s.set_linger(Some(Duration::ZERO)).ok()?;
+    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).ok()?;
     let mut r = BufReader::new(s);
     r.get_mut()
-        .write_all(format!("GET /poll?sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /poll?sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .ok()?;
     let mut status = String::new();
@@ -39,7 +42,10 @@ async fn poll_once(addr: SocketAddr, sid: &str) -> Option<Vec<serde_json::Value>
     }
     let text = String::from_utf8(rest).ok()?;
     let body = text.split("\r\n\r\n").nth(1)?;
-    serde_json::from_str::<serde_json::Value>(body).ok()?.as_array().cloned()
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .as_array()
+        .cloned()
 }
 
 impl LivePoller {
@@ -58,7 +64,11 @@ impl LivePoller {
                 }
             }
         });
-        LivePoller { sid: p.sid, last, task }
+        LivePoller {
+            sid: p.sid,
+            last,
+            task,
+        }
     }
 
     fn kill(self) {
@@ -69,7 +79,12 @@ impl LivePoller {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_of_500_clients_killed_survivors_converge_exactly() {
     // Heartbeats long enough that 250 live pollers keep up on a busy machine.
-    let server = Server::start(Config { ping_interval_ms: 1_000, ping_timeout_ms: 2_000, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 1_000,
+        ping_timeout_ms: 2_000,
+        ..fast_config()
+    })
+    .await;
     let addr = server.addr;
     let mut sse = Vec::new();
     let mut polls = Vec::new();
@@ -118,14 +133,21 @@ async fn a_third_of_500_clients_killed_survivors_converge_exactly() {
     eprintln!("killed {killed_sse} SSE and {killed_poll} polling clients; {live} remain");
     assert!(killed_sse > 50 && killed_poll > 50);
 
-    server.wait_sessions(live as usize, Duration::from_secs(8)).await;
+    server
+        .wait_sessions(live as usize, Duration::from_secs(8))
+        .await;
     for s in survivors_sse.iter_mut() {
         s.wait_count(live, Duration::from_secs(5)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     for p in &survivors_poll {
         while p.last.load(Ordering::SeqCst) != live {
-            assert!(Instant::now() < deadline, "poller {} stuck at {}", p.sid, p.last.load(Ordering::SeqCst));
+            assert!(
+                Instant::now() < deadline,
+                "poller {} stuck at {}",
+                p.sid,
+                p.last.load(Ordering::SeqCst)
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -133,21 +155,32 @@ async fn a_third_of_500_clients_killed_survivors_converge_exactly() {
         s.assert_quiet(Duration::from_millis(5)).await;
     }
     let stats = server.io.stats();
-    assert_eq!((stats.sessions, stats.count), (live as usize, live as usize));
+    assert_eq!(
+        (stats.sessions, stats.count),
+        (live as usize, live as usize)
+    );
     assert_eq!(stats.sse, survivors_sse.len());
     assert_eq!(stats.polling, survivors_poll.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_is_dropped_and_nobody_else_is_slowed() {
-    let server = Server::start(Config { ping_interval_ms: 500, ping_timeout_ms: 1_000, max_pending_events: 256, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 500,
+        ping_timeout_ms: 1_000,
+        max_pending_events: 256,
+        ..fast_config()
+    })
+    .await;
     let addr = server.addr;
     // The stalled client: a tiny receive buffer, and it never reads.
     let stalled = {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.set_recv_buffer_size(4096).unwrap();
         let mut s = sock.connect(addr).await.unwrap();
-        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         s
     };
     let mut reader = Sse::connect(addr).await;
@@ -158,7 +191,10 @@ async fn a_stalled_reader_is_dropped_and_nobody_else_is_slowed() {
     let t = Instant::now();
     for burst in 0..40 {
         for i in 0..100 {
-            server.io.emit("chat message", serde_json::json!({ "n": burst * 100 + i, "p": payload }));
+            server.io.emit(
+                "chat message",
+                serde_json::json!({ "n": burst * 100 + i, "p": payload }),
+            );
         }
         loop {
             let (event, data) = reader.next_event().await;
@@ -184,7 +220,11 @@ async fn a_stalled_reader_is_dropped_and_nobody_else_is_slowed() {
 #[tokio::test]
 async fn a_reader_that_falls_too_far_behind_is_told_why() {
     // The reader reads, but only after 600 events went out with room for 100.
-    let server = Server::start(Config { max_pending_events: 100, ..fast_config() }).await;
+    let server = Server::start(Config {
+        max_pending_events: 100,
+        ..fast_config()
+    })
+    .await;
     let mut behind = Sse::connect(server.addr).await;
     behind.wait_count(1, WAIT).await;
     for n in 0..600 {
@@ -208,12 +248,20 @@ async fn a_reader_that_falls_too_far_behind_is_told_why() {
 
 #[tokio::test]
 async fn slowloris_headers_are_cut_off_and_others_are_served() {
-    let server = Server::start(Config { header_timeout_ms: 500, ..fast_config() }).await;
+    let server = Server::start(Config {
+        header_timeout_ms: 500,
+        ..fast_config()
+    })
+    .await;
     let addr = server.addr;
     let slow = tokio::spawn(async move {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let t = Instant::now();
-        for b in b"GET /stats HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle().take(100) {
+        for b in b"GET /stats HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(100)
+        {
             if s.write_all(&[*b]).await.is_err() {
                 break;
             }
@@ -234,13 +282,24 @@ async fn slowloris_headers_are_cut_off_and_others_are_served() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (took, answer) = slow.await.unwrap();
-    assert!(took < Duration::from_secs(2), "slow client kept its connection for {took:?}");
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "slow client kept its connection for {took:?}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer:?}"
+    );
 }
 
 #[tokio::test]
 async fn every_live_session_id_stays_private() {
-    let server = Server::start(Config { ping_interval_ms: 2_000, ping_timeout_ms: 5_000, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 2_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    })
+    .await;
     let mut a = Sse::connect(server.addr).await;
     let p = Poller::handshake(server.addr).await;
     a.wait_count(2, WAIT).await;

@@ -26,7 +26,11 @@ struct Netns {
 }
 
 fn ip(args: &[&str]) -> bool {
-    Command::new("ip").args(args).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl Netns {
@@ -49,12 +53,26 @@ impl Netns {
             client_if: client_if.clone(),
         };
         let ok = ip(&["netns", "add", &name])
-            && ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &client_if])
+            && ip(&[
+                "link", "add", &host_if, "type", "veth", "peer", "name", &client_if,
+            ])
             && ip(&["link", "set", &client_if, "netns", &name])
             && ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])
             && ip(&["link", "set", &host_if, "up"])
-            && ip(&["netns", "exec", &name, "ip", "addr", "add", &format!("{client_ip}/30"), "dev", &client_if])
-            && ip(&["netns", "exec", &name, "ip", "link", "set", &client_if, "up"])
+            && ip(&[
+                "netns",
+                "exec",
+                &name,
+                "ip",
+                "addr",
+                "add",
+                &format!("{client_ip}/30"),
+                "dev",
+                &client_if,
+            ])
+            && ip(&[
+                "netns", "exec", &name, "ip", "link", "set", &client_if, "up",
+            ])
             && ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
         ok.then_some(ns)
     }
@@ -68,15 +86,25 @@ impl Netns {
     /// Pulls the cable: the client's link goes down, so nothing it would
     /// send (ACKs, FIN, RST) ever arrives and nothing reaches it.
     fn cut(&self) {
-        let ok = self.exec(&["ip", "link", "set", &self.client_if, "down"]).status().unwrap().success();
+        let ok = self
+            .exec(&["ip", "link", "set", &self.client_if, "down"])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "could not take the client link down");
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).stderr(Stdio::null()).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -107,11 +135,24 @@ impl Drop for Kill {
 /// Tests using this are multi-threaded: the blocking `curl` calls hold one
 /// worker while the server answers on the other.
 async fn start_on(ns: &Netns, config: Config) -> Server {
-    let server = Server::start_at(format!("{}:0", ns.host_ip).parse::<SocketAddr>().unwrap(), config).await;
+    let server = Server::start_at(
+        format!("{}:0", ns.host_ip).parse::<SocketAddr>().unwrap(),
+        config,
+    )
+    .await;
     let url = format!("http://{}/stats", server.addr);
     let deadline = Instant::now() + WAIT;
-    while !ns.exec(&["curl", "-sf", "--max-time", "1", &url]).stdout(Stdio::null()).status().unwrap().success() {
-        assert!(Instant::now() < deadline, "client namespace cannot reach the server");
+    while !ns
+        .exec(&["curl", "-sf", "--max-time", "1", &url])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "client namespace cannot reach the server"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server
@@ -123,7 +164,11 @@ async fn wait_zero(server: &Server, cut: Instant, bound: Duration) -> Duration {
         if server.io.stats().sessions == 0 {
             return cut.elapsed();
         }
-        assert!(Instant::now() < deadline, "half-open client still connected after {:?}", cut.elapsed());
+        assert!(
+            Instant::now() < deadline,
+            "half-open client still connected after {:?}",
+            cut.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -132,7 +177,11 @@ const PING_INTERVAL: u64 = 1_000;
 const PING_TIMEOUT: u64 = 1_000;
 
 fn config() -> Config {
-    Config { ping_interval_ms: PING_INTERVAL, ping_timeout_ms: PING_TIMEOUT, ..fast_config() }
+    Config {
+        ping_interval_ms: PING_INTERVAL,
+        ping_timeout_ms: PING_TIMEOUT,
+        ..fast_config()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +190,12 @@ async fn a_silent_sse_client_is_disconnected_within_ping_interval_plus_ping_time
     let server = start_on(&ns, config()).await;
     let url = format!("http://{}/events", server.addr);
     // Plain curl: it never sends anything after its request.
-    let _curl = Kill(ns.exec(&["curl", "-sN", "--max-time", "30", &url]).stdout(Stdio::null()).spawn().unwrap());
+    let _curl = Kill(
+        ns.exec(&["curl", "-sN", "--max-time", "30", &url])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     server.wait_sessions(1, WAIT).await;
     // Let the first events be acknowledged, then pull the cable.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -150,7 +204,10 @@ async fn a_silent_sse_client_is_disconnected_within_ping_interval_plus_ping_time
     let bound = Duration::from_millis(PING_INTERVAL + PING_TIMEOUT);
     let took = wait_zero(&server, cut, bound).await;
     eprintln!("half-open SSE client dropped after {took:?} (bound {bound:?})");
-    assert!(took <= bound + Duration::from_millis(500), "took {took:?}, bound {bound:?}");
+    assert!(
+        took <= bound + Duration::from_millis(500),
+        "took {took:?}, bound {bound:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,20 +215,43 @@ async fn a_silent_poll_client_is_disconnected_within_ping_interval_plus_ping_tim
     let Some(ns) = netns_or_skip(2) else { return };
     let server = start_on(&ns, config()).await;
     let out = ns
-        .exec(&["curl", "-s", "--max-time", "5", &format!("http://{}/poll", server.addr)])
+        .exec(&[
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://{}/poll", server.addr),
+        ])
         .output()
         .unwrap();
-    let sid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["sid"].as_str().unwrap().to_string();
+    let sid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // The client's next poll is pending when its network dies.
     let poll_url = format!("http://{}/poll?sid={sid}", server.addr);
-    let first = ns.exec(&["curl", "-s", "--max-time", "5", &poll_url]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&first.stdout), r#"[{"event":"user count","data":1}]"#);
-    let _pending = Kill(ns.exec(&["curl", "-s", "--max-time", "30", &poll_url]).stdout(Stdio::null()).spawn().unwrap());
+    let first = ns
+        .exec(&["curl", "-s", "--max-time", "5", &poll_url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout),
+        r#"[{"event":"user count","data":1}]"#
+    );
+    let _pending = Kill(
+        ns.exec(&["curl", "-s", "--max-time", "30", &poll_url])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let cut = Instant::now();
     ns.cut();
     let bound = Duration::from_millis(PING_INTERVAL + PING_TIMEOUT);
     let took = wait_zero(&server, cut, bound).await;
     eprintln!("half-open polling client dropped after {took:?} (bound {bound:?})");
-    assert!(took <= bound + Duration::from_millis(500), "took {took:?}, bound {bound:?}");
+    assert!(
+        took <= bound + Duration::from_millis(500),
+        "took {took:?}, bound {bound:?}"
+    );
 }

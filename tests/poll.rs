@@ -10,16 +10,33 @@ use ssio::Config;
 
 #[tokio::test]
 async fn handshake_then_count_at_once_then_a_held_poll_released_by_a_connect() {
-    let server = Server::start(Config { ping_interval_ms: 5_000, ping_timeout_ms: 5_000, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 5_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    })
+    .await;
     let r = get(server.addr, "/poll").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
     let sid = r.json()["sid"].as_str().unwrap().to_string();
-    assert_eq!(r.text(), format!(r#"{{"sid":"{sid}","pingInterval":5000,"pingTimeout":5000}}"#));
+    assert_eq!(
+        r.text(),
+        format!(r#"{{"sid":"{sid}","pingInterval":5000,"pingTimeout":5000}}"#)
+    );
     assert_eq!(uuid::Uuid::parse_str(&sid).unwrap().get_version_num(), 4);
-    let p = Poller { addr: server.addr, sid };
+    let p = Poller {
+        addr: server.addr,
+        sid,
+    };
 
-    assert_eq!(p.poll().await.text(), r#"[{"event":"user count","data":1}]"#);
+    assert_eq!(
+        p.poll().await.text(),
+        r#"[{"event":"user count","data":1}]"#
+    );
 
     let addr = server.addr;
     let held = tokio::spawn(async move {
@@ -28,27 +45,46 @@ async fn handshake_then_count_at_once_then_a_held_poll_released_by_a_connect() {
         (t.elapsed(), r.text())
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!held.is_finished(), "the poll must wait while nothing is queued");
+    assert!(
+        !held.is_finished(),
+        "the poll must wait while nothing is queued"
+    );
     let _other = Poller::handshake(addr).await;
     let (waited, body) = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
     assert_eq!(body, r#"[{"event":"user count","data":2}]"#);
-    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(2), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]
 async fn an_idle_poll_answers_empty_after_ping_interval() {
-    let server = Server::start(Config { ping_interval_ms: 300, ping_timeout_ms: 2_000, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 300,
+        ping_timeout_ms: 2_000,
+        ..fast_config()
+    })
+    .await;
     let p = Poller::handshake(server.addr).await;
     p.events().await;
     let t = Instant::now();
     assert_eq!(p.poll().await.text(), "[]");
     let waited = t.elapsed();
-    assert!(waited >= Duration::from_millis(280) && waited < Duration::from_secs(2), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(280) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]
 async fn counts_are_conflated_not_queued() {
-    let server = Server::start(Config { ping_interval_ms: 2_000, ping_timeout_ms: 5_000, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 2_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    })
+    .await;
     let p = Poller::handshake(server.addr).await;
     p.events().await;
     let mut others = Vec::new();
@@ -56,12 +92,20 @@ async fn counts_are_conflated_not_queued() {
         others.push(Poller::handshake(server.addr).await);
     }
     // Five changes happened; the poll returns only the newest.
-    assert_eq!(p.poll().await.text(), r#"[{"event":"user count","data":6}]"#);
+    assert_eq!(
+        p.poll().await.text(),
+        r#"[{"event":"user count","data":6}]"#
+    );
 }
 
 #[tokio::test]
 async fn mixed_transports_share_one_count_and_a_silent_poller_times_out() {
-    let server = Server::start(Config { ping_interval_ms: 200, ping_timeout_ms: 300, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 200,
+        ping_timeout_ms: 300,
+        ..fast_config()
+    })
+    .await;
     let mut a = Sse::connect(server.addr).await;
     let mut b = Sse::connect(server.addr).await;
     let p1 = Poller::handshake(server.addr).await;
@@ -80,11 +124,17 @@ async fn mixed_transports_share_one_count_and_a_silent_poller_times_out() {
     a.wait_count(3, Duration::from_secs(2)).await;
     let gone = t.elapsed();
     // No poll pending and none for pingTimeout (300 ms) since the last ended.
-    assert!(gone >= Duration::from_millis(250) && gone < Duration::from_millis(1_300), "{gone:?}");
+    assert!(
+        gone >= Duration::from_millis(250) && gone < Duration::from_millis(1_300),
+        "{gone:?}"
+    );
     b.wait_count(3, WAIT).await;
     let p1 = keep.await.unwrap();
     let r = p2.poll().await;
-    assert_eq!((r.status, r.text()), (400, r#"{"error":"unknown session"}"#.to_string()));
+    assert_eq!(
+        (r.status, r.text()),
+        (400, r#"{"error":"unknown session"}"#.to_string())
+    );
     // A poller that keeps polling is never cut off.
     for _ in 0..5 {
         assert_eq!(p1.poll().await.status, 200);
@@ -94,7 +144,12 @@ async fn mixed_transports_share_one_count_and_a_silent_poller_times_out() {
 
 #[tokio::test]
 async fn chat_message_reaches_sse_clients_and_other_pollers() {
-    let server = Server::start(Config { ping_interval_ms: 2_000, ping_timeout_ms: 5_000, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 2_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    })
+    .await;
     let mut s = Sse::connect(server.addr).await;
     let p1 = Poller::handshake(server.addr).await;
     let p2 = Poller::handshake(server.addr).await;
@@ -104,21 +159,43 @@ async fn chat_message_reaches_sse_clients_and_other_pollers() {
     let r = p1.emit("chat message", json!("hello")).await;
     assert_eq!(r.status, 204, "{}", r.text());
     let expected = format!(r#"{{"sid":"{}","message":"hello"}}"#, &p1.sid[..8]);
-    assert_eq!(s.next_event().await, ("chat message".to_string(), expected.clone()));
-    assert_eq!(p2.poll().await.text(), format!(r#"[{{"event":"chat message","data":{expected}}}]"#));
+    assert_eq!(
+        s.next_event().await,
+        ("chat message".to_string(), expected.clone())
+    );
+    assert_eq!(
+        p2.poll().await.text(),
+        format!(r#"[{{"event":"chat message","data":{expected}}}]"#)
+    );
 
     // SSE sessions emit with the sid from their connect event.
-    let r = post(server.addr, &format!("/emit?sid={}", s.sid), br#"{"event":"chat message","data":"from sse"}"#).await;
+    let r = post(
+        server.addr,
+        &format!("/emit?sid={}", s.sid),
+        br#"{"event":"chat message","data":"from sse"}"#,
+    )
+    .await;
     assert_eq!(r.status, 204);
     let expected = format!(r#"{{"sid":"{}","message":"from sse"}}"#, &s.sid[..8]);
-    assert_eq!(s.next_event().await, ("chat message".to_string(), expected.clone()));
+    assert_eq!(
+        s.next_event().await,
+        ("chat message".to_string(), expected.clone())
+    );
     let got = p1.events().await;
-    assert_eq!(got.last().unwrap(), &json!({"event": "chat message", "data": {"sid": &s.sid[..8], "message": "from sse"}}));
+    assert_eq!(
+        got.last().unwrap(),
+        &json!({"event": "chat message", "data": {"sid": &s.sid[..8], "message": "from sse"}})
+    );
 }
 
 #[tokio::test]
 async fn ordinary_events_arrive_in_order_none_lost_none_twice_across_polls() {
-    let server = Server::start(Config { ping_interval_ms: 2_000, ping_timeout_ms: 5_000, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 2_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    })
+    .await;
     let sender = Poller::handshake(server.addr).await;
     let p = Poller::handshake(server.addr).await;
     p.events().await;
@@ -146,7 +223,12 @@ async fn ordinary_events_arrive_in_order_none_lost_none_twice_across_polls() {
 
 #[tokio::test]
 async fn close_ends_the_session_at_once_and_is_harmless_twice() {
-    let server = Server::start(Config { ping_interval_ms: 5_000, ping_timeout_ms: 20_000, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 5_000,
+        ping_timeout_ms: 20_000,
+        ..fast_config()
+    })
+    .await;
     let mut a = Sse::connect(server.addr).await;
     let p = Poller::handshake(server.addr).await;
     a.wait_count(2, WAIT).await;
@@ -168,7 +250,10 @@ async fn close_ends_the_session_at_once_and_is_harmless_twice() {
     .await;
     assert_eq!(r.status, 204);
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(1), pending).await.unwrap().unwrap(),
+        tokio::time::timeout(Duration::from_secs(1), pending)
+            .await
+            .unwrap()
+            .unwrap(),
         r#"[{"event":"disconnect","data":"client close"}]"#
     );
     a.wait_count(1, Duration::from_secs(1)).await;
@@ -186,14 +271,27 @@ async fn close_ends_the_session_at_once_and_is_harmless_twice() {
     server.wait_sessions(1, WAIT).await;
 
     // An SSE session can be closed the same way; its stream says why.
-    assert_eq!(post(server.addr, &format!("/close?sid={}", a.sid), b"").await.status, 204);
-    assert_eq!(a.next_event().await, ("disconnect".into(), r#""client close""#.into()));
+    assert_eq!(
+        post(server.addr, &format!("/close?sid={}", a.sid), b"")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        a.next_event().await,
+        ("disconnect".into(), r#""client close""#.into())
+    );
     server.wait_sessions(0, WAIT).await;
 }
 
 #[tokio::test]
 async fn a_second_concurrent_poll_is_refused_and_the_first_keeps_waiting() {
-    let server = Server::start(Config { ping_interval_ms: 3_000, ping_timeout_ms: 5_000, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 3_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    })
+    .await;
     let p = Poller::handshake(server.addr).await;
     p.events().await;
     let (addr, sid) = (server.addr, p.sid.clone());
@@ -201,10 +299,16 @@ async fn a_second_concurrent_poll_is_refused_and_the_first_keeps_waiting() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let second = p.poll().await;
     assert_eq!(second.status, 400);
-    assert_eq!(second.text(), r#"{"error":"a poll is already pending for this session"}"#);
+    assert_eq!(
+        second.text(),
+        r#"{"error":"a poll is already pending for this session"}"#
+    );
     assert!(!first.is_finished());
     let _other = Sse::connect(server.addr).await;
-    let body = tokio::time::timeout(Duration::from_secs(1), first).await.unwrap().unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(1), first)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(body, r#"[{"event":"user count","data":2}]"#);
     // The session is intact.
     assert_eq!(p.poll().await.status, 200);
@@ -224,11 +328,25 @@ async fn bad_sids_are_unknown_sessions() {
     ];
     for path in &paths {
         let r = get(server.addr, path).await;
-        assert_eq!((r.status, r.text()), (400, r#"{"error":"unknown session"}"#.to_string()), "{path}");
+        assert_eq!(
+            (r.status, r.text()),
+            (400, r#"{"error":"unknown session"}"#.to_string()),
+            "{path}"
+        );
     }
-    for path in [format!("/emit?sid={unknown}"), "/emit".into(), "/emit?sid=zzz".into(), "/close".into(), "/close?sid=1".into()] {
+    for path in [
+        format!("/emit?sid={unknown}"),
+        "/emit".into(),
+        "/emit?sid=zzz".into(),
+        "/close".into(),
+        "/close?sid=1".into(),
+    ] {
         let r = post(server.addr, &path, br#"{"event":"x","data":1}"#).await;
-        assert_eq!((r.status, r.text()), (400, r#"{"error":"unknown session"}"#.to_string()), "{path}");
+        assert_eq!(
+            (r.status, r.text()),
+            (400, r#"{"error":"unknown session"}"#.to_string()),
+            "{path}"
+        );
     }
 }
 
@@ -238,7 +356,10 @@ async fn a_poll_for_an_sse_session_is_refused() {
     let mut a = Sse::connect(server.addr).await;
     let r = get(server.addr, &format!("/poll?sid={}", a.sid)).await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.text(), r#"{"error":"session uses the sse transport, not polling"}"#);
+    assert_eq!(
+        r.text(),
+        r#"{"error":"session uses the sse transport, not polling"}"#
+    );
     // The stream is unharmed.
     a.wait_count(1, WAIT).await;
     server.wait_sessions(1, WAIT).await;
@@ -246,7 +367,11 @@ async fn a_poll_for_an_sse_session_is_refused() {
 
 #[tokio::test]
 async fn bad_emit_bodies_get_400_and_harm_no_one() {
-    let server = Server::start(Config { max_payload: 1024, ..fast_config() }).await;
+    let server = Server::start(Config {
+        max_payload: 1024,
+        ..fast_config()
+    })
+    .await;
     let mut a = Sse::connect(server.addr).await;
     a.wait_count(1, WAIT).await;
     let p = Poller::handshake(server.addr).await;
@@ -257,17 +382,41 @@ async fn bad_emit_bodies_get_400_and_harm_no_one() {
     };
     let long = "e".repeat(257);
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (b"{not json".to_vec(), "invalid JSON: key must be a string at line 1 column 2"),
-        (b"".to_vec(), "invalid JSON: EOF while parsing a value at line 1 column 0"),
+        (
+            b"{not json".to_vec(),
+            "invalid JSON: key must be a string at line 1 column 2",
+        ),
+        (
+            b"".to_vec(),
+            "invalid JSON: EOF while parsing a value at line 1 column 0",
+        ),
         (b"[1,2]".to_vec(), "invalid JSON: expected an object"),
         (br#"{"data":1}"#.to_vec(), "invalid JSON: missing \"event\""),
-        (br#"{"event":3}"#.to_vec(), "invalid JSON: \"event\" must be a string"),
+        (
+            br#"{"event":3}"#.to_vec(),
+            "invalid JSON: \"event\" must be a string",
+        ),
         (br#"{"event":""}"#.to_vec(), "invalid event name: empty"),
-        (format!(r#"{{"event":"{long}"}}"#).into_bytes(), "invalid event name: too long"),
-        (br#"{"event":"a\nb"}"#.to_vec(), "invalid event name: contains a newline"),
-        (br#"{"event":"a\rb"}"#.to_vec(), "invalid event name: contains a newline"),
-        (br#"{"event":"connect"}"#.to_vec(), "invalid event name: reserved"),
-        (br#"{"event":"disconnect"}"#.to_vec(), "invalid event name: reserved"),
+        (
+            format!(r#"{{"event":"{long}"}}"#).into_bytes(),
+            "invalid event name: too long",
+        ),
+        (
+            br#"{"event":"a\nb"}"#.to_vec(),
+            "invalid event name: contains a newline",
+        ),
+        (
+            br#"{"event":"a\rb"}"#.to_vec(),
+            "invalid event name: contains a newline",
+        ),
+        (
+            br#"{"event":"connect"}"#.to_vec(),
+            "invalid event name: reserved",
+        ),
+        (
+            br#"{"event":"disconnect"}"#.to_vec(),
+            "invalid event name: reserved",
+        ),
     ];
     for (body, error) in cases {
         let r = emit(body.clone()).await;
@@ -279,9 +428,18 @@ async fn bad_emit_bodies_get_400_and_harm_no_one() {
     assert_eq!(emit(ok.into_bytes()).await.status, 204);
 
     // Over the payload limit: declared, and undeclared (chunked).
-    let big = format!(r#"{{"event":"chat message","data":"{}"}}"#, "x".repeat(2000));
+    let big = format!(
+        r#"{{"event":"chat message","data":"{}"}}"#,
+        "x".repeat(2000)
+    );
     let r = emit(big.clone().into_bytes()).await;
-    assert_eq!((r.status, r.text()), (413, r#"{"error":"payload too large (limit 1024 bytes)"}"#.to_string()));
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            413,
+            r#"{"error":"payload too large (limit 1024 bytes)"}"#.to_string()
+        )
+    );
     let chunked = format!(
         "POST /emit?sid={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
         p.sid,
@@ -299,7 +457,11 @@ async fn bad_emit_bodies_get_400_and_harm_no_one() {
 
 #[tokio::test]
 async fn a_body_that_never_finishes_gets_408() {
-    let server = Server::start(Config { body_timeout_ms: 300, ..fast_config() }).await;
+    let server = Server::start(Config {
+        body_timeout_ms: 300,
+        ..fast_config()
+    })
+    .await;
     let p = Poller::handshake(server.addr).await;
     let raw = format!(
         "POST /emit?sid={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n{{\"event\"",
@@ -307,13 +469,22 @@ async fn a_body_that_never_finishes_gets_408() {
     );
     let t = Instant::now();
     let r = request_raw(server.addr, raw.as_bytes()).await;
-    assert_eq!((r.status, r.text()), (408, r#"{"error":"request body timed out"}"#.to_string()));
+    assert_eq!(
+        (r.status, r.text()),
+        (408, r#"{"error":"request body timed out"}"#.to_string())
+    );
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]
 async fn the_session_cap_returns_503_with_retry_after_and_spares_existing_sessions() {
-    let server = Server::start(Config { max_sessions: 3, ping_interval_ms: 2_000, ping_timeout_ms: 5_000, ..fast_config() }).await;
+    let server = Server::start(Config {
+        max_sessions: 3,
+        ping_interval_ms: 2_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    })
+    .await;
     let mut a = Sse::connect(server.addr).await;
     let p = Poller::handshake(server.addr).await;
     let _b = Sse::connect(server.addr).await;
@@ -325,7 +496,10 @@ async fn the_session_cap_returns_503_with_retry_after_and_spares_existing_sessio
         assert_eq!(r.text(), r#"{"error":"server is full, retry later"}"#);
     }
     a.assert_quiet(Duration::from_millis(100)).await;
-    assert_eq!(p.events().await, vec![json!({"event": "user count", "data": 3})]);
+    assert_eq!(
+        p.events().await,
+        vec![json!({"event": "user count", "data": 3})]
+    );
     // Room again once one leaves.
     p.close().await;
     a.wait_count(2, WAIT).await;
@@ -334,7 +508,12 @@ async fn the_session_cap_returns_503_with_retry_after_and_spares_existing_sessio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_poll_sessions_are_reclaimed_without_any_request() {
-    let server = Server::start(Config { ping_interval_ms: 200, ping_timeout_ms: 300, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 200,
+        ping_timeout_ms: 300,
+        ..fast_config()
+    })
+    .await;
     let addr = server.addr;
     // 20,000 handshakes over 8 keep-alive connections; none polls again.
     let mut tasks = Vec::new();
@@ -374,7 +553,10 @@ async fn handshakes(addr: std::net::SocketAddr, n: usize) {
             if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                 len = v.trim().parse().unwrap();
             }
-            assert!(!line.is_empty() && !line.starts_with("HTTP/1.1 5"), "{line}");
+            assert!(
+                !line.is_empty() && !line.starts_with("HTTP/1.1 5"),
+                "{line}"
+            );
         }
         let mut body = vec![0; len];
         r.read_exact(&mut body).await.unwrap();

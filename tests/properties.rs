@@ -74,7 +74,12 @@ impl LivePoller {
 }
 
 async fn run_ops(ops: Vec<Op>) {
-    let server = Server::start(Config { ping_interval_ms: 150, ping_timeout_ms: 300, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 150,
+        ping_timeout_ms: 300,
+        ..fast_config()
+    })
+    .await;
     let addr = server.addr;
     let mut sse: Vec<Sse> = Vec::new();
     let mut polls: Vec<LivePoller> = Vec::new();
@@ -97,13 +102,18 @@ async fn run_ops(ops: Vec<Op>) {
                 polls.remove(i % polls.len()).task.abort();
             }
             Op::Emit(i) if !polls.is_empty() => {
-                let r = polls[i % polls.len()].poller.emit("chat message", serde_json::json!(i)).await;
+                let r = polls[i % polls.len()]
+                    .poller
+                    .emit("chat message", serde_json::json!(i))
+                    .await;
                 assert_eq!(r.status, 204);
             }
             _ => {}
         }
         // At every step the count is the number of live sessions.
-        server.wait_sessions(sse.len() + polls.len(), Duration::from_secs(3)).await;
+        server
+            .wait_sessions(sse.len() + polls.len(), Duration::from_secs(3))
+            .await;
     }
     // Every client's last count is the true one.
     let live = (sse.len() + polls.len()) as i64;
@@ -113,7 +123,11 @@ async fn run_ops(ops: Vec<Op>) {
     let deadline = Instant::now() + Duration::from_secs(3);
     for p in &polls {
         while p.last.load(Ordering::SeqCst) != live {
-            assert!(Instant::now() < deadline, "poller stuck at {} (live {live})", p.last.load(Ordering::SeqCst));
+            assert!(
+                Instant::now() < deadline,
+                "poller stuck at {} (live {live})",
+                p.last.load(Ordering::SeqCst)
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -133,7 +147,15 @@ proptest! {
 }
 
 fn method() -> impl Strategy<Value = &'static str> {
-    prop_oneof![Just("GET"), Just("POST"), Just("PUT"), Just("OPTIONS"), Just("HEAD"), Just("DELETE"), Just("BREW")]
+    prop_oneof![
+        Just("GET"),
+        Just("POST"),
+        Just("PUT"),
+        Just("OPTIONS"),
+        Just("HEAD"),
+        Just("DELETE"),
+        Just("BREW")
+    ]
 }
 
 fn path() -> impl Strategy<Value = String> {

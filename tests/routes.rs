@@ -10,8 +10,14 @@ async fn server_source_route_serves_the_real_app_module() {
     let server = Server::start(fast_config()).await;
     let r = get(server.addr, "/_api/server.js").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type").as_deref(), Some("text/plain; charset=utf-8"));
-    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
     assert_eq!(r.text(), include_str!("../src/app.rs"));
     let re = Regex::new(r#"(?i)socket.on.*('|")disconnect('|")"#).unwrap();
     assert!(re.is_match(&r.text()));
@@ -22,8 +28,14 @@ async fn client_script_route_serves_the_page_script() {
     let server = Server::start(fast_config()).await;
     let r = get(server.addr, "/public/client.js").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type").as_deref(), Some("text/javascript; charset=utf-8"));
-    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
     assert_eq!(r.text(), include_str!("../public/client.js"));
     let re = Regex::new(r#"(?i)socket.on.*('|")user count('|")"#).unwrap();
     assert!(re.is_match(&r.text()));
@@ -31,12 +43,19 @@ async fn client_script_route_serves_the_page_script() {
 
     let page = get(server.addr, "/").await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type").as_deref(), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
     assert!(page.text().contains("/public/client.js"));
     for f in ["/public/ssio.js", "/public/style.css", "/public/ssio.d.ts"] {
         let r = get(server.addr, f).await;
         assert_eq!(r.status, 200, "{f}");
-        assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("*"), "{f}");
+        assert_eq!(
+            r.header("access-control-allow-origin").as_deref(),
+            Some("*"),
+            "{f}"
+        );
     }
 }
 
@@ -48,14 +67,26 @@ async fn cors_preflight_gets_204() {
             server.addr,
             "OPTIONS",
             path,
-            &[("Origin", "http://elsewhere.example"), ("Access-Control-Request-Method", "GET")],
+            &[
+                ("Origin", "http://elsewhere.example"),
+                ("Access-Control-Request-Method", "GET"),
+            ],
             b"",
         )
         .await;
         assert_eq!(r.status, 204, "{path}");
-        assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("*"));
-        assert!(r.header("access-control-allow-methods").unwrap().contains("GET"));
-        assert_eq!(r.header("access-control-allow-headers").as_deref(), Some("Content-Type"));
+        assert_eq!(
+            r.header("access-control-allow-origin").as_deref(),
+            Some("*")
+        );
+        assert!(r
+            .header("access-control-allow-methods")
+            .unwrap()
+            .contains("GET"));
+        assert_eq!(
+            r.header("access-control-allow-headers").as_deref(),
+            Some("Content-Type")
+        );
     }
 }
 
@@ -64,7 +95,10 @@ async fn unknown_route_is_404_json() {
     let server = Server::start(fast_config()).await;
     let r = get(server.addr, "/nope").await;
     assert_eq!(r.status, 404);
-    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
     assert_eq!(r.text(), r#"{"error":"not found"}"#);
 }
 
@@ -113,7 +147,11 @@ async fn static_path_tricks_are_404() {
         assert_eq!(r.text(), r#"{"error":"not found"}"#, "{path}");
     }
     // A raw NUL in the request line is not HTTP at all.
-    let r = request_raw(server.addr, b"GET /public/client.js\0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let r = request_raw(
+        server.addr,
+        b"GET /public/client.js\0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(r.status, 400);
     // Still healthy.
     assert_eq!(get(server.addr, "/public/client.js").await.status, 200);

@@ -10,12 +10,29 @@ use ssio::Config;
 
 #[tokio::test]
 async fn stream_headers_and_first_events_are_exact() {
-    let server = Server::start(Config { host: "127.0.0.1".into(), port: 0, ..Config::default() }).await;
+    let server = Server::start(Config {
+        host: "127.0.0.1".into(),
+        port: 0,
+        ..Config::default()
+    })
+    .await;
     let mut s = Sse::open(server.addr).await;
-    assert_eq!(header_in(&s.head, "content-type").as_deref(), Some("text/event-stream"));
-    assert_eq!(header_in(&s.head, "cache-control").as_deref(), Some("no-cache"));
-    assert_eq!(header_in(&s.head, "x-accel-buffering").as_deref(), Some("no"));
-    assert_eq!(header_in(&s.head, "access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        header_in(&s.head, "content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    assert_eq!(
+        header_in(&s.head, "cache-control").as_deref(),
+        Some("no-cache")
+    );
+    assert_eq!(
+        header_in(&s.head, "x-accel-buffering").as_deref(),
+        Some("no")
+    );
+    assert_eq!(
+        header_in(&s.head, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
     assert_eq!(header_in(&s.head, "content-encoding"), None);
     let sid = uuid::Uuid::parse_str(&s.sid).unwrap();
     assert_eq!(sid.get_version_num(), 4);
@@ -32,14 +49,30 @@ async fn stream_headers_and_first_events_are_exact() {
 
 #[tokio::test]
 async fn keep_alive_is_a_comment_sent_only_when_idle() {
-    let server = Server::start(Config { ping_interval_ms: 200, ..fast_config() }).await;
+    let server = Server::start(Config {
+        ping_interval_ms: 200,
+        ..fast_config()
+    })
+    .await;
     let mut s = Sse::connect(server.addr).await;
-    assert_eq!(s.next_chunk_within(WAIT).await.unwrap(), b"event: user count\ndata: 1\n\n");
+    assert_eq!(
+        s.next_chunk_within(WAIT).await.unwrap(),
+        b"event: user count\ndata: 1\n\n"
+    );
     let t = Instant::now();
-    assert_eq!(s.next_chunk_within(WAIT).await.unwrap(), b": keep-alive\n\n");
+    assert_eq!(
+        s.next_chunk_within(WAIT).await.unwrap(),
+        b": keep-alive\n\n"
+    );
     let idle = t.elapsed();
-    assert!(idle >= Duration::from_millis(150), "keep-alive after only {idle:?}");
-    assert!(idle < Duration::from_millis(1000), "keep-alive late: {idle:?}");
+    assert!(
+        idle >= Duration::from_millis(150),
+        "keep-alive after only {idle:?}"
+    );
+    assert!(
+        idle < Duration::from_millis(1000),
+        "keep-alive late: {idle:?}"
+    );
 
     // A real event resets the idle timer: traffic every 100 ms means no
     // keep-alive at all in between.
@@ -48,7 +81,11 @@ async fn keep_alive_is_a_comment_sent_only_when_idle() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         other.push(Sse::connect(server.addr).await);
         let chunk = s.next_chunk_within(WAIT).await.unwrap();
-        assert!(chunk.starts_with(b"event: user count\n"), "{:?}", String::from_utf8_lossy(&chunk));
+        assert!(
+            chunk.starts_with(b"event: user count\n"),
+            "{:?}",
+            String::from_utf8_lossy(&chunk)
+        );
     }
 }
 
@@ -75,7 +112,9 @@ async fn a_reset_connection_is_a_prompt_disconnect() {
     // SO_LINGER 0 makes close send RST, as a killed process or a dropped
     // laptop connection does.
     let std = std::net::TcpStream::connect(server.addr).unwrap();
-    socket2::SockRef::from(&std).set_linger(Some(Duration::ZERO)).unwrap();
+    socket2::SockRef::from(&std)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     std::io::Write::write_all(&mut &std, b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     a.wait_count(2, WAIT).await;
     drop(std);
@@ -147,12 +186,20 @@ async fn graceful_shutdown_ends_streams_with_the_disconnect_event() {
     a.wait_count(1, WAIT).await;
     let t = Instant::now();
     server.shutdown(Duration::from_secs(5)).await;
-    assert!(t.elapsed() < Duration::from_secs(2), "shutdown took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
     assert_eq!(
         a.next_chunk_within(WAIT).await.unwrap(),
         b"event: disconnect\ndata: \"server shutdown\"\n\n"
     );
-    assert_eq!(a.next_chunk_within(WAIT).await, None, "stream must end after disconnect");
+    assert_eq!(
+        a.next_chunk_within(WAIT).await,
+        None,
+        "stream must end after disconnect"
+    );
     assert!(a.ended);
     assert_eq!(server.io.stats().sessions, 0);
 }
@@ -161,7 +208,11 @@ async fn graceful_shutdown_ends_streams_with_the_disconnect_event() {
 async fn a_stream_that_never_finishes_cannot_delay_shutdown_past_the_deadline() {
     // A client that stops reading keeps its response from completing; the
     // deadline still bounds shutdown.
-    let mut server = Server::start(Config { shutdown_timeout_ms: 300, ..fast_config() }).await;
+    let mut server = Server::start(Config {
+        shutdown_timeout_ms: 300,
+        ..fast_config()
+    })
+    .await;
     let s = std::net::TcpStream::connect(server.addr).unwrap();
     std::io::Write::write_all(&mut &s, b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     server.wait_sessions(1, WAIT).await;

@@ -49,7 +49,12 @@ impl Server {
         let handle = tokio::spawn(ssio::run(listener, io.clone(), async move {
             let _ = rx.await;
         }));
-        Server { addr, io, stop: Some(tx), handle: Some(handle) }
+        Server {
+            addr,
+            io,
+            stop: Some(tx),
+            handle: Some(handle),
+        }
     }
 
     /// Signals shutdown and waits (bounded) for `run` to return.
@@ -58,7 +63,10 @@ impl Server {
             let _ = tx.send(());
         }
         if let Some(h) = self.handle.take() {
-            timeout(within, h).await.expect("run() did not return in time").unwrap();
+            timeout(within, h)
+                .await
+                .expect("run() did not return in time")
+                .unwrap();
         }
     }
 
@@ -94,20 +102,29 @@ impl Resp {
         String::from_utf8(self.body.clone()).unwrap()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
     }
 }
 
 pub fn header_in(head: &str, name: &str) -> Option<String> {
     head.lines().skip(1).find_map(|l| {
         let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
     })
 }
 
 /// Sends one request on a fresh connection (`Connection: close`) and reads
 /// the whole response.
-pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         raw.push_str(&format!("{k}: {v}\r\n"));
@@ -145,7 +162,10 @@ async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R) -> String {
     loop {
         let mut line = String::new();
         let n = r.read_line(&mut line).await.unwrap();
-        assert!(n > 0, "connection closed inside the response head: {head:?}");
+        assert!(
+            n > 0,
+            "connection closed inside the response head: {head:?}"
+        );
         if line == "\r\n" {
             return head;
         }
@@ -177,7 +197,8 @@ async fn read_chunk<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Option<Vec<u8>> {
     if r.read_line(&mut line).await.ok()? == 0 {
         return None;
     }
-    let size = usize::from_str_radix(line.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+    let size = usize::from_str_radix(line.trim(), 16)
+        .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
     let mut buf = vec![0; size + 2];
     r.read_exact(&mut buf).await.ok()?;
     buf.truncate(size);
@@ -221,7 +242,14 @@ impl Sse {
             let head = read_head(&mut reader).await;
             assert!(head.starts_with("HTTP/1.1 200"), "stream refused: {head}");
             let sid = header_in(&head, "x-session-id").unwrap();
-            Sse { head, sid, reader, pending: Vec::new(), ended: false, last_count: None }
+            Sse {
+                head,
+                sid,
+                reader,
+                pending: Vec::new(),
+                ended: false,
+                last_count: None,
+            }
         };
         timeout(WAIT, fut).await.expect("stream did not open")
     }
@@ -301,27 +329,43 @@ impl Sse {
         let mut last = None;
         loop {
             match timeout(Duration::from_millis(200), self.next_event_within(WAIT)).await {
-                Ok((event, data)) if event == "user count" => last = Some(data.parse::<i64>().unwrap()),
+                Ok((event, data)) if event == "user count" => {
+                    last = Some(data.parse::<i64>().unwrap())
+                }
                 Ok(_) => {}
-                Err(_) if last == Some(n) || (last.is_none() && self.last_count == Some(n)) => return,
+                Err(_) if last == Some(n) || (last.is_none() && self.last_count == Some(n)) => {
+                    return
+                }
                 Err(_) => {}
             }
             if let Some(c) = last {
                 self.last_count = Some(c);
             }
-            assert!(tokio::time::Instant::now() < deadline, "stream's count is {:?}, want {n}", self.last_count);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stream's count is {:?}, want {n}",
+                self.last_count
+            );
         }
     }
 
     /// Makes dropping this client reset the connection (RST), as a killed
     /// process does, instead of closing it politely.
     pub fn set_reset_on_drop(&mut self) {
-        self.reader.get_ref().set_linger(Some(Duration::ZERO)).unwrap();
+        // A zero linger resets at once; it never blocks the dropping thread.
+        socket2::SockRef::from(self.reader.get_ref())
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
     }
 
     /// Asserts nothing but keep-alives arrives for `quiet`.
     pub async fn assert_quiet(&mut self, quiet: Duration) {
-        match timeout(quiet, self.next_event_within(quiet + Duration::from_secs(1))).await {
+        match timeout(
+            quiet,
+            self.next_event_within(quiet + Duration::from_secs(1)),
+        )
+        .await
+        {
             Err(_) => {}
             Ok((e, d)) => panic!("unexpected event {e}: {d}"),
         }
@@ -373,7 +417,12 @@ impl Poller {
 
     pub async fn emit(&self, event: &str, data: serde_json::Value) -> Resp {
         let body = serde_json::json!({ "event": event, "data": data }).to_string();
-        post(self.addr, &format!("/emit?sid={}", self.sid), body.as_bytes()).await
+        post(
+            self.addr,
+            &format!("/emit?sid={}", self.sid),
+            body.as_bytes(),
+        )
+        .await
     }
 
     pub async fn close(&self) -> Resp {
