@@ -33,6 +33,7 @@ pub mod server;
 mod session;
 mod socket;
 pub mod sse;
+mod sse_conn;
 mod statics;
 mod stream;
 

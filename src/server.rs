@@ -12,12 +12,15 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Socket as RawSocket, Type};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::socket::Io;
+use crate::sse_conn;
 
 /// Binds a listener with `backlog` pending connections (tokio's default of
 /// 128 drops bursts of clients reconnecting together).
@@ -35,6 +38,11 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 /// `--shutdown-timeout`, and returns.
 pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
     let graceful = GracefulShutdown::new();
+    // Every connection task, whichever way it is served, so shutdown can wait
+    // for all of them.
+    let tracker = TaskTracker::new();
+    // Connections still waiting for their first request stop waiting.
+    let closing = CancellationToken::new();
     let config = io.config().clone();
     tokio::pin!(shutdown);
     loop {
@@ -45,22 +53,8 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
                     if let Err(e) = tune(&stream, &io) {
                         debug!(%peer, error = %e, "could not set socket options");
                     }
-                    let io = io.clone();
-                    let service = service_fn(move |req| {
-                        let io = io.clone();
-                        async move { Ok::<_, Infallible>(io.handle(req).await) }
-                    });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(config.header_timeout())
-                        .max_buf_size(config.max_header_bytes.max(8192))
-                        .serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
+                    let conn = serve(stream, io.clone(), graceful.watcher(), closing.clone());
+                    tracker.spawn(conn);
                 }
                 Err(e) => accept_error(e).await,
             },
@@ -68,10 +62,53 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
     }
     drop(listener);
     info!("shutting down");
+    closing.cancel();
     io.shutdown();
+    tracker.close();
+    let all_done = async {
+        graceful.shutdown().await;
+        tracker.wait().await;
+    };
     tokio::select! {
-        _ = graceful.shutdown() => debug!("all connections closed"),
+        _ = all_done => debug!("all connections closed"),
         _ = tokio::time::sleep(config.shutdown_timeout()) => warn!("shutdown deadline passed with connections still open"),
+    }
+}
+
+/// Serves one connection: a plain `GET /events` straight on the socket,
+/// anything else through hyper.
+async fn serve(stream: TcpStream, io: Io, watcher: Watcher, closing: CancellationToken) {
+    let config = io.config();
+    let mut peek = vec![0u8; sse_conn::PEEK_BYTES];
+    let first = tokio::select! {
+        r = tokio::time::timeout(config.header_timeout(), stream.peek(&mut peek)) => r,
+        _ = closing.cancelled() => return,
+    };
+    // Nothing within the header timeout, or the peer left: nothing to serve.
+    let Ok(Ok(n)) = first else { return };
+    if n == 0 {
+        return;
+    }
+    let sniffed = sse_conn::sniff(&peek[..n]);
+    drop(peek);
+    if let Some(head_len) = sniffed {
+        sse_conn::serve(stream, head_len, io.hub.clone()).await;
+        return;
+    }
+    let service = {
+        let io = io.clone();
+        service_fn(move |req| {
+            let io = io.clone();
+            async move { Ok::<_, Infallible>(io.handle(req).await) }
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout())
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(error = %e, "connection ended with an error");
     }
 }
 

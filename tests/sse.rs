@@ -221,3 +221,74 @@ async fn a_stream_that_never_finishes_cannot_delay_shutdown_past_the_deadline() 
     assert!(t.elapsed() < Duration::from_secs(2));
     drop(s);
 }
+
+#[tokio::test]
+async fn a_head_that_arrives_in_pieces_gets_the_same_stream() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let server = Server::start(fast_config()).await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // Half a head first: not answerable from a first look, so hyper serves it.
+    s.write_all(b"GET /events HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"st: x\r\n\r\n").await.unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, r.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(
+        header_in(&head, "content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    assert_eq!(
+        header_in(&head, "transfer-encoding").as_deref(),
+        Some("chunked")
+    );
+    let sid = header_in(&head, "x-session-id").unwrap();
+    let expected = format!(
+        "event: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":300,\"pingTimeout\":400}}\n\n"
+    );
+    let mut size = String::new();
+    r.read_line(&mut size).await.unwrap();
+    assert_eq!(
+        usize::from_str_radix(size.trim(), 16).unwrap(),
+        expected.len()
+    );
+    let mut chunk = vec![0; expected.len() + 2];
+    r.read_exact(&mut chunk).await.unwrap();
+    assert_eq!(&chunk[..expected.len()], expected.as_bytes());
+    server.wait_sessions(1, WAIT).await;
+    drop(r);
+    server.wait_sessions(0, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let server = Server::start(Config {
+        header_timeout_ms: 300,
+        ..fast_config()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("never closed");
+    assert!(matches!(n, Ok(0) | Err(_)));
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+}

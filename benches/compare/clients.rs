@@ -1,0 +1,550 @@
+//! One client per transport, each reduced to the three things the scenarios
+//! need: connect until the server confirms the session, hand over every
+//! `user count` value as it arrives, and leave the way a real client does.
+
+use std::io;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::net::{connect, find, within, Chunked, HttpConn};
+
+/// What is being measured: the four transports under comparison, plus bare
+/// TCP for the floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sse,
+    Poll,
+    SioPolling,
+    SioWs,
+    Raw,
+}
+
+impl Kind {
+    pub const COMPARED: [Kind; 4] = [Kind::Sse, Kind::Poll, Kind::SioPolling, Kind::SioWs];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Sse => "ssio-sse",
+            Kind::Poll => "ssio-poll",
+            Kind::SioPolling => "socketio-polling",
+            Kind::SioWs => "socketio-websocket",
+            Kind::Raw => "raw",
+        }
+    }
+
+    pub fn is_ssio(self) -> bool {
+        matches!(self, Kind::Sse | Kind::Poll)
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Kind::Sse,
+            Kind::Poll,
+            Kind::SioPolling,
+            Kind::SioWs,
+            Kind::Raw,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+        .ok_or_else(|| format!("unknown transport {s}"))
+    }
+}
+
+/// Any single exchange with a server taking longer than this is a failure,
+/// except long-polls, which the servers may hold for a whole ping interval.
+pub const STEP: Duration = Duration::from_secs(10);
+/// Connect limit while opening standing clients: socket.io's event loop is
+/// busy emitting the count to everyone already connected, so its handshakes
+/// queue for a long time at large N; that is load, not failure.
+pub const OPENING: Duration = Duration::from_secs(90);
+/// Longest a long-poll may be held: both servers' 25 s ping interval plus
+/// slack.
+const HELD: Duration = Duration::from_secs(40);
+
+const SIO_PATH: &str = "/socket.io/?EIO=4&transport=polling";
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// A connected client of any kind.
+pub enum Client {
+    Sse(Sse),
+    Poll(Poll),
+    SioPolling(SioPolling),
+    SioWs(SioWs),
+    Raw(TcpStream),
+}
+
+impl Client {
+    /// Connects and returns once the server has confirmed the session.
+    /// Counts that arrived on the way are kept for the first `next`.
+    pub async fn connect(
+        kind: Kind,
+        server: SocketAddr,
+        salt: u32,
+        limit: Duration,
+    ) -> io::Result<Client> {
+        within(limit, async {
+            Ok(match kind {
+                Kind::Sse => Client::Sse(Sse::connect(server, salt).await?),
+                Kind::Poll => Client::Poll(Poll::connect(server, salt).await?),
+                Kind::SioPolling => Client::SioPolling(SioPolling::connect(server, salt).await?),
+                Kind::SioWs => Client::SioWs(SioWs::connect(server, salt).await?),
+                Kind::Raw => Client::Raw(connect(server, salt).await?),
+            })
+        })
+        .await
+    }
+
+    /// Waits for the next batch of `user count` values, appended to `out`.
+    pub async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+        match self {
+            Client::Sse(c) => c.next(out).await,
+            Client::Poll(c) => c.next(out).await,
+            Client::SioPolling(c) => c.next(out).await,
+            Client::SioWs(c) => c.next(out).await,
+            Client::Raw(s) => {
+                // The floor's clients only drain what the floor writes.
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                match s.read(&mut buf).await? {
+                    0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Ends the session the way the transport's own client would.
+    pub async fn leave(self) -> io::Result<()> {
+        within(STEP, async {
+            match self {
+                // Closing the stream is the SSE disconnect.
+                Client::Sse(c) => drop(c),
+                Client::Poll(c) => c.leave().await?,
+                Client::SioPolling(c) => c.leave().await?,
+                Client::SioWs(c) => c.leave().await?,
+                Client::Raw(s) => drop(s),
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// ssio over Server-Sent Events.
+pub struct Sse {
+    conn: HttpConn,
+    dec: Chunked,
+    /// Decoded stream bytes not yet split into events.
+    text: Vec<u8>,
+    pending: Vec<i64>,
+}
+
+impl Sse {
+    async fn connect(server: SocketAddr, salt: u32) -> io::Result<Sse> {
+        let mut conn = HttpConn::open(server, salt).await?;
+        conn.send("GET", "/events", b"").await?;
+        let head = conn.read_head().await?;
+        if head.status != 200 || !head.chunked {
+            return Err(bad(format!("GET /events answered {}", head.status)));
+        }
+        let mut c = Sse {
+            conn,
+            dec: Chunked::default(),
+            text: Vec::with_capacity(256),
+            pending: Vec::new(),
+        };
+        let mut connected = false;
+        while !connected {
+            c.conn.read_stream(&mut c.dec, &mut c.text).await?;
+            let mut counts = Vec::new();
+            connected = c.drain_events(&mut counts)?;
+            c.pending.extend(counts);
+        }
+        Ok(c)
+    }
+
+    /// Parses every complete event in `text`; true if one was `connect`.
+    fn drain_events(&mut self, out: &mut Vec<i64>) -> io::Result<bool> {
+        let mut connected = false;
+        while let Some(end) = find(&self.text, b"\n\n") {
+            let block =
+                std::str::from_utf8(&self.text[..end]).map_err(|_| bad("event not utf-8"))?;
+            let mut event = "message";
+            let mut data = "";
+            for line in block.split('\n') {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim_start();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = v.trim_start();
+                }
+            }
+            match event {
+                "connect" => connected = true,
+                "user count" => out.push(
+                    data.trim()
+                        .parse()
+                        .map_err(|_| bad(format!("count {data:?}")))?,
+                ),
+                _ => {}
+            }
+            self.text.drain(..end + 2);
+        }
+        Ok(connected)
+    }
+
+    async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            out.append(&mut self.pending);
+            return Ok(());
+        }
+        loop {
+            self.conn.read_stream(&mut self.dec, &mut self.text).await?;
+            let before = out.len();
+            self.drain_events(out)?;
+            if out.len() > before {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// ssio over long-polling: one keep-alive connection, one poll at a time.
+pub struct Poll {
+    conn: HttpConn,
+    server: SocketAddr,
+    salt: u32,
+    path: String,
+    sid: String,
+}
+
+impl Poll {
+    async fn connect(server: SocketAddr, salt: u32) -> io::Result<Poll> {
+        let mut conn = HttpConn::open(server, salt).await?;
+        let (status, body) = conn.request("GET", "/poll", b"").await?;
+        if status != 200 {
+            return Err(bad(format!("poll handshake answered {status}")));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        let sid = v["sid"]
+            .as_str()
+            .ok_or_else(|| bad("handshake without sid"))?
+            .to_string();
+        Ok(Poll {
+            conn,
+            server,
+            salt,
+            path: format!("/poll?sid={sid}"),
+            sid,
+        })
+    }
+
+    async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+        let r = within(HELD, self.conn.request("GET", &self.path, b"")).await;
+        let (status, body) = match r {
+            Ok(r) => r,
+            // A server may close an idle keep-alive connection between
+            // polls; a browser would simply open another.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.conn = HttpConn::open(self.server, self.salt).await?;
+                within(HELD, self.conn.request("GET", &self.path, b"")).await?
+            }
+            Err(e) => return Err(e),
+        };
+        if status != 200 {
+            return Err(bad(format!("poll answered {status}")));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        for ev in v.as_array().ok_or_else(|| bad("poll body not an array"))? {
+            if ev["event"] == "user count" {
+                out.push(
+                    ev["data"]
+                        .as_i64()
+                        .ok_or_else(|| bad("count not a number"))?,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn leave(self) -> io::Result<()> {
+        // The held poll occupies the session's connection, so the close goes
+        // on a fresh one, as a page's sendBeacon would.
+        let mut c = HttpConn::open(self.server, self.salt).await?;
+        let (status, _) = c
+            .request("POST", &format!("/close?sid={}", self.sid), b"")
+            .await?;
+        if status != 204 {
+            return Err(bad(format!("close answered {status}")));
+        }
+        Ok(())
+    }
+}
+
+/// Parses one socket.io packet carried in an engine.io message; returns the
+/// count of a `user count` event.
+fn sio_event(packet: &str) -> io::Result<Option<i64>> {
+    let Some(json) = packet.strip_prefix("42") else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    if v[0] == "user count" {
+        return Ok(Some(
+            v[1].as_i64().ok_or_else(|| bad("count not a number"))?,
+        ));
+    }
+    Ok(None)
+}
+
+/// What one batch of engine.io packets asked of the client.
+#[derive(Default)]
+struct Batch {
+    ping: bool,
+    connected: bool,
+    closed: bool,
+}
+
+fn engine_packets(payload: &str, out: &mut Vec<i64>) -> io::Result<Batch> {
+    let mut b = Batch::default();
+    for p in payload.split('\x1e') {
+        match p.as_bytes().first() {
+            Some(b'2') => b.ping = true,
+            Some(b'1') => b.closed = true,
+            Some(b'4') if p.starts_with("40") => b.connected = true,
+            Some(b'4') if p.starts_with("44") => return Err(bad(format!("connect error {p}"))),
+            Some(b'4') => out.extend(sio_event(p)?),
+            _ => {}
+        }
+    }
+    Ok(b)
+}
+
+/// socket.io (engine.io v4) over HTTP long-polling, on one keep-alive
+/// connection: the pong goes out between two polls, so a second connection
+/// per client (which would halve the reachable N) is not needed.
+pub struct SioPolling {
+    conn: HttpConn,
+    server: SocketAddr,
+    salt: u32,
+    path: String,
+    pending: Vec<i64>,
+}
+
+impl SioPolling {
+    async fn connect(server: SocketAddr, salt: u32) -> io::Result<SioPolling> {
+        let mut conn = HttpConn::open(server, salt).await?;
+        let (status, body) = conn.request("GET", SIO_PATH, b"").await?;
+        let body = String::from_utf8(body).map_err(|_| bad("handshake not utf-8"))?;
+        if status != 200 || !body.starts_with('0') {
+            return Err(bad(format!(
+                "engine.io handshake answered {status} {body:?}"
+            )));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&body[1..]).map_err(|e| bad(e.to_string()))?;
+        let sid = v["sid"]
+            .as_str()
+            .ok_or_else(|| bad("handshake without sid"))?;
+        let path = format!("{SIO_PATH}&sid={sid}");
+        let mut c = SioPolling {
+            conn,
+            server,
+            salt,
+            path,
+            pending: Vec::new(),
+        };
+        c.post("40").await?;
+        loop {
+            let mut counts = Vec::new();
+            let b = c.poll(&mut counts).await?;
+            c.pending.extend(counts);
+            if b.connected {
+                return Ok(c);
+            }
+        }
+    }
+
+    async fn post(&mut self, body: &str) -> io::Result<()> {
+        let (status, _) = self
+            .conn
+            .request("POST", &self.path, body.as_bytes())
+            .await?;
+        if status != 200 {
+            return Err(bad(format!("engine.io POST answered {status}")));
+        }
+        Ok(())
+    }
+
+    async fn poll(&mut self, out: &mut Vec<i64>) -> io::Result<Batch> {
+        let (status, body) = within(HELD, self.conn.request("GET", &self.path, b"")).await?;
+        if status != 200 {
+            return Err(bad(format!("engine.io poll answered {status}")));
+        }
+        let body = String::from_utf8(body).map_err(|_| bad("poll not utf-8"))?;
+        let b = engine_packets(&body, out)?;
+        if b.closed {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "server closed the session",
+            ));
+        }
+        if b.ping {
+            self.post("3").await?;
+        }
+        Ok(b)
+    }
+
+    async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            out.append(&mut self.pending);
+            return Ok(());
+        }
+        let r = self.poll(out).await;
+        if let Err(e) = &r {
+            // Node closes keep-alive connections idle for 5 s; the session
+            // survives, so poll again on a new connection.
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                self.conn = HttpConn::open(self.server, self.salt).await?;
+                return self.poll(out).await.map(|_| ());
+            }
+        }
+        r.map(|_| ())
+    }
+
+    async fn leave(mut self) -> io::Result<()> {
+        // The close packet travels on a second connection because the
+        // session's own is held by its pending poll.
+        let fresh = HttpConn::open(self.server, self.salt).await?;
+        let held = std::mem::replace(&mut self.conn, fresh);
+        let r = self.post("1").await;
+        drop(held);
+        r
+    }
+}
+
+/// socket.io (engine.io v4) over WebSocket.
+pub struct SioWs {
+    ws: WebSocketStream<TcpStream>,
+    pending: Vec<i64>,
+}
+
+impl SioWs {
+    async fn connect(server: SocketAddr, salt: u32) -> io::Result<SioWs> {
+        let tcp = connect(server, salt).await?;
+        let url = format!("ws://{server}/socket.io/?EIO=4&transport=websocket");
+        // Small buffers: the defaults (128 KiB each way) would make the
+        // generator, not the server, the memory story.
+        let cfg = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(cfg))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut c = SioWs {
+            ws,
+            pending: Vec::new(),
+        };
+        let mut opened = false;
+        loop {
+            let mut counts = Vec::new();
+            let text = c.recv().await?;
+            if !opened {
+                if !text.starts_with('0') {
+                    return Err(bad(format!("expected engine.io open, got {text:?}")));
+                }
+                opened = true;
+                c.send("40").await?;
+                continue;
+            }
+            let b = engine_packets(&text, &mut counts)?;
+            c.pending.extend(counts);
+            if b.ping {
+                c.send("3").await?;
+            }
+            if b.connected {
+                return Ok(c);
+            }
+        }
+    }
+
+    async fn send(&mut self, text: &str) -> io::Result<()> {
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    async fn recv(&mut self) -> io::Result<String> {
+        loop {
+            match self.ws.next().await {
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "websocket closed",
+                    ))
+                }
+                Some(Err(e)) => return Err(io::Error::other(e.to_string())),
+                Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
+                Some(Ok(Message::Close(_))) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "websocket close",
+                    ))
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            out.append(&mut self.pending);
+            return Ok(());
+        }
+        let text = self.recv().await?;
+        let b = engine_packets(&text, out)?;
+        if b.closed {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "server closed the session",
+            ));
+        }
+        if b.ping {
+            self.send("3").await?;
+        }
+        Ok(())
+    }
+
+    async fn leave(mut self) -> io::Result<()> {
+        // A socket.io client leaving on purpose closes the WebSocket; the
+        // server's disconnect handler runs on the close frame.
+        let _ = self.ws.close(None).await;
+        Ok(())
+    }
+}
+
+/// One abandoned handshake: the session is created and never polled again.
+pub async fn handshake(conn: &mut HttpConn, kind: Kind) -> io::Result<()> {
+    let path = if kind == Kind::Poll {
+        "/poll"
+    } else {
+        SIO_PATH
+    };
+    let (status, _) = within(STEP, conn.request("GET", path, b"")).await?;
+    if status != 200 {
+        return Err(bad(format!("handshake answered {status}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! Child processes of a run: the server under test on core 0, the generator
+//! workers on core 1, and what /proc says about them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::clients::Kind;
+use crate::net::HttpConn;
+
+/// The core the server under test owns.
+pub const SERVER_CORE: &str = "0";
+/// The core the generator and everything else of the bench share.
+pub const GENERATOR_CORE: &str = "1";
+/// Listen backlog given to both servers.
+pub const BACKLOG: u32 = 4096;
+
+/// Longest a server may take to print its listening line.
+const START: Duration = Duration::from_secs(20);
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Installs the socket.io peer from its lockfile the first time.
+pub fn ensure_peer() -> Result<(), String> {
+    let peer = repo_root().join("benches/peer");
+    if peer.join("node_modules/socket.io").exists() {
+        return Ok(());
+    }
+    eprintln!("bench: installing the socket.io peer (npm ci)");
+    let st = std::process::Command::new("npm")
+        .args(["ci", "--silent", "--no-audit", "--no-fund"])
+        .current_dir(&peer)
+        .status()
+        .map_err(|e| format!("npm: {e}"))?;
+    if !st.success() {
+        return Err(format!("npm ci failed: {st}"));
+    }
+    Ok(())
+}
+
+/// A server under test.
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    /// The socket.io peer, which can report its V8 heap.
+    pub node: bool,
+}
+
+/// Heartbeat settings for a server start; `None` keeps each server's own
+/// default (25 s / 20 s for both).
+#[derive(Clone, Copy)]
+pub struct Heartbeat {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Server {
+    pub async fn start(kind: Kind, hb: Option<Heartbeat>) -> Result<Server, String> {
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(SERVER_CORE);
+        let node = !kind.is_ssio();
+        if node {
+            cmd.arg("node")
+                .arg("--expose-gc")
+                .arg(repo_root().join("benches/peer/server.js"))
+                .arg("0");
+            if let Some(hb) = hb {
+                cmd.env("PING_INTERVAL", hb.interval_ms.to_string())
+                    .env("PING_TIMEOUT", hb.timeout_ms.to_string());
+            }
+        } else {
+            cmd.arg(env!("CARGO_BIN_EXE_ssio"))
+                .args(["--host", "127.0.0.1", "--port", "0", "--backlog"])
+                .arg(BACKLOG.to_string());
+            if let Some(hb) = hb {
+                cmd.arg("--ping-interval").arg(hb.interval_ms.to_string());
+                cmd.arg("--ping-timeout").arg(hb.timeout_ms.to_string());
+            }
+            // The listening line is logged at info.
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", kind.name()))?;
+        let pid = child.id().ok_or("server exited at once")?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let addr = tokio::time::timeout(START, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    return rest.trim().parse::<SocketAddr>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("{} never printed its address", kind.name()))?;
+        // Keep draining its log so a chatty server never blocks on a pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Server {
+            child,
+            pid,
+            addr,
+            node,
+        })
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid)
+    }
+
+    pub fn cpu_ticks(&self) -> u64 {
+        cpu_ticks(self.pid)
+    }
+
+    /// GETs a small JSON document from the server itself.
+    pub async fn get_json(&self, path: &str) -> Option<serde_json::Value> {
+        let f = async {
+            let mut c = HttpConn::open(self.addr, 0).await.ok()?;
+            let (status, body) = c.request("GET", path, b"").await.ok()?;
+            if status != 200 {
+                return None;
+            }
+            serde_json::from_slice(&body).ok()
+        };
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// ssio's `/stats` or the peer's `/heap`, whichever this server has.
+    pub async fn stats(&self) -> Option<serde_json::Value> {
+        self.get_json(if self.node { "/heap" } else { "/stats" })
+            .await
+    }
+
+    pub async fn stop(mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// VmRSS in KiB, 0 if the process is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// User plus system time in clock ticks, summed over all threads.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; fields are counted after its ')'.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the whole line.
+    num(11) + num(12)
+}
+
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// A generator worker process and its command pipe.
+pub struct Worker {
+    child: Child,
+    pub pid: u32,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Worker {
+    pub fn spawn(exe: &Path, kind: Kind, server: SocketAddr, salt: u32) -> Result<Worker, String> {
+        let mut child = Command::new("taskset")
+            .args(["-c", GENERATOR_CORE])
+            .arg(exe)
+            .args([
+                "--worker",
+                kind.name(),
+                &server.to_string(),
+                &salt.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn worker: {e}"))?;
+        let pid = child.id().unwrap_or(0);
+        let stdin = child.stdin.take().expect("piped");
+        let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        Ok(Worker {
+            child,
+            pid,
+            stdin,
+            lines,
+        })
+    }
+
+    pub async fn send(&mut self, cmd: &str) -> Result<(), String> {
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .map_err(|e| format!("worker stdin: {e}"))
+    }
+
+    /// The reply to the last command, within `limit`.
+    pub async fn recv(&mut self, limit: Duration) -> Result<Vec<String>, String> {
+        match tokio::time::timeout(limit, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => {
+                let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+                if words.first().map(String::as_str) == Some("error") {
+                    return Err(format!("worker: {line}"));
+                }
+                Ok(words)
+            }
+            Ok(_) => Err("worker exited".into()),
+            Err(_) => Err("worker did not answer in time".into()),
+        }
+    }
+
+    pub async fn call(&mut self, cmd: &str, limit: Duration) -> Result<Vec<String>, String> {
+        self.send(cmd).await?;
+        self.recv(limit).await
+    }
+
+    pub async fn quit(mut self) {
+        let _ = self.send("quit").await;
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Parses word `i` of a reply as a number.
+pub fn word<T: std::str::FromStr + Default>(w: &[String], i: usize) -> T {
+    w.get(i).and_then(|s| s.parse().ok()).unwrap_or_default()
+}

@@ -1,0 +1,513 @@
+//! The four measurements and the floor, driven from the coordinator.
+//!
+//! Every server start is fresh, so one scenario's leftovers (heap growth,
+//! lingering sessions) never show up in the next one's figures.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::clients::Kind;
+use crate::net::now_ns;
+use crate::procs::{self, word, Heartbeat, Server, Worker};
+use crate::{report, Plan};
+
+/// Most standing clients one worker holds: its 20,000 open files must also
+/// cover churn connections in flight.
+const PER_WORKER: usize = 7000;
+/// Longest N clients may take to connect and all see the count N.
+const OPEN_LIMIT: Duration = Duration::from_secs(300);
+/// Time between two count changes in the fan-out measurement.
+const CHANGE_EVERY: Duration = Duration::from_millis(200);
+/// A change not seen by every client after this long is a timeout.
+const CHANGE_LIMIT: Duration = Duration::from_secs(5);
+/// After churn stops, every client must hold the exact count within this.
+const CONVERGE: Duration = Duration::from_millis(250);
+/// The heartbeat for the abandoned-sessions scenario: short, so that the
+/// scenario ends in seconds.
+const ABANDON_HB: Heartbeat = Heartbeat {
+    interval_ms: 1000,
+    timeout_ms: 1000,
+};
+/// Margin after interval + timeout before abandoned sessions must be gone.
+const ABANDON_MARGIN: Duration = Duration::from_secs(3);
+
+/// Everything one run measured, in the shape of compare.json.
+#[derive(Default)]
+pub struct Results {
+    pub floor: Vec<Value>,
+    pub idle: Vec<Value>,
+    pub fanout: Vec<Value>,
+    pub churn: Vec<Value>,
+    pub abandoned: Vec<Value>,
+    pub notes: Vec<String>,
+    pub load_before: String,
+}
+
+pub fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+pub async fn run(plan: Plan) -> Result<(), String> {
+    if plan.transports.iter().any(|k| !k.is_ssio()) {
+        procs::ensure_peer()?;
+    }
+    let started = std::time::Instant::now();
+    let mut r = Results::default();
+    // Other work on the machine shows up here; a high figure means the run
+    // was disturbed.
+    r.load_before = loadavg();
+    if plan.has("floor") {
+        for &n in &plan.ns {
+            match floor(n, plan.floor_rounds).await {
+                Ok(v) => r.floor.push(v),
+                Err(e) => r.notes.push(format!("floor N={n}: {e}")),
+            }
+        }
+    }
+    if plan.has("idle") {
+        for &kind in &plan.transports {
+            for &n in &plan.ns {
+                if !kind.is_ssio() && n > plan.sio_max_n {
+                    r.notes.push(format!(
+                        "{} N={n} not run: every connect emits the count to all connected clients, so opening N \
+                         clients costs N²/2 writes (minutes beyond N={} on this machine)",
+                        kind.name(),
+                        plan.sio_max_n
+                    ));
+                    continue;
+                }
+                eprintln!("bench: idle + fan-out, {} N={n}", kind.name());
+                if let Err(e) = idle_and_fanout(&plan, kind, n, &mut r).await {
+                    r.notes
+                        .push(format!("idle/fan-out {} N={n}: {e}", kind.name()));
+                }
+            }
+        }
+    }
+    if plan.has("churn") {
+        for &kind in &plan.transports {
+            eprintln!("bench: churn, {}", kind.name());
+            match churn(&plan, kind).await {
+                Ok(v) => r.churn.push(v),
+                Err(e) => r.notes.push(format!("churn {}: {e}", kind.name())),
+            }
+        }
+    }
+    if plan.has("abandoned") {
+        for &kind in &plan.transports {
+            if !matches!(kind, Kind::Poll | Kind::SioPolling) {
+                continue;
+            }
+            eprintln!("bench: abandoned sessions, {}", kind.name());
+            match abandoned(&plan, kind).await {
+                Ok(v) => r.abandoned.push(v),
+                Err(e) => r.notes.push(format!("abandoned {}: {e}", kind.name())),
+            }
+        }
+    }
+    for n in &r.notes {
+        eprintln!("bench: note: {n}");
+    }
+    report::write(&plan, &r, started.elapsed())
+}
+
+/// Starts enough workers for `n` standing clients and opens them.
+async fn open_clients(
+    kind: Kind,
+    server: std::net::SocketAddr,
+    n: usize,
+) -> Result<Vec<Worker>, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let count = n.div_ceil(PER_WORKER).max(1);
+    let mut workers = Vec::with_capacity(count);
+    for i in 0..count {
+        workers.push(Worker::spawn(&exe, kind, server, i as u32 * 50)?);
+    }
+    for (i, w) in workers.iter_mut().enumerate() {
+        let share = n / count + usize::from(i < n % count);
+        w.send(&format!("open {share}")).await?;
+    }
+    let mut failed = 0u64;
+    for w in workers.iter_mut() {
+        let reply = w.recv(OPEN_LIMIT).await?;
+        failed += word::<u64>(&reply, 2);
+    }
+    if failed > 0 {
+        quit_all(workers).await;
+        return Err(format!("{failed} of {n} clients failed to connect"));
+    }
+    Ok(workers)
+}
+
+async fn quit_all(workers: Vec<Worker>) {
+    for w in workers {
+        w.quit().await;
+    }
+}
+
+/// Sum of the workers' answers to one `wait`.
+#[derive(Debug, Default)]
+struct Convergence {
+    converged: u64,
+    total: u64,
+    /// When the last converged client saw the value.
+    max_t: u64,
+    lost: u64,
+    wrong: u64,
+    /// Lowest and highest count any live client holds.
+    lowest: i64,
+    highest: i64,
+}
+
+impl Convergence {
+    fn all(&self) -> bool {
+        self.converged == self.total
+    }
+}
+
+async fn wait_all(
+    workers: &mut [Worker],
+    value: i64,
+    since: u64,
+    deadline: u64,
+) -> Result<Convergence, String> {
+    for w in workers.iter_mut() {
+        w.send(&format!("wait {value} {since} {deadline}")).await?;
+    }
+    let limit = Duration::from_nanos(deadline.saturating_sub(now_ns())) + Duration::from_secs(10);
+    let mut c = Convergence {
+        lowest: i64::MAX,
+        highest: i64::MIN,
+        ..Default::default()
+    };
+    for w in workers.iter_mut() {
+        let r = w.recv(limit).await?;
+        c.converged += word::<u64>(&r, 1);
+        c.total += word::<u64>(&r, 2);
+        c.max_t = c.max_t.max(word(&r, 3));
+        c.lost += word::<u64>(&r, 4);
+        c.wrong += word::<u64>(&r, 5);
+        c.lowest = c.lowest.min(word(&r, 6));
+        c.highest = c.highest.max(word(&r, 7));
+    }
+    Ok(c)
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+async fn floor(n: usize, rounds: usize) -> Result<Value, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    eprintln!("bench: floor N={n}");
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new("taskset")
+        .args(["-c", procs::SERVER_CORE])
+        .arg(&exe)
+        .args(["--floor", &n.to_string(), &rounds.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("spawn floor: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+    async fn next_line(lines: &mut Lines) -> Result<String, String> {
+        let l = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        l.ok()
+            .and_then(|l| l.ok().flatten())
+            .ok_or_else(|| "floor writer stopped".to_string())
+    }
+    let port: u16 = next_line(&mut lines)
+        .await?
+        .trim_start_matches("port ")
+        .parse()
+        .map_err(|_| "floor port")?;
+    let workers = open_clients(Kind::Raw, ([127, 0, 0, 1], port).into(), n).await?;
+    if next_line(&mut lines).await? != "ready" {
+        return Err("floor writer not ready".into());
+    }
+    stdin.write_all(b"go\n").await.map_err(|e| e.to_string())?;
+    let mut rounds_ns = Vec::new();
+    loop {
+        let line = next_line(&mut lines).await?;
+        match line.strip_prefix("round ") {
+            Some(v) => rounds_ns.push(v.parse::<f64>().map_err(|_| "floor round")?),
+            None => break,
+        }
+    }
+    quit_all(workers).await;
+    let _ = child.wait().await;
+    rounds_ns.sort_by(f64::total_cmp);
+    let median = percentile(&rounds_ns, 0.5);
+    let per_write = median / n as f64;
+    Ok(json!({
+        "n": n,
+        "rounds": rounds_ns.len(),
+        "per_write_ns": per_write,
+        "fanout_floor_ms": per_write * n as f64 / 1e6,
+    }))
+}
+
+async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> Result<(), String> {
+    let server = Server::start(kind, None).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss0 = server.rss_kib();
+    let stats0 = server.stats().await;
+    let mut workers = match open_clients(kind, server.addr, n).await {
+        Ok(w) => w,
+        Err(e) => {
+            server.stop().await;
+            return Err(e);
+        }
+    };
+    let result = async {
+        let c = wait_all(
+            &mut workers,
+            n as i64,
+            0,
+            now_ns() + OPEN_LIMIT.as_nanos() as u64,
+        )
+        .await?;
+        if !c.all() {
+            return Err(format!(
+                "only {} of {} clients saw the count {n} ({:?})",
+                c.converged, c.total, c
+            ));
+        }
+        // Let buffers, timers and the allocator settle before reading RSS.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss1 = server.rss_kib();
+        let stats1 = server.stats().await;
+        let ticks0 = server.cpu_ticks();
+        let t0 = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_secs(plan.idle_secs)).await;
+        let ticks = server.cpu_ticks() - ticks0;
+        let cpu_pct =
+            ticks as f64 / procs::ticks_per_second() as f64 / t0.elapsed().as_secs_f64() * 100.0;
+        let heap = |s: &Option<Value>| s.as_ref().and_then(|v| v["heapUsed"].as_u64());
+        r.idle.push(json!({
+            "transport": kind.name(),
+            "n": n,
+            "rss_before_kib": rss0,
+            "rss_after_kib": rss1,
+            "bytes_per_client": (rss1 as f64 - rss0 as f64) * 1024.0 / n as f64,
+            "heap_used_before": heap(&stats0),
+            "heap_used_after": heap(&stats1),
+            "heap_bytes_per_client": match (heap(&stats0), heap(&stats1)) {
+                (Some(a), Some(b)) => Some((b as f64 - a as f64) / n as f64),
+                _ => None,
+            },
+            "idle_cpu_pct": cpu_pct,
+            "server_stats": stats1,
+        }));
+
+        // CPU spent per change on each side tells whose work the latency is:
+        // the server's writes, or the generator's reads.
+        let gen_ticks = |ws: &[Worker]| ws.iter().map(|w| procs::cpu_ticks(w.pid)).sum::<u64>();
+        let (server_ticks0, gen_ticks0) = (server.cpu_ticks(), gen_ticks(&workers));
+        let mut lat = Vec::new();
+        let mut timeouts = 0;
+        let mut joined = false;
+        for i in 0..plan.changes {
+            let (cmd, expect) = if joined {
+                ("leave", n as i64)
+            } else {
+                ("join", n as i64 + 1)
+            };
+            let reply = workers[0].call(cmd, CHANGE_LIMIT * 2).await?;
+            joined = !joined;
+            let t0: u64 = word(&reply, 1);
+            let c = wait_all(
+                &mut workers,
+                expect,
+                t0,
+                t0 + CHANGE_LIMIT.as_nanos() as u64,
+            )
+            .await?;
+            if c.all() {
+                lat.push(ms(c.max_t.saturating_sub(t0)));
+            } else {
+                timeouts += 1;
+                eprintln!(
+                    "bench: change {i} not seen by {} of {} clients",
+                    c.total - c.converged,
+                    c.total
+                );
+            }
+            let next = t0 + CHANGE_EVERY.as_nanos() as u64;
+            tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
+        }
+        let per_change = |ticks: u64| {
+            ticks as f64 * 1000.0 / procs::ticks_per_second() as f64 / plan.changes as f64
+        };
+        let server_cpu = per_change(server.cpu_ticks() - server_ticks0);
+        let gen_cpu = per_change(gen_ticks(&workers) - gen_ticks0);
+        // In change order (join, leave, join, ...), so that a slow kind of
+        // change stands out.
+        let in_order = lat.clone();
+        lat.sort_by(f64::total_cmp);
+        r.fanout.push(json!({
+            "transport": kind.name(),
+            "n": n,
+            "changes": plan.changes,
+            "timeouts": timeouts,
+            "p50_ms": percentile(&lat, 0.5),
+            "p99_ms": percentile(&lat, 0.99),
+            "max_ms": lat.last().copied().unwrap_or(f64::NAN),
+            "server_cpu_ms_per_change": server_cpu,
+            "generator_cpu_ms_per_change": gen_cpu,
+            "samples_ms": in_order,
+        }));
+        Ok(())
+    }
+    .await;
+    quit_all(workers).await;
+    server.stop().await;
+    result
+}
+
+async fn churn(plan: &Plan, kind: Kind) -> Result<Value, String> {
+    let s = if kind.is_ssio() {
+        plan.churn_standing
+    } else {
+        plan.churn_standing.min(plan.sio_max_churn_standing)
+    };
+    let server = Server::start(kind, None).await?;
+    let mut workers = match open_clients(kind, server.addr, s).await {
+        Ok(w) => w,
+        Err(e) => {
+            server.stop().await;
+            return Err(e);
+        }
+    };
+    let result = async {
+        let c = wait_all(&mut workers, s as i64, 0, now_ns() + OPEN_LIMIT.as_nanos() as u64).await?;
+        if !c.all() {
+            return Err(format!("standing clients never converged to {s}: {c:?}"));
+        }
+        let mut steps = Vec::new();
+        let mut best = 0;
+        for &rate in &plan.churn_rates {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let per = rate / workers.len() as u64;
+            for w in workers.iter_mut() {
+                w.send(&format!("churn {per} {}", plan.churn_ms)).await?;
+            }
+            let (mut planned, mut ok, mut failed, mut skipped, mut t_end) = (0u64, 0u64, 0u64, 0u64, 0u64);
+            let limit = Duration::from_millis(plan.churn_ms) + Duration::from_secs(40);
+            for w in workers.iter_mut() {
+                let r = w.recv(limit).await?;
+                planned += word::<u64>(&r, 1);
+                ok += word::<u64>(&r, 2);
+                failed += word::<u64>(&r, 3);
+                skipped += word::<u64>(&r, 4);
+                t_end = t_end.max(word(&r, 5));
+            }
+            // The state exactly CONVERGE after the last disconnect is the
+            // verdict; a wait that ended early could miss a late count.
+            let check_at = t_end + CONVERGE.as_nanos() as u64;
+            tokio::time::sleep(Duration::from_nanos(check_at.saturating_sub(now_ns()))).await;
+            let at_deadline = wait_all(&mut workers, s as i64, 0, now_ns()).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let later = wait_all(&mut workers, s as i64, 0, now_ns()).await?;
+            let pass = failed == 0 && skipped == 0 && ok == planned && at_deadline.all() && later.all();
+            steps.push(json!({
+                "rate": rate,
+                "planned": planned,
+                "completed": ok,
+                "failed": failed,
+                "skipped": skipped,
+                "converged_at_250ms": at_deadline.converged,
+                "standing": at_deadline.total,
+                "wrong_at_250ms": at_deadline.wrong,
+                "counts_at_250ms": [at_deadline.lowest, at_deadline.highest],
+                "converged_750ms": later.converged,
+                "counts_750ms": [later.lowest, later.highest],
+                "lost": later.lost,
+                "last_update_after_stop_ms": if at_deadline.max_t > t_end { ms(at_deadline.max_t - t_end) } else { 0.0 },
+                "pass": pass,
+            }));
+            eprintln!("bench: churn {} {rate}/s: {}", kind.name(), steps.last().unwrap());
+            if !pass {
+                break;
+            }
+            best = rate;
+        }
+        Ok(json!({
+            "transport": kind.name(),
+            "standing": s,
+            "step_ms": plan.churn_ms,
+            "best_rate": best,
+            "steps": steps,
+        }))
+    }
+    .await;
+    quit_all(workers).await;
+    server.stop().await;
+    result
+}
+
+async fn abandoned(plan: &Plan, kind: Kind) -> Result<Value, String> {
+    let server = Server::start(kind, Some(ABANDON_HB)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sessions = |v: &Option<Value>| v.as_ref().and_then(|v| v["sessions"].as_u64());
+    let rss0 = server.rss_kib();
+    let stats0 = server.stats().await;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut w = Worker::spawn(&exe, kind, server.addr, 7)?;
+    let t0 = std::time::Instant::now();
+    let reply = w
+        .call(
+            &format!("abandon {} 64", plan.abandon),
+            Duration::from_secs(600),
+        )
+        .await;
+    let took = t0.elapsed();
+    w.quit().await;
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => {
+            server.stop().await;
+            return Err(e);
+        }
+    };
+    let rss_peak = server.rss_kib();
+    let stats_peak = server.stats().await;
+    let wait =
+        Duration::from_millis(ABANDON_HB.interval_ms + ABANDON_HB.timeout_ms) + ABANDON_MARGIN;
+    tokio::time::sleep(wait).await;
+    let rss1 = server.rss_kib();
+    let stats1 = server.stats().await;
+    server.stop().await;
+    let left = sessions(&stats1);
+    Ok(json!({
+        "transport": kind.name(),
+        "handshakes": plan.abandon,
+        "ok": word::<u64>(&reply, 1),
+        "failed": word::<u64>(&reply, 2),
+        "handshake_secs": took.as_secs_f64(),
+        "ping_interval_ms": ABANDON_HB.interval_ms,
+        "ping_timeout_ms": ABANDON_HB.timeout_ms,
+        "waited_ms": wait.as_millis() as u64,
+        "rss_before_kib": rss0,
+        "rss_peak_kib": rss_peak,
+        "rss_after_kib": rss1,
+        "rss_after_ratio": rss1 as f64 / rss0 as f64,
+        "sessions_before": sessions(&stats0),
+        "sessions_peak": sessions(&stats_peak),
+        "sessions_after": left,
+        "pass": left == Some(0) && (rss1 as f64) <= rss0 as f64 * 1.10,
+    }))
+}

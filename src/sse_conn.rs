@@ -1,0 +1,198 @@
+//! SSE streams served straight on the socket, without hyper's buffers.
+//!
+//! hyper gives every HTTP/1 connection an 8 KiB read buffer and an 8 KiB
+//! header buffer for as long as the connection lives. For an SSE stream,
+//! which reads one request and then only writes for hours, that is most of
+//! what a connection costs. So the accept loop peeks at the first bytes: a
+//! complete, plain `GET /events` request head is answered here, with the
+//! same [`SseBody`] and the same bytes on the wire (chunked encoding); any
+//! other request, or a head that did not arrive in one piece, goes to hyper
+//! untouched (peeking consumes nothing).
+
+use std::fmt::Write as _;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use http_body::Body;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::session::Transport;
+use crate::stream::SseBody;
+
+/// Most request-head bytes looked at; a longer head goes to hyper.
+pub(crate) const PEEK_BYTES: usize = 2048;
+
+/// Whether `head` is a complete `GET /events` request this module can
+/// answer; returns the head's length if so.
+///
+/// Anything unusual (HTTP/1.0, a body, an upgrade, `Expect`, more headers
+/// than fit) is left to hyper, which handles every case.
+pub(crate) fn sniff(head: &[u8]) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(head) {
+        Ok(httparse::Status::Complete(len)) => len,
+        _ => return None,
+    };
+    if req.method != Some("GET") || req.version != Some(1) {
+        return None;
+    }
+    let path = req.path?;
+    if path != "/events" && !path.starts_with("/events?") {
+        return None;
+    }
+    let plain = req.headers.iter().all(|h| {
+        !["content-length", "transfer-encoding", "upgrade", "expect"]
+            .iter()
+            .any(|n| h.name.eq_ignore_ascii_case(n))
+    });
+    plain.then_some(len)
+}
+
+/// Serves one SSE stream on `stream`, whose first `head_len` bytes are the
+/// request head already sniffed.
+pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, hub: Arc<Hub>) {
+    let mut head = vec![0; head_len];
+    if stream.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    drop(head);
+    let (session, delivery) = match hub.connect(Transport::Sse) {
+        Ok(ok) => ok,
+        Err(e) => {
+            let _ = stream.write_all(&error_response(&e)).await;
+            return;
+        }
+    };
+    let sid = session.sid;
+    drop(session);
+    let mut body = SseBody::new(hub, sid, delivery);
+    let response_head = format!(
+        "HTTP/1.1 200 OK\r\n\
+         content-type: text/event-stream\r\n\
+         cache-control: no-cache\r\n\
+         x-accel-buffering: no\r\n\
+         x-session-id: {sid}\r\n\
+         access-control-expose-headers: X-Session-Id\r\n\
+         access-control-allow-origin: *\r\n\
+         transfer-encoding: chunked\r\n\r\n"
+    );
+    if stream.write_all(response_head.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 64];
+    loop {
+        tokio::select! {
+            // Everything ready now goes out in one write.
+            out = poll_fn(|cx| next_batch(&mut body, cx)) => {
+                let Some(out) = out else {
+                    let _ = stream.write_all(b"0\r\n\r\n").await;
+                    return;
+                };
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+            // The client sends nothing after its request; a read that
+            // returns means it closed or reset the connection.
+            r = stream.read(&mut scratch) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    }
+    // Dropping `body` ends the session if it has not ended already.
+}
+
+/// Polls the body until it has nothing more ready, framing every frame as
+/// an HTTP chunk. `None` once the body has ended.
+fn next_batch(
+    body: &mut SseBody,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Option<BytesMut>> {
+    use std::task::Poll;
+    let mut out: Option<BytesMut> = None;
+    loop {
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let buf = out.get_or_insert_with(|| BytesMut::with_capacity(data.len() + 16));
+                let _ = write!(buf, "{:x}\r\n", data.len());
+                buf.put_slice(&data);
+                buf.put_slice(b"\r\n");
+                if buf.len() >= 64 * 1024 {
+                    return Poll::Ready(out);
+                }
+            }
+            Poll::Ready(Some(Err(never))) => match never {},
+            Poll::Ready(None) => {
+                return match out {
+                    // Send what we have; the next call sees the end again.
+                    Some(buf) => Poll::Ready(Some(buf)),
+                    None => Poll::Ready(None),
+                };
+            }
+            Poll::Pending => {
+                return match out {
+                    Some(buf) => Poll::Ready(Some(buf)),
+                    None => Poll::Pending,
+                };
+            }
+        }
+    }
+}
+
+/// The same status and JSON body the router would send, on a connection
+/// that closes afterwards.
+fn error_response(e: &Error) -> Vec<u8> {
+    let body = e.body();
+    let status = e.status();
+    let retry = if status == hyper::StatusCode::SERVICE_UNAVAILABLE {
+        "retry-after: 5\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n{retry}\
+         access-control-allow-origin: *\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sniff;
+
+    #[test]
+    fn only_plain_complete_event_requests_are_taken() {
+        let plain = b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(sniff(plain), Some(plain.len()));
+        assert!(
+            sniff(b"GET /events?x=1 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+                .is_some()
+        );
+        for other in [
+            &b"GET /events HTTP/1.1\r\nHost: x\r\n"[..],
+            b"GET /events HTTP/1.0\r\n\r\n",
+            b"POST /events HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /eventsx HTTP/1.1\r\n\r\n",
+            b"GET /poll HTTP/1.1\r\n\r\n",
+            b"GET /events HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /events HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"\x00\x01garbage",
+        ] {
+            assert_eq!(sniff(other), None, "{:?}", String::from_utf8_lossy(other));
+        }
+    }
+}
