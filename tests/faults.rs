@@ -24,7 +24,9 @@ struct LivePoller {
 
 async fn poll_once(addr: SocketAddr, sid: &str) -> Option<Vec<serde_json::Value>> {
     let s = TcpStream::connect(addr).await.ok()?;
-    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).ok()?;
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .ok()?;
     let mut r = BufReader::new(s);
     r.get_mut()
         .write_all(
