@@ -20,11 +20,7 @@ use crate::session::{Session, Transport};
 /// `GET /poll` without a sid: a new polling session.
 pub(crate) fn handshake(hub: &Arc<Hub>) -> Result<(Arc<Session>, Bytes), Error> {
     let (session, delivery) = hub.connect(Transport::Polling)?;
-    // The connect handlers may have disconnected it already.
-    if session.closed_reason().is_none() {
-        *session.parked.lock() = Some(delivery);
-        hub.arm_expiry(&session);
-    }
+    park(hub, &session, delivery);
     let body = crate::session::handshake_json(session.sid, &hub.config);
     Ok((session, Bytes::from(body)))
 }
@@ -40,11 +36,22 @@ struct Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(d) = self.delivery.take() {
-            if self.session.closed_reason().is_none() {
-                *self.session.parked.lock() = Some(d);
-                self.hub.arm_expiry(&self.session);
-            }
+            park(&self.hub, &self.session, d);
         }
+    }
+}
+
+/// Parks the cursor in its session until the next poll, unless the session
+/// has ended. The check and the store happen under the slot's lock, and
+/// `Hub::disconnect` marks the session closed before it empties the slot, so
+/// a cursor can never be parked in an ended session (where it would keep the
+/// session alive through its own `Arc`).
+fn park(hub: &Hub, session: &Arc<Session>, delivery: Delivery) {
+    let mut slot = session.parked.lock();
+    if session.closed_reason().is_none() {
+        *slot = Some(delivery);
+        drop(slot);
+        hub.arm_expiry(session);
     }
 }
 
