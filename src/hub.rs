@@ -149,10 +149,19 @@ impl Hub {
     }
 
     /// Hands free heap memory back to the kernel if many sessions ended since
-    /// the last time.
+    /// the last time. The session table first gives up the capacity a flood
+    /// left behind: a map never shrinks by itself, and 100,000 empty slots
+    /// are megabytes.
     fn maybe_trim(&self) {
         if self.ended_since_trim.load(Ordering::Relaxed) >= TRIM_AFTER_ENDED {
             self.ended_since_trim.store(0, Ordering::Relaxed);
+            {
+                let mut sessions = self.sessions.lock();
+                if sessions.capacity() > 4 * sessions.len().max(1024) {
+                    let len = sessions.len();
+                    sessions.shrink_to(2 * len);
+                }
+            }
             crate::memory::release_free_memory();
         }
     }
