@@ -9,6 +9,16 @@ export CARGO_TERM_COLOR=never
 # The half-open tests need network namespaces; here that is a requirement.
 export SSIO_REQUIRE_NETNS=1
 
+# The half-open tests drive curl inside network namespaces made with ip.
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 echo "== Rust: unit, integration and doc tests"
 cargo test --quiet --no-fail-fast 2>&1
 
