@@ -1,1 +1,106 @@
-// placeholder
+/**
+ * ssio browser client: socket.io-style events over Server-Sent Events, with
+ * long-polling where a stream cannot get through.
+ *
+ * Load `/public/ssio.js` with a plain `<script>` tag; it defines the global
+ * `io`.
+ */
+
+/** A transport a socket can use. */
+export type Transport = 'sse' | 'polling';
+
+/**
+ * Why a session ended, as passed to `disconnect` handlers. The server's
+ * reasons arrive verbatim; the client adds "transport close" when it loses
+ * the stream or a poll itself, and "client close" for `close()`.
+ */
+export type DisconnectReason =
+  | 'transport close'
+  | 'ping timeout'
+  | 'client close'
+  | 'server shutdown'
+  | 'server disconnect'
+  | 'slow reader'
+  | (string & {});
+
+/** Options for {@link io}. */
+export interface SocketOptions {
+  /**
+   * Transports to try, in order of preference. Default `['sse', 'polling']`.
+   * Once SSE has failed to get through on a page, that page polls from then
+   * on.
+   */
+  transports?: Transport[];
+  /** Reconnect after losing the session. Default `true`. */
+  reconnection?: boolean;
+  /** First reconnection delay in ms, doubled per failed attempt, with ±50% jitter. Default `1000`. */
+  reconnectionDelay?: number;
+  /** Longest reconnection delay in ms. Default `5000`. */
+  reconnectionDelayMax?: number;
+  /**
+   * How long an SSE stream may stay open without delivering its `connect`
+   * event (a buffering proxy holds it back) before the client falls back to
+   * long-polling, in ms. Default `3000`.
+   */
+  connectTimeout?: number;
+}
+
+/** Events the client raises itself; a server can never send these. */
+export interface ReservedEvents {
+  /** A session started, first or after a reconnection; `socket.id` is set. */
+  connect: () => void;
+  /** The session ended. A reconnection follows unless `close()` was called or the reason is "server disconnect". */
+  disconnect: (reason: DisconnectReason) => void;
+  /** An attempt to start a session failed; a reconnection follows. */
+  connect_error: (error: Error) => void;
+}
+
+/** A handler for an event from the server; `data` is the decoded JSON. */
+export type Listener = (this: Socket, data: any) => void;
+
+/** The handler type for an event name: reserved names have their own. */
+export type HandlerFor<E extends string> = E extends keyof ReservedEvents ? ReservedEvents[E] : Listener;
+
+/** One client session, re-established across reconnections. */
+export interface Socket {
+  /**
+   * The session id, or `null` while not connected. Changes on every
+   * reconnection. It is this client's credential (whoever holds it can
+   * emit and close as this client), so keep it private; broadcasts name
+   * senders by their public tag, its first 8 hex digits.
+   */
+  readonly id: string | null;
+  /** Whether a session is live. */
+  readonly connected: boolean;
+  /** The transport in use, or being tried. */
+  readonly transport: Transport | null;
+
+  /** Adds a handler. Returns the socket, for chaining. */
+  on<E extends string>(event: E, fn: HandlerFor<E>): this;
+
+  /** Removes one handler, every handler of an event, or (no arguments) every handler. */
+  off<E extends string>(event?: E, fn?: HandlerFor<E>): this;
+
+  /**
+   * Sends an event to the server. `data` must survive `JSON.stringify`.
+   * Events emitted while disconnected are sent, in order, on the next
+   * `connect`.
+   */
+  emit(event: string, data?: unknown): this;
+
+  /** Ends the session for good: no reconnection. */
+  close(): this;
+  /** The same as {@link Socket.close}. */
+  disconnect(): this;
+}
+
+/**
+ * Opens a socket to the ssio server at `url` (default: this page's origin).
+ * The connection starts at once.
+ */
+export declare function io(url?: string, options?: SocketOptions): Socket;
+
+declare global {
+  /** See {@link io}. */
+  function io(url?: string, options?: SocketOptions): Socket;
+}

@@ -1,5 +1,5 @@
 //! The demo app: a live user count and a chat, written with ssio's
-//! socket.io-style API exactly as the freeCodeCamp exercise writes it in
+//! socket.io-style API exactly as the classic socket.io user-count app writes it in
 //! Node. This file is compiled into the server and is also what
 //! `GET /_api/server.js` serves, byte for byte.
 

@@ -11,7 +11,7 @@ use clap::Parser;
 
 /// Default interface to bind: every IPv4 address, as `node server.js` would.
 pub const DEFAULT_HOST: &str = "0.0.0.0";
-/// Default TCP port, the one the freeCodeCamp boilerplate listens on.
+/// Default TCP port, the one the classic Node boilerplate listens on.
 pub const DEFAULT_PORT: u16 = 3000;
 /// Default heartbeat period in milliseconds (socket.io's value).
 pub const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;

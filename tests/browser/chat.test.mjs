@@ -1,0 +1,109 @@
+// The demo chat between pages on different transports, and the screenshot
+// of the demo page.
+
+import assert from 'node:assert/strict';
+import { access, copyFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+
+import {
+  ROOT, SLOW, TEST_TIMEOUT, allShow, closePages, connected, eventually, launchBrowser, openPage,
+  outputDir, socketState, withServer,
+} from './helpers.mjs';
+
+let browser;
+
+before(async () => {
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** The chat list as [who, text] pairs. */
+function chatLog(page) {
+  return page.$$eval('#messages li', (items) =>
+    items.map((li) => [li.querySelector('.who').textContent, li.querySelector('.text').textContent]));
+}
+
+async function send(page, text) {
+  await page.fill('#m', text);
+  await page.press('#m', 'Enter');
+}
+
+function logIs(page, expected) {
+  return eventually(() => chatLog(page), (log) => JSON.stringify(log) === JSON.stringify(expected), SLOW,
+    `chat log ${JSON.stringify(expected)}`);
+}
+
+test('messages cross from SSE to polling and from polling to SSE, as text',
+  { timeout: TEST_TIMEOUT }, () => withServer({}, async (server) => {
+  const sse = await openPage(browser, server.url + '/');
+  await connected(sse.page, 'sse');
+  const poll = await openPage(browser, server.url + '/', { polling: true });
+  await connected(poll.page, 'polling');
+  await allShow([sse.page, poll.page], 2);
+  const sseName = 'user ' + (await socketState(sse.page)).id.slice(0, 4);
+  const pollName = 'user ' + (await socketState(poll.page)).id.slice(0, 4);
+
+  await send(sse.page, 'hello from SSE');
+  await logIs(poll.page, [[sseName, 'hello from SSE']]);
+  await logIs(sse.page, [['you', 'hello from SSE']]);
+
+  await send(poll.page, 'hello from polling');
+  await logIs(sse.page, [['you', 'hello from SSE'], [pollName, 'hello from polling']]);
+  await logIs(poll.page, [[sseName, 'hello from SSE'], ['you', 'hello from polling']]);
+
+  // Markup from another user is shown, never rendered.
+  const markup = '<img src=x onerror="window.injected=1"><b>bold</b>';
+  await send(poll.page, markup);
+  await logIs(sse.page, [['you', 'hello from SSE'], [pollName, 'hello from polling'], [pollName, markup]]);
+  assert.equal(await sse.page.$$eval('#messages b, #messages img', (els) => els.length), 0);
+  assert.equal(await sse.page.evaluate(() => window.injected), undefined);
+
+  // Sent in a burst from one page, messages arrive in the order sent.
+  for (const text of ['one', 'two', 'three']) {
+    await poll.page.evaluate((t) => socket.emit('chat message', t), text);
+  }
+  const texts = (log) => log.map(([, text]) => text);
+  await eventually(() => chatLog(sse.page).then(texts), (t) => t.length === 6, SLOW, 'six messages');
+  assert.deepEqual(texts(await chatLog(sse.page)).slice(3), ['one', 'two', 'three']);
+
+  await closePages(server, [sse, poll]);
+  assert.deepEqual([...sse.errors, ...poll.errors], []);
+}));
+
+test('screenshot of the demo page with two users chatting',
+  { timeout: TEST_TIMEOUT }, () => withServer({}, async (server) => {
+  const a = await openPage(browser, server.url + '/');
+  await connected(a.page, 'sse');
+  const b = await openPage(browser, server.url + '/', { polling: true });
+  await connected(b.page, 'polling');
+  await allShow([a.page, b.page], 2);
+
+  const lines = [
+    [b.page, 'Hi! Is anyone here?'],
+    [a.page, 'Yes, hello. I am on SSE.'],
+    [b.page, 'My network blocks streams, so I am long-polling.'],
+    [a.page, 'Same chat either way.'],
+  ];
+  for (const [i, [page, text]] of lines.entries()) {
+    await send(page, text);
+    await eventually(() => chatLog(a.page), (log) => log.length === i + 1, SLOW, `${i + 1} messages`);
+  }
+
+  const file = join(await outputDir(), 'demo.png');
+  await a.page.screenshot({ path: file });
+  // The committed copy changes only when asked, so that a test run leaves
+  // the work tree clean.
+  const docs = join(ROOT, 'docs', 'screenshot.png');
+  const missing = await access(docs).then(() => false, () => true);
+  if (missing || process.env.UPDATE_SCREENSHOT === '1') {
+    await mkdir(join(ROOT, 'docs'), { recursive: true });
+    await copyFile(file, docs);
+  }
+
+  await closePages(server, [a, b]);
+  assert.deepEqual([...a.errors, ...b.errors], []);
+}));

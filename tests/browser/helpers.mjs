@@ -1,0 +1,229 @@
+// Shared fixtures for the browser tests: a real ssio process, Debian's
+// Chromium driven through playwright-core, and bounded waits that fail with
+// what they last saw.
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
+
+import { chromium } from 'playwright-core';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BIN = join(ROOT, 'target', 'release', 'ssio');
+export const OUTPUT = join(ROOT, 'test-output');
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+// Generous where the machine's speed is not what is being tested: other
+// work may be compiling on the same two cores.
+export const SLOW = 15_000;
+
+// Every test's outer bound, for the waits that have no bound of their own
+// (a page.evaluate that never returns, say).
+export const TEST_TIMEOUT = 90_000;
+
+/**
+ * Starts `target/release/ssio` on 127.0.0.1 and resolves once its log line
+ * names the port. `port` 0 picks a free one.
+ */
+export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout = 20_000 } = {}) {
+  const args = [
+    '--host', '127.0.0.1',
+    '--port', String(port),
+    '--ping-interval', String(pingInterval),
+    '--ping-timeout', String(pingTimeout),
+    '--shutdown-timeout', '3000',
+  ];
+  // The log line is how the port is learned, so no outside filter may hide it.
+  const child = spawn(BIN, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
+  });
+  let log = '';
+  const exited = once(child, 'exit');
+  const found = new Promise((resolve, reject) => {
+    const onData = (chunk) => {
+      log += chunk;
+      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log);
+      if (m) resolve(Number(m[1]));
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (chunk) => { log += chunk; });
+    exited.then(
+      ([code, signal]) => reject(new Error(`ssio exited (${code ?? signal}) before listening:\n${log}`)),
+      () => {},
+    );
+    child.on('error', reject);
+  });
+  const actual = await withTimeout(found, SLOW, () => `ssio did not log its port:\n${log}`);
+  const server = {
+    port: actual,
+    url: `http://127.0.0.1:${actual}`,
+    get log() { return log; },
+    /** SIGTERM (a graceful shutdown) and wait for the exit status. */
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      try {
+        const [code] = await withTimeout(exited, SLOW, () => `ssio did not exit after SIGTERM:\n${log}`);
+        return code;
+      } catch (e) {
+        child.kill('SIGKILL');
+        throw e;
+      }
+    },
+  };
+  return server;
+}
+
+/**
+ * Runs `body` against a server of its own, then stops the server and
+ * checks that it shut down cleanly (unless `body` already failed).
+ */
+export async function withServer(options, body) {
+  const server = await startServer(options);
+  let ok = false;
+  try {
+    const result = await body(server);
+    ok = true;
+    return result;
+  } finally {
+    const code = await server.stop().catch((e) => e);
+    if (ok && code !== 0) throw new Error(`ssio exit status after SIGTERM: ${code}\n${server.log}`);
+  }
+}
+
+export async function stats(server) {
+  const res = await fetch(server.url + '/stats');
+  if (res.status !== 200) throw new Error(`/stats answered ${res.status}`);
+  return res.json();
+}
+
+/** Waits until /stats is exactly `expected`. */
+export function statsEqual(server, expected, ms = SLOW) {
+  return eventually(() => stats(server), (s) => isDeepStrictEqual(s, expected), ms,
+    `/stats to be ${JSON.stringify(expected)}`);
+}
+
+/** A port nothing listens on right now, for servers that cannot pick their own. */
+export async function freePort() {
+  const srv = createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, 'close');
+  return port;
+}
+
+export function launchBrowser() {
+  return chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+}
+
+/**
+ * Opens `url` in a browser context of its own, so that every page has its
+ * own connection pool and no page waits behind another's held requests.
+ * `polling` removes EventSource before any page script runs.
+ */
+export async function openPage(browser, url, { polling = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 720, height: 560 } });
+  if (polling) await context.addInitScript(() => { delete window.EventSource; });
+  context.setDefaultTimeout(SLOW);
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  await page.goto(url, { timeout: SLOW });
+  return { context, page, errors };
+}
+
+/**
+ * Closes pages the way a user closes tabs, waits until the server has let
+ * their sessions go (`remaining` left), then closes their contexts. Closing
+ * a context at once would also cancel a page's in-flight close beacon, and
+ * a polling session would then linger until pingTimeout.
+ */
+export async function closePages(server, handles, remaining = 0) {
+  for (const h of handles) await h.page.close();
+  await eventually(() => stats(server), (s) => s.count === remaining, SLOW,
+    `the server to count ${remaining} after the pages closed`);
+  for (const h of handles) await h.context.close();
+}
+
+/** The page's socket, as plain data. */
+export function socketState(page) {
+  return page.evaluate(() => ({ connected: socket.connected, transport: socket.transport, id: socket.id }));
+}
+
+/** The number in the page's "N users online". */
+export async function shownCount(page) {
+  const text = await page.textContent('#num-users');
+  const m = /^(\d+) users online$/.exec(text);
+  if (!m) throw new Error(`unexpected user count text: ${JSON.stringify(text)}`);
+  return Number(m[1]);
+}
+
+/** Waits until the page's socket is connected on `transport`. */
+export async function connected(page, transport, ms = SLOW) {
+  await eventually(() => socketState(page), (s) => s.connected && s.transport === transport, ms,
+    `socket connected over ${transport}`);
+}
+
+/**
+ * Polls `read` until `check` accepts its value or `ms` pass; on timeout
+ * fails with the last value read, so the failure says what was wrong.
+ */
+export async function eventually(read, check, ms, what) {
+  const deadline = Date.now() + ms;
+  let last;
+  let lastError;
+  for (;;) {
+    try {
+      last = await read();
+      lastError = undefined;
+      if (check(last)) return last;
+    } catch (e) {
+      lastError = e;
+    }
+    if (Date.now() >= deadline) {
+      const seen = lastError ? `error: ${lastError.message}` : JSON.stringify(last);
+      throw new Error(`timed out after ${ms} ms waiting for ${what}; last seen ${seen}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Waits until every page shows `n` users online. */
+export function allShow(pages, n, ms = SLOW) {
+  return eventually(() => Promise.all(pages.map(shownCount)), (counts) => counts.every((c) => c === n), ms,
+    `every page to show ${n} users online`);
+}
+
+export async function withTimeout(promise, ms, message) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(typeof message === 'function' ? message() : message)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function outputDir() {
+  await mkdir(OUTPUT, { recursive: true });
+  return OUTPUT;
+}
