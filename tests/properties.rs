@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -39,38 +37,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::AbandonPoll),
         1 => any::<usize>().prop_map(Op::Emit),
     ]
-}
-
-/// A poller that keeps polling in the background, like a live page.
-struct LivePoller {
-    poller: Poller,
-    last: Arc<AtomicI64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl LivePoller {
-    async fn start(addr: SocketAddr) -> LivePoller {
-        let poller = Poller::handshake(addr).await;
-        let last = Arc::new(AtomicI64::new(-1));
-        let (sid, l) = (poller.sid.clone(), last.clone());
-        let task = tokio::spawn(async move {
-            let p = Poller { addr, sid };
-            loop {
-                let r = p.poll().await;
-                if r.status != 200 {
-                    return;
-                }
-                for e in r.json().as_array().unwrap() {
-                    if e["event"] == "user count" {
-                        let n = e["data"].as_i64().unwrap();
-                        assert!(n >= 0, "negative count");
-                        l.store(n, Ordering::SeqCst);
-                    }
-                }
-            }
-        });
-        LivePoller { poller, last, task }
-    }
 }
 
 async fn run_ops(ops: Vec<Op>) {

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ssio::{Config, Io};
@@ -427,5 +429,70 @@ impl Poller {
 
     pub async fn close(&self) -> Resp {
         post(self.addr, &format!("/close?sid={}", self.sid), b"").await
+    }
+}
+
+/// A poller running in its own task, recording the newest count it saw.
+/// Aborting the task resets its in-flight poll connection, like a killed
+/// process would.
+pub struct LivePoller {
+    pub poller: Poller,
+    pub last: Arc<AtomicI64>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+async fn poll_once(addr: SocketAddr, sid: &str) -> Option<Vec<serde_json::Value>> {
+    let s = TcpStream::connect(addr).await.ok()?;
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .ok()?;
+    let mut r = BufReader::new(s);
+    r.get_mut()
+        .write_all(
+            format!("GET /poll?sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut status = String::new();
+    r.read_line(&mut status).await.ok()?;
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).await.ok()?;
+    if !status.contains(" 200 ") {
+        return None;
+    }
+    let text = String::from_utf8(rest).ok()?;
+    let body = text.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .as_array()
+        .cloned()
+}
+
+impl LivePoller {
+    pub async fn start(addr: SocketAddr) -> LivePoller {
+        let p = Poller::handshake(addr).await;
+        let last = Arc::new(AtomicI64::new(-1));
+        let (sid, l) = (p.sid.clone(), last.clone());
+        let task = tokio::spawn(async move {
+            while let Some(events) = poll_once(addr, &sid).await {
+                for e in events {
+                    if e["event"] == "user count" {
+                        let n = e["data"].as_i64().unwrap();
+                        assert!(n >= 0, "negative count");
+                        l.store(n, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        LivePoller {
+            poller: p,
+            last,
+            task,
+        }
+    }
+
+    pub fn kill(self) {
+        self.task.abort();
     }
 }
