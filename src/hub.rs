@@ -153,7 +153,11 @@ impl Hub {
     /// left behind: a map never shrinks by itself, and 100,000 empty slots
     /// are megabytes.
     fn maybe_trim(&self) {
-        if self.ended_since_trim.load(Ordering::Relaxed) >= TRIM_AFTER_ENDED {
+        let ended = self.ended_since_trim.load(Ordering::Relaxed);
+        // Also when the table has just emptied: the tail of a flood is
+        // smaller than the batch size but still worth giving back.
+        let emptied = ended > 0 && self.sessions.lock().is_empty();
+        if ended >= TRIM_AFTER_ENDED || emptied {
             self.ended_since_trim.store(0, Ordering::Relaxed);
             {
                 let mut sessions = self.sessions.lock();
