@@ -21,6 +21,16 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+pub fn commit() -> String {
+    let head = sh("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = !sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    if dirty {
+        format!("{head}+changes")
+    } else {
+        head
+    }
+}
+
 fn machine() -> Value {
     let model = sh("lscpu", &[])
         .lines()
@@ -32,7 +42,7 @@ fn machine() -> Value {
         "nproc": sh("nproc", &["--all"]),
         "kernel": sh("uname", &["-r"]),
         "date": sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
-        "commit": sh("git", &["rev-parse", "--short", "HEAD"]),
+        "commit": commit(),
         "node": sh("node", &["--version"]),
         "loadavg_end": crate::scenarios::loadavg(),
     })
@@ -219,6 +229,7 @@ pub fn write(plan: &Plan, r: &Results, took: Duration) -> Result<(), String> {
         "goals": goals,
         "notes": r.notes,
         "loadavg_start": r.load_before,
+        "commit_start": r.commit_before,
     });
     let pretty = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("compare.json"), pretty).map_err(|e| e.to_string())?;
@@ -237,12 +248,13 @@ fn markdown(plan: &Plan, r: &Results, m: &Value, goals: &[Value], took: Duration
     );
     let _ = writeln!(
         s,
-        "{} × {} cores · kernel {} · node {} · commit {} · {} · {:.0} s\n",
+        "{} × {} cores · kernel {} · node {} · commit {} (at start {}) · {} · {:.0} s\n",
         m["cpu"].as_str().unwrap_or(""),
         m["nproc"].as_str().unwrap_or(""),
         m["kernel"].as_str().unwrap_or(""),
         m["node"].as_str().unwrap_or(""),
         m["commit"].as_str().unwrap_or(""),
+        r.commit_before,
         m["date"].as_str().unwrap_or(""),
         took.as_secs_f64(),
     );

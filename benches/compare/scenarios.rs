@@ -42,6 +42,8 @@ pub struct Results {
     pub abandoned: Vec<Value>,
     pub notes: Vec<String>,
     pub load_before: String,
+    /// The commit the run started on; a tree may move on while it runs.
+    pub commit_before: String,
 }
 
 pub fn loadavg() -> String {
@@ -54,15 +56,21 @@ pub async fn run(plan: Plan) -> Result<(), String> {
         procs::ensure_peer()?;
     }
     let started = std::time::Instant::now();
-    let mut r = Results::default();
-    // Other work on the machine shows up here; a high figure means the run
-    // was disturbed.
-    r.load_before = loadavg();
+    let mut r = Results {
+        // Other work on the machine shows up here; a high figure means the
+        // run was disturbed.
+        load_before: loadavg(),
+        commit_before: report::commit(),
+        ..Results::default()
+    };
     if plan.has("floor") {
         for &n in &plan.ns {
             match floor(n, plan.floor_rounds).await {
                 Ok(v) => r.floor.push(v),
-                Err(e) => r.notes.push(format!("floor N={n}: {e}")),
+                Err(e) => {
+                    eprintln!("bench: floor N={n} failed: {e}");
+                    r.notes.push(format!("floor N={n}: {e}"))
+                }
             }
         }
     }
@@ -287,7 +295,7 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
             ));
         }
         // Let buffers, timers and the allocator settle before reading RSS.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(if plan.quick { 1 } else { 2 })).await;
         let rss1 = server.rss_kib();
         let stats1 = server.stats().await;
         let ticks0 = server.cpu_ticks();
@@ -400,7 +408,9 @@ async fn churn(plan: &Plan, kind: Kind) -> Result<Value, String> {
         let mut steps = Vec::new();
         let mut best = 0;
         for &rate in &plan.churn_rates {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // A pause between steps, so one step's stragglers are not the
+            // next one's load.
+            tokio::time::sleep(Duration::from_millis(if plan.quick { 300 } else { 1000 })).await;
             let per = rate / workers.len() as u64;
             for w in workers.iter_mut() {
                 w.send(&format!("churn {per} {}", plan.churn_ms)).await?;

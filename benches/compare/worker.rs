@@ -102,7 +102,11 @@ async fn standing(
     loop {
         seen.clear();
         if let Err(e) = client.next(&mut seen).await {
-            eprintln!("worker: {} client lost: {e}", kind.name());
+            // The floor's writer closing its sockets is the end of the floor
+            // run, not a loss.
+            if kind != Kind::Raw {
+                eprintln!("worker: {} client lost: {e}", kind.name());
+            }
             tracker.borrow_mut().see(idx, LOST, now_ns());
             return;
         }
