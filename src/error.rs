@@ -66,6 +66,14 @@ impl Error {
         }
     }
 
+    /// The `Retry-After` seconds to send with it, for errors that pass.
+    pub fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            Error::Full | Error::ShuttingDown => Some("5"),
+            _ => None,
+        }
+    }
+
     /// The JSON body: `{"error": "<Display text>"}`.
     pub fn body(&self) -> String {
         serde_json::json!({ "error": self.to_string() }).to_string()

@@ -272,16 +272,13 @@ fn preflight() -> Response<ResponseBody> {
 
 fn error_response(e: &Error) -> Response<ResponseBody> {
     let mut res = json(e.status(), Bytes::from(e.body()));
-    match e {
-        Error::MethodNotAllowed(allow) => {
-            res.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
-        }
-        Error::Full | Error::ShuttingDown => {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        }
-        _ => {}
+    if let Error::MethodNotAllowed(allow) = e {
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Some(secs) = e.retry_after() {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
     }
     res
 }

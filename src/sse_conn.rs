@@ -154,11 +154,10 @@ fn next_batch(
 fn error_response(e: &Error) -> Vec<u8> {
     let body = e.body();
     let status = e.status();
-    let retry = if status == hyper::StatusCode::SERVICE_UNAVAILABLE {
-        "retry-after: 5\r\n"
-    } else {
-        ""
-    };
+    let retry = e
+        .retry_after()
+        .map(|secs| format!("retry-after: {secs}\r\n"))
+        .unwrap_or_default();
     format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n{retry}\
          access-control-allow-origin: *\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
