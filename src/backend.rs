@@ -1,38 +1,87 @@
-//! The seam between one node's sessions and the count and broadcast they share.
+//! The seam between one node's sessions and the count and broadcast they
+//! share with other nodes.
 //!
 //! Today one process owns every session, so [`LocalBackend`] keeps the count
 //! in an atomic and hands broadcasts straight to this node's [`Fanout`]. A
-//! cluster backend (Redis, say) implements the same four calls: `join` and
-//! `leave` update a shared counter, `count` reads it, and `broadcast`
-//! publishes to every node, each of which feeds its own `Fanout`.
+//! cluster backend (Redis, say) implements the same calls over the network:
+//! `join` and `leave` update a shared count, `count` reads the newest value
+//! it can vouch for, and `broadcast` publishes to every node, each of which
+//! feeds its own `Fanout`. Such calls wait on I/O and can fail, and the
+//! backend has connections to open and close, so every call returns a future
+//! and a `Result`, and there are `start` and `close`.
+//!
+//! A backend is built from the hub's own [`Fanout`] (see
+//! [`Io::with_backend`](crate::Io::with_backend)), so the two cannot
+//! disagree about where this node's deliveries go.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
+use crate::error::BackendError;
 use crate::fanout::Fanout;
 use crate::packet::Packet;
+use crate::session::Sid;
+
+/// What every backend call returns: owned (`'static`), so the hub can finish
+/// it on another task when it is not ready at once.
+pub type BackendFuture<T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send>>;
+
+/// One event on its way to every session.
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    /// The event name, for latest-value slots keyed by name.
+    pub name: Arc<str>,
+    /// The event, already encoded for both transports.
+    pub packet: Packet,
+    /// A latest-value event: a reader that is behind may skip to the newest.
+    pub latest: bool,
+}
 
 /// Where the user count lives and how a broadcast reaches every session.
 ///
-/// The hub calls `join`/`leave` and the connection/disconnect handlers while
-/// holding its ordering lock, so an implementation never sees a `count`
-/// interleaved with a half-finished join on the same node.
+/// The local backend's futures are ready at once, and the hub then finishes
+/// each call on the spot, so a single node behaves exactly as if the calls
+/// were synchronous. A future that is not ready is finished on its own task.
+/// Calls are made in the order events happen; an implementation that needs
+/// per-sender order (publishing, say) must fix the order when the call is
+/// made, not when its future first runs.
 pub trait Backend: Send + Sync + 'static {
-    /// A session became live on this node.
-    fn join(&self);
-    /// A live session on this node ended.
-    fn leave(&self);
-    /// Live sessions everywhere the backend reaches.
+    /// Opens connections and subscriptions; called once before serving.
+    fn start(&self) -> BackendFuture<()>;
+    /// A session became live on this node. When it resolves, `count`
+    /// includes it.
+    fn join(&self, sid: Sid) -> BackendFuture<()>;
+    /// A live session on this node ended. When it resolves, `count` no
+    /// longer includes it.
+    fn leave(&self, sid: Sid) -> BackendFuture<()>;
+    /// Live sessions everywhere the backend reaches, as of the newest value
+    /// it has; a plain read, because connection handlers call it.
     fn count(&self) -> usize;
-    /// Delivers `packet` to every session; `latest` marks a latest-value event
-    /// that a slow reader may receive only the newest value of.
-    fn broadcast(&self, name: &str, packet: Packet, latest: bool);
+    /// Delivers an event to every session on every node.
+    fn broadcast(&self, event: Broadcast) -> BackendFuture<()>;
+    /// Releases connections; called once after every session has ended.
+    fn close(&self) -> BackendFuture<()>;
+}
+
+/// Polls `fut` once; `Ok` with its output if it was ready, else the future
+/// back, to be finished elsewhere.
+pub(crate) fn ready_now<T>(
+    mut fut: BackendFuture<T>,
+) -> Result<Result<T, BackendError>, BackendFuture<T>> {
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Ok(out),
+        Poll::Pending => Err(fut),
+    }
 }
 
 /// The single-process backend: an atomic count and this node's fan-out.
 pub struct LocalBackend {
     /// Live sessions on this node, which is every session there is.
     count: AtomicUsize,
-    /// Where broadcasts go; shared with the hub, which subscribes sessions.
+    /// Where broadcasts go: the hub's own fan-out.
     fanout: Fanout,
 }
 
@@ -46,12 +95,21 @@ impl LocalBackend {
     }
 }
 
+fn done() -> BackendFuture<()> {
+    Box::pin(std::future::ready(Ok(())))
+}
+
 impl Backend for LocalBackend {
-    fn join(&self) {
-        self.count.fetch_add(1, Ordering::SeqCst);
+    fn start(&self) -> BackendFuture<()> {
+        done()
     }
 
-    fn leave(&self) {
+    fn join(&self, _sid: Sid) -> BackendFuture<()> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        done()
+    }
+
+    fn leave(&self, _sid: Sid) -> BackendFuture<()> {
         // A leave without a join would be a hub bug; saturate rather than
         // wrap so that one bug cannot turn into a count of 2^64.
         let _ = self
@@ -59,17 +117,23 @@ impl Backend for LocalBackend {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 Some(n.saturating_sub(1))
             });
+        done()
     }
 
     fn count(&self) -> usize {
         self.count.load(Ordering::SeqCst)
     }
 
-    fn broadcast(&self, name: &str, packet: Packet, latest: bool) {
-        if latest {
-            self.fanout.publish_latest(name, packet);
+    fn broadcast(&self, event: Broadcast) -> BackendFuture<()> {
+        if event.latest {
+            self.fanout.publish_latest(&event.name, event.packet);
         } else {
-            self.fanout.publish(packet);
+            self.fanout.publish(event.packet);
         }
+        done()
+    }
+
+    fn close(&self) -> BackendFuture<()> {
+        done()
     }
 }

@@ -46,6 +46,9 @@ pub enum Error {
     /// The server is shutting down and takes no new sessions.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// The backend could not take the session; the client may retry.
+    #[error("{0}")]
+    Backend(#[from] BackendError),
 }
 
 impl Error {
@@ -62,14 +65,16 @@ impl Error {
             | Error::BodyRead => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Error::Full | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Full | Error::ShuttingDown | Error::Backend(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     /// The `Retry-After` seconds to send with it, for errors that pass.
     pub fn retry_after(&self) -> Option<&'static str> {
         match self {
-            Error::Full | Error::ShuttingDown => Some("5"),
+            Error::Full | Error::ShuttingDown | Error::Backend(_) => Some("5"),
             _ => None,
         }
     }
@@ -79,3 +84,9 @@ impl Error {
         serde_json::json!({ "error": self.to_string() }).to_string()
     }
 }
+
+/// A backend call that failed: the shared count or broadcast could not be
+/// reached or refused the call.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("backend unavailable: {0}")]
+pub struct BackendError(pub String);

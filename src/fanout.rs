@@ -23,8 +23,9 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::Stream;
 
+use crate::mailbox::Mailbox;
 use crate::packet::Packet;
-use crate::session::{DisconnectReason, Session};
+use crate::session::DisconnectReason;
 
 /// The newest packet of every latest-value event name, with a sequence
 /// number per entry so a cursor can tell which ones it has already sent.
@@ -37,8 +38,11 @@ pub struct LatestTable {
 
 #[derive(Debug, Clone)]
 struct LatestEntry {
+    /// The event name this slot holds the newest value of.
     name: Arc<str>,
+    /// Bumped on every publish, so a cursor compares numbers, not packets.
     seq: u64,
+    /// The newest value.
     packet: Packet,
 }
 
@@ -89,9 +93,9 @@ impl Fanout {
 
     /// A cursor for one session, starting from now: it will see the current
     /// latest values and every ordinary event published from here on.
-    pub(crate) fn subscribe(&self, session: Arc<Session>) -> Delivery {
+    pub(crate) fn subscribe(&self, mailbox: Arc<Mailbox>) -> Delivery {
         Delivery {
-            session,
+            mailbox,
             events: BroadcastStream::new(self.events.subscribe()),
             latest: WatchStream::new(self.latest.subscribe()),
             seen: Vec::new(),
@@ -112,8 +116,12 @@ pub(crate) enum Item {
 /// One session's read position across the latest-value slots, the ordinary
 /// event ring and its own mailbox of direct events.
 pub(crate) struct Delivery {
-    session: Arc<Session>,
+    /// The session's direct events and close flag; the cursor holds only
+    /// this, so a parked cursor never keeps its session alive.
+    mailbox: Arc<Mailbox>,
+    /// Position in the ordinary-event ring.
     events: BroadcastStream<Packet>,
+    /// Wakes when any latest-value slot changes.
     latest: WatchStream<Arc<LatestTable>>,
     /// Sequence number last sent, per latest-table index.
     seen: Vec<u64>,
@@ -125,7 +133,7 @@ impl Delivery {
     /// The next item, in priority order: a close beats everything, then
     /// latest values, then ordinary broadcasts, then direct events.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
-        if let Some(reason) = self.session.closed_reason() {
+        if let Some(reason) = self.mailbox.closed_reason() {
             return Poll::Ready(Item::Close(reason));
         }
         loop {
@@ -147,7 +155,7 @@ impl Delivery {
             }
             Poll::Ready(None) | Poll::Pending => {}
         }
-        match self.session.poll_mailbox(cx) {
+        match self.mailbox.poll_next(cx) {
             Poll::Ready(Ok(p)) => Poll::Ready(Item::Packet(p)),
             Poll::Ready(Err(reason)) => Poll::Ready(Item::Close(reason)),
             Poll::Pending => Poll::Pending,
@@ -165,5 +173,100 @@ impl Delivery {
                 self.ready.push(entry.packet.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `Delivery`'s priority order and its lag handling, without HTTP.
+
+    use std::task::{Context, Poll, Waker};
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn next(d: &mut Delivery) -> Poll<Item> {
+        d.poll_next(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn packet(d: &mut Delivery) -> Packet {
+        match next(d) {
+            Poll::Ready(Item::Packet(p)) => p,
+            other => panic!("expected a packet, got {other:?}"),
+        }
+    }
+
+    fn p(name: &str, v: i64) -> Packet {
+        Packet::new(name, &Value::from(v))
+    }
+
+    #[test]
+    fn latest_beat_ordinary_beat_direct_and_close_beats_all() {
+        let fanout = Fanout::new(8);
+        let mailbox = Arc::new(Mailbox::default());
+        let mut d = fanout.subscribe(mailbox.clone());
+        mailbox.push(p("direct", 1), 8);
+        fanout.publish(p("chat", 2));
+        fanout.publish_latest("count", p("count", 3));
+        assert_eq!(packet(&mut d), p("count", 3));
+        assert_eq!(packet(&mut d), p("chat", 2));
+        assert_eq!(packet(&mut d), p("direct", 1));
+        assert!(next(&mut d).is_pending());
+
+        fanout.publish(p("chat", 4));
+        fanout.publish_latest("count", p("count", 5));
+        mailbox.close(DisconnectReason::ClientClose);
+        assert!(matches!(
+            next(&mut d),
+            Poll::Ready(Item::Close(DisconnectReason::ClientClose))
+        ));
+    }
+
+    #[test]
+    fn a_cursor_behind_on_latest_values_reads_only_the_newest() {
+        let fanout = Fanout::new(8);
+        let mut d = fanout.subscribe(Arc::new(Mailbox::default()));
+        for n in 0..100 {
+            fanout.publish_latest("count", p("count", n));
+        }
+        fanout.publish_latest("other", p("other", 1));
+        assert_eq!(packet(&mut d), p("count", 99));
+        assert_eq!(packet(&mut d), p("other", 1));
+        assert!(next(&mut d).is_pending());
+    }
+
+    #[test]
+    fn falling_a_whole_ring_behind_is_a_slow_reader() {
+        let fanout = Fanout::new(4);
+        let mut d = fanout.subscribe(Arc::new(Mailbox::default()));
+        for n in 0..4 {
+            fanout.publish(p("chat", n));
+        }
+        // Exactly the ring's capacity behind still reads everything.
+        for n in 0..4 {
+            assert_eq!(packet(&mut d), p("chat", n));
+        }
+        for n in 0..5 {
+            fanout.publish(p("chat", n));
+        }
+        assert!(matches!(
+            next(&mut d),
+            Poll::Ready(Item::Close(DisconnectReason::SlowReader))
+        ));
+    }
+
+    #[test]
+    fn an_overflowing_mailbox_is_a_slow_reader() {
+        let fanout = Fanout::new(4);
+        let mailbox = Arc::new(Mailbox::default());
+        let mut d = fanout.subscribe(mailbox.clone());
+        for n in 0..3 {
+            mailbox.push(p("direct", n), 2);
+        }
+        assert!(matches!(
+            next(&mut d),
+            Poll::Ready(Item::Close(DisconnectReason::SlowReader))
+        ));
     }
 }

@@ -1,47 +1,116 @@
 //! The hub: the table of live sessions, the count, and the ordering that
 //! keeps every `user count` exact.
 //!
-//! Connect and disconnect run their handlers while holding one ordering lock,
-//! so "count, then emit the count" is atomic with respect to every other
-//! connect or disconnect: two racing joins can never emit 2 and then a
-//! stale 1. The lock is a reentrant `parking_lot` mutex because a handler
-//! may itself disconnect a socket. It is a blocking lock and is never held across
-//! an `.await`; handlers are plain closures, so that cannot happen.
+//! The hub knows sessions, cursors and reasons, never event names: when a
+//! session starts or ends it calls the [`Lifecycle`] that the socket layer
+//! implements, as an engine calls its handler. Those calls run one at a time
+//! under one ordering lock, so "read the count, emit it" in a handler is
+//! atomic with respect to every other connect or disconnect: two racing
+//! joins can never leave a stale count as the last one sent. The lock is a
+//! reentrant `parking_lot` mutex because a handler may itself disconnect a
+//! socket. It is a blocking lock and is never held across an `.await`.
+//!
+//! The backend is told of every join and leave before the lifecycle call,
+//! so the count a handler reads already includes the change.
 //!
 //! Idle long-poll sessions expire through a deadline set and one reaper task,
 //! as in mini-redis: no per-session timer, no scan of the whole table.
 
+use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
-use parking_lot::{Mutex, ReentrantMutex, RwLock};
-use serde_json::Value;
+use parking_lot::{Mutex, ReentrantMutex};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
-use crate::backend::Backend;
+use crate::backend::{ready_now, Backend, BackendFuture};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::{Delivery, Fanout};
-use crate::session::{DisconnectReason, Session, Sid, Transport};
-use crate::socket::{ConnectionHandler, Io, Socket};
+use crate::mailbox::Mailbox;
+use crate::packet::Packet;
+use crate::session::{DisconnectReason, Sid, Transport};
+
+/// What the layer above does when a session starts or ends. The hub calls it
+/// under its ordering lock, never two at a time.
+pub(crate) trait Lifecycle: Send + Sync {
+    /// A new session is live and counted; its cursor is already subscribed,
+    /// so it sees whatever this call broadcasts.
+    fn connected(self: Arc<Self>, session: &Arc<Session>);
+    /// A session ended and is no longer counted.
+    fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason);
+}
+
+/// One live session as the hub keeps it.
+pub(crate) struct Session {
+    /// The client's identity; the key in the hub's table.
+    pub(crate) sid: Sid,
+    /// Fixed at handshake: a session never changes transport, so a poll for
+    /// an SSE session is a client bug and is refused.
+    pub(crate) transport: Transport,
+    /// Direct events and the close flag, shared with its cursor.
+    mailbox: Arc<Mailbox>,
+    /// A polling session's cursor while no poll is pending. `None` while a
+    /// poll holds it, which is how a second concurrent poll is detected.
+    parked: Mutex<Option<Delivery>>,
+    /// When an idle polling session expires, so the reaper entry can be
+    /// removed when the next poll arrives.
+    expires_at: Mutex<Option<Instant>>,
+    /// The layer above's own state for this session (the socket layer keeps
+    /// its handlers here). Opaque to the hub, and kept in the entry rather
+    /// than in a second table so that a session costs one map slot.
+    pub(crate) ext: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Session {
+    fn new(sid: Sid, transport: Transport) -> Session {
+        Session {
+            sid,
+            transport,
+            mailbox: Arc::new(Mailbox::default()),
+            parked: Mutex::new(None),
+            expires_at: Mutex::new(None),
+            ext: OnceLock::new(),
+        }
+    }
+
+    /// Queues an event for this session alone.
+    pub(crate) fn push(&self, packet: Packet, limit: usize) {
+        self.mailbox.push(packet, limit);
+    }
+
+    /// Why the session ended, once it has.
+    pub(crate) fn closed_reason(&self) -> Option<DisconnectReason> {
+        self.mailbox.closed_reason()
+    }
+}
+
+/// Why a poll could not take a session's cursor.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TakeError {
+    /// Another poll holds it.
+    Pending,
+    /// The session ended.
+    Closed,
+}
 
 pub(crate) struct Hub {
+    /// Limits and heartbeat periods.
     pub(crate) config: Config,
     /// Live sessions. A std-style blocking mutex: every critical section is a
     /// map operation, never an await.
     sessions: Mutex<HashMap<Sid, Arc<Session>>>,
-    /// Serialises connect and disconnect together with their handlers.
+    /// Serialises the lifecycle calls of every connect and disconnect.
     order: ReentrantMutex<()>,
-    /// Count and broadcast; local today, shared across nodes later.
+    /// Count and broadcast; local, or shared across nodes.
     pub(crate) backend: Arc<dyn Backend>,
-    /// This node's delivery to its own sessions.
-    pub(crate) fanout: Fanout,
-    /// `io.on_connection` handlers.
-    pub(crate) on_connection: RwLock<Vec<ConnectionHandler>>,
-    /// Event names whose broadcasts are latest-value (conflated).
-    pub(crate) latest_names: RwLock<Vec<Box<str>>>,
+    /// This node's delivery to its own sessions; the backend feeds it.
+    fanout: Fanout,
+    /// The socket layer. Weak, because that layer owns the hub.
+    lifecycle: Weak<dyn Lifecycle>,
     /// Idle polling sessions by deadline.
     expirations: Mutex<BTreeSet<(Instant, Sid)>>,
     /// Wakes the reaper when a deadline earlier than its current one appears,
@@ -55,6 +124,9 @@ pub(crate) struct Hub {
     polling: AtomicUsize,
     /// Sessions ended since free memory was last handed back to the kernel.
     ended_since_trim: AtomicUsize,
+    /// Disconnects waiting on a backend `leave`, so that closing the backend
+    /// can wait for them first.
+    finishing: TaskTracker,
 }
 
 /// After this many sessions end, the reaper hands free heap pages back to the
@@ -62,21 +134,26 @@ pub(crate) struct Hub {
 const TRIM_AFTER_ENDED: usize = 4096;
 
 impl Hub {
-    pub(crate) fn new(config: Config, backend: Arc<dyn Backend>, fanout: Fanout) -> Hub {
+    pub(crate) fn new(
+        config: Config,
+        fanout: Fanout,
+        backend: Arc<dyn Backend>,
+        lifecycle: Weak<dyn Lifecycle>,
+    ) -> Hub {
         Hub {
             config,
             sessions: Mutex::new(HashMap::new()),
             order: ReentrantMutex::new(()),
             backend,
             fanout,
-            on_connection: RwLock::new(Vec::new()),
-            latest_names: RwLock::new(Vec::new()),
+            lifecycle,
             expirations: Mutex::new(BTreeSet::new()),
             reaper: Arc::new(Notify::new()),
             shutting_down: AtomicBool::new(false),
             sse: AtomicUsize::new(0),
             polling: AtomicUsize::new(0),
             ended_since_trim: AtomicUsize::new(0),
+            finishing: TaskTracker::new(),
         }
     }
 
@@ -88,17 +165,16 @@ impl Hub {
         tokio::spawn(reap(weak, notify));
     }
 
-    /// Creates a session, counts it, and runs the connection handlers.
-    /// Returns its cursor with it, subscribed before the handlers run so the
-    /// session sees whatever they broadcast.
-    pub(crate) fn connect(
+    /// Creates a session, counts it, and runs the connection lifecycle.
+    /// Returns its cursor with it, subscribed before the lifecycle runs so
+    /// the session sees whatever that broadcasts.
+    pub(crate) async fn connect(
         self: &Arc<Self>,
         transport: Transport,
     ) -> Result<(Arc<Session>, Delivery), Error> {
-        if self.shutting_down.load(Ordering::SeqCst) {
+        if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
-        let _order = self.order.lock();
         let session = Arc::new(Session::new(Sid::new_v4(), transport));
         {
             let mut sessions = self.sessions.lock();
@@ -108,44 +184,87 @@ impl Hub {
             sessions.insert(session.sid, session.clone());
         }
         self.by_transport(transport).fetch_add(1, Ordering::SeqCst);
-        let delivery = self.fanout.subscribe(session.clone());
-        self.backend.join();
-        let handlers = self.on_connection.read().clone();
-        let socket = Socket::new(Io::from_hub(self.clone()), session.clone());
-        for h in handlers {
-            h(&socket);
+        if let Err(e) = self.backend.join(session.sid).await {
+            tracing::warn!(error = %e, "backend refused a join");
+            if self.sessions.lock().remove(&session.sid).is_some() {
+                self.by_transport(transport).fetch_sub(1, Ordering::SeqCst);
+            }
+            return Err(e.into());
+        }
+        let _order = self.order.lock();
+        let delivery = self.fanout.subscribe(session.mailbox.clone());
+        if let Some(lifecycle) = self.lifecycle.upgrade() {
+            lifecycle.connected(&session);
         }
         Ok((session, delivery))
     }
 
     /// Ends a session: removes it, uncounts it, wakes its transport with the
-    /// reason, and runs its `disconnect` handlers. Returns false if it had
+    /// reason, and runs the disconnect lifecycle. Returns false if it had
     /// already ended, so every caller may call it without checking.
     pub(crate) fn disconnect(self: &Arc<Self>, sid: Sid, reason: DisconnectReason) -> bool {
-        let _order = self.order.lock();
         let Some(session) = self.sessions.lock().remove(&sid) else {
             return false;
         };
         self.by_transport(session.transport)
             .fetch_sub(1, Ordering::SeqCst);
         tracing::debug!(%sid, %reason, "session ended");
-        self.backend.leave();
-        session.close(reason);
+        session.mailbox.close(reason);
         if let Some(at) = session.expires_at.lock().take() {
             self.expirations.lock().remove(&(at, sid));
         }
         // Release a parked cursor now rather than when the last Arc goes.
         session.parked.lock().take();
-        let socket = Socket::new(Io::from_hub(self.clone()), session.clone());
-        let reason_value = Value::from(reason.as_str());
-        for h in session.handlers_for("disconnect") {
-            h(&socket, &reason_value);
+        match ready_now(self.backend.leave(sid)) {
+            Ok(left) => self.finish_disconnect(&session, reason, left),
+            Err(pending) => self.finish_later(session, reason, pending),
         }
-        drop(session.take_handlers());
         if self.ended_since_trim.fetch_add(1, Ordering::Relaxed) + 1 == TRIM_AFTER_ENDED {
             self.reaper.notify_one();
         }
         true
+    }
+
+    fn finish_later(
+        self: &Arc<Self>,
+        session: Arc<Session>,
+        reason: DisconnectReason,
+        pending: BackendFuture<()>,
+    ) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let hub = self.clone();
+        self.finishing.spawn_on(
+            async move {
+                let left = pending.await;
+                hub.finish_disconnect(&session, reason, left);
+            },
+            &rt,
+        );
+    }
+
+    /// Waits until every disconnect that was waiting on the backend has run
+    /// its lifecycle.
+    pub(crate) async fn settle(&self) {
+        self.finishing.close();
+        self.finishing.wait().await;
+        self.finishing.reopen();
+    }
+
+    fn finish_disconnect(
+        &self,
+        session: &Arc<Session>,
+        reason: DisconnectReason,
+        left: Result<(), crate::error::BackendError>,
+    ) {
+        if let Err(e) = left {
+            tracing::warn!(error = %e, "backend refused a leave");
+        }
+        let _order = self.order.lock();
+        if let Some(lifecycle) = self.lifecycle.upgrade() {
+            lifecycle.disconnected(session, reason);
+        }
     }
 
     /// Hands free heap memory back to the kernel if many sessions ended since
@@ -189,29 +308,46 @@ impl Hub {
         }
     }
 
-    /// A polling session has no poll pending from now on: it must poll again
-    /// within pingTimeout.
-    pub(crate) fn arm_expiry(&self, session: &Session) {
+    /// Takes a polling session's cursor for one poll; the session must then
+    /// poll again within pingTimeout of [`Hub::park`].
+    pub(crate) fn take_cursor(&self, session: &Session) -> Result<Delivery, TakeError> {
+        let Some(delivery) = session.parked.lock().take() else {
+            return Err(if session.closed_reason().is_some() {
+                TakeError::Closed
+            } else {
+                TakeError::Pending
+            });
+        };
+        if let Some(at) = session.expires_at.lock().take() {
+            self.expirations.lock().remove(&(at, session.sid));
+        }
+        Ok(delivery)
+    }
+
+    /// Parks a polling session's cursor until its next poll and arms its
+    /// expiry, unless the session has ended. The check and the store happen
+    /// under the slot's lock, and `disconnect` closes the mailbox before it
+    /// empties the slot, so a cursor is never parked in an ended session.
+    pub(crate) fn park(&self, session: &Session, delivery: Delivery) {
+        let mut slot = session.parked.lock();
+        if session.closed_reason().is_some() {
+            return;
+        }
+        *slot = Some(delivery);
+        drop(slot);
         let at = Instant::now() + self.config.ping_timeout();
-        let mut slot = session.expires_at.lock();
+        let mut expires = session.expires_at.lock();
         let mut set = self.expirations.lock();
-        if let Some(old) = slot.take() {
+        if let Some(old) = expires.take() {
             set.remove(&(old, session.sid));
         }
         let earliest = set.first().map(|(t, _)| *t);
         set.insert((at, session.sid));
-        *slot = Some(at);
+        *expires = Some(at);
         drop(set);
-        drop(slot);
+        drop(expires);
         if earliest.is_none_or(|e| at < e) {
             self.reaper.notify_one();
-        }
-    }
-
-    /// A poll arrived: the session is alive for as long as it is pending.
-    pub(crate) fn disarm_expiry(&self, session: &Session) {
-        if let Some(at) = session.expires_at.lock().take() {
-            self.expirations.lock().remove(&(at, session.sid));
         }
     }
 
@@ -219,23 +355,21 @@ impl Hub {
     fn purge(self: &Arc<Self>) -> Option<Instant> {
         let now = Instant::now();
         loop {
-            let next = {
+            let sid = {
                 let mut set = self.expirations.lock();
                 match set.first().copied() {
                     Some((at, sid)) if at <= now => {
                         set.remove(&(at, sid));
-                        Some(sid)
+                        sid
                     }
                     Some((at, _)) => return Some(at),
                     None => return None,
                 }
             };
-            if let Some(sid) = next {
-                if let Some(s) = self.get(&sid) {
-                    s.expires_at.lock().take();
-                }
-                self.disconnect(sid, DisconnectReason::PingTimeout);
+            if let Some(s) = self.get(&sid) {
+                s.expires_at.lock().take();
             }
+            self.disconnect(sid, DisconnectReason::PingTimeout);
         }
     }
 
@@ -251,11 +385,6 @@ impl Hub {
 
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
-    }
-
-    /// Whether broadcasts of `name` are latest-value.
-    pub(crate) fn is_latest(&self, name: &str) -> bool {
-        self.latest_names.read().iter().any(|n| &**n == name)
     }
 }
 
@@ -286,5 +415,94 @@ impl Drop for Hub {
     fn drop(&mut self) {
         // Let the reaper see that the hub is gone instead of waiting forever.
         self.reaper.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reaper's purge, on tokio's paused clock.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::LocalBackend;
+
+    /// Records every lifecycle call, in order.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(Sid, Option<DisconnectReason>)>>);
+
+    impl Lifecycle for Recorder {
+        fn connected(self: Arc<Self>, session: &Arc<Session>) {
+            self.0.lock().push((session.sid, None));
+        }
+        fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason) {
+            self.0.lock().push((session.sid, Some(reason)));
+        }
+    }
+
+    fn hub(recorder: &Arc<Recorder>) -> Arc<Hub> {
+        let config = Config {
+            ping_timeout_ms: 1_000,
+            ..Config::default()
+        };
+        let fanout = Fanout::new(16);
+        let backend = Arc::new(LocalBackend::new(fanout.clone()));
+        let weak: Weak<Recorder> = Arc::downgrade(recorder);
+        Arc::new(Hub::new(config, fanout, backend, weak))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn purge_ends_only_expired_parked_sessions_and_returns_the_next_deadline() {
+        let recorder = Arc::new(Recorder::default());
+        let hub = hub(&recorder);
+        let (a, da) = hub.connect(Transport::Polling).await.unwrap();
+        hub.park(&a, da);
+        tokio::time::advance(Duration::from_millis(600)).await;
+        let (b, db) = hub.connect(Transport::Polling).await.unwrap();
+        hub.park(&b, db);
+        // An SSE session has no expiry at all.
+        let (c, _dc) = hub.connect(Transport::Sse).await.unwrap();
+        assert_eq!(hub.backend.count(), 3);
+
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let next = hub.purge();
+        assert_eq!(a.closed_reason(), Some(DisconnectReason::PingTimeout));
+        assert_eq!(b.closed_reason(), None);
+        assert_eq!(next, Some(Instant::now() + Duration::from_millis(500)));
+        assert_eq!(hub.session_count(), 2);
+        assert_eq!(hub.backend.count(), 2);
+
+        // A poll that takes the cursor disarms the expiry.
+        let Ok(db) = hub.take_cursor(&b) else {
+            panic!("b's cursor was parked");
+        };
+        assert_eq!(hub.take_cursor(&b).err(), Some(TakeError::Pending));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(hub.purge(), None);
+        assert_eq!(b.closed_reason(), None);
+        drop(db);
+
+        let calls = recorder.0.lock().clone();
+        assert_eq!(
+            calls,
+            vec![
+                (a.sid, None),
+                (b.sid, None),
+                (c.sid, None),
+                (a.sid, Some(DisconnectReason::PingTimeout)),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cursor_is_never_parked_in_an_ended_session() {
+        let recorder = Arc::new(Recorder::default());
+        let hub = hub(&recorder);
+        let (a, da) = hub.connect(Transport::Polling).await.unwrap();
+        assert!(hub.disconnect(a.sid, DisconnectReason::ClientClose));
+        assert!(!hub.disconnect(a.sid, DisconnectReason::ClientClose));
+        hub.park(&a, da);
+        assert_eq!(hub.take_cursor(&a).err(), Some(TakeError::Closed));
+        assert_eq!(hub.purge(), None);
     }
 }

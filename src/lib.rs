@@ -1,21 +1,35 @@
 //! ssio: socket-style realtime events over Server-Sent Events, with a
 //! long-polling fallback, on hyper 1 and tokio.
 //!
-//! A request flows one way through these modules:
+//! A request flows one way through these modules, and each imports only
+//! modules below it (a test reads the `use crate::` lines and fails on any
+//! import that points up):
 //!
-//! - [`server`] accepts TCP connections and serves them with hyper;
-//! - `router` matches method and path and maps every [`Error`] to a status
-//!   and a JSON body;
-//! - a transport serves the session: `stream` (SSE, one endless response)
-//!   or `poll` (long-polling, one response per batch);
-//! - the hub owns the session table, the count and the ordering that keeps
-//!   the count exact; [`Backend`] is the seam where a shared count and
-//!   broadcast (across nodes) plug in, and [`Fanout`] delivers broadcasts to
-//!   this node's sessions;
-//! - [`Packet`] and `sse` encode each event once, for both transports.
+//! - [`server`] accepts TCP connections and hands each to hyper, or to the
+//!   raw SSE path for a plain `GET /events`;
+//! - `router` parses the request once (method, path, `sid`) and maps every
+//!   [`Error`] to a status and a JSON body; `http` builds the responses and
+//!   reads bodies within their limits;
+//! - `transport` serves a session: `sse` (one endless response),
+//!   `sse_raw` (the same, straight on the socket) or `poll` (one response
+//!   per batch);
+//! - `socket` is the socket.io-style API, [`Io`] and [`Socket`]: the only
+//!   layer that knows event names; it runs handlers when the hub says a
+//!   session started or ended;
+//! - `hub` owns the session table, the ordering that keeps the count exact,
+//!   and the reaper of idle polling sessions;
+//! - [`Backend`] is where the count lives and how broadcasts reach every
+//!   node; it feeds this node's [`Fanout`], which gives each session a
+//!   cursor;
+//! - `mailbox` holds one session's direct events and close flag, `session`
+//!   the values that name a session ([`Sid`], [`Transport`],
+//!   [`DisconnectReason`]);
+//! - [`Packet`] encodes each event once, SSE framing included, for both
+//!   transports.
 //!
-//! [`Io`] and [`Socket`] are the socket.io-style API on top, and [`app`] is
-//! the demo app written with it.
+//! Beside the chain: `config`, `error`, `head` (response header tables shared
+//! by hyper and the raw path), `statics` and `memory`. [`app`] is the demo
+//! app written with the API.
 
 #![warn(missing_docs)]
 
@@ -24,25 +38,25 @@ mod backend;
 pub mod config;
 mod error;
 mod fanout;
+mod head;
+mod http;
 mod hub;
+mod mailbox;
 mod memory;
 mod packet;
-mod poll;
 mod router;
 pub mod server;
 mod session;
 mod socket;
-pub mod sse;
-mod sse_conn;
 mod statics;
-mod stream;
+mod transport;
 
-pub use backend::{Backend, LocalBackend};
+pub use backend::{Backend, BackendFuture, Broadcast, LocalBackend};
 pub use config::Config;
-pub use error::Error;
+pub use error::{BackendError, Error};
 pub use fanout::Fanout;
-pub use packet::Packet;
-pub use router::ResponseBody;
+pub use http::ResponseBody;
+pub use packet::{encode_sse, Packet, KEEP_ALIVE};
 pub use server::{bind, run};
-pub use session::{DisconnectReason, Handler, Sid, Transport};
-pub use socket::{ConnectionHandler, Io, Socket, Stats};
+pub use session::{DisconnectReason, Sid, Transport};
+pub use socket::{ConnectionHandler, Handler, Io, Socket, Stats};

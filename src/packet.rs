@@ -1,13 +1,18 @@
-//! An event encoded once for each transport.
+//! An event encoded once for each transport, and the SSE framing that
+//! encoding uses.
 //!
 //! A broadcast to N sessions clones a `Packet` (two reference-count bumps),
 //! never re-encodes it: SSE streams write `sse`, long-polls splice `json`
-//! into their response array.
+//! into their response array. The framing is written by hand because it is
+//! four rules.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::sse;
+/// The keep-alive sent on an idle stream: a comment line, which `EventSource`
+/// ignores but which resets every proxy's idle timer and gives the kernel
+/// something to time out on when the peer has vanished.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
 /// One event, pre-encoded for SSE and for the long-poll JSON array.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +38,45 @@ impl Packet {
         let name_json = Value::String(name.to_string()).to_string();
         let json = format!("{{\"event\":{name_json},\"data\":{data_json}}}");
         Packet {
-            sse: sse::encode(name, data_json),
+            sse: encode_sse(name, data_json),
             json: Bytes::from(json),
         }
     }
+
+    /// The `connect` event that opens every SSE stream; `handshake` is the
+    /// session's handshake JSON (sid and heartbeat periods).
+    pub fn connect(handshake: &str) -> Packet {
+        Packet::from_json("connect", handshake)
+    }
+
+    /// The `disconnect` event that ends every session on either transport,
+    /// carrying the reason's wire string.
+    pub fn disconnect(reason: &str) -> Packet {
+        Packet::new("disconnect", &Value::from(reason))
+    }
+}
+
+/// Encodes one SSE event: `event: <name>` then one `data:` line per line of
+/// `data`, then the blank line that dispatches it.
+///
+/// Data containing newlines becomes several `data:` lines, which the browser
+/// joins back with `\n`. The caller guarantees that `name` has no CR or LF
+/// (the socket layer validates names), because a newline there would end the
+/// field early and let the rest be read as another field.
+pub fn encode_sse(name: &str, data: &str) -> Bytes {
+    debug_assert!(!name.contains(['\n', '\r']), "event name with a newline");
+    let mut buf = BytesMut::with_capacity(name.len() + data.len() + 16);
+    buf.put_slice(b"event: ");
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(b'\n');
+    for line in data.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        buf.put_slice(b"data: ");
+        buf.put_slice(line.as_bytes());
+        buf.put_u8(b'\n');
+    }
+    buf.put_u8(b'\n');
+    buf.freeze()
 }
 
 #[cfg(test)]
@@ -54,5 +94,41 @@ mod tests {
     fn strings_stay_on_one_data_line() {
         let p = Packet::new("chat message", &Value::from("a\nb"));
         assert_eq!(&p.sse[..], b"event: chat message\ndata: \"a\\nb\"\n\n");
+    }
+
+    #[test]
+    fn lifecycle_events() {
+        let c = Packet::connect(r#"{"sid":"x"}"#);
+        assert_eq!(&c.sse[..], b"event: connect\ndata: {\"sid\":\"x\"}\n\n");
+        let d = Packet::disconnect("transport close");
+        assert_eq!(
+            &d.sse[..],
+            b"event: disconnect\ndata: \"transport close\"\n\n"
+        );
+        assert_eq!(
+            &d.json[..],
+            br#"{"event":"disconnect","data":"transport close"}"#
+        );
+    }
+
+    #[test]
+    fn single_line() {
+        assert_eq!(
+            &encode_sse("user count", "3")[..],
+            b"event: user count\ndata: 3\n\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_data_becomes_several_data_lines() {
+        assert_eq!(
+            &encode_sse("x", "a\nb\r\nc")[..],
+            b"event: x\ndata: a\ndata: b\ndata: c\n\n"
+        );
+    }
+
+    #[test]
+    fn empty_data_still_has_a_data_line() {
+        assert_eq!(&encode_sse("x", "")[..], b"event: x\ndata: \n\n");
     }
 }

@@ -1,26 +1,25 @@
 //! HTTP routing: a plain `match` on method and path, the one place where
 //! requests become transport calls and errors become responses.
+//!
+//! Each request's `sid` parameter is parsed once, into a [`SidParam`], before
+//! the match, so every route sees the same answer to "which session".
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
-use hyper::header::{self, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::hub::Hub;
-use crate::session::{DisconnectReason, Session, Sid, Transport};
-use crate::socket::{Io, Socket};
-use crate::stream::SseBody;
-use crate::{poll, statics};
-
-/// The body type of every ssio response: a fixed buffer or an endless SSE
-/// stream, boxed so both fit one service signature.
-pub type ResponseBody = BoxBody<Bytes, Infallible>;
+use crate::head;
+use crate::http::{self, ResponseBody};
+use crate::hub::Session;
+use crate::session::{DisconnectReason, Sid};
+use crate::socket::Io;
+use crate::statics;
+use crate::transport::{poll, sse};
 
 /// Event names a client may not send: they are the session's own lifecycle.
 const RESERVED: &[&str] = &["connect", "disconnect", "connect_error"];
@@ -35,6 +34,46 @@ fn allowed(path: &str) -> Option<&'static str> {
     }
 }
 
+/// The request's `sid` query parameter, parsed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SidParam {
+    /// No `sid=` at all: a handshake, where that means anything.
+    Absent,
+    /// A `sid=` that is not a session ID we could have issued.
+    Malformed,
+    /// A well-formed session ID (which may or may not be live).
+    Valid(Sid),
+}
+
+impl SidParam {
+    /// Finds the first `sid=` pair in a query string.
+    pub(crate) fn parse(query: Option<&str>) -> SidParam {
+        let Some(value) = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("sid="))
+        else {
+            return SidParam::Absent;
+        };
+        // Exactly the hyphenated form we issue; anything else is not ours.
+        if value.len() != 36 {
+            return SidParam::Malformed;
+        }
+        match Sid::try_parse(value) {
+            Ok(sid) => SidParam::Valid(sid),
+            Err(_) => SidParam::Malformed,
+        }
+    }
+
+    /// The sid, or the error every route gives for a missing or bad one.
+    fn sid(self) -> Result<Sid, Error> {
+        match self {
+            SidParam::Valid(sid) => Ok(sid),
+            SidParam::Absent | SidParam::Malformed => Err(Error::UnknownSession),
+        }
+    }
+}
+
 impl Io {
     /// Answers one HTTP request. This is the whole server as a function, so
     /// it can be mounted inside another hyper service: route the paths you
@@ -44,74 +83,79 @@ impl Io {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let mut res = match route(&self.hub, req).await {
-            Ok(res) => res,
-            Err(e) => error_response(&e),
-        };
-        res.headers_mut().insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        res
+        handle(self, req).await
     }
 }
 
-async fn route<B>(hub: &Arc<Hub>, req: Request<B>) -> Result<Response<ResponseBody>, Error>
+/// Answers one request: the route's response, or its error as JSON; CORS
+/// headers on both.
+pub(crate) async fn handle<B>(io: &Io, req: Request<B>) -> Response<ResponseBody>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let mut res = match route(io, req).await {
+        Ok(res) => res,
+        Err(e) => http::error(&e),
+    };
+    let (name, value) = head::ALLOW_ORIGIN;
+    res.headers_mut()
+        .insert(name, HeaderValue::from_static(value));
+    res
+}
+
+async fn route<B>(io: &Io, req: Request<B>) -> Result<Response<ResponseBody>, Error>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let sid = SidParam::parse(req.uri().query());
     let path = req.uri().path();
     match (req.method(), path) {
-        (&Method::OPTIONS, p) if allowed(p).is_some() || p == "*" => Ok(preflight()),
-        (&Method::GET, "/events") => events(hub),
-        (&Method::GET, "/poll") => match sid_param(req.uri().query()) {
-            None if req.uri().query().is_none_or(|q| !q.contains("sid=")) => {
-                let (session, body) = poll::handshake(hub)?;
-                let mut res = json(StatusCode::OK, body);
-                res.headers_mut()
-                    .insert("x-session-id", sid_header(session.sid));
+        (&Method::OPTIONS, p) if allowed(p).is_some() || p == "*" => Ok(http::preflight()),
+        (&Method::GET, "/events") => Ok(sse::response(io).await?.map(BoxBody::new)),
+        (&Method::GET, "/poll") => match sid {
+            SidParam::Absent => {
+                let (sid, body) = poll::handshake(io).await?;
+                let mut res = http::json(StatusCode::OK, body);
+                res.headers_mut().insert("x-session-id", sid_header(sid));
                 Ok(res)
             }
-            None => Err(Error::UnknownSession),
-            Some(sid) => {
-                let session = lookup(hub, sid)?;
-                Ok(json(StatusCode::OK, poll::poll(hub, session).await?))
+            sid => {
+                let session = lookup(io, sid.sid()?)?;
+                Ok(http::json(StatusCode::OK, poll::poll(io, session).await?))
             }
         },
         (&Method::POST, "/emit") => {
-            let session = lookup(
-                hub,
-                sid_param(req.uri().query()).ok_or(Error::UnknownSession)?,
-            )?;
-            let body = read_body(hub, req).await?;
-            let (event, data) = parse_emit(&body, hub.config.max_event_name)?;
+            let session = lookup(io, sid.sid()?)?;
+            let body = http::read_body(io.config(), req).await?;
+            let (event, data) = parse_emit(&body, io.config().max_event_name)?;
             // The session may have ended while the body was read.
             if session.closed_reason().is_some() {
                 return Err(Error::UnknownSession);
             }
-            Socket::new(Io::from_hub(hub.clone()), session).dispatch(&event, &data);
-            Ok(empty(StatusCode::NO_CONTENT))
+            io.dispatch(session, &event, &data);
+            Ok(http::empty(StatusCode::NO_CONTENT))
         }
         (&Method::POST, "/close") => {
             // sendBeacon sends any body with any content type; it is not read.
-            let sid = sid_param(req.uri().query()).ok_or(Error::UnknownSession)?;
-            hub.disconnect(sid, DisconnectReason::ClientClose);
-            Ok(empty(StatusCode::NO_CONTENT))
+            io.hub()
+                .disconnect(sid.sid()?, DisconnectReason::ClientClose);
+            Ok(http::empty(StatusCode::NO_CONTENT))
         }
         (&Method::GET, "/stats") => {
-            let s = Io::from_hub(hub.clone()).stats();
+            let s = io.stats();
             let body = serde_json::json!({
                 "sessions": s.sessions, "sse": s.sse, "polling": s.polling, "count": s.count,
             });
-            Ok(json(StatusCode::OK, Bytes::from(body.to_string())))
+            Ok(http::json(StatusCode::OK, Bytes::from(body.to_string())))
         }
-        (&Method::GET, "/_api/server.js") => Ok(file(
+        (&Method::GET, "/_api/server.js") => Ok(http::file(
             "text/plain; charset=utf-8",
             statics::SERVER_SOURCE.as_bytes(),
         )),
         (&Method::GET | &Method::HEAD, p) => match statics::lookup(p) {
-            Some(f) => Ok(file(f.content_type, f.bytes)),
+            Some(f) => Ok(http::file(f.content_type, f.bytes)),
             None => Err(not_found_or_method(p)),
         },
         (_, p) => Err(not_found_or_method(p)),
@@ -125,67 +169,12 @@ fn not_found_or_method(path: &str) -> Error {
     }
 }
 
-fn events(hub: &Arc<Hub>) -> Result<Response<ResponseBody>, Error> {
-    let (session, delivery) = hub.connect(Transport::Sse)?;
-    let body = SseBody::new(hub.clone(), session.sid, delivery);
-    let mut res = Response::new(BoxBody::new(body));
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.insert("x-session-id", sid_header(session.sid));
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("X-Session-Id"),
-    );
-    Ok(res)
-}
-
-/// The `sid` query parameter, if present and a well-formed UUID.
-fn sid_param(query: Option<&str>) -> Option<Sid> {
-    let value = query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("sid="))?;
-    // Exactly the hyphenated form we issue; anything else is not ours.
-    if value.len() != 36 {
-        return None;
-    }
-    Sid::try_parse(value).ok()
-}
-
-fn lookup(hub: &Hub, sid: Sid) -> Result<Arc<Session>, Error> {
-    hub.get(&sid).ok_or(Error::UnknownSession)
+fn lookup(io: &Io, sid: Sid) -> Result<Arc<Session>, Error> {
+    io.hub().get(&sid).ok_or(Error::UnknownSession)
 }
 
 fn sid_header(sid: Sid) -> HeaderValue {
     HeaderValue::from_str(&sid.to_string()).expect("a uuid is a valid header value")
-}
-
-/// Reads a request body up to `--max-payload`, within `--body-timeout`.
-async fn read_body<B>(hub: &Hub, req: Request<B>) -> Result<Bytes, Error>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let limit = hub.config.max_payload;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Error::PayloadTooLarge(limit));
-    }
-    let body = Limited::new(req.into_body(), limit);
-    match tokio::time::timeout(hub.config.body_timeout(), body.collect()).await {
-        Err(_) => Err(Error::BodyTimeout),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Error::PayloadTooLarge(limit)),
-        Ok(Err(_)) => Err(Error::BodyRead),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-    }
 }
 
 /// Parses `{"event": "<name>", "data": <any>}` and checks the name.
@@ -204,7 +193,7 @@ fn parse_emit(body: &[u8], max_event_name: usize) -> Result<(String, Value), Err
 }
 
 /// The rules for a client-sent event name.
-pub(crate) fn check_event_name(name: &str, max: usize) -> Result<(), Error> {
+fn check_event_name(name: &str, max: usize) -> Result<(), Error> {
     if name.is_empty() {
         Err(Error::BadEventName("empty"))
     } else if name.len() > max {
@@ -216,71 +205,6 @@ pub(crate) fn check_event_name(name: &str, max: usize) -> Result<(), Error> {
     } else {
         Ok(())
     }
-}
-
-fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-    BoxBody::new(Full::new(bytes.into()))
-}
-
-fn empty(status: StatusCode) -> Response<ResponseBody> {
-    let mut res = Response::new(BoxBody::new(Empty::new()));
-    *res.status_mut() = status;
-    res
-}
-
-fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
-    let mut res = Response::new(full(body));
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
-
-fn file(content_type: &'static str, bytes: &'static [u8]) -> Response<ResponseBody> {
-    let mut res = Response::new(full(Bytes::from_static(bytes)));
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    res
-}
-
-fn preflight() -> Response<ResponseBody> {
-    let mut res = empty(StatusCode::NO_CONTENT);
-    let h = res.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, HEAD, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    res
-}
-
-fn error_response(e: &Error) -> Response<ResponseBody> {
-    let mut res = json(e.status(), Bytes::from(e.body()));
-    if let Error::MethodNotAllowed(allow) = e {
-        res.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-    }
-    if let Some(secs) = e.retry_after() {
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
-    }
-    res
 }
 
 #[cfg(test)]
@@ -309,7 +233,12 @@ mod tests {
             (Some("xsid=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10"), false),
         ];
         for (q, ok) in cases {
-            assert_eq!(sid_param(*q).is_some(), *ok, "{q:?}");
+            let parsed = SidParam::parse(*q);
+            assert_eq!(matches!(parsed, SidParam::Valid(_)), *ok, "{q:?}");
+            if !ok {
+                let absent = q.is_none_or(|q| !q.split('&').any(|p| p.starts_with("sid=")));
+                assert_eq!(parsed == SidParam::Absent, absent, "{q:?}");
+            }
         }
     }
 
@@ -369,7 +298,7 @@ mod tests {
 
         #[test]
         fn sid_param_accepts_only_hyphenated_uuids(q in ".{0,80}") {
-            if let Some(sid) = sid_param(Some(&q)) {
+            if let SidParam::Valid(sid) = SidParam::parse(Some(&q)) {
                 let needle = format!("sid={}", sid.hyphenated());
                 let found = q.to_lowercase().contains(&needle);
                 prop_assert!(found, "{} not in {}", needle, q);
@@ -379,7 +308,7 @@ mod tests {
         #[test]
         fn sid_param_finds_a_real_sid_among_other_params(pre in "[a-z]{1,5}=[a-z0-9]{0,8}", post in "[a-z]{1,5}=[a-z0-9]{0,8}") {
             let q = format!("{pre}&sid={SID}&{post}");
-            prop_assert_eq!(sid_param(Some(&q)).map(|s| s.to_string()), Some(SID.to_string()));
+            prop_assert_eq!(SidParam::parse(Some(&q)), SidParam::Valid(SID.parse().unwrap()));
         }
 
         #[test]

@@ -17,10 +17,11 @@ use socket2::{Domain, Socket as RawSocket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::router;
 use crate::socket::Io;
-use crate::sse_conn;
+use crate::transport::sse_raw;
 
 /// Binds a listener with `backlog` pending connections (tokio's default of
 /// 128 drops bursts of clients reconnecting together).
@@ -44,6 +45,10 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
     // Connections still waiting for their first request stop waiting.
     let closing = CancellationToken::new();
     let config = io.config().clone();
+    if let Err(e) = io.start().await {
+        // Serve this node's own sessions anyway; the backend may come back.
+        error!(error = %e, "backend did not start");
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -73,13 +78,16 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
         _ = all_done => debug!("all connections closed"),
         _ = tokio::time::sleep(config.shutdown_timeout()) => warn!("shutdown deadline passed with connections still open"),
     }
+    if let Err(e) = io.close().await {
+        warn!(error = %e, "backend did not close cleanly");
+    }
 }
 
 /// Serves one connection: a plain `GET /events` straight on the socket,
 /// anything else through hyper.
 async fn serve(stream: TcpStream, io: Io, watcher: Watcher, closing: CancellationToken) {
     let config = io.config();
-    let mut peek = vec![0u8; sse_conn::PEEK_BYTES];
+    let mut peek = vec![0u8; sse_raw::PEEK_BYTES];
     let first = tokio::select! {
         r = tokio::time::timeout(config.header_timeout(), stream.peek(&mut peek)) => r,
         _ = closing.cancelled() => return,
@@ -89,17 +97,17 @@ async fn serve(stream: TcpStream, io: Io, watcher: Watcher, closing: Cancellatio
     if n == 0 {
         return;
     }
-    let sniffed = sse_conn::sniff(&peek[..n]);
+    let sniffed = sse_raw::sniff(&peek[..n]);
     drop(peek);
     if let Some(head_len) = sniffed {
-        sse_conn::serve(stream, head_len, io.hub.clone()).await;
+        sse_raw::serve(stream, head_len, io.clone()).await;
         return;
     }
     let service = {
         let io = io.clone();
         service_fn(move |req| {
             let io = io.clone();
-            async move { Ok::<_, Infallible>(io.handle(req).await) }
+            async move { Ok::<_, Infallible>(router::handle(&io, req).await) }
         })
     };
     let conn = http1::Builder::new()

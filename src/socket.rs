@@ -1,8 +1,12 @@
 //! The socket.io-style API: [`Io`] for the whole server, [`Socket`] for one
 //! client.
 //!
-//! This layer is the only one that knows event names. The hub below it deals
-//! in sessions and packets; the router above it deals in HTTP.
+//! This layer is the only one that knows event names. It implements the
+//! hub's [`Lifecycle`]: the hub says "this session started" or "ended", and
+//! this layer runs `io.on_connection` handlers or a socket's `"disconnect"`
+//! handlers. Each session's handlers live here, keyed by sid, and are
+//! dropped when it ends, so closures that capture an `Io` never keep the
+//! server alive.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -19,17 +23,24 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use crate::backend::{Backend, LocalBackend};
+use crate::backend::{ready_now, Backend, Broadcast, LocalBackend};
 use crate::config::Config;
-use crate::fanout::Fanout;
-use crate::hub::Hub;
+use crate::error::{BackendError, Error};
+use crate::fanout::{Delivery, Fanout};
+use crate::hub::{Hub, Lifecycle, Session};
 use crate::packet::Packet;
-use crate::session::{DisconnectReason, Handler, Session, Sid, Transport};
+use crate::session::{DisconnectReason, Sid, Transport};
+
+/// A `socket.on` callback: the socket and the event's data (for
+/// `"disconnect"`, the reason as a JSON string).
+pub type Handler = Arc<dyn Fn(&Socket, &Value) + Send + Sync>;
 
 /// An `io.on_connection` callback.
 pub type ConnectionHandler = Arc<dyn Fn(&Socket) + Send + Sync>;
@@ -38,13 +49,39 @@ pub type ConnectionHandler = Arc<dyn Fn(&Socket) + Send + Sync>;
 /// HTTP. Cheap to clone; every clone is the same server.
 #[derive(Clone)]
 pub struct Io {
-    pub(crate) hub: Arc<Hub>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Sessions, count and ordering.
+    hub: Arc<Hub>,
+    /// `io.on_connection` handlers.
+    on_connection: RwLock<Vec<ConnectionHandler>>,
+    /// Event names whose broadcasts are latest-value (conflated).
+    latest_names: RwLock<Vec<Box<str>>>,
+}
+
+/// A session's handlers, from the slot the hub keeps for this layer.
+fn handlers_of(session: &Session) -> Option<Arc<Handlers>> {
+    session.ext.get()?.clone().downcast::<Handlers>().ok()
+}
+
+/// One session's `socket.on` handlers by event name.
+#[derive(Default)]
+struct Handlers(Mutex<HashMap<Box<str>, Vec<Handler>>>);
+
+impl Handlers {
+    /// The handlers for `event`, cloned out so that none runs under the lock
+    /// (a handler may register another).
+    fn get(&self, event: &str) -> Vec<Handler> {
+        self.0.lock().get(event).cloned().unwrap_or_default()
+    }
 }
 
 impl fmt::Debug for Io {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Io")
-            .field("sessions", &self.hub.session_count())
+            .field("sessions", &self.inner.hub.session_count())
             .finish()
     }
 }
@@ -68,26 +105,51 @@ impl Io {
     /// Must be called inside a tokio runtime: it starts the task that reaps
     /// polling sessions whose client stopped polling.
     pub fn new(config: Config) -> Io {
+        Io::with_backend(config, LocalBackend::new)
+    }
+
+    /// A server whose count and broadcasts go through the backend that
+    /// `make` builds from this server's own [`Fanout`] (where the backend
+    /// must deliver every broadcast, on every node). [`run`](crate::run)
+    /// starts and closes it; embedders call [`Io::start`] and [`Io::close`].
+    pub fn with_backend<B, F>(config: Config, make: F) -> Io
+    where
+        B: Backend,
+        F: FnOnce(Fanout) -> B,
+    {
         let fanout = Fanout::new(config.max_pending_events);
-        let backend = Arc::new(LocalBackend::new(fanout.clone()));
-        Io::with_backend(config, backend, fanout)
+        let backend: Arc<dyn Backend> = Arc::new(make(fanout.clone()));
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let lifecycle: Weak<dyn Lifecycle> = weak.clone();
+            Inner {
+                hub: Arc::new(Hub::new(config, fanout, backend, lifecycle)),
+                on_connection: RwLock::new(Vec::new()),
+                latest_names: RwLock::new(Vec::new()),
+            }
+        });
+        inner.hub.spawn_reaper();
+        Io { inner }
     }
 
-    /// A server whose count and broadcasts go through `backend`, which must
-    /// deliver broadcasts into `fanout` (on every node, for a shared one).
-    pub fn with_backend(config: Config, backend: Arc<dyn Backend>, fanout: Fanout) -> Io {
-        let hub = Arc::new(Hub::new(config, backend, fanout));
-        hub.spawn_reaper();
-        Io { hub }
+    /// Starts the backend (connections, subscriptions). The local backend
+    /// needs nothing; a shared one may fail here.
+    pub async fn start(&self) -> Result<(), BackendError> {
+        self.inner.hub.backend.start().await
     }
 
-    pub(crate) fn from_hub(hub: Arc<Hub>) -> Io {
-        Io { hub }
+    /// Closes the backend, after [`Io::shutdown`] has ended every session.
+    pub async fn close(&self) -> Result<(), BackendError> {
+        self.inner.hub.settle().await;
+        self.inner.hub.backend.close().await
+    }
+
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
     }
 
     /// The configuration this server enforces.
     pub fn config(&self) -> &Config {
-        &self.hub.config
+        &self.inner.hub.config
     }
 
     /// Registers a callback run for every new session, before its transport
@@ -96,17 +158,21 @@ impl Io {
     where
         F: Fn(&Socket) + Send + Sync + 'static,
     {
-        self.hub.on_connection.write().push(Arc::new(f));
+        self.inner.on_connection.write().push(Arc::new(f));
     }
 
     /// Declares `event` a latest-value event: a client that is behind gets
     /// only its newest value instead of every stale one. Use it for state
     /// (counts, positions), not for messages.
     pub fn latest_value(&self, event: &str) {
-        let mut names = self.hub.latest_names.write();
+        let mut names = self.inner.latest_names.write();
         if !names.iter().any(|n| &**n == event) {
             names.push(Box::from(event));
         }
+    }
+
+    fn is_latest(&self, name: &str) -> bool {
+        self.inner.latest_names.read().iter().any(|n| &**n == name)
     }
 
     /// Sends `event` with `data` to every session.
@@ -119,23 +185,37 @@ impl Io {
             !event.contains(['\n', '\r']),
             "event name contains a newline"
         );
-        let packet = Packet::new(event, &data.into());
-        let latest = self.hub.is_latest(event);
-        self.hub.backend.broadcast(event, packet, latest);
+        let broadcast = Broadcast {
+            name: Arc::from(event),
+            packet: Packet::new(event, &data.into()),
+            latest: self.is_latest(event),
+        };
+        match ready_now(self.inner.hub.backend.broadcast(broadcast)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, event, "broadcast failed"),
+            Err(pending) => {
+                tokio::spawn(async move {
+                    if let Err(e) = pending.await {
+                        tracing::warn!(error = %e, "broadcast failed");
+                    }
+                });
+            }
+        }
     }
 
     /// Connected sessions, as the backend counts them: this node's on a
     /// single node, the cluster's with a shared backend.
     pub fn count(&self) -> usize {
-        self.hub.backend.count()
+        self.inner.hub.backend.count()
     }
 
     /// Session counts for monitoring.
     pub fn stats(&self) -> Stats {
+        let hub = &self.inner.hub;
         Stats {
-            sessions: self.hub.session_count(),
-            sse: self.hub.transport_count(Transport::Sse),
-            polling: self.hub.transport_count(Transport::Polling),
+            sessions: hub.session_count(),
+            sse: hub.transport_count(Transport::Sse),
+            polling: hub.transport_count(Transport::Polling),
             count: self.count(),
         }
     }
@@ -144,15 +224,86 @@ impl Io {
     /// streams send their `disconnect` event and finish, so a graceful HTTP
     /// shutdown can then complete.
     pub fn shutdown(&self) {
-        self.hub.shutdown();
+        self.inner.hub.shutdown();
+    }
+
+    /// Starts a session on `transport`: the transports' one way in.
+    pub(crate) async fn connect(
+        &self,
+        transport: Transport,
+    ) -> Result<(Arc<Session>, Delivery), Error> {
+        self.inner.hub.connect(transport).await
+    }
+
+    /// Runs `session`'s handlers for an event its client sent.
+    pub(crate) fn dispatch(&self, session: Arc<Session>, event: &str, data: &Value) {
+        let Some(socket) = self.socket(session) else {
+            return;
+        };
+        for h in socket.handlers.get(event) {
+            h(&socket, data);
+        }
+    }
+
+    fn socket(&self, session: Arc<Session>) -> Option<Socket> {
+        let handlers = handlers_of(&session)?;
+        Some(Socket {
+            io: self.clone(),
+            session,
+            handlers,
+        })
+    }
+}
+
+impl Lifecycle for Inner {
+    fn connected(self: Arc<Self>, session: &Arc<Session>) {
+        // Ended before it began (a backend join that finished late): its
+        // disconnect already ran, so nothing may be registered for it.
+        if session.closed_reason().is_some() {
+            return;
+        }
+        let handlers = Arc::new(Handlers::default());
+        if session.ext.set(handlers.clone()).is_err() {
+            return;
+        }
+        let on_connection = self.on_connection.read().clone();
+        let socket = Socket {
+            io: Io { inner: self },
+            session: session.clone(),
+            handlers,
+        };
+        for h in on_connection {
+            h(&socket);
+        }
+    }
+
+    fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason) {
+        let Some(handlers) = handlers_of(session) else {
+            return;
+        };
+        let socket = Socket {
+            io: Io { inner: self },
+            session: session.clone(),
+            handlers,
+        };
+        let reason = Value::from(reason.as_str());
+        for h in socket.handlers.get("disconnect") {
+            h(&socket, &reason);
+        }
+        // Break `Io` → handlers → closure → `Io` cycles.
+        socket.handlers.0.lock().clear();
     }
 }
 
 /// One connected client, as seen from server code.
 #[derive(Clone)]
 pub struct Socket {
+    /// The server, for broadcasts and the count.
     io: Io,
+    /// The hub's entry: identity and mailbox.
     session: Arc<Session>,
+    /// This session's handlers, shared with the socket layer's table.
+    handlers: Arc<Handlers>,
 }
 
 impl fmt::Debug for Socket {
@@ -165,10 +316,6 @@ impl fmt::Debug for Socket {
 }
 
 impl Socket {
-    pub(crate) fn new(io: Io, session: Arc<Session>) -> Socket {
-        Socket { io, session }
-    }
-
     /// The session ID: the client's secret credential. Keep it between the
     /// server and that client; see [`Socket::public_id`] for one to share.
     pub fn id(&self) -> Sid {
@@ -203,13 +350,22 @@ impl Socket {
     where
         F: Fn(&Socket, &Value) + Send + Sync + 'static,
     {
+        // A session that already ended keeps no handlers.
+        if self.session.closed_reason().is_some() {
+            return;
+        }
         let handler: Handler = Arc::new(handler);
-        self.session.add_handler(event, handler);
+        self.handlers
+            .0
+            .lock()
+            .entry(Box::from(event))
+            .or_default()
+            .push(handler);
     }
 
     /// Removes every handler for `event`.
     pub fn off(&self, event: &str) {
-        self.session.remove_handlers(event);
+        self.handlers.0.lock().remove(event);
     }
 
     /// Sends `event` to this client only.
@@ -223,25 +379,18 @@ impl Socket {
         );
         let packet = Packet::new(event, &data.into());
         self.session
-            .push(packet, self.io.hub.config.max_pending_events);
+            .push(packet, self.io.config().max_pending_events);
     }
 
     /// Ends this session from the server side.
     pub fn disconnect(&self) {
         self.io
-            .hub
+            .hub()
             .disconnect(self.session.sid, DisconnectReason::ServerDisconnect);
     }
 
     /// Why the session ended, once it has.
     pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
         self.session.closed_reason()
-    }
-
-    /// Runs this session's handlers for a client event.
-    pub(crate) fn dispatch(&self, event: &str, data: &Value) {
-        for h in self.session.handlers_for(event) {
-            h(self, data);
-        }
     }
 }

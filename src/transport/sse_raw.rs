@@ -5,24 +5,23 @@
 //! which reads one request and then only writes for hours, that is most of
 //! what a connection costs. So the accept loop peeks at the first bytes: a
 //! complete, plain `GET /events` request head is answered here, with the
-//! same [`SseBody`] and the same bytes on the wire (chunked encoding); any
+//! same [`SseBody`], the same head from [`head::sse`] and the same bytes on
+//! the wire (chunked encoding); any
 //! other request, or a head that did not arrive in one piece, goes to hyper
 //! untouched (peeking consumes nothing).
 
 use std::fmt::Write as _;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use http_body::Body;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::error::Error;
-use crate::hub::Hub;
-use crate::session::Transport;
-use crate::stream::SseBody;
+use super::sse::{self, SseBody};
+use crate::head;
+use crate::socket::Io;
 
 /// Most request-head bytes looked at; a longer head goes to hyper.
 pub(crate) const PEEK_BYTES: usize = 2048;
@@ -56,31 +55,23 @@ pub(crate) fn sniff(head: &[u8]) -> Option<usize> {
 
 /// Serves one SSE stream on `stream`, whose first `head_len` bytes are the
 /// request head already sniffed.
-pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, hub: Arc<Hub>) {
-    let mut head = vec![0; head_len];
-    if stream.read_exact(&mut head).await.is_err() {
+pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, io: Io) {
+    let mut request_head = vec![0; head_len];
+    if stream.read_exact(&mut request_head).await.is_err() {
         return;
     }
-    drop(head);
-    let (session, delivery) = match hub.connect(Transport::Sse) {
+    drop(request_head);
+    let (sid, mut body) = match sse::open(&io).await {
         Ok(ok) => ok,
         Err(e) => {
-            let _ = stream.write_all(&error_response(&e)).await;
+            let _ = stream.write_all(&head::raw_error(&e)).await;
             return;
         }
     };
-    let sid = session.sid;
-    drop(session);
-    let mut body = SseBody::new(hub, sid, delivery);
-    let response_head = format!(
-        "HTTP/1.1 200 OK\r\n\
-         content-type: text/event-stream\r\n\
-         cache-control: no-cache\r\n\
-         x-accel-buffering: no\r\n\
-         x-session-id: {sid}\r\n\
-         access-control-expose-headers: X-Session-Id\r\n\
-         access-control-allow-origin: *\r\n\
-         transfer-encoding: chunked\r\n\r\n"
+    let response_head = head::raw(
+        hyper::StatusCode::OK,
+        &head::sse(sid),
+        "transfer-encoding: chunked\r\n",
     );
     if stream.write_all(response_head.as_bytes()).await.is_err() {
         return;
@@ -147,25 +138,6 @@ fn next_batch(
             }
         }
     }
-}
-
-/// The same status and JSON body the router would send, on a connection
-/// that closes afterwards.
-fn error_response(e: &Error) -> Vec<u8> {
-    let body = e.body();
-    let status = e.status();
-    let retry = e
-        .retry_after()
-        .map(|secs| format!("retry-after: {secs}\r\n"))
-        .unwrap_or_default();
-    format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n{retry}\
-         access-control-allow-origin: *\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    )
-    .into_bytes()
 }
 
 #[cfg(test)]

@@ -14,21 +14,24 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::Error;
 use crate::fanout::{Delivery, Item};
-use crate::hub::Hub;
-use crate::session::{Session, Transport};
+use crate::hub::{Session, TakeError};
+use crate::packet::Packet;
+use crate::session::{handshake_json, Sid, Transport};
+use crate::socket::Io;
 
-/// `GET /poll` without a sid: a new polling session.
-pub(crate) fn handshake(hub: &Arc<Hub>) -> Result<(Arc<Session>, Bytes), Error> {
-    let (session, delivery) = hub.connect(Transport::Polling)?;
-    park(hub, &session, delivery);
-    let body = crate::session::handshake_json(session.sid, &hub.config);
-    Ok((session, Bytes::from(body)))
+/// `GET /poll` without a sid: a new polling session and its handshake JSON.
+pub(crate) async fn handshake(io: &Io) -> Result<(Sid, Bytes), Error> {
+    let (session, delivery) = io.connect(Transport::Polling).await?;
+    io.hub().park(&session, delivery);
+    let config = io.config();
+    let body = handshake_json(session.sid, config.ping_interval_ms, config.ping_timeout_ms);
+    Ok((session.sid, Bytes::from(body)))
 }
 
 /// Puts the cursor back and re-arms the expiry however the poll ends,
 /// including when hyper drops the request because the client went away.
 struct Pending {
-    hub: Arc<Hub>,
+    io: Io,
     session: Arc<Session>,
     delivery: Option<Delivery>,
 }
@@ -36,41 +39,23 @@ struct Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(d) = self.delivery.take() {
-            park(&self.hub, &self.session, d);
+            self.io.hub().park(&self.session, d);
         }
     }
 }
 
-/// Parks the cursor in its session until the next poll, unless the session
-/// has ended. The check and the store happen under the slot's lock, and
-/// `Hub::disconnect` marks the session closed before it empties the slot, so
-/// a cursor can never be parked in an ended session (where it would keep the
-/// session alive through its own `Arc`).
-fn park(hub: &Hub, session: &Arc<Session>, delivery: Delivery) {
-    let mut slot = session.parked.lock();
-    if session.closed_reason().is_none() {
-        *slot = Some(delivery);
-        drop(slot);
-        hub.arm_expiry(session);
-    }
-}
-
 /// `GET /poll?sid=`: the events queued for the session, as a JSON array.
-pub(crate) async fn poll(hub: &Arc<Hub>, session: Arc<Session>) -> Result<Bytes, Error> {
+pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<Bytes, Error> {
     if session.transport != Transport::Polling {
         return Err(Error::WrongTransport);
     }
-    let delivery = session.parked.lock().take();
-    let Some(delivery) = delivery else {
-        return if session.closed_reason().is_some() {
-            Err(Error::UnknownSession)
-        } else {
-            Err(Error::PollPending)
-        };
+    let delivery = match io.hub().take_cursor(&session) {
+        Ok(d) => d,
+        Err(TakeError::Closed) => return Err(Error::UnknownSession),
+        Err(TakeError::Pending) => return Err(Error::PollPending),
     };
-    hub.disarm_expiry(&session);
     let mut pending = Pending {
-        hub: hub.clone(),
+        io: io.clone(),
         session: session.clone(),
         delivery: Some(delivery),
     };
@@ -96,7 +81,7 @@ pub(crate) async fn poll(hub: &Arc<Hub>, session: Arc<Session>) -> Result<Bytes,
             }
         }
     });
-    let _ = tokio::time::timeout(hub.config.ping_interval(), wait).await;
+    let _ = tokio::time::timeout(io.config().ping_interval(), wait).await;
 
     let mut buf = BytesMut::with_capacity(64);
     buf.put_u8(b'[');
@@ -109,15 +94,14 @@ pub(crate) async fn poll(hub: &Arc<Hub>, session: Arc<Session>) -> Result<Bytes,
             Item::Packet(p) => buf.put_slice(&p.json),
             Item::Close(reason) => {
                 closed = Some(*reason);
-                let data = serde_json::Value::from(reason.as_str()).to_string();
-                buf.put_slice(format!("{{\"event\":\"disconnect\",\"data\":{data}}}").as_bytes());
+                buf.put_slice(&Packet::disconnect(reason.as_str()).json);
             }
         }
     }
     buf.put_u8(b']');
     if let Some(reason) = closed {
         pending.delivery = None;
-        hub.disconnect(session.sid, reason);
+        io.hub().disconnect(session.sid, reason);
     }
     Ok(buf.freeze())
 }

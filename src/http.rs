@@ -1,0 +1,102 @@
+//! Small builders for hyper responses and the one bounded body reader, so no
+//! route builds headers or limits by hand.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::head;
+
+/// The body type of every ssio response: a fixed buffer or an endless SSE
+/// stream, boxed so both fit one service signature.
+pub type ResponseBody = BoxBody<Bytes, Infallible>;
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    BoxBody::new(Full::new(bytes.into()))
+}
+
+pub(crate) fn empty(status: StatusCode) -> Response<ResponseBody> {
+    let mut res = Response::new(BoxBody::new(Empty::new()));
+    *res.status_mut() = status;
+    res
+}
+
+pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+pub(crate) fn file(content_type: &'static str, bytes: &'static [u8]) -> Response<ResponseBody> {
+    let mut res = Response::new(full(Bytes::from_static(bytes)));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    res
+}
+
+pub(crate) fn preflight() -> Response<ResponseBody> {
+    let mut res = empty(StatusCode::NO_CONTENT);
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    res
+}
+
+/// The error's status, its head from [`head::error`] and its JSON body.
+pub(crate) fn error(e: &Error) -> Response<ResponseBody> {
+    let mut res = Response::new(full(e.body()));
+    *res.status_mut() = e.status();
+    head::apply(&mut res, head::error(e));
+    res
+}
+
+/// Reads a request body up to `--max-payload`, within `--body-timeout`.
+pub(crate) async fn read_body<B>(config: &Config, req: Request<B>) -> Result<Bytes, Error>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limit = config.max_payload;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::PayloadTooLarge(limit));
+    }
+    let body = Limited::new(req.into_body(), limit);
+    match tokio::time::timeout(config.body_timeout(), body.collect()).await {
+        Err(_) => Err(Error::BodyTimeout),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Error::PayloadTooLarge(limit)),
+        Ok(Err(_)) => Err(Error::BodyRead),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
