@@ -1,5 +1,11 @@
 /* ssio browser client: socket.io-style events over Server-Sent Events, with
- * long-polling where a stream cannot get through. No build step. */
+ * long-polling where a stream cannot get through. No build step.
+ *
+ * Two layers. The socket's lifecycle (up, down, fail, retry) owns the
+ * session: id, connected, backoff, the outbox. A transport (sse, polling) is
+ * an object with open and close that only reports to that lifecycle, and
+ * every callback it leaves with the browser goes through `live`, so a
+ * transport that has been replaced or closed can never act again. */
 (function (global) {
   'use strict';
 
@@ -34,10 +40,11 @@
     var sseWorked = false;
     var stopped = false;
     var hidden = false;
-    // Bumped whenever a transport is dropped, so that late callbacks of an
-    // abandoned stream or request recognise themselves and do nothing.
-    var gen = 0;
-    var es, ctl, timer;
+    // The transport in use, or null between attempts. Being this is what
+    // lets a transport's callbacks run.
+    var current = null;
+    // The pending reconnection.
+    var timer;
 
     var socket = { id: null, connected: false, transport: null };
 
@@ -52,20 +59,38 @@
       return transports.indexOf(t) >= 0;
     }
 
+    // ---- lifecycle ----
+
     function open() {
       stop();
-      var my = gen;
-      if (allowed('sse') && !broken[base] && typeof EventSource == 'function') sse(my);
-      else if (allowed('polling')) handshake(my);
+      if (allowed('sse') && !broken[base] && typeof EventSource == 'function') start('sse', sse);
+      else if (allowed('polling')) start('polling', polling);
       else fire('connect_error', new Error('no usable transport'));
     }
 
+    // The one staleness check. A transport wraps every callback it hands to
+    // the browser (stream events, timers, responses) and every step it takes
+    // later (the next poll) in `live`; once the transport is no longer
+    // current, whether closed, replaced or given up on, those calls do
+    // nothing, even when a late event was already queued.
+    function start(name, make) {
+      var t = make(function live(fn) {
+        return function (arg) {
+          if (current == t) fn(arg);
+        };
+      });
+      socket.transport = name;
+      t.open();
+      // Current only once open, so one that could not open is never closed.
+      current = t;
+    }
+
     function stop() {
-      gen++;
       clearTimeout(timer);
-      if (es) es.close();
-      if (ctl) ctl.abort();
-      es = ctl = null;
+      var t = current;
+      // Cleared first: the transport is stale before it is closed.
+      current = null;
+      if (t) t.close();
     }
 
     function up(hs) {
@@ -96,6 +121,25 @@
       retry();
     }
 
+    // A transport broke. A live session tells the server and ends; an
+    // attempt has failed. Covers "unknown session" (expired, or a restarted
+    // server): the session is gone, so the next attempt is a new handshake.
+    function lost(err) {
+      if (socket.connected) {
+        bye();
+        down('transport close');
+      } else {
+        fail(err);
+      }
+    }
+
+    // SSE did not get through before it ever worked: poll from now on.
+    function fallback() {
+      if (!allowed('polling')) return fail(new Error('sse unavailable'));
+      broken[base] = 1;
+      open();
+    }
+
     // socket.io's backoff: doubling from reconnectionDelay, +/-50% jitter so
     // that clients dropped together do not return together, capped.
     function retry() {
@@ -110,105 +154,101 @@
       if (socket.id && navigator.sendBeacon) navigator.sendBeacon(base + '/close?sid=' + socket.id);
     }
 
-    function fallback(my) {
-      if (my != gen) return;
-      if (!allowed('polling')) return fail(new Error('sse unavailable'));
-      broken[base] = 1;
-      open();
+    // ---- transports ----
+
+    // One EventSource per session; the server's named events are the
+    // socket's events.
+    function sse(live) {
+      var s, deadline;
+      var names = Object.create(null);
+
+      // EventSource only delivers named events that have a listener.
+      function listen(name) {
+        if (!names[name] && !RESERVED.test(name)) {
+          names[name] = 1;
+          s.addEventListener(name, live(function (e) {
+            fire(name, JSON.parse(e.data));
+          }));
+        }
+      }
+
+      return {
+        open: function () {
+          s = new EventSource(base + '/events');
+          // A buffering proxy holds the stream back without failing it, so
+          // only a deadline on the first event can tell.
+          deadline = setTimeout(live(fallback), connectTimeout);
+          s.addEventListener('connect', live(function (e) {
+            clearTimeout(deadline);
+            sseWorked = true;
+            up(JSON.parse(e.data));
+          }));
+          s.addEventListener('disconnect', live(function (e) {
+            down(JSON.parse(e.data));
+          }));
+          // EventSource would reconnect by itself, but every stream is a new
+          // session, so reconnection is ours to pace. Once SSE has worked
+          // here, a failure is an outage, not a blocked path.
+          s.onerror = live(function () {
+            if (socket.connected || sseWorked) lost(new Error('sse stream failed'));
+            else fallback();
+          });
+          for (var name in handlers) listen(name);
+        },
+        close: function () {
+          clearTimeout(deadline);
+          s.close();
+        },
+        listen: listen
+      };
     }
 
-    function sse(my) {
-      socket.transport = 'sse';
-      var s = (es = new EventSource(base + '/events'));
-      s.names = Object.create(null);
-      // A buffering proxy holds the stream back without failing it, so only
-      // a deadline on the first event can tell.
-      timer = setTimeout(function () { fallback(my); }, connectTimeout);
-      s.addEventListener('connect', function (e) {
-        if (my != gen) return;
-        clearTimeout(timer);
-        sseWorked = true;
-        up(JSON.parse(e.data));
+    // A handshake, then one outstanding poll at a time on its session.
+    function polling(live) {
+      var ctl;
+
+      function get(path, ok) {
+        var c = (ctl = new AbortController());
+        var t = setTimeout(function () { c.abort(); }, pollLimit);
+        fetch(base + path, { cache: 'no-store', signal: c.signal })
+          .then(function (r) {
+            return r.json().then(function (body) {
+              if (!r.ok) throw new Error(body.error || 'HTTP ' + r.status);
+              return body;
+            });
+          })
+          .then(live(ok), live(lost))
+          .then(function () { clearTimeout(t); });
+      }
+
+      // Live, like each packet's delivery: once a handler closes the socket
+      // or a packet ends the session, the rest of the batch and the next
+      // poll are dropped.
+      var poll = live(function (sid) {
+        get('/poll?sid=' + sid, function (packets) {
+          var deliver = live(function (p) {
+            if (p.event == 'disconnect') down(p.data);
+            else fire(p.event, p.data);
+          });
+          for (var i = 0; i < packets.length; i++) deliver(packets[i]);
+          poll(sid);
+        });
       });
-      s.addEventListener('disconnect', function (e) {
-        if (my == gen) down(JSON.parse(e.data));
-      });
-      // EventSource would reconnect by itself, but every stream is a new
-      // session, so reconnection is ours to pace.
-      s.onerror = function () {
-        if (my != gen) return;
-        if (socket.connected) {
-          bye();
-          down('transport close');
-        } else if (sseWorked) {
-          fail(new Error('sse stream failed'));
-        } else {
-          fallback(my);
+
+      return {
+        open: function () {
+          get('/poll', function (hs) {
+            up(hs);
+            poll(hs.sid);
+          });
+        },
+        close: function () {
+          ctl.abort();
         }
       };
-      for (var name in handlers) listen(name);
     }
 
-    // EventSource only delivers named events that have a listener.
-    function listen(name) {
-      var s = es;
-      if (s && !s.names[name] && !RESERVED.test(name)) {
-        s.names[name] = 1;
-        s.addEventListener(name, function (e) {
-          if (s == es) fire(name, JSON.parse(e.data));
-        });
-      }
-    }
-
-    function handshake(my) {
-      socket.transport = 'polling';
-      get('/poll', my, function (hs) {
-        up(hs);
-        poll(my, hs.sid);
-      });
-    }
-
-    function poll(my, sid) {
-      get('/poll?sid=' + sid, my, function (packets) {
-        for (var i = 0; i < packets.length && my == gen; i++) {
-          var p = packets[i];
-          if (p.event == 'disconnect') return down(p.data);
-          fire(p.event, p.data);
-        }
-        poll(my, sid);
-      });
-    }
-
-    function get(path, my, ok) {
-      if (my != gen) return;
-      var c = (ctl = new AbortController());
-      var t = setTimeout(function () { c.abort(); }, pollLimit);
-      fetch(base + path, { cache: 'no-store', signal: c.signal })
-        .then(function (r) {
-          return r.json().then(function (body) {
-            if (!r.ok) throw new Error(body.error || 'HTTP ' + r.status);
-            return body;
-          });
-        })
-        .then(
-          function (body) {
-            clearTimeout(t);
-            if (my == gen) ok(body);
-          },
-          function (err) {
-            clearTimeout(t);
-            if (my != gen) return;
-            // Covers "unknown session" (expired, or a restarted server):
-            // the session is gone, so the next attempt is a new handshake.
-            if (socket.connected) {
-              bye();
-              down('transport close');
-            } else {
-              fail(err);
-            }
-          }
-        );
-    }
+    // ---- the socket ----
 
     // Emits leave one at a time so that they arrive in the order sent.
     function post(body) {
@@ -221,7 +261,7 @@
 
     socket.on = function (name, fn) {
       (handlers[name] = handlers[name] || []).push(fn);
-      listen(name);
+      if (current && current.listen) current.listen(name);
       return socket;
     };
 
