@@ -45,7 +45,7 @@ const HELD: Duration = Duration::from_millis(PING_INTERVAL_MS + 10_000);
 
 /// Thousands of ssio clients under random churn, against the release server.
 #[derive(Parser)]
-#[command(name = "soak")]
+#[command(name = "soak", bin_name = "cargo bench --bench soak --")]
 struct Args {
     /// How long the churn lasts
     #[arg(long, default_value_t = 600)]

@@ -38,6 +38,7 @@ use plan::{Flags, Plan};
 #[derive(Parser)]
 #[command(
     name = "compare",
+    bin_name = "cargo bench --bench compare --",
     about = "ssio side by side with socket.io 4.8 on this machine",
     args_conflicts_with_subcommands = true
 )]
