@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench soak -- [--seconds 600] [--clients 5000]`
 //!
+//! The clients are the shared ones of `tests/support`, each connecting from
+//! its own rotating loopback source address.
+//!
 //! Pass criteria, checked at the end and printed with the figures:
 //! - RSS is flat during churn after warm-up: the trend over the second half
 //!   adds less than 2% of the mean per minute;
@@ -14,15 +17,21 @@
 //! Writes `target/bench/soak.json`, `target/bench/soak.csv` (RSS samples) and
 //! `target/bench/soak.svg` (the RSS curve).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::Command;
+use clap::Parser;
 use tokio::sync::oneshot;
+
+use support::http::HttpConn;
+use support::poll::PollClient;
+use support::sse::SseClient;
+use support::{process, procfs};
 
 const PING_INTERVAL_MS: u64 = 5_000;
 const PING_TIMEOUT_MS: u64 = 5_000;
@@ -31,34 +40,22 @@ const TICK: Duration = Duration::from_millis(100);
 const CHURN_PER_TICK_PERMILLE: usize = 4;
 /// Samples before this are warm-up and not judged for flatness.
 const WARM_UP: Duration = Duration::from_secs(60);
+/// Longest a poll may be held: the ping interval plus slack.
+const HELD: Duration = Duration::from_millis(PING_INTERVAL_MS + 10_000);
 
+/// Thousands of ssio clients under random churn, against the release server.
+#[derive(Parser)]
+#[command(name = "soak", bin_name = "cargo bench --bench soak --")]
 struct Args {
+    /// How long the churn lasts
+    #[arg(long, default_value_t = 600)]
     seconds: u64,
+    /// Live clients, half SSE and half long-poll
+    #[arg(long, default_value_t = 5_000)]
     clients: usize,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        seconds: 600,
-        clients: 5_000,
-    };
-    let v: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < v.len() {
-        match v[i].as_str() {
-            "--seconds" => {
-                a.seconds = v[i + 1].parse().expect("--seconds N");
-                i += 1;
-            }
-            "--clients" => {
-                a.clients = v[i + 1].parse().expect("--clients N");
-                i += 1;
-            }
-            _ => {} // cargo passes --bench
-        }
-        i += 1;
-    }
-    a
+    /// Passed by `cargo bench`; means nothing here.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 /// Shared tallies.
@@ -76,85 +73,37 @@ struct Client {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Source addresses 127.0.0.2 and up, so no single source runs out of ports.
-fn source(n: u64) -> SocketAddr {
-    let host = 2 + (n % 200) as u8;
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0)
-}
-
-async fn connect(server: SocketAddr, n: u64) -> std::io::Result<TcpStream> {
-    let s = TcpSocket::new_v4()?;
-    s.bind(source(n))?;
-    s.connect(server).await
-}
-
-/// Finds complete `user count` events in `buf`, returns the newest count and
-/// drops what was consumed. Chunk-size lines between events are skipped.
-fn scan_counts(buf: &mut Vec<u8>) -> Option<i64> {
-    const KEY: &[u8] = b"event: user count\ndata: ";
-    let mut newest = None;
-    let mut consumed = 0;
-    let mut from = 0;
-    while let Some(pos) = buf[from..].windows(KEY.len()).position(|w| w == KEY) {
-        let start = from + pos + KEY.len();
-        let Some(end) = buf[start..].iter().position(|b| *b == b'\n') else {
-            break;
-        };
-        newest = std::str::from_utf8(&buf[start..start + end])
-            .ok()?
-            .parse()
-            .ok();
-        consumed = start + end;
-        from = consumed;
-    }
-    if consumed > 0 {
-        buf.drain(..consumed);
-    } else if buf.len() > 4096 {
-        let keep = buf.len() - KEY.len();
-        buf.drain(..keep);
-    }
-    newest
-}
-
 fn spawn_sse(server: SocketAddr, n: u64, tally: Arc<Tally>) -> Client {
     let last = Arc::new(AtomicI64::new(-1));
     let (tx, mut rx) = oneshot::channel::<()>();
     let l = last.clone();
     let task = tokio::spawn(async move {
-        let Ok(mut s) = connect(server, n).await else {
+        let Ok(mut c) = SseClient::connect(server, n as u32).await else {
             tally.errors.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if s.write_all(b"GET /events HTTP/1.1\r\nHost: soak\r\n\r\n")
-            .await
-            .is_err()
-        {
-            tally.errors.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         tally.connects.fetch_add(1, Ordering::Relaxed);
-        let mut buf = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 2048];
+        let mut counts = Vec::new();
         loop {
             tokio::select! {
                 _ = &mut rx => {
                     // Half the leavers vanish with a reset, like a killed tab.
                     if n % 2 == 0 {
-                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                        let _ = c.reset_on_drop();
                     }
                     tally.leaves.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                r = s.read(&mut chunk) => match r {
-                    Ok(0) | Err(_) => {
+                r = c.next(&mut counts) => match r {
+                    Err(_) => {
                         tally.errors.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
-                    Ok(k) => {
-                        buf.extend_from_slice(&chunk[..k]);
-                        if let Some(c) = scan_counts(&mut buf) {
-                            l.store(c, Ordering::Relaxed);
+                    Ok(()) => {
+                        if let Some(&v) = counts.last() {
+                            l.store(v, Ordering::Relaxed);
                         }
+                        counts.clear();
                     }
                 }
             }
@@ -165,26 +114,6 @@ fn spawn_sse(server: SocketAddr, n: u64, tally: Arc<Tally>) -> Client {
         stop: Some(tx),
         task,
     }
-}
-
-/// One request on a fresh connection; (status, body).
-async fn http(server: SocketAddr, n: u64, method: &str, path: &str) -> Option<(u16, String)> {
-    let s = connect(server, n).await.ok()?;
-    let mut r = BufReader::new(s);
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: soak\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    );
-    r.get_mut().write_all(req.as_bytes()).await.ok()?;
-    let mut status = String::new();
-    r.read_line(&mut status).await.ok()?;
-    let code = status.split(' ').nth(1)?.parse().ok()?;
-    let mut rest = String::new();
-    r.read_to_string(&mut rest).await.ok()?;
-    let body = rest
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
 }
 
 fn spawn_poller(server: SocketAddr, n: u64, tally: Arc<Tally>) -> Client {
@@ -192,45 +121,34 @@ fn spawn_poller(server: SocketAddr, n: u64, tally: Arc<Tally>) -> Client {
     let (tx, mut rx) = oneshot::channel::<()>();
     let l = last.clone();
     let task = tokio::spawn(async move {
-        let sid = match http(server, n, "GET", "/poll").await {
-            Some((200, body)) => {
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                v["sid"].as_str().unwrap_or_default().to_string()
-            }
-            _ => {
-                tally.errors.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+        let Ok(mut c) = PollClient::connect(server, n as u32, HELD).await else {
+            tally.errors.fetch_add(1, Ordering::Relaxed);
+            return;
         };
         tally.connects.fetch_add(1, Ordering::Relaxed);
-        let path = format!("/poll?sid={sid}");
+        let mut counts = Vec::new();
         loop {
             tokio::select! {
-                _ = &mut rx => {
-                    // Half the leavers say goodbye, half just stop polling.
-                    if n % 2 == 0 && http(server, n, "POST", &format!("/close?sid={sid}")).await.map(|r| r.0) != Some(204) {
-                        tally.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    tally.leaves.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                r = http(server, n, "GET", &path) => match r {
-                    Some((200, body)) => {
-                        if let Ok(serde_json::Value::Array(events)) = serde_json::from_str(&body) {
-                            for e in events {
-                                if e["event"] == "user count" {
-                                    l.store(e["data"].as_i64().unwrap_or(-1), Ordering::Relaxed);
-                                }
-                            }
-                        }
-                    }
-                    _ => {
+                _ = &mut rx => break,
+                r = c.next(&mut counts) => match r {
+                    Err(_) => {
                         tally.errors.fetch_add(1, Ordering::Relaxed);
                         return;
+                    }
+                    Ok(()) => {
+                        if let Some(&v) = counts.last() {
+                            l.store(v, Ordering::Relaxed);
+                        }
+                        counts.clear();
                     }
                 }
             }
         }
+        // Half the leavers say goodbye, half just stop polling.
+        if n % 2 == 0 && c.leave().await.is_err() {
+            tally.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        tally.leaves.fetch_add(1, Ordering::Relaxed);
     });
     Client {
         last,
@@ -239,13 +157,18 @@ fn spawn_poller(server: SocketAddr, n: u64, tally: Arc<Tally>) -> Client {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
+/// The server's `/stats`, or `Null` if it did not answer.
+async fn stats(server: SocketAddr) -> serde_json::Value {
+    let fetch = async {
+        let mut c = HttpConn::open(server, 0).await.ok()?;
+        let (_, body) = c.request("GET", "/stats", b"").await.ok()?;
+        serde_json::from_slice(&body).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// Least-squares slope of (seconds, KiB) samples, in KiB per minute.
@@ -298,34 +221,18 @@ fn svg(samples: &[(f64, u64)], title: &str) -> String {
 
 #[tokio::main]
 async fn main() {
-    let a = args();
+    let a = Args::parse();
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ssio"))
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(["--ping-interval", &PING_INTERVAL_MS.to_string()])
-        .args(["--ping-timeout", &PING_TIMEOUT_MS.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ssio");
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+    let mut cmd = process::ssio(&[], 0);
+    cmd.args(["--ping-interval", &PING_INTERVAL_MS.to_string()])
+        .args(["--ping-timeout", &PING_TIMEOUT_MS.to_string()]);
+    let mut p = process::spawn(cmd, Duration::from_secs(10))
         .await
-        .expect("no startup line")
-        .unwrap()
-        .unwrap();
-    let server: SocketAddr = line
-        .split("listening on http://")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .unwrap_or_else(|e| panic!("soak: {e}"));
+    let (server, pid) = (p.addr, p.pid);
     eprintln!(
         "soak: {} clients for {} s against {server} (pid {pid})",
         a.clients, a.seconds
@@ -369,7 +276,10 @@ async fn main() {
         }
         if last_sample.elapsed() >= Duration::from_secs(2) {
             last_sample = Instant::now();
-            samples.push((start.elapsed().as_secs_f64(), rss_kib(pid)));
+            samples.push((
+                start.elapsed().as_secs_f64(),
+                procfs::rss_kib(pid).unwrap_or(0),
+            ));
         }
         tokio::time::sleep(TICK).await;
     }
@@ -382,13 +292,12 @@ async fn main() {
     let settle = Duration::from_millis(PING_INTERVAL_MS + PING_TIMEOUT_MS + 3_000);
     eprintln!("soak: churn stopped; settling for {settle:?}");
     tokio::time::sleep(settle).await;
-    samples.push((start.elapsed().as_secs_f64(), rss_kib(pid)));
+    samples.push((
+        start.elapsed().as_secs_f64(),
+        procfs::rss_kib(pid).unwrap_or(0),
+    ));
     let live = clients.iter().filter(|c| !c.task.is_finished()).count() as i64;
-    let stats = http(server, 0, "GET", "/stats")
-        .await
-        .map(|r| r.1)
-        .unwrap_or_default();
-    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+    let stats = stats(server).await;
     let wrong = clients
         .iter()
         .filter(|c| c.last.load(Ordering::Relaxed) != live)
@@ -450,7 +359,7 @@ async fn main() {
     for c in clients {
         c.task.abort();
     }
-    let _ = child.kill().await;
+    let _ = p.child.kill().await;
     if !ok {
         eprintln!("soak: FAILED");
         std::process::exit(1);

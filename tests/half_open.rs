@@ -173,6 +173,24 @@ async fn wait_zero(server: &Server, cut: Instant, bound: Duration) -> Duration {
     }
 }
 
+/// Signals once `out` has carried a `user count` event, then keeps draining
+/// it so the client never blocks on a full pipe.
+fn first_count_received(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(out).lines();
+        for line in lines.by_ref() {
+            if line.is_ok_and(|l| l == "event: user count") {
+                let _ = tx.send(());
+                break;
+            }
+        }
+        for _ in lines {}
+    });
+    rx
+}
+
 const PING_INTERVAL: u64 = 1_000;
 const PING_TIMEOUT: u64 = 1_000;
 
@@ -190,15 +208,18 @@ async fn a_silent_sse_client_is_disconnected_within_ping_interval_plus_ping_time
     let server = start_on(&ns, config()).await;
     let url = format!("http://{}/events", server.addr);
     // Plain curl: it never sends anything after its request.
-    let _curl = Kill(
-        ns.exec(&["curl", "-sN", "--max-time", "30", &url])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut curl = ns
+        .exec(&["curl", "-sN", "--max-time", "30", &url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let received = first_count_received(curl.stdout.take().unwrap());
+    let _curl = Kill(curl);
     server.wait_sessions(1, WAIT).await;
-    // Let the first events be acknowledged, then pull the cable.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Pull the cable once the client has the first events.
+    received
+        .recv_timeout(WAIT)
+        .expect("curl never received the first events");
     let cut = Instant::now();
     ns.cut();
     let bound = Duration::from_millis(PING_INTERVAL + PING_TIMEOUT);

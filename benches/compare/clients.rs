@@ -1,28 +1,39 @@
 //! One client per transport, each reduced to the three things the scenarios
 //! need: connect until the server confirms the session, hand over every
 //! `user count` value as it arrives, and leave the way a real client does.
+//!
+//! ssio's two clients are the shared ones of `tests/support`; socket.io's
+//! two (engine.io v4 over polling and over WebSocket) live here.
 
 use std::io;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use serde::{Serialize, Serializer};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::net::{connect, find, within, Chunked, HttpConn};
+use crate::support::http::{bad, within, HttpConn};
+use crate::support::loopback::connect;
+use crate::support::poll::PollClient;
+use crate::support::sse::SseClient;
 
 /// What is being measured: the four transports under comparison, plus bare
 /// TCP for the floor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
+    #[value(name = "ssio-sse")]
     Sse,
+    #[value(name = "ssio-poll")]
     Poll,
+    #[value(name = "socketio-polling")]
     SioPolling,
+    #[value(name = "socketio-websocket")]
     SioWs,
+    #[value(name = "raw", hide = true)]
     Raw,
 }
 
@@ -44,19 +55,10 @@ impl Kind {
     }
 }
 
-impl FromStr for Kind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        [
-            Kind::Sse,
-            Kind::Poll,
-            Kind::SioPolling,
-            Kind::SioWs,
-            Kind::Raw,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
-        .ok_or_else(|| format!("unknown transport {s}"))
+/// Rows name their transport as `name()` does.
+impl Serialize for Kind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
@@ -73,14 +75,10 @@ const HELD: Duration = Duration::from_secs(40);
 
 const SIO_PATH: &str = "/socket.io/?EIO=4&transport=polling";
 
-fn bad(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
-}
-
 /// A connected client of any kind.
 pub enum Client {
-    Sse(Sse),
-    Poll(Poll),
+    Sse(SseClient),
+    Poll(PollClient),
     SioPolling(SioPolling),
     SioWs(SioWs),
     Raw(TcpStream),
@@ -97,8 +95,8 @@ impl Client {
     ) -> io::Result<Client> {
         within(limit, async {
             Ok(match kind {
-                Kind::Sse => Client::Sse(Sse::connect(server, salt).await?),
-                Kind::Poll => Client::Poll(Poll::connect(server, salt).await?),
+                Kind::Sse => Client::Sse(SseClient::connect(server, salt).await?),
+                Kind::Poll => Client::Poll(PollClient::connect(server, salt, HELD).await?),
                 Kind::SioPolling => Client::SioPolling(SioPolling::connect(server, salt).await?),
                 Kind::SioWs => Client::SioWs(SioWs::connect(server, salt).await?),
                 Kind::Raw => Client::Raw(connect(server, salt).await?),
@@ -140,156 +138,6 @@ impl Client {
             Ok(())
         })
         .await
-    }
-}
-
-/// ssio over Server-Sent Events.
-pub struct Sse {
-    conn: HttpConn,
-    dec: Chunked,
-    /// Decoded stream bytes not yet split into events.
-    text: Vec<u8>,
-    pending: Vec<i64>,
-}
-
-impl Sse {
-    async fn connect(server: SocketAddr, salt: u32) -> io::Result<Sse> {
-        let mut conn = HttpConn::open(server, salt).await?;
-        conn.send("GET", "/events", b"").await?;
-        let head = conn.read_head().await?;
-        if head.status != 200 || !head.chunked {
-            return Err(bad(format!("GET /events answered {}", head.status)));
-        }
-        let mut c = Sse {
-            conn,
-            dec: Chunked::default(),
-            text: Vec::with_capacity(256),
-            pending: Vec::new(),
-        };
-        let mut connected = false;
-        while !connected {
-            c.conn.read_stream(&mut c.dec, &mut c.text).await?;
-            let mut counts = Vec::new();
-            connected = c.drain_events(&mut counts)?;
-            c.pending.extend(counts);
-        }
-        Ok(c)
-    }
-
-    /// Parses every complete event in `text`; true if one was `connect`.
-    fn drain_events(&mut self, out: &mut Vec<i64>) -> io::Result<bool> {
-        let mut connected = false;
-        while let Some(end) = find(&self.text, b"\n\n") {
-            let block =
-                std::str::from_utf8(&self.text[..end]).map_err(|_| bad("event not utf-8"))?;
-            let mut event = "message";
-            let mut data = "";
-            for line in block.split('\n') {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim_start();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = v.trim_start();
-                }
-            }
-            match event {
-                "connect" => connected = true,
-                "user count" => out.push(
-                    data.trim()
-                        .parse()
-                        .map_err(|_| bad(format!("count {data:?}")))?,
-                ),
-                _ => {}
-            }
-            self.text.drain(..end + 2);
-        }
-        Ok(connected)
-    }
-
-    async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            out.append(&mut self.pending);
-            return Ok(());
-        }
-        loop {
-            self.conn.read_stream(&mut self.dec, &mut self.text).await?;
-            let before = out.len();
-            self.drain_events(out)?;
-            if out.len() > before {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// ssio over long-polling: one keep-alive connection, one poll at a time.
-pub struct Poll {
-    conn: HttpConn,
-    server: SocketAddr,
-    salt: u32,
-    path: String,
-    sid: String,
-}
-
-impl Poll {
-    async fn connect(server: SocketAddr, salt: u32) -> io::Result<Poll> {
-        let mut conn = HttpConn::open(server, salt).await?;
-        let (status, body) = conn.request("GET", "/poll", b"").await?;
-        if status != 200 {
-            return Err(bad(format!("poll handshake answered {status}")));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-        let sid = v["sid"]
-            .as_str()
-            .ok_or_else(|| bad("handshake without sid"))?
-            .to_string();
-        Ok(Poll {
-            conn,
-            server,
-            salt,
-            path: format!("/poll?sid={sid}"),
-            sid,
-        })
-    }
-
-    async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
-        let r = within(HELD, self.conn.request("GET", &self.path, b"")).await;
-        let (status, body) = match r {
-            Ok(r) => r,
-            // A server may close an idle keep-alive connection between
-            // polls; a browser would simply open another.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                self.conn = HttpConn::open(self.server, self.salt).await?;
-                within(HELD, self.conn.request("GET", &self.path, b"")).await?
-            }
-            Err(e) => return Err(e),
-        };
-        if status != 200 {
-            return Err(bad(format!("poll answered {status}")));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-        for ev in v.as_array().ok_or_else(|| bad("poll body not an array"))? {
-            if ev["event"] == "user count" {
-                out.push(
-                    ev["data"]
-                        .as_i64()
-                        .ok_or_else(|| bad("count not a number"))?,
-                );
-            }
-        }
-        Ok(())
-    }
-
-    async fn leave(self) -> io::Result<()> {
-        // The held poll occupies the session's connection, so the close goes
-        // on a fresh one, as a page's sendBeacon would.
-        let mut c = HttpConn::open(self.server, self.salt).await?;
-        let (status, _) = c
-            .request("POST", &format!("/close?sid={}", self.sid), b"")
-            .await?;
-        if status != 204 {
-            return Err(bad(format!("close answered {status}")));
-        }
-        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 /// The bytes of one `user count` event, as ssio frames it without chunking.
 pub const EVENT: &[u8] = b"event: user count\ndata: 10000\n\n";
 
-/// Child-process entry: `--floor N ROUNDS`.
+/// Child-process entry: `floor N ROUNDS`.
 ///
 /// Prints `port P`, accepts N connections, prints `ready`, waits for `go` on
 /// stdin, then prints one `round NANOS` line per round and `end`.

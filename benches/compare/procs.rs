@@ -10,7 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::clients::Kind;
-use crate::net::HttpConn;
+use crate::support::http::HttpConn;
+use crate::support::{process, procfs};
 
 /// The core the server under test owns.
 pub const SERVER_CORE: &str = "0";
@@ -63,56 +64,34 @@ pub struct Heartbeat {
 
 impl Server {
     pub async fn start(kind: Kind, hb: Option<Heartbeat>) -> Result<Server, String> {
-        let mut cmd = Command::new("taskset");
-        cmd.arg("-c").arg(SERVER_CORE);
         let node = !kind.is_ssio();
-        if node {
-            cmd.arg("node")
-                .arg("--expose-gc")
+        let mut cmd = if node {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", SERVER_CORE, "node", "--expose-gc"])
                 .arg(repo_root().join("benches/peer/server.js"))
                 .arg("0");
             if let Some(hb) = hb {
                 cmd.env("PING_INTERVAL", hb.interval_ms.to_string())
                     .env("PING_TIMEOUT", hb.timeout_ms.to_string());
             }
+            cmd
         } else {
-            cmd.arg(env!("CARGO_BIN_EXE_ssio"))
-                .args(["--host", "127.0.0.1", "--port", "0", "--backlog"])
-                .arg(BACKLOG.to_string());
+            let mut cmd = process::ssio(&["taskset", "-c", SERVER_CORE], 0);
+            cmd.arg("--backlog").arg(BACKLOG.to_string());
             if let Some(hb) = hb {
                 cmd.arg("--ping-interval").arg(hb.interval_ms.to_string());
                 cmd.arg("--ping-timeout").arg(hb.timeout_ms.to_string());
             }
-            // The listening line is logged at info.
-            cmd.env("RUST_LOG", "info");
-        }
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", kind.name()))?;
-        let pid = child.id().ok_or("server exited at once")?;
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let addr = tokio::time::timeout(START, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    return rest.trim().parse::<SocketAddr>().ok();
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| format!("{} never printed its address", kind.name()))?;
-        // Keep draining its log so a chatty server never blocks on a pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            cmd
+        };
+        cmd.stderr(Stdio::inherit()).stdin(Stdio::null());
+        let p = process::spawn(cmd, START)
+            .await
+            .map_err(|e| format!("{}: {e}", kind.name()))?;
         Ok(Server {
-            child,
-            pid,
-            addr,
+            child: p.child,
+            pid: p.pid,
+            addr: p.addr,
             node,
         })
     }
@@ -161,32 +140,12 @@ impl Server {
 
 /// VmRSS in KiB, 0 if the process is gone.
 pub fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    procfs::rss_kib(pid).unwrap_or(0)
 }
 
-/// User plus system time in clock ticks, summed over all threads.
+/// User plus system time in clock ticks, 0 if the process is gone.
 pub fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces; fields are counted after its ')'.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the whole line.
-    num(11) + num(12)
-}
-
-pub fn ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as u64
-    } else {
-        100
-    }
+    procfs::cpu_ticks(pid).unwrap_or(0)
 }
 
 /// A generator worker process and its command pipe.
@@ -203,7 +162,7 @@ impl Worker {
             .args(["-c", GENERATOR_CORE])
             .arg(exe)
             .args([
-                "--worker",
+                "worker",
                 kind.name(),
                 &server.to_string(),
                 &salt.to_string(),

@@ -2,59 +2,75 @@
 //! the machine they were taken on and the goals they are held against.
 
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
-use crate::procs::repo_root;
-use crate::scenarios::Results;
-use crate::Plan;
+use crate::clients::Kind;
+use crate::machine::Machine;
+use crate::plan::Plan;
+use crate::procs::{repo_root, BACKLOG, GENERATOR_CORE, SERVER_CORE};
+use crate::results::{AbandonedRow, ChurnRow, FanoutRow, FloorRow, IdleRow, Results};
 
-fn sh(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+/// A row of one transport, at one N where that applies.
+trait Row {
+    fn transport(&self) -> Kind;
+    fn n(&self) -> Option<usize>;
 }
 
-pub fn commit() -> String {
-    let head = sh("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = !sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
-    if dirty {
-        format!("{head}+changes")
-    } else {
-        head
+impl Row for IdleRow {
+    fn transport(&self) -> Kind {
+        self.transport
+    }
+    fn n(&self) -> Option<usize> {
+        Some(self.n)
     }
 }
 
-fn machine() -> Value {
-    let model = sh("lscpu", &[])
-        .lines()
-        .find_map(|l| l.strip_prefix("Model name:"))
-        .map(|m| m.trim().to_string())
-        .unwrap_or_default();
-    json!({
-        "cpu": model,
-        "nproc": sh("nproc", &["--all"]),
-        "kernel": sh("uname", &["-r"]),
-        "date": sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
-        "commit": commit(),
-        "node": sh("node", &["--version"]),
-        "loadavg_end": crate::scenarios::loadavg(),
-    })
+impl Row for FanoutRow {
+    fn transport(&self) -> Kind {
+        self.transport
+    }
+    fn n(&self) -> Option<usize> {
+        Some(self.n)
+    }
 }
 
-fn find<'a>(rows: &'a [Value], transport: &str, n: Option<usize>) -> Option<&'a Value> {
+impl Row for ChurnRow {
+    fn transport(&self) -> Kind {
+        self.transport
+    }
+    fn n(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl Row for AbandonedRow {
+    fn transport(&self) -> Kind {
+        self.transport
+    }
+    fn n(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// The first row of `transport`, at `n` when given.
+fn find<T: Row>(rows: &[T], transport: Kind, n: Option<usize>) -> Option<&T> {
     rows.iter()
-        .find(|r| r["transport"] == transport && n.is_none_or(|n| r["n"] == n))
+        .find(|r| r.transport() == transport && n.is_none_or(|n| r.n() == Some(n)))
 }
 
-fn f(v: &Value) -> Option<f64> {
-    v.as_f64()
+/// The floor at `n`, in ms.
+fn floor_at(floor: &[FloorRow], n: usize) -> Option<f64> {
+    floor
+        .iter()
+        .find(|v| v.n == n)
+        .and_then(|v| num(v.fanout_floor_ms))
+}
+
+/// A figure, or nothing when it could not be measured (NaN).
+fn num(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
 }
 
 fn fmt(v: Option<f64>, digits: usize) -> String {
@@ -62,6 +78,11 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
         Some(x) if x.is_finite() => format!("{x:.digits$}"),
         _ => "–".into(),
     }
+}
+
+/// A count the server may not have reported, as JSON shows it.
+fn opt(v: Option<u64>) -> String {
+    v.map_or("null".into(), |x| x.to_string())
 }
 
 /// The N the goals are judged at: 10k when it was run, else the largest.
@@ -73,15 +94,30 @@ fn goal_n(plan: &Plan) -> usize {
     }
 }
 
-fn goals(plan: &Plan, r: &Results) -> Vec<Value> {
+/// One goal and how the run did against it.
+#[derive(Serialize)]
+struct Goal {
+    goal: String,
+    target: &'static str,
+    actual: String,
+    /// `None` when the figure was not measured.
+    pass: Option<bool>,
+}
+
+fn goals(plan: &Plan, r: &Results) -> Vec<Goal> {
     let n = goal_n(plan);
     let mut out = Vec::new();
-    let mut goal = |name: &str, target: &str, actual: String, pass: Option<bool>| {
-        out.push(json!({ "goal": name, "target": target, "actual": actual, "pass": pass }));
+    let mut goal = |name: &str, target: &'static str, actual: String, pass: Option<bool>| {
+        out.push(Goal {
+            goal: name.to_string(),
+            target,
+            actual,
+            pass,
+        });
     };
-    let per = |t: &str| find(&r.idle, t, Some(n)).and_then(|v| f(&v["bytes_per_client"]));
-    let sse_mem = per("ssio-sse");
-    let ws_mem = per("socketio-websocket");
+    let per = |t: Kind| find(&r.idle, t, Some(n)).and_then(|v| num(v.bytes_per_client));
+    let sse_mem = per(Kind::Sse);
+    let ws_mem = per(Kind::SioWs);
     goal(
         &format!("idle SSE memory per client at N={n}"),
         "≤ 8 KiB",
@@ -90,30 +126,29 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Value> {
     );
     // socket.io may not reach the goal's N (its connect ramp is quadratic);
     // ratios are then taken at the largest N both ran.
-    let common = |rows: &[Value], other: &str| -> Option<usize> {
-        let ns = |t: &str| {
+    fn common<T: Row>(rows: &[T], other: Kind, n: usize) -> Option<usize> {
+        let ns = |t: Kind| {
             rows.iter()
-                .filter(|v| v["transport"] == t)
-                .filter_map(|v| v["n"].as_u64())
+                .filter(|v| v.transport() == t)
+                .filter_map(|v| v.n())
                 .collect::<Vec<_>>()
         };
         let theirs = ns(other);
-        ns("ssio-sse")
+        ns(Kind::Sse)
             .into_iter()
             .filter(|x| theirs.contains(x))
-            .filter(|&x| x as usize <= n)
+            .filter(|&x| x <= n)
             .max()
-            .map(|x| x as usize)
-    };
+    }
     let (ratio, at) = match ws_mem.is_some() {
         true => (sse_mem.zip(ws_mem).map(|(s, w)| w / s.max(1.0)), n),
-        false => match common(&r.idle, "socketio-websocket") {
+        false => match common(&r.idle, Kind::SioWs, n) {
             Some(c) => (
                 (|| {
-                    let s = find(&r.idle, "ssio-sse", Some(c))
-                        .and_then(|v| f(&v["bytes_per_client"]))?;
-                    let w = find(&r.idle, "socketio-websocket", Some(c))
-                        .and_then(|v| f(&v["bytes_per_client"]))?;
+                    let s =
+                        find(&r.idle, Kind::Sse, Some(c)).and_then(|v| num(v.bytes_per_client))?;
+                    let w = find(&r.idle, Kind::SioWs, Some(c))
+                        .and_then(|v| num(v.bytes_per_client))?;
                     Some(w / s.max(1.0))
                 })(),
                 c,
@@ -128,19 +163,15 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Value> {
         ratio.map(|x| x >= 4.0),
     );
 
-    let p99 = |t: &str| find(&r.fanout, t, Some(n)).and_then(|v| f(&v["p99_ms"]));
-    let sse = p99("ssio-sse");
+    let p99 = |t: Kind| find(&r.fanout, t, Some(n)).and_then(|v| num(v.p99_ms));
+    let sse = p99(Kind::Sse);
     goal(
         &format!("fan-out p99 over SSE at N={n}"),
         "≤ 20 ms",
         fmt(sse, 1) + " ms",
         sse.map(|x| x <= 20.0),
     );
-    let floor = r
-        .floor
-        .iter()
-        .find(|v| v["n"] == n)
-        .and_then(|v| f(&v["fanout_floor_ms"]));
+    let floor = floor_at(&r.floor, n);
     let to_floor = sse.zip(floor).map(|(s, fl)| s / fl);
     goal(
         &format!("fan-out p99 SSE / floor at N={n}"),
@@ -149,19 +180,19 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Value> {
         to_floor.map(|x| x <= 1.25),
     );
     let at = [
-        common(&r.fanout, "socketio-websocket"),
-        common(&r.fanout, "socketio-polling"),
+        common(&r.fanout, Kind::SioWs, n),
+        common(&r.fanout, Kind::SioPolling, n),
     ]
     .into_iter()
     .flatten()
     .max()
     .unwrap_or(n);
-    let p99_at = |t: &str| find(&r.fanout, t, Some(at)).and_then(|v| f(&v["p99_ms"]));
-    let best_sio = [p99_at("socketio-websocket"), p99_at("socketio-polling")]
+    let p99_at = |t: Kind| find(&r.fanout, t, Some(at)).and_then(|v| num(v.p99_ms));
+    let best_sio = [p99_at(Kind::SioWs), p99_at(Kind::SioPolling)]
         .into_iter()
         .flatten()
         .reduce(f64::min);
-    let speedup = p99_at("ssio-sse").zip(best_sio).map(|(s, o)| o / s);
+    let speedup = p99_at(Kind::Sse).zip(best_sio).map(|(s, o)| o / s);
     goal(
         &format!("fan-out p99 best socket.io / SSE at N={at}"),
         "≥ 10×",
@@ -169,22 +200,22 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Value> {
         speedup.map(|x| x >= 10.0),
     );
 
-    let churn = |t: &str| find(&r.churn, t, None).and_then(|v| v["best_rate"].as_f64());
-    let sse_churn = churn("ssio-sse");
+    let churn = |t: Kind| find(&r.churn, t, None).map(|v| v.best_rate as f64);
+    let sse_churn = churn(Kind::Sse);
     goal(
         "churn over SSE, exact convergence",
         "≥ 5,000 /s",
         fmt(sse_churn, 0) + " /s",
         sse_churn.map(|x| x >= 5000.0),
     );
-    let best_sio = [churn("socketio-websocket"), churn("socketio-polling")]
+    let best_sio = [churn(Kind::SioWs), churn(Kind::SioPolling)]
         .into_iter()
         .flatten()
         .reduce(f64::max);
     let ratio = sse_churn.zip(best_sio).map(|(s, o)| s / o.max(1.0));
-    let sio_standing = ["socketio-websocket", "socketio-polling"]
+    let sio_standing = [Kind::SioWs, Kind::SioPolling]
         .iter()
-        .filter_map(|t| find(&r.churn, t, None).map(|v| v["standing"].to_string()))
+        .filter_map(|&t| find(&r.churn, t, None).map(|v| v.standing.to_string()))
         .next()
         .unwrap_or_default();
     goal(
@@ -194,43 +225,63 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Value> {
         ratio.map(|x| x >= 10.0),
     );
 
-    if let Some(a) = find(&r.abandoned, "ssio-poll", None) {
+    if let Some(a) = find(&r.abandoned, Kind::Poll, None) {
         goal(
             "abandoned polls: memory back, no sessions left",
             "≤ 1.10× baseline, 0 sessions",
             format!(
                 "{}× baseline, {} sessions",
-                fmt(f(&a["rss_after_ratio"]), 2),
-                a["sessions_after"]
+                fmt(num(a.rss_after_ratio), 2),
+                opt(a.sessions_after)
             ),
-            a["pass"].as_bool(),
+            Some(a.pass),
         );
     }
     out
+}
+
+/// compare.json: the run, field by field in this order.
+#[derive(Serialize)]
+struct Doc<'a> {
+    mode: &'static str,
+    machine: &'a Machine,
+    duration_secs: f64,
+    server_core: &'static str,
+    generator_core: &'static str,
+    backlog: u32,
+    floor: &'a [FloorRow],
+    idle: &'a [IdleRow],
+    fanout: &'a [FanoutRow],
+    churn: &'a [ChurnRow],
+    abandoned: &'a [AbandonedRow],
+    goals: &'a [Goal],
+    notes: &'a [String],
+    loadavg_start: &'a str,
+    commit_start: &'a str,
 }
 
 pub fn write(plan: &Plan, r: &Results, took: Duration) -> Result<(), String> {
     let dir = repo_root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let goals = goals(plan, r);
-    let m = machine();
-    let doc = json!({
-        "mode": if plan.quick { "quick" } else { "full" },
-        "machine": m,
-        "duration_secs": took.as_secs_f64(),
-        "server_core": crate::procs::SERVER_CORE,
-        "generator_core": crate::procs::GENERATOR_CORE,
-        "backlog": crate::procs::BACKLOG,
-        "floor": r.floor,
-        "idle": r.idle,
-        "fanout": r.fanout,
-        "churn": r.churn,
-        "abandoned": r.abandoned,
-        "goals": goals,
-        "notes": r.notes,
-        "loadavg_start": r.load_before,
-        "commit_start": r.commit_before,
-    });
+    let m = Machine::now();
+    let doc = Doc {
+        mode: if plan.quick { "quick" } else { "full" },
+        machine: &m,
+        duration_secs: took.as_secs_f64(),
+        server_core: SERVER_CORE,
+        generator_core: GENERATOR_CORE,
+        backlog: BACKLOG,
+        floor: &r.floor,
+        idle: &r.idle,
+        fanout: &r.fanout,
+        churn: &r.churn,
+        abandoned: &r.abandoned,
+        goals: &goals,
+        notes: &r.notes,
+        loadavg_start: &r.load_before,
+        commit_start: &r.commit_before,
+    };
     let pretty = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("compare.json"), pretty).map_err(|e| e.to_string())?;
     let md = markdown(plan, r, &m, &goals, took);
@@ -239,7 +290,7 @@ pub fn write(plan: &Plan, r: &Results, took: Duration) -> Result<(), String> {
     Ok(())
 }
 
-fn markdown(plan: &Plan, r: &Results, m: &Value, goals: &[Value], took: Duration) -> String {
+fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duration) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -249,21 +300,19 @@ fn markdown(plan: &Plan, r: &Results, m: &Value, goals: &[Value], took: Duration
     let _ = writeln!(
         s,
         "{} × {} cores · kernel {} · node {} · commit {} (at start {}) · {} · {:.0} s\n",
-        m["cpu"].as_str().unwrap_or(""),
-        m["nproc"].as_str().unwrap_or(""),
-        m["kernel"].as_str().unwrap_or(""),
-        m["node"].as_str().unwrap_or(""),
-        m["commit"].as_str().unwrap_or(""),
+        m.cpu,
+        m.nproc,
+        m.kernel,
+        m.node,
+        m.commit,
         r.commit_before,
-        m["date"].as_str().unwrap_or(""),
+        m.date,
         took.as_secs_f64(),
     );
     let _ = writeln!(
         s,
         "Servers pinned to core 0, generator to core 1, listen backlog {} for both. Load average (1/5/15 min) at start {}, at end {}.\n",
-        crate::procs::BACKLOG,
-        r.load_before,
-        m["loadavg_end"].as_str().unwrap_or(""),
+        BACKLOG, r.load_before, m.loadavg_end,
     );
 
     let _ = writeln!(
@@ -271,18 +320,12 @@ fn markdown(plan: &Plan, r: &Results, m: &Value, goals: &[Value], took: Duration
         "## Goals\n\n| goal | target | actual | met |\n|---|---|---|---|"
     );
     for g in goals {
-        let met = match g["pass"].as_bool() {
+        let met = match g.pass {
             Some(true) => "yes",
             Some(false) => "**no**",
             None => "–",
         };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {met} |",
-            g["goal"].as_str().unwrap_or(""),
-            g["target"].as_str().unwrap_or(""),
-            g["actual"].as_str().unwrap_or("")
-        );
+        let _ = writeln!(s, "| {} | {} | {} | {met} |", g.goal, g.target, g.actual);
     }
 
     if !r.floor.is_empty() {
@@ -299,9 +342,9 @@ fn markdown(plan: &Plan, r: &Results, m: &Value, goals: &[Value], took: Duration
             let _ = writeln!(
                 s,
                 "| {} | {} | {} |",
-                v["n"],
-                fmt(f(&v["per_write_ns"]).map(|x| x / 1000.0), 2),
-                fmt(f(&v["fanout_floor_ms"]), 1)
+                v.n,
+                fmt(num(v.per_write_ns).map(|x| x / 1000.0), 2),
+                fmt(num(v.fanout_floor_ms), 1)
             );
         }
     }
@@ -313,20 +356,19 @@ fn markdown(plan: &Plan, r: &Results, m: &Value, goals: &[Value], took: Duration
             "| transport | N | RSS before (MiB) | RSS after (MiB) | RSS / client (KiB) | × SSE | heap / client (KiB) | idle CPU (%) |\n|---|---|---|---|---|---|---|---|"
         );
         for v in &r.idle {
-            let n = v["n"].as_u64().map(|x| x as usize);
-            let sse = find(&r.idle, "ssio-sse", n).and_then(|x| f(&x["bytes_per_client"]));
-            let me = f(&v["bytes_per_client"]);
+            let sse = find(&r.idle, Kind::Sse, Some(v.n)).and_then(|x| num(x.bytes_per_client));
+            let me = num(v.bytes_per_client);
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                v["transport"].as_str().unwrap_or(""),
-                v["n"],
-                fmt(f(&v["rss_before_kib"]).map(|x| x / 1024.0), 1),
-                fmt(f(&v["rss_after_kib"]).map(|x| x / 1024.0), 1),
+                v.transport.name(),
+                v.n,
+                fmt(Some(v.rss_before_kib as f64 / 1024.0), 1),
+                fmt(Some(v.rss_after_kib as f64 / 1024.0), 1),
                 fmt(me.map(|x| x / 1024.0), 2),
                 fmt(me.zip(sse).map(|(a, b)| a / b), 1),
-                fmt(f(&v["heap_bytes_per_client"]).map(|x| x / 1024.0), 2),
-                fmt(f(&v["idle_cpu_pct"]), 1),
+                fmt(v.heap_bytes_per_client.map(|x| x / 1024.0), 2),
+                fmt(num(v.idle_cpu_pct), 1),
             );
         }
     }
@@ -341,28 +383,23 @@ fn markdown(plan: &Plan, r: &Results, m: &Value, goals: &[Value], took: Duration
             "| transport | N | changes | timeouts | p50 (ms) | p99 (ms) | max (ms) | p99 × SSE | p99 / floor | server CPU / change (ms) | generator CPU / change (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for v in &r.fanout {
-            let n = v["n"].as_u64().map(|x| x as usize);
-            let sse = find(&r.fanout, "ssio-sse", n).and_then(|x| f(&x["p99_ms"]));
-            let floor = r
-                .floor
-                .iter()
-                .find(|x| x["n"] == v["n"])
-                .and_then(|x| f(&x["fanout_floor_ms"]));
-            let p99 = f(&v["p99_ms"]);
+            let sse = find(&r.fanout, Kind::Sse, Some(v.n)).and_then(|x| num(x.p99_ms));
+            let floor = floor_at(&r.floor, v.n);
+            let p99 = num(v.p99_ms);
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                v["transport"].as_str().unwrap_or(""),
-                v["n"],
-                v["changes"],
-                v["timeouts"],
-                fmt(f(&v["p50_ms"]), 1),
+                v.transport.name(),
+                v.n,
+                v.changes,
+                v.timeouts,
+                fmt(num(v.p50_ms), 1),
                 fmt(p99, 1),
-                fmt(f(&v["max_ms"]), 1),
+                fmt(num(v.max_ms), 1),
                 fmt(p99.zip(sse).map(|(a, b)| a / b), 1),
                 fmt(p99.zip(floor).map(|(a, b)| a / b), 2),
-                fmt(f(&v["server_cpu_ms_per_change"]), 1),
-                fmt(f(&v["generator_cpu_ms_per_change"]), 1),
+                fmt(num(v.server_cpu_ms_per_change), 1),
+                fmt(num(v.generator_cpu_ms_per_change), 1),
             );
         }
     }
@@ -377,32 +414,27 @@ fn markdown(plan: &Plan, r: &Results, m: &Value, goals: &[Value], took: Duration
             "| transport | standing | rate (/s) | completed | failed | skipped | converged at 250 ms | last update after stop (ms) | pass |\n|---|---|---|---|---|---|---|---|---|"
         );
         for v in &r.churn {
-            for st in v["steps"].as_array().into_iter().flatten() {
+            for st in &v.steps {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {}/{} | {} | {} | {}/{} | {} | {} |",
-                    v["transport"].as_str().unwrap_or(""),
-                    v["standing"],
-                    st["rate"],
-                    st["completed"],
-                    st["planned"],
-                    st["failed"],
-                    st["skipped"],
-                    st["converged_at_250ms"],
-                    st["standing"],
-                    fmt(f(&st["last_update_after_stop_ms"]), 1),
-                    if st["pass"] == true { "yes" } else { "**no**" },
+                    v.transport.name(),
+                    v.standing,
+                    st.rate,
+                    st.completed,
+                    st.planned,
+                    st.failed,
+                    st.skipped,
+                    st.converged_at_250ms,
+                    st.standing,
+                    fmt(num(st.last_update_after_stop_ms), 1),
+                    if st.pass { "yes" } else { "**no**" },
                 );
             }
         }
         let _ = writeln!(s, "\n| transport | highest passing rate (/s) |\n|---|---|");
         for v in &r.churn {
-            let _ = writeln!(
-                s,
-                "| {} | {} |",
-                v["transport"].as_str().unwrap_or(""),
-                v["best_rate"]
-            );
+            let _ = writeln!(s, "| {} | {} |", v.transport.name(), v.best_rate);
         }
     }
 
@@ -413,23 +445,23 @@ fn markdown(plan: &Plan, r: &Results, m: &Value, goals: &[Value], took: Duration
             "| transport | handshakes (ok) | took (s) | heartbeat (ms) | RSS before / peak / after (MiB) | after / before | sessions peak → after | pass |\n|---|---|---|---|---|---|---|---|"
         );
         for v in &r.abandoned {
-            let mib = |k: &str| fmt(f(&v[k]).map(|x| x / 1024.0), 1);
+            let mib = |kib: u64| fmt(Some(kib as f64 / 1024.0), 1);
             let _ = writeln!(
                 s,
                 "| {} | {} ({}) | {} | {}+{} | {} / {} / {} | {} | {} → {} | {} |",
-                v["transport"].as_str().unwrap_or(""),
-                v["handshakes"],
-                v["ok"],
-                fmt(f(&v["handshake_secs"]), 1),
-                v["ping_interval_ms"],
-                v["ping_timeout_ms"],
-                mib("rss_before_kib"),
-                mib("rss_peak_kib"),
-                mib("rss_after_kib"),
-                fmt(f(&v["rss_after_ratio"]), 2),
-                v["sessions_peak"],
-                v["sessions_after"],
-                if v["pass"] == true { "yes" } else { "**no**" },
+                v.transport.name(),
+                v.handshakes,
+                v.ok,
+                fmt(num(v.handshake_secs), 1),
+                v.ping_interval_ms,
+                v.ping_timeout_ms,
+                mib(v.rss_before_kib),
+                mib(v.rss_peak_kib),
+                mib(v.rss_after_kib),
+                fmt(num(v.rss_after_ratio), 2),
+                opt(v.sessions_peak),
+                opt(v.sessions_after),
+                if v.pass { "yes" } else { "**no**" },
             );
         }
     }

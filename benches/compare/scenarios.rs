@@ -5,12 +5,15 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::clients::Kind;
-use crate::net::now_ns;
+use crate::clock::now_ns;
+use crate::machine;
+use crate::plan::{Plan, Scenario};
 use crate::procs::{self, word, Heartbeat, Server, Worker};
-use crate::{report, Plan};
+use crate::results::{AbandonedRow, ChurnRow, ChurnStep, FanoutRow, FloorRow, IdleRow, Results};
+use crate::support::procfs::ticks_per_second;
 
 /// Most standing clients one worker holds: its 20,000 open files must also
 /// cover churn connections in flight.
@@ -32,38 +35,14 @@ const ABANDON_HB: Heartbeat = Heartbeat {
 /// Margin after interval + timeout before abandoned sessions must be gone.
 const ABANDON_MARGIN: Duration = Duration::from_secs(3);
 
-/// Everything one run measured, in the shape of compare.json.
-#[derive(Default)]
-pub struct Results {
-    pub floor: Vec<Value>,
-    pub idle: Vec<Value>,
-    pub fanout: Vec<Value>,
-    pub churn: Vec<Value>,
-    pub abandoned: Vec<Value>,
-    pub notes: Vec<String>,
-    pub load_before: String,
-    /// The commit the run started on; a tree may move on while it runs.
-    pub commit_before: String,
-}
-
-pub fn loadavg() -> String {
-    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-pub async fn run(plan: Plan) -> Result<(), String> {
-    if plan.transports.iter().any(|k| !k.is_ssio()) {
-        procs::ensure_peer()?;
-    }
-    let started = std::time::Instant::now();
+/// Runs every scenario of the plan; a scenario that fails becomes a note.
+pub async fn run(plan: &Plan) -> Results {
     let mut r = Results {
-        // Other work on the machine shows up here; a high figure means the
-        // run was disturbed.
-        load_before: loadavg(),
-        commit_before: report::commit(),
+        load_before: machine::loadavg(),
+        commit_before: machine::commit(),
         ..Results::default()
     };
-    if plan.has("floor") {
+    if plan.has(Scenario::Floor) {
         for &n in &plan.ns {
             match floor(n, plan.floor_rounds).await {
                 Ok(v) => r.floor.push(v),
@@ -74,7 +53,7 @@ pub async fn run(plan: Plan) -> Result<(), String> {
             }
         }
     }
-    if plan.has("idle") {
+    if plan.has(Scenario::Idle) {
         for &kind in &plan.transports {
             for &n in &plan.ns {
                 if !kind.is_ssio() && n > plan.sio_max_n {
@@ -87,29 +66,29 @@ pub async fn run(plan: Plan) -> Result<(), String> {
                     continue;
                 }
                 eprintln!("bench: idle + fan-out, {} N={n}", kind.name());
-                if let Err(e) = idle_and_fanout(&plan, kind, n, &mut r).await {
+                if let Err(e) = idle_and_fanout(plan, kind, n, &mut r).await {
                     r.notes
                         .push(format!("idle/fan-out {} N={n}: {e}", kind.name()));
                 }
             }
         }
     }
-    if plan.has("churn") {
+    if plan.has(Scenario::Churn) {
         for &kind in &plan.transports {
             eprintln!("bench: churn, {}", kind.name());
-            match churn(&plan, kind).await {
+            match churn(plan, kind).await {
                 Ok(v) => r.churn.push(v),
                 Err(e) => r.notes.push(format!("churn {}: {e}", kind.name())),
             }
         }
     }
-    if plan.has("abandoned") {
+    if plan.has(Scenario::Abandoned) {
         for &kind in &plan.transports {
             if !matches!(kind, Kind::Poll | Kind::SioPolling) {
                 continue;
             }
             eprintln!("bench: abandoned sessions, {}", kind.name());
-            match abandoned(&plan, kind).await {
+            match abandoned(plan, kind).await {
                 Ok(v) => r.abandoned.push(v),
                 Err(e) => r.notes.push(format!("abandoned {}: {e}", kind.name())),
             }
@@ -118,7 +97,7 @@ pub async fn run(plan: Plan) -> Result<(), String> {
     for n in &r.notes {
         eprintln!("bench: note: {n}");
     }
-    report::write(&plan, &r, started.elapsed())
+    r
 }
 
 /// Starts enough workers for `n` standing clients and opens them.
@@ -215,14 +194,14 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
-async fn floor(n: usize, rounds: usize) -> Result<Value, String> {
+async fn floor(n: usize, rounds: usize) -> Result<FloorRow, String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     eprintln!("bench: floor N={n}");
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = tokio::process::Command::new("taskset")
         .args(["-c", procs::SERVER_CORE])
         .arg(&exe)
-        .args(["--floor", &n.to_string(), &rounds.to_string()])
+        .args(["floor", &n.to_string(), &rounds.to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -260,12 +239,12 @@ async fn floor(n: usize, rounds: usize) -> Result<Value, String> {
     rounds_ns.sort_by(f64::total_cmp);
     let median = percentile(&rounds_ns, 0.5);
     let per_write = median / n as f64;
-    Ok(json!({
-        "n": n,
-        "rounds": rounds_ns.len(),
-        "per_write_ns": per_write,
-        "fanout_floor_ms": per_write * n as f64 / 1e6,
-    }))
+    Ok(FloorRow {
+        n,
+        rounds: rounds_ns.len(),
+        per_write_ns: per_write,
+        fanout_floor_ms: per_write * n as f64 / 1e6,
+    })
 }
 
 async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> Result<(), String> {
@@ -302,24 +281,23 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
         let t0 = std::time::Instant::now();
         tokio::time::sleep(Duration::from_secs(plan.idle_secs)).await;
         let ticks = server.cpu_ticks() - ticks0;
-        let cpu_pct =
-            ticks as f64 / procs::ticks_per_second() as f64 / t0.elapsed().as_secs_f64() * 100.0;
+        let cpu_pct = ticks as f64 / ticks_per_second() as f64 / t0.elapsed().as_secs_f64() * 100.0;
         let heap = |s: &Option<Value>| s.as_ref().and_then(|v| v["heapUsed"].as_u64());
-        r.idle.push(json!({
-            "transport": kind.name(),
-            "n": n,
-            "rss_before_kib": rss0,
-            "rss_after_kib": rss1,
-            "bytes_per_client": (rss1 as f64 - rss0 as f64) * 1024.0 / n as f64,
-            "heap_used_before": heap(&stats0),
-            "heap_used_after": heap(&stats1),
-            "heap_bytes_per_client": match (heap(&stats0), heap(&stats1)) {
+        r.idle.push(IdleRow {
+            transport: kind,
+            n,
+            rss_before_kib: rss0,
+            rss_after_kib: rss1,
+            bytes_per_client: (rss1 as f64 - rss0 as f64) * 1024.0 / n as f64,
+            heap_used_before: heap(&stats0),
+            heap_used_after: heap(&stats1),
+            heap_bytes_per_client: match (heap(&stats0), heap(&stats1)) {
                 (Some(a), Some(b)) => Some((b as f64 - a as f64) / n as f64),
                 _ => None,
             },
-            "idle_cpu_pct": cpu_pct,
-            "server_stats": stats1,
-        }));
+            idle_cpu_pct: cpu_pct,
+            server_stats: stats1,
+        });
 
         // CPU spent per change on each side tells whose work the latency is:
         // the server's writes, or the generator's reads.
@@ -357,27 +335,24 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
             let next = t0 + CHANGE_EVERY.as_nanos() as u64;
             tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
         }
-        let per_change = |ticks: u64| {
-            ticks as f64 * 1000.0 / procs::ticks_per_second() as f64 / plan.changes as f64
-        };
+        let per_change =
+            |ticks: u64| ticks as f64 * 1000.0 / ticks_per_second() as f64 / plan.changes as f64;
         let server_cpu = per_change(server.cpu_ticks() - server_ticks0);
         let gen_cpu = per_change(gen_ticks(&workers) - gen_ticks0);
-        // In change order (join, leave, join, ...), so that a slow kind of
-        // change stands out.
         let in_order = lat.clone();
         lat.sort_by(f64::total_cmp);
-        r.fanout.push(json!({
-            "transport": kind.name(),
-            "n": n,
-            "changes": plan.changes,
-            "timeouts": timeouts,
-            "p50_ms": percentile(&lat, 0.5),
-            "p99_ms": percentile(&lat, 0.99),
-            "max_ms": lat.last().copied().unwrap_or(f64::NAN),
-            "server_cpu_ms_per_change": server_cpu,
-            "generator_cpu_ms_per_change": gen_cpu,
-            "samples_ms": in_order,
-        }));
+        r.fanout.push(FanoutRow {
+            transport: kind,
+            n,
+            changes: plan.changes,
+            timeouts,
+            p50_ms: percentile(&lat, 0.5),
+            p99_ms: percentile(&lat, 0.99),
+            max_ms: lat.last().copied().unwrap_or(f64::NAN),
+            server_cpu_ms_per_change: server_cpu,
+            generator_cpu_ms_per_change: gen_cpu,
+            samples_ms: in_order,
+        });
         Ok(())
     }
     .await;
@@ -386,7 +361,7 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
     result
 }
 
-async fn churn(plan: &Plan, kind: Kind) -> Result<Value, String> {
+async fn churn(plan: &Plan, kind: Kind) -> Result<ChurnRow, String> {
     let s = if kind.is_ssio() {
         plan.churn_standing
     } else {
@@ -401,7 +376,13 @@ async fn churn(plan: &Plan, kind: Kind) -> Result<Value, String> {
         }
     };
     let result = async {
-        let c = wait_all(&mut workers, s as i64, 0, now_ns() + OPEN_LIMIT.as_nanos() as u64).await?;
+        let c = wait_all(
+            &mut workers,
+            s as i64,
+            0,
+            now_ns() + OPEN_LIMIT.as_nanos() as u64,
+        )
+        .await?;
         if !c.all() {
             return Err(format!("standing clients never converged to {s}: {c:?}"));
         }
@@ -415,7 +396,8 @@ async fn churn(plan: &Plan, kind: Kind) -> Result<Value, String> {
             for w in workers.iter_mut() {
                 w.send(&format!("churn {per} {}", plan.churn_ms)).await?;
             }
-            let (mut planned, mut ok, mut failed, mut skipped, mut t_end) = (0u64, 0u64, 0u64, 0u64, 0u64);
+            let (mut planned, mut ok, mut failed, mut skipped, mut t_end) =
+                (0u64, 0u64, 0u64, 0u64, 0u64);
             let limit = Duration::from_millis(plan.churn_ms) + Duration::from_secs(40);
             for w in workers.iter_mut() {
                 let r = w.recv(limit).await?;
@@ -432,36 +414,46 @@ async fn churn(plan: &Plan, kind: Kind) -> Result<Value, String> {
             let at_deadline = wait_all(&mut workers, s as i64, 0, now_ns()).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let later = wait_all(&mut workers, s as i64, 0, now_ns()).await?;
-            let pass = failed == 0 && skipped == 0 && ok == planned && at_deadline.all() && later.all();
-            steps.push(json!({
-                "rate": rate,
-                "planned": planned,
-                "completed": ok,
-                "failed": failed,
-                "skipped": skipped,
-                "converged_at_250ms": at_deadline.converged,
-                "standing": at_deadline.total,
-                "wrong_at_250ms": at_deadline.wrong,
-                "counts_at_250ms": [at_deadline.lowest, at_deadline.highest],
-                "converged_750ms": later.converged,
-                "counts_750ms": [later.lowest, later.highest],
-                "lost": later.lost,
-                "last_update_after_stop_ms": if at_deadline.max_t > t_end { ms(at_deadline.max_t - t_end) } else { 0.0 },
-                "pass": pass,
-            }));
-            eprintln!("bench: churn {} {rate}/s: {}", kind.name(), steps.last().unwrap());
+            let pass =
+                failed == 0 && skipped == 0 && ok == planned && at_deadline.all() && later.all();
+            let step = ChurnStep {
+                rate,
+                planned,
+                completed: ok,
+                failed,
+                skipped,
+                converged_at_250ms: at_deadline.converged,
+                standing: at_deadline.total,
+                wrong_at_250ms: at_deadline.wrong,
+                counts_at_250ms: [at_deadline.lowest, at_deadline.highest],
+                converged_750ms: later.converged,
+                counts_750ms: [later.lowest, later.highest],
+                lost: later.lost,
+                last_update_after_stop_ms: if at_deadline.max_t > t_end {
+                    ms(at_deadline.max_t - t_end)
+                } else {
+                    0.0
+                },
+                pass,
+            };
+            eprintln!(
+                "bench: churn {} {rate}/s: {}",
+                kind.name(),
+                serde_json::to_string(&step).map_err(|e| e.to_string())?
+            );
+            steps.push(step);
             if !pass {
                 break;
             }
             best = rate;
         }
-        Ok(json!({
-            "transport": kind.name(),
-            "standing": s,
-            "step_ms": plan.churn_ms,
-            "best_rate": best,
-            "steps": steps,
-        }))
+        Ok(ChurnRow {
+            transport: kind,
+            standing: s,
+            step_ms: plan.churn_ms,
+            best_rate: best,
+            steps,
+        })
     }
     .await;
     quit_all(workers).await;
@@ -469,7 +461,7 @@ async fn churn(plan: &Plan, kind: Kind) -> Result<Value, String> {
     result
 }
 
-async fn abandoned(plan: &Plan, kind: Kind) -> Result<Value, String> {
+async fn abandoned(plan: &Plan, kind: Kind) -> Result<AbandonedRow, String> {
     let server = Server::start(kind, Some(ABANDON_HB)).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sessions = |v: &Option<Value>| v.as_ref().and_then(|v| v["sessions"].as_u64());
@@ -502,22 +494,22 @@ async fn abandoned(plan: &Plan, kind: Kind) -> Result<Value, String> {
     let stats1 = server.stats().await;
     server.stop().await;
     let left = sessions(&stats1);
-    Ok(json!({
-        "transport": kind.name(),
-        "handshakes": plan.abandon,
-        "ok": word::<u64>(&reply, 1),
-        "failed": word::<u64>(&reply, 2),
-        "handshake_secs": took.as_secs_f64(),
-        "ping_interval_ms": ABANDON_HB.interval_ms,
-        "ping_timeout_ms": ABANDON_HB.timeout_ms,
-        "waited_ms": wait.as_millis() as u64,
-        "rss_before_kib": rss0,
-        "rss_peak_kib": rss_peak,
-        "rss_after_kib": rss1,
-        "rss_after_ratio": rss1 as f64 / rss0 as f64,
-        "sessions_before": sessions(&stats0),
-        "sessions_peak": sessions(&stats_peak),
-        "sessions_after": left,
-        "pass": left == Some(0) && (rss1 as f64) <= rss0 as f64 * 1.10,
-    }))
+    Ok(AbandonedRow {
+        transport: kind,
+        handshakes: plan.abandon,
+        ok: word(&reply, 1),
+        failed: word(&reply, 2),
+        handshake_secs: took.as_secs_f64(),
+        ping_interval_ms: ABANDON_HB.interval_ms,
+        ping_timeout_ms: ABANDON_HB.timeout_ms,
+        waited_ms: wait.as_millis() as u64,
+        rss_before_kib: rss0,
+        rss_peak_kib: rss_peak,
+        rss_after_kib: rss1,
+        rss_after_ratio: rss1 as f64 / rss0 as f64,
+        sessions_before: sessions(&stats0),
+        sessions_peak: sessions(&stats_peak),
+        sessions_after: left,
+        pass: left == Some(0) && (rss1 as f64) <= rss0 as f64 * 1.10,
+    })
 }

@@ -16,7 +16,8 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::clients::{handshake, Client, Kind, OPENING, STEP};
-use crate::net::{now_ns, HttpConn};
+use crate::clock::now_ns;
+use crate::support::http::HttpConn;
 
 /// Value of `latest` before a client's first count arrives.
 const UNSEEN: i64 = -1;

@@ -1,7 +1,14 @@
-//! A real server on 127.0.0.1:0 and a tiny raw HTTP/1.1 client, so tests
-//! see exact bytes on the wire. Every wait is bounded and panics on timeout.
+//! The test harness: a real server on 127.0.0.1:0 in this process and a
+//! tiny raw HTTP/1.1 client, so tests see exact bytes on the wire. Every
+//! wait is bounded and panics on timeout.
+//!
+//! What the benches need too (server processes, /proc, the SSE and poll
+//! parsers) lives in `tests/support`, re-exported here as `support`.
 
 #![allow(dead_code)]
+
+#[path = "../support/mod.rs"]
+pub mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -216,7 +223,7 @@ pub struct Sse {
     pub sid: String,
     reader: BufReader<TcpStream>,
     /// Bytes received but not yet returned as whole events.
-    pending: Vec<u8>,
+    pending: support::sse::Events,
     pub ended: bool,
     /// The newest `user count` any helper has read.
     pub last_count: Option<i64>,
@@ -248,7 +255,7 @@ impl Sse {
                 head,
                 sid,
                 reader,
-                pending: Vec::new(),
+                pending: support::sse::Events::default(),
                 ended: false,
                 last_count: None,
             }
@@ -276,26 +283,12 @@ impl Sse {
     pub async fn next_event_within(&mut self, within: Duration) -> (String, String) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Some(pos) = self.pending.windows(2).position(|w| w == b"\n\n") {
-                let block: Vec<u8> = self.pending.drain(..pos + 2).collect();
-                let text = String::from_utf8(block).unwrap();
-                let mut event = String::new();
-                let mut data = Vec::new();
-                for line in text.lines() {
-                    if let Some(v) = line.strip_prefix("event: ") {
-                        event = v.to_string();
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data.push(v.to_string());
-                    }
-                }
-                if event.is_empty() {
-                    continue; // a comment block
-                }
-                return (event, data.join("\n"));
+            if let Some(e) = self.pending.next_event().unwrap() {
+                return (e.event, e.data);
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next_chunk_within(left).await {
-                Some(c) => self.pending.extend_from_slice(&c),
+                Some(c) => self.pending.extend(&c),
                 None => panic!("stream ended while waiting for an event"),
             }
         }
@@ -384,7 +377,7 @@ impl Poller {
     pub async fn handshake(addr: SocketAddr) -> Poller {
         let r = get(addr, "/poll").await;
         assert_eq!(r.status, 200, "{}", r.text());
-        let sid = r.json()["sid"].as_str().unwrap().to_string();
+        let sid = support::poll::handshake_sid(&r.body).unwrap();
         assert_eq!(r.header("x-session-id").as_deref(), Some(sid.as_str()));
         Poller { addr, sid }
     }
@@ -397,7 +390,7 @@ impl Poller {
     pub async fn events(&self) -> Vec<serde_json::Value> {
         let r = self.poll().await;
         assert_eq!(r.status, 200, "{}", r.text());
-        r.json().as_array().unwrap().clone()
+        support::poll::batch(&r.body).unwrap()
     }
 
     /// Polls until the newest `user count` equals `n`.
@@ -405,11 +398,7 @@ impl Poller {
         let deadline = tokio::time::Instant::now() + within;
         let mut seen = Vec::new();
         while tokio::time::Instant::now() < deadline {
-            for e in self.events().await {
-                if e["event"] == "user count" {
-                    seen.push(e["data"].as_i64().unwrap());
-                }
-            }
+            seen.extend(support::poll::counts(&self.events().await).unwrap());
             if seen.last() == Some(&n) {
                 return;
             }
@@ -463,10 +452,7 @@ async fn poll_once(addr: SocketAddr, sid: &str) -> Option<Vec<serde_json::Value>
     }
     let text = String::from_utf8(rest).ok()?;
     let body = text.split("\r\n\r\n").nth(1)?;
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()?
-        .as_array()
-        .cloned()
+    support::poll::batch(body.as_bytes()).ok()
 }
 
 impl LivePoller {
@@ -476,12 +462,9 @@ impl LivePoller {
         let (sid, l) = (p.sid.clone(), last.clone());
         let task = tokio::spawn(async move {
             while let Some(events) = poll_once(addr, &sid).await {
-                for e in events {
-                    if e["event"] == "user count" {
-                        let n = e["data"].as_i64().unwrap();
-                        assert!(n >= 0, "negative count");
-                        l.store(n, Ordering::SeqCst);
-                    }
+                for n in support::poll::counts(&events).unwrap() {
+                    assert!(n >= 0, "negative count");
+                    l.store(n, Ordering::SeqCst);
                 }
             }
         });
@@ -495,4 +478,53 @@ impl LivePoller {
     pub fn kill(self) {
         self.task.abort();
     }
+}
+
+/// The `ssio` binary in its own process, started through `wrapper` (see
+/// `support::process::ssio`) on `port` with `args`. Killed when dropped.
+pub async fn spawn_ssio(wrapper: &[&str], port: u16, args: &[&str]) -> support::process::Spawned {
+    let mut cmd = support::process::ssio(wrapper, port);
+    cmd.args(args);
+    let p = support::process::spawn(cmd, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(p.addr.port(), 0, "the log line must name the bound port");
+    p
+}
+
+/// `conns` keep-alive connections, each pipelining `n` poll handshakes
+/// that are never polled again.
+pub async fn flood(addr: SocketAddr, conns: usize, n: usize) {
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        tasks.push(tokio::spawn(pipelined_handshakes(addr, n)));
+    }
+    for t in tasks {
+        timeout(Duration::from_secs(60), t)
+            .await
+            .expect("flood timed out")
+            .unwrap();
+    }
+}
+
+async fn pipelined_handshakes(addr: SocketAddr, n: usize) {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..n {
+            w.write_all(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+        }
+        w
+    });
+    let mut r = BufReader::new(r);
+    for _ in 0..n {
+        let head = read_head(&mut r).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let len = header_in(&head, "content-length").unwrap().parse().unwrap();
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).await.unwrap();
+    }
+    drop(writer.await.unwrap());
 }

@@ -1,71 +1,19 @@
-//! Sockets and a minimal HTTP/1.1 client.
+//! A minimal keep-alive HTTP/1.1 client.
 //!
 //! A full client stack costs tens of kilobytes per connection; with up to
-//! 19,000 clients per run the generator would then measure itself. This one
-//! keeps one small buffer per connection and understands exactly what the
-//! two servers send: `content-length` bodies and chunked streams.
+//! 19,000 clients per run a load generator would then measure itself. This
+//! one keeps one small buffer per connection and understands exactly what
+//! ssio and the socket.io peer send: `content-length` bodies and chunked
+//! streams.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
-/// Nanoseconds on CLOCK_MONOTONIC: the one clock that every process of the
-/// run shares, so a change stamped by one worker can be compared with a
-/// delivery stamped by another.
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// First source address used is 127.0.0.2; .1 is left to the servers.
-const FIRST_SOURCE: u32 = 2;
-/// Source addresses rotate over this many hosts of 127.0.0.0/24, so no
-/// single address runs out of ephemeral ports under churn.
-const SOURCES: u32 = 250;
-
-static NEXT_SOURCE: AtomicU32 = AtomicU32::new(0);
-
-/// Picks this process's next source address; `salt` spreads processes apart.
-fn next_source(salt: u32) -> Ipv4Addr {
-    let i = NEXT_SOURCE
-        .fetch_add(1, Ordering::Relaxed)
-        .wrapping_add(salt.wrapping_mul(37));
-    Ipv4Addr::new(127, 0, 0, (FIRST_SOURCE + i % SOURCES) as u8)
-}
-
-/// Connects from a rotating 127.0.0.x source address.
-///
-/// `IP_BIND_ADDRESS_NO_PORT` defers the port choice to `connect`, where the
-/// kernel knows the whole 4-tuple; without it every bound socket would hold
-/// its port exclusively and churn would exhaust the range.
-pub async fn connect(server: SocketAddr, salt: u32) -> io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    let one: libc::c_int = 1;
-    // SAFETY: plain setsockopt on a socket we own, with a correctly sized int.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    socket.bind(SocketAddr::V4(SocketAddrV4::new(next_source(salt), 0)))?;
-    let stream = socket.connect(server).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
+use super::loopback;
 
 /// A response head: status and the framing of the body that follows.
 #[derive(Debug)]
@@ -90,13 +38,15 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Largest body accepted; the biggest legitimate one is a long-poll batch.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
-fn bad(msg: impl Into<String>) -> io::Error {
+/// An error for bytes that are not what the servers send.
+pub fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
 impl HttpConn {
+    /// Connects from a rotating loopback source (see `loopback`).
     pub async fn open(server: SocketAddr, salt: u32) -> io::Result<Self> {
-        let stream = connect(server, salt).await?;
+        let stream = loopback::connect(server, salt).await?;
         Ok(HttpConn {
             stream,
             buf: Vec::with_capacity(512),

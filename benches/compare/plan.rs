@@ -1,0 +1,140 @@
+//! What one run covers: the command-line flags, and the plan they make from
+//! the full or the quick preset.
+
+use clap::ValueEnum;
+
+use crate::clients::Kind;
+
+/// The measurements a run can make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Blocking writes of one event to N sockets: the fan-out floor.
+    Floor,
+    /// Idle memory and CPU with N clients, then fan-out latency.
+    Idle,
+    /// Connect+disconnect pairs per second around standing clients.
+    Churn,
+    /// Long-poll handshakes never polled again.
+    Abandoned,
+}
+
+/// The coordinator's flags; each one left out keeps the preset's value.
+#[derive(clap::Args, Debug)]
+pub struct Flags {
+    /// Quick preset: N = 1k only, fewer changes, shorter steps (about 2
+    /// minutes instead of 18)
+    #[arg(long)]
+    pub quick: bool,
+    /// Client counts [full: 1000,5000,10000,19000; quick: 1000]
+    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    pub n: Option<Vec<usize>>,
+    /// Transports to measure [default: all four]
+    #[arg(long, value_delimiter = ',', value_name = "KIND,..")]
+    pub transports: Option<Vec<Kind>>,
+    /// Scenarios to run [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "SCENARIO,..")]
+    pub scenarios: Option<Vec<Scenario>>,
+    /// Count changes per fan-out measurement [full: 100; quick: 10]
+    #[arg(long)]
+    pub changes: Option<usize>,
+    /// Churn rates (pairs per second), tried in order until one fails
+    /// [full: 50,100,200,500,1000,2000,5000,10000; quick: 1000,5000]
+    #[arg(long, value_delimiter = ',', value_name = "RATE,..")]
+    pub churn_rates: Option<Vec<u64>>,
+    /// Standing clients during churn [full: 10000; quick: 500]
+    #[arg(long)]
+    pub churn_standing: Option<usize>,
+    /// Largest N socket.io is opened to [full: 5000; quick: 1000]
+    #[arg(long)]
+    pub sio_max_n: Option<usize>,
+    /// Abandoned long-poll handshakes [full: 100000; quick: 10000]
+    #[arg(long)]
+    pub abandon: Option<u64>,
+}
+
+/// Which scenarios, sizes and transports one run covers.
+pub struct Plan {
+    pub quick: bool,
+    pub ns: Vec<usize>,
+    pub transports: Vec<Kind>,
+    pub scenarios: Vec<Scenario>,
+    /// Count changes per fan-out measurement.
+    pub changes: usize,
+    /// Rounds of writes in the floor measurement.
+    pub floor_rounds: usize,
+    /// Seconds of idle CPU sampling.
+    pub idle_secs: u64,
+    pub churn_standing: usize,
+    /// Largest N socket.io is opened to: its connect ramp is quadratic.
+    pub sio_max_n: usize,
+    /// Standing clients for socket.io's churn, for the same reason.
+    pub sio_max_churn_standing: usize,
+    /// Connect+disconnect pairs per second, tried in order until one fails.
+    pub churn_rates: Vec<u64>,
+    pub churn_ms: u64,
+    pub abandon: u64,
+}
+
+impl Plan {
+    /// The full run: about 18 minutes here.
+    fn full() -> Plan {
+        Plan {
+            quick: false,
+            ns: vec![1000, 5000, 10_000, 19_000],
+            transports: Kind::COMPARED.to_vec(),
+            scenarios: Scenario::value_variants().to_vec(),
+            changes: 100,
+            floor_rounds: 20,
+            idle_secs: 4,
+            churn_standing: 10_000,
+            sio_max_n: 5000,
+            sio_max_churn_standing: 1000,
+            churn_rates: vec![50, 100, 200, 500, 1000, 2000, 5000, 10_000],
+            churn_ms: 3000,
+            abandon: 100_000,
+        }
+    }
+
+    /// The quick run: about 2 minutes.
+    fn quick() -> Plan {
+        Plan {
+            quick: true,
+            ns: vec![1000],
+            changes: 10,
+            floor_rounds: 5,
+            idle_secs: 1,
+            churn_standing: 500,
+            sio_max_n: 1000,
+            sio_max_churn_standing: 500,
+            churn_rates: vec![1000, 5000],
+            churn_ms: 1000,
+            abandon: 10_000,
+            ..Plan::full()
+        }
+    }
+
+    /// The preset the flags chose, with their overrides.
+    pub fn new(f: Flags) -> Result<Plan, String> {
+        let mut plan = if f.quick { Plan::quick() } else { Plan::full() };
+        plan.ns = f.n.unwrap_or(plan.ns);
+        plan.transports = f.transports.unwrap_or(plan.transports);
+        plan.scenarios = f.scenarios.unwrap_or(plan.scenarios);
+        plan.changes = f.changes.unwrap_or(plan.changes);
+        plan.churn_rates = f.churn_rates.unwrap_or(plan.churn_rates);
+        plan.churn_standing = f.churn_standing.unwrap_or(plan.churn_standing);
+        plan.sio_max_n = f.sio_max_n.unwrap_or(plan.sio_max_n);
+        plan.abandon = f.abandon.unwrap_or(plan.abandon);
+        // A server process may hold 20,000 open files; one connection per
+        // client leaves room for little more than 19,000 clients.
+        if let Some(n) = plan.ns.iter().find(|&&n| n > 19_000) {
+            return Err(format!(
+                "N={n} exceeds what one server process can hold open"
+            ));
+        }
+        Ok(plan)
+    }
+
+    pub fn has(&self, scenario: Scenario) -> bool {
+        self.scenarios.contains(&scenario)
+    }
+}

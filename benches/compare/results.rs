@@ -1,0 +1,121 @@
+//! Everything one run measured, as typed rows: the scenarios fill them in,
+//! the report reads them, and compare.json is their serialization (fields in
+//! the order written here).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::clients::Kind;
+
+/// The fan-out floor at one N.
+#[derive(Serialize)]
+pub struct FloorRow {
+    pub n: usize,
+    pub rounds: usize,
+    /// Median round time divided by N.
+    pub per_write_ns: f64,
+    /// `per_write_ns` times N: the least a fan-out to N clients can take.
+    pub fanout_floor_ms: f64,
+}
+
+/// Idle memory and CPU of one server with N standing clients.
+#[derive(Serialize)]
+pub struct IdleRow {
+    pub transport: Kind,
+    pub n: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub bytes_per_client: f64,
+    /// The peer's V8 heap; ssio has none.
+    pub heap_used_before: Option<u64>,
+    pub heap_used_after: Option<u64>,
+    pub heap_bytes_per_client: Option<f64>,
+    pub idle_cpu_pct: f64,
+    /// What the server itself reported (`/stats` or `/heap`), as it came.
+    pub server_stats: Option<Value>,
+}
+
+/// Fan-out latency of one server at one N.
+#[derive(Serialize)]
+pub struct FanoutRow {
+    pub transport: Kind,
+    pub n: usize,
+    pub changes: usize,
+    pub timeouts: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub server_cpu_ms_per_change: f64,
+    pub generator_cpu_ms_per_change: f64,
+    /// In change order (join, leave, join, ...), so that a slow kind of
+    /// change stands out.
+    pub samples_ms: Vec<f64>,
+}
+
+/// Churn of one server: every rate tried, up to the first that failed.
+#[derive(Serialize)]
+pub struct ChurnRow {
+    pub transport: Kind,
+    pub standing: usize,
+    pub step_ms: u64,
+    /// Highest rate that passed, 0 if none did.
+    pub best_rate: u64,
+    pub steps: Vec<ChurnStep>,
+}
+
+/// One rate of a churn run.
+#[derive(Serialize)]
+pub struct ChurnStep {
+    pub rate: u64,
+    pub planned: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub converged_at_250ms: u64,
+    pub standing: u64,
+    pub wrong_at_250ms: u64,
+    /// Lowest and highest count a standing client held.
+    pub counts_at_250ms: [i64; 2],
+    pub converged_750ms: u64,
+    pub counts_750ms: [i64; 2],
+    pub lost: u64,
+    pub last_update_after_stop_ms: f64,
+    pub pass: bool,
+}
+
+/// Abandoned long-poll handshakes against one server.
+#[derive(Serialize)]
+pub struct AbandonedRow {
+    pub transport: Kind,
+    pub handshakes: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub handshake_secs: f64,
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    pub waited_ms: u64,
+    pub rss_before_kib: u64,
+    pub rss_peak_kib: u64,
+    pub rss_after_kib: u64,
+    pub rss_after_ratio: f64,
+    pub sessions_before: Option<u64>,
+    pub sessions_peak: Option<u64>,
+    pub sessions_after: Option<u64>,
+    pub pass: bool,
+}
+
+/// Everything one run measured.
+#[derive(Default)]
+pub struct Results {
+    pub floor: Vec<FloorRow>,
+    pub idle: Vec<IdleRow>,
+    pub fanout: Vec<FanoutRow>,
+    pub churn: Vec<ChurnRow>,
+    pub abandoned: Vec<AbandonedRow>,
+    pub notes: Vec<String>,
+    /// Load average when the run started; other work on the machine shows
+    /// up here, and a high figure means the run was disturbed.
+    pub load_before: String,
+    /// The commit the run started on; a tree may move on while it runs.
+    pub commit_before: String,
+}

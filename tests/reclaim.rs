@@ -1,0 +1,76 @@
+//! Abandoned sessions are reclaimed without any request, memory included:
+//! 20,000 handshakes in process, and 100,000 against the binary, whose RSS
+//! must come back to its baseline.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::support::procfs;
+use common::*;
+use ssio::Config;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_poll_sessions_are_reclaimed_without_any_request() {
+    let server = Server::start(Config {
+        ping_interval_ms: 200,
+        ping_timeout_ms: 300,
+        ..fast_config()
+    })
+    .await;
+    let addr = server.addr;
+    // 20,000 handshakes over 8 keep-alive connections; none polls again.
+    flood(addr, 8, 2_500).await;
+    assert!(server.io.stats().sessions > 0);
+    server.wait_sessions(0, Duration::from_secs(10)).await;
+    let r = get(addr, "/stats").await;
+    assert_eq!(r.text(), r#"{"sessions":0,"sse":0,"polling":0,"count":0}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_abandoned_handshakes_are_reclaimed() {
+    let p = spawn_ssio(
+        &[],
+        0,
+        &["--ping-interval", "500", "--ping-timeout", "6000"],
+    )
+    .await;
+    let pid = p.pid;
+    // Warm up allocator and runtime, then take the baseline.
+    flood(p.addr, 8, 1_000).await;
+    wait_stats_zero(p.addr).await;
+    let base = procfs::rss_kib(pid).expect("server gone");
+    let t = Instant::now();
+    flood(p.addr, 8, 12_500).await;
+    let peak = procfs::rss_kib(pid).expect("server gone");
+    let r = get(p.addr, "/stats").await;
+    eprintln!(
+        "100000 handshakes in {:?}; stats right after: {}",
+        t.elapsed(),
+        r.text()
+    );
+    wait_stats_zero(p.addr).await;
+    let after = procfs::rss_kib(pid).expect("server gone");
+    eprintln!("RSS KiB: baseline {base}, peak {peak}, after reclaim {after}");
+    assert!(
+        after <= base + base / 10,
+        "RSS {after} KiB not back within 10% of baseline {base} KiB (peak {peak})"
+    );
+}
+
+async fn wait_stats_zero(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = get(addr, "/stats").await;
+        if r.text() == r#"{"sessions":0,"sse":0,"polling":0,"count":0}"# {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sessions never reclaimed: {}",
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

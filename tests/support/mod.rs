@@ -1,0 +1,23 @@
+//! Support shared by the integration tests (through `tests/common`) and the
+//! benches, which include it with `#[path = "../tests/support/mod.rs"]`.
+//!
+//! - `process`: start a server process and learn its address from its
+//!   `listening on` line;
+//! - `procfs`: resident memory and CPU time of a process;
+//! - `loopback`: client sockets spread over source addresses 127.0.0.2 and
+//!   up, so that no single source runs out of ephemeral ports;
+//! - `http`: a small keep-alive HTTP/1.1 client with a chunked decoder, cheap
+//!   enough for tens of thousands of clients;
+//! - `sse` and `poll`: reading ssio's two transports, from the parsers of
+//!   their bytes up to a client that hands over every `user count`.
+//!
+//! Each user needs only some of it.
+
+#![allow(dead_code)]
+
+pub mod http;
+pub mod loopback;
+pub mod poll;
+pub mod process;
+pub mod procfs;
+pub mod sse;

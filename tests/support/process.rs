@@ -1,0 +1,78 @@
+//! A server in its own process, and the address it names in its log line.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// What ssio, and the socket.io peer of the benches, print on stdout once
+/// they accept connections, followed by the address.
+const LISTENING: &str = "listening on http://";
+
+/// The `ssio` binary on 127.0.0.1:`port`; port 0 lets the kernel pick.
+///
+/// `wrapper` is a program and its arguments that then runs ssio (`taskset
+/// -c 0`, or `sh -c 'ulimit -n 64 && exec "$0" "$@"'`); empty runs ssio
+/// directly. Add flags, then [`spawn`].
+pub fn ssio(wrapper: &[&str], port: u16) -> Command {
+    let exe = env!("CARGO_BIN_EXE_ssio");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+    // The listening line is logged at info, whatever the caller's RUST_LOG.
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+/// A started server; dropping it kills the process.
+pub struct Spawned {
+    pub child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    /// The whole log line that named the address.
+    pub line: String,
+}
+
+/// Starts `cmd` with its stdout piped and waits up to `within` for the line
+/// that names its address. The rest of its stdout is drained, so a chatty
+/// server never blocks on a full pipe.
+pub async fn spawn(mut cmd: Command, within: Duration) -> Result<Spawned, String> {
+    let name = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("start {name}: {e}"))?;
+    let pid = child.id().ok_or_else(|| format!("{name} exited at once"))?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let found = tokio::time::timeout(within, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split(LISTENING).nth(1) {
+                return Some((rest.trim().parse::<SocketAddr>(), line));
+            }
+        }
+        None
+    })
+    .await;
+    let (addr, line) = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(format!("{name} exited without naming its address")),
+        Err(_) => return Err(format!("{name} named no address within {within:?}")),
+    };
+    let addr = addr.map_err(|e| format!("{name} named a bad address in {line:?}: {e}"))?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Spawned {
+        child,
+        pid,
+        addr,
+        line,
+    })
+}

@@ -1,0 +1,156 @@
+//! Reading an ssio SSE stream: the event parser every reader shares, and a
+//! client that connects and hands over each `user count`.
+
+use std::io;
+use std::net::SocketAddr;
+
+use super::http::{bad, find, Chunked, HttpConn};
+
+/// One event of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event: String,
+    /// Its `data:` lines, joined with `\n`.
+    pub data: String,
+}
+
+impl Event {
+    /// The count, if this is a `user count` event.
+    pub fn user_count(&self) -> io::Result<Option<i64>> {
+        if self.event != "user count" {
+            return Ok(None);
+        }
+        let n = self.data.trim().parse();
+        n.map(Some)
+            .map_err(|_| bad(format!("count {:?}", self.data)))
+    }
+}
+
+/// Splits decoded stream bytes (chunk framing removed) into events.
+///
+/// ssio names every event, so a block without an `event:` field is a
+/// keep-alive comment and is skipped.
+#[derive(Default)]
+pub struct Events {
+    /// Bytes received but not yet returned as whole events.
+    text: Vec<u8>,
+}
+
+impl Events {
+    pub fn with_capacity(n: usize) -> Events {
+        Events {
+            text: Vec::with_capacity(n),
+        }
+    }
+
+    /// Where newly decoded bytes go.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.text
+    }
+
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.text.extend_from_slice(bytes);
+    }
+
+    /// The next whole event, if one has arrived.
+    pub fn next_event(&mut self) -> io::Result<Option<Event>> {
+        while let Some(end) = find(&self.text, b"\n\n") {
+            let block = std::str::from_utf8(&self.text[..end])
+                .map_err(|_| bad("event not utf-8"))
+                .map(parse_block);
+            self.text.drain(..end + 2);
+            if let Some(e) = block? {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// One block's `event` and `data` fields, as the SSE format defines them.
+fn parse_block(block: &str) -> Option<Event> {
+    let mut event = None;
+    let mut data: Vec<&str> = Vec::new();
+    for line in block.split('\n') {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event = Some(value),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    Some(Event {
+        event: event?.to_string(),
+        data: data.join("\n"),
+    })
+}
+
+/// An ssio client over Server-Sent Events on one connection.
+pub struct SseClient {
+    conn: HttpConn,
+    dec: Chunked,
+    events: Events,
+    /// Counts that arrived before `connect` returned.
+    pending: Vec<i64>,
+}
+
+impl SseClient {
+    /// Opens `GET /events` and returns once the `connect` event arrived.
+    pub async fn connect(server: SocketAddr, salt: u32) -> io::Result<SseClient> {
+        let mut conn = HttpConn::open(server, salt).await?;
+        conn.send("GET", "/events", b"").await?;
+        let head = conn.read_head().await?;
+        if head.status != 200 || !head.chunked {
+            return Err(bad(format!("GET /events answered {}", head.status)));
+        }
+        let mut c = SseClient {
+            conn,
+            dec: Chunked::default(),
+            events: Events::with_capacity(256),
+            pending: Vec::new(),
+        };
+        // Counts that arrive with or before `connect` are kept for `next`.
+        let mut connected = false;
+        while !connected {
+            c.conn.read_stream(&mut c.dec, c.events.buffer()).await?;
+            while let Some(e) = c.events.next_event()? {
+                connected |= e.event == "connect";
+                c.pending.extend(e.user_count()?);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Moves every count of the events already received to `out`.
+    fn drain(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+        while let Some(e) = self.events.next_event()? {
+            out.extend(e.user_count()?);
+        }
+        Ok(())
+    }
+
+    /// Waits for the next batch of `user count` values, appended to `out`.
+    pub async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            out.append(&mut self.pending);
+            return Ok(());
+        }
+        loop {
+            self.conn
+                .read_stream(&mut self.dec, self.events.buffer())
+                .await?;
+            let before = out.len();
+            self.drain(out)?;
+            if out.len() > before {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Makes dropping this client reset the connection (RST), as a killed
+    /// process does, instead of closing it politely.
+    pub fn reset_on_drop(&self) -> io::Result<()> {
+        socket2::SockRef::from(&self.conn.stream).set_linger(Some(std::time::Duration::ZERO))
+    }
+}
