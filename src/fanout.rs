@@ -2,105 +2,172 @@
 //! cursor into it.
 //!
 //! Two kinds of broadcast travel differently:
-//! - ordinary events (`chat message`) go through a bounded ring
-//!   (`tokio::sync::broadcast`): each session reads every one in order, and a
-//!   session that falls a whole ring behind is dropped as a slow reader
-//!   rather than silently skipping events;
-//! - latest-value events (`user count`) go through a `watch` slot holding the
-//!   newest packet per name: a session that is behind reads only the newest
-//!   value, so churn never queues stale counts and a stalled reader costs
-//!   nothing.
+//! - ordinary events (`chat message`) go into one bounded log, each with a
+//!   sequence number: every session reads every one in order, and a session
+//!   whose next event has already left the log is dropped as a slow reader
+//!   rather than silently skipping events. The log is bounded in events and
+//!   in bytes, so its memory is bounded whatever the readers do;
+//! - latest-value events (`user count`) go into a slot per name holding the
+//!   newest packet: a session that is behind reads only the newest value, so
+//!   churn never queues stale counts and a stalled reader costs nothing.
 //!
-//! Publishing either kind is O(1) plus one wake-up per *waiting* session; a
-//! session that has not yet caught up is not woken again.
+//! A cursor is two numbers (its next sequence number and the latest-value
+//! version it has seen), so an idle session costs a few words here. Publishing
+//! either kind is O(1) plus one wake-up per *waiting* session; a session that
+//! has not yet caught up is not woken again.
 
-use std::pin::Pin;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
-use tokio::sync::{broadcast, watch};
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::{BroadcastStream, WatchStream};
-use tokio_stream::Stream;
+use parking_lot::Mutex;
 
 use crate::mailbox::Mailbox;
 use crate::packet::Packet;
 use crate::session::DisconnectReason;
 
-/// The newest packet of every latest-value event name, with a sequence
-/// number per entry so a cursor can tell which ones it has already sent.
-#[derive(Debug, Default, Clone)]
-pub struct LatestTable {
-    /// Entries are only ever appended or replaced in place, so an index is a
-    /// stable key for a cursor's `seen` vector.
-    entries: Vec<LatestEntry>,
+/// A node's broadcast log and latest-value slots; cheap to clone.
+#[derive(Clone)]
+pub struct Fanout {
+    shared: Arc<Mutex<State>>,
 }
 
-#[derive(Debug, Clone)]
+/// Everything behind the fan-out's one lock. Every critical section is a
+/// few field updates or one clone of a packet, never an await.
+struct State {
+    /// Ordinary events, oldest first; `log[i]` has sequence `first + i`.
+    log: VecDeque<Packet>,
+    /// The sequence number of `log[0]`.
+    first: u64,
+    /// Bytes held by `log`, both encodings counted.
+    bytes: usize,
+    /// The most events `log` keeps: how far behind a reader may fall.
+    max_events: usize,
+    /// The most bytes `log` keeps; at least the newest event is kept.
+    max_bytes: usize,
+    /// The newest packet per latest-value name, in first-published order.
+    latest: Vec<LatestEntry>,
+    /// Bumped on every latest-value publish; each entry keeps the version
+    /// that last changed it, so a cursor needs one number to diff.
+    latest_version: u64,
+    /// Tasks waiting for anything new, by cursor, so that a cursor polled
+    /// again registers once and a dropped cursor takes its waker (and the
+    /// task it keeps alive) with it.
+    waiters: HashMap<u64, Waker>,
+    /// The id the next cursor gets.
+    next_cursor: u64,
+}
+
 struct LatestEntry {
     /// The event name this slot holds the newest value of.
     name: Arc<str>,
-    /// Bumped on every publish, so a cursor compares numbers, not packets.
-    seq: u64,
+    /// `latest_version` when this slot last changed.
+    version: u64,
     /// The newest value.
     packet: Packet,
 }
 
-/// A node's broadcast channels; cheap to clone.
-#[derive(Clone)]
-pub struct Fanout {
-    /// The ordered ring for ordinary events; its capacity is the most events
-    /// a session may fall behind before it is dropped.
-    events: broadcast::Sender<Packet>,
-    /// The latest-value slots.
-    latest: Arc<watch::Sender<Arc<LatestTable>>>,
+fn size(p: &Packet) -> usize {
+    p.sse.len() + p.json.len()
 }
 
 impl Fanout {
-    /// A fan-out whose ring holds `capacity` ordinary events.
+    /// A fan-out whose log holds `capacity` ordinary events.
     pub fn new(capacity: usize) -> Fanout {
-        let (events, _) = broadcast::channel(capacity.max(1));
-        let (latest, _) = watch::channel(Arc::new(LatestTable::default()));
+        Fanout::with_limits(capacity, usize::MAX)
+    }
+
+    /// A fan-out whose log holds at most `max_events` ordinary events and
+    /// `max_bytes` of them (always at least the newest one).
+    pub fn with_limits(max_events: usize, max_bytes: usize) -> Fanout {
         Fanout {
-            events,
-            latest: Arc::new(latest),
+            shared: Arc::new(Mutex::new(State {
+                log: VecDeque::new(),
+                first: 0,
+                bytes: 0,
+                max_events: max_events.max(1),
+                max_bytes,
+                latest: Vec::new(),
+                latest_version: 0,
+                waiters: HashMap::new(),
+                next_cursor: 0,
+            })),
         }
     }
 
     /// Queues an ordinary event for every session.
     pub fn publish(&self, packet: Packet) {
-        // No receivers is not an error: nobody is connected.
-        let _ = self.events.send(packet);
+        let waiters = {
+            let mut st = self.shared.lock();
+            st.bytes += size(&packet);
+            st.log.push_back(packet);
+            while st.log.len() > st.max_events || (st.bytes > st.max_bytes && st.log.len() > 1) {
+                if let Some(old) = st.log.pop_front() {
+                    st.bytes -= size(&old);
+                    st.first += 1;
+                }
+            }
+            st.drain_waiters()
+        };
+        wake(waiters);
     }
 
     /// Replaces the newest value of a latest-value event.
     pub fn publish_latest(&self, name: &str, packet: Packet) {
-        self.latest.send_modify(|table| {
-            let table = Arc::make_mut(table);
-            match table.entries.iter_mut().find(|e| &*e.name == name) {
+        let waiters = {
+            let mut st = self.shared.lock();
+            st.latest_version += 1;
+            let version = st.latest_version;
+            match st.latest.iter_mut().find(|e| &*e.name == name) {
                 Some(entry) => {
-                    entry.seq += 1;
+                    entry.version = version;
                     entry.packet = packet;
                 }
-                None => table.entries.push(LatestEntry {
+                None => st.latest.push(LatestEntry {
                     name: Arc::from(name),
-                    seq: 1,
+                    version,
                     packet,
                 }),
             }
-        });
+            st.drain_waiters()
+        };
+        wake(waiters);
     }
 
     /// A cursor for one session, starting from now: it will see the current
     /// latest values and every ordinary event published from here on.
     pub(crate) fn subscribe(&self, mailbox: Arc<Mailbox>) -> Delivery {
+        let (id, next) = {
+            let mut st = self.shared.lock();
+            st.next_cursor += 1;
+            (st.next_cursor, st.first + st.log.len() as u64)
+        };
         Delivery {
+            shared: self.shared.clone(),
             mailbox,
-            events: BroadcastStream::new(self.events.subscribe()),
-            latest: WatchStream::new(self.latest.subscribe()),
-            seen: Vec::new(),
+            id,
+            next,
+            latest_seen: 0,
             ready: Vec::new(),
         }
+    }
+}
+
+impl State {
+    fn drain_waiters(&mut self) -> HashMap<u64, Waker> {
+        // The same readers will wait again at once: give the new table their
+        // room up front instead of growing it one rehash at a time.
+        let room = self.waiters.len();
+        std::mem::replace(&mut self.waiters, HashMap::with_capacity(room))
+    }
+}
+
+/// Wakes outside the lock, so woken tasks on the other core do not queue
+/// behind it.
+fn wake(waiters: HashMap<u64, Waker>) {
+    for (_, w) in waiters {
+        w.wake();
     }
 }
 
@@ -114,18 +181,21 @@ pub(crate) enum Item {
 }
 
 /// One session's read position across the latest-value slots, the ordinary
-/// event ring and its own mailbox of direct events.
+/// event log and its own mailbox of direct events.
 pub(crate) struct Delivery {
+    /// The node's log and slots.
+    shared: Arc<Mutex<State>>,
     /// The session's direct events and close flag; the cursor holds only
     /// this, so a parked cursor never keeps its session alive.
     mailbox: Arc<Mailbox>,
-    /// Position in the ordinary-event ring.
-    events: BroadcastStream<Packet>,
-    /// Wakes when any latest-value slot changes.
-    latest: WatchStream<Arc<LatestTable>>,
-    /// Sequence number last sent, per latest-table index.
-    seen: Vec<u64>,
-    /// Latest-value packets found changed but not yet handed out.
+    /// Sequence number of the next ordinary event to read.
+    next: u64,
+    /// The latest-value version this cursor has diffed up to.
+    latest_seen: u64,
+    /// This cursor's key in the waiter table.
+    id: u64,
+    /// Latest-value packets found changed but not yet handed out, in
+    /// reverse order so that `pop` yields table order.
     ready: Vec<Packet>,
 }
 
@@ -136,24 +206,41 @@ impl Delivery {
         if let Some(reason) = self.mailbox.closed_reason() {
             return Poll::Ready(Item::Close(reason));
         }
-        loop {
-            if let Some(p) = self.ready.pop() {
-                return Poll::Ready(Item::Packet(p));
-            }
-            match Pin::new(&mut self.latest).poll_next(cx) {
-                Poll::Ready(Some(table)) => {
-                    self.diff(&table);
-                    continue;
-                }
-                Poll::Ready(None) | Poll::Pending => break,
-            }
+        if let Some(p) = self.ready.pop() {
+            return Poll::Ready(Item::Packet(p));
         }
-        match Pin::new(&mut self.events).poll_next(cx) {
-            Poll::Ready(Some(Ok(p))) => return Poll::Ready(Item::Packet(p)),
-            Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) => {
-                return Poll::Ready(Item::Close(DisconnectReason::SlowReader))
+        {
+            let mut st = self.shared.lock();
+            if st.latest_version > self.latest_seen {
+                for entry in st.latest.iter().rev() {
+                    if entry.version > self.latest_seen {
+                        self.ready.push(entry.packet.clone());
+                    }
+                }
+                self.latest_seen = st.latest_version;
+                if let Some(p) = self.ready.pop() {
+                    return Poll::Ready(Item::Packet(p));
+                }
             }
-            Poll::Ready(None) | Poll::Pending => {}
+            if self.next < st.first {
+                return Poll::Ready(Item::Close(DisconnectReason::SlowReader));
+            }
+            let index = (self.next - st.first) as usize;
+            if let Some(p) = st.log.get(index) {
+                self.next += 1;
+                return Poll::Ready(Item::Packet(p.clone()));
+            }
+            // A polling session's cursor moves from one request's task to
+            // the next, so the waker is compared, not just its presence.
+            match st.waiters.entry(self.id) {
+                Entry::Occupied(e) if e.get().will_wake(cx.waker()) => {}
+                Entry::Occupied(mut e) => {
+                    e.insert(cx.waker().clone());
+                }
+                Entry::Vacant(e) => {
+                    e.insert(cx.waker().clone());
+                }
+            }
         }
         match self.mailbox.poll_next(cx) {
             Poll::Ready(Ok(p)) => Poll::Ready(Item::Packet(p)),
@@ -161,18 +248,11 @@ impl Delivery {
             Poll::Pending => Poll::Pending,
         }
     }
+}
 
-    fn diff(&mut self, table: &LatestTable) {
-        if self.seen.len() < table.entries.len() {
-            self.seen.resize(table.entries.len(), 0);
-        }
-        // Reverse so that `pop` hands them out in table order.
-        for (i, entry) in table.entries.iter().enumerate().rev() {
-            if entry.seq != self.seen[i] {
-                self.seen[i] = entry.seq;
-                self.ready.push(entry.packet.clone());
-            }
-        }
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.shared.lock().waiters.remove(&self.id);
     }
 }
 
@@ -254,6 +334,82 @@ mod tests {
             next(&mut d),
             Poll::Ready(Item::Close(DisconnectReason::SlowReader))
         ));
+    }
+
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(Default::default()));
+        (c.clone(), Waker::from(c))
+    }
+
+    fn woken(c: &Count) -> usize {
+        c.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_cursor_that_moves_to_another_task_wakes_that_task() {
+        let fanout = Fanout::new(8);
+        let mut d = fanout.subscribe(Arc::new(Mailbox::default()));
+        let (first, first_waker) = counter();
+        let (second, second_waker) = counter();
+        assert!(d
+            .poll_next(&mut Context::from_waker(&first_waker))
+            .is_pending());
+        assert!(d
+            .poll_next(&mut Context::from_waker(&second_waker))
+            .is_pending());
+        fanout.publish(p("chat", 1));
+        assert_eq!((woken(&first), woken(&second)), (0, 1));
+        // Drained on publish: polling again without news registers again.
+        assert_eq!(packet(&mut d), p("chat", 1));
+        assert!(d
+            .poll_next(&mut Context::from_waker(&second_waker))
+            .is_pending());
+        assert!(d
+            .poll_next(&mut Context::from_waker(&second_waker))
+            .is_pending());
+        fanout.publish_latest("count", p("count", 1));
+        assert_eq!(woken(&second), 2);
+    }
+
+    #[test]
+    fn a_dropped_cursor_leaves_no_waker_behind() {
+        let fanout = Fanout::new(8);
+        let (c, waker) = counter();
+        let mut d = fanout.subscribe(Arc::new(Mailbox::default()));
+        assert!(d.poll_next(&mut Context::from_waker(&waker)).is_pending());
+        assert_eq!(fanout.shared.lock().waiters.len(), 1);
+        drop(d);
+        assert_eq!(fanout.shared.lock().waiters.len(), 0);
+        fanout.publish(p("chat", 1));
+        assert_eq!(woken(&c), 0);
+    }
+
+    #[test]
+    fn the_log_is_bounded_in_bytes_and_keeps_the_newest_event() {
+        let fanout = Fanout::with_limits(100, 200);
+        let mut d = fanout.subscribe(Arc::new(Mailbox::default()));
+        let big = Packet::new("chat", &Value::from("x".repeat(150)));
+        fanout.publish(p("chat", 1));
+        fanout.publish(big.clone());
+        // Both encodings of the big one exceed 200 bytes on their own: it
+        // stays, the older one goes, and this reader has lost an event.
+        assert_eq!(fanout.shared.lock().log.len(), 1);
+        assert!(matches!(
+            next(&mut d),
+            Poll::Ready(Item::Close(DisconnectReason::SlowReader))
+        ));
+        let mut fresh = fanout.subscribe(Arc::new(Mailbox::default()));
+        assert!(next(&mut fresh).is_pending());
+        fanout.publish(p("chat", 2));
+        assert_eq!(packet(&mut fresh), p("chat", 2));
     }
 
     #[test]

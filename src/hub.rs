@@ -18,6 +18,7 @@
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -32,14 +33,14 @@ use crate::error::Error;
 use crate::fanout::{Delivery, Fanout};
 use crate::mailbox::Mailbox;
 use crate::packet::Packet;
-use crate::session::{DisconnectReason, Sid, Transport};
+use crate::session::{DisconnectReason, Handshake, Sid, Transport};
 
 /// What the layer above does when a session starts or ends. The hub calls it
 /// under its ordering lock, never two at a time.
 pub(crate) trait Lifecycle: Send + Sync {
     /// A new session is live and counted; its cursor is already subscribed,
     /// so it sees whatever this call broadcasts.
-    fn connected(self: Arc<Self>, session: &Arc<Session>);
+    fn connected(self: Arc<Self>, session: &Arc<Session>, handshake: &Handshake);
     /// A session ended and is no longer counted.
     fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason);
 }
@@ -59,6 +60,10 @@ pub(crate) struct Session {
     /// When an idle polling session expires, so the reaper entry can be
     /// removed when the next poll arrives.
     expires_at: Mutex<Option<Instant>>,
+    /// The client's TCP peer at handshake, for logs and per-address limits.
+    pub(crate) remote: SocketAddr,
+    /// When the session began, for its duration in logs.
+    pub(crate) started: std::time::Instant,
     /// The layer above's own state for this session (the socket layer keeps
     /// its handlers here). Opaque to the hub, and kept in the entry rather
     /// than in a second table so that a session costs one map slot.
@@ -66,10 +71,12 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn new(sid: Sid, transport: Transport) -> Session {
+    fn new(sid: Sid, transport: Transport, remote: SocketAddr) -> Session {
         Session {
             sid,
             transport,
+            remote,
+            started: std::time::Instant::now(),
             mailbox: Arc::new(Mailbox::default()),
             parked: Mutex::new(None),
             expires_at: Mutex::new(None),
@@ -171,11 +178,12 @@ impl Hub {
     pub(crate) async fn connect(
         self: &Arc<Self>,
         transport: Transport,
+        handshake: &Handshake,
     ) -> Result<(Arc<Session>, Delivery), Error> {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
-        let session = Arc::new(Session::new(Sid::new_v4(), transport));
+        let session = Arc::new(Session::new(Sid::new_v4(), transport, handshake.address));
         {
             let mut sessions = self.sessions.lock();
             if sessions.len() >= self.config.max_sessions {
@@ -194,7 +202,7 @@ impl Hub {
         let _order = self.order.lock();
         let delivery = self.fanout.subscribe(session.mailbox.clone());
         if let Some(lifecycle) = self.lifecycle.upgrade() {
-            lifecycle.connected(&session);
+            lifecycle.connected(&session, handshake);
         }
         Ok((session, delivery))
     }
@@ -208,7 +216,14 @@ impl Hub {
         };
         self.by_transport(session.transport)
             .fetch_sub(1, Ordering::SeqCst);
-        tracing::debug!(%sid, %reason, "session ended");
+        tracing::debug!(
+            sid = %tag(sid),
+            %reason,
+            transport = session.transport.as_str(),
+            remote = %session.remote,
+            duration_ms = session.started.elapsed().as_millis() as u64,
+            "session ended"
+        );
         session.mailbox.close(reason);
         if let Some(at) = session.expires_at.lock().take() {
             self.expirations.lock().remove(&(at, sid));
@@ -388,6 +403,14 @@ impl Hub {
     }
 }
 
+/// The first 8 hex digits of a sid: enough to follow one session through
+/// the logs, never the credential itself.
+pub(crate) fn tag(sid: Sid) -> String {
+    let mut s = sid.simple().to_string();
+    s.truncate(8);
+    s
+}
+
 async fn reap(hub: Weak<Hub>, notify: Arc<Notify>) {
     loop {
         let next = match hub.upgrade() {
@@ -432,12 +455,16 @@ mod tests {
     struct Recorder(Mutex<Vec<(Sid, Option<DisconnectReason>)>>);
 
     impl Lifecycle for Recorder {
-        fn connected(self: Arc<Self>, session: &Arc<Session>) {
+        fn connected(self: Arc<Self>, session: &Arc<Session>, _: &Handshake) {
             self.0.lock().push((session.sid, None));
         }
         fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason) {
             self.0.lock().push((session.sid, Some(reason)));
         }
+    }
+
+    fn hs() -> Handshake {
+        Handshake::unknown_address(Default::default(), None)
     }
 
     fn hub(recorder: &Arc<Recorder>) -> Arc<Hub> {
@@ -455,13 +482,13 @@ mod tests {
     async fn purge_ends_only_expired_parked_sessions_and_returns_the_next_deadline() {
         let recorder = Arc::new(Recorder::default());
         let hub = hub(&recorder);
-        let (a, da) = hub.connect(Transport::Polling).await.unwrap();
+        let (a, da) = hub.connect(Transport::Polling, &hs()).await.unwrap();
         hub.park(&a, da);
         tokio::time::advance(Duration::from_millis(600)).await;
-        let (b, db) = hub.connect(Transport::Polling).await.unwrap();
+        let (b, db) = hub.connect(Transport::Polling, &hs()).await.unwrap();
         hub.park(&b, db);
         // An SSE session has no expiry at all.
-        let (c, _dc) = hub.connect(Transport::Sse).await.unwrap();
+        let (c, _dc) = hub.connect(Transport::Sse, &hs()).await.unwrap();
         assert_eq!(hub.backend.count(), 3);
 
         tokio::time::advance(Duration::from_millis(500)).await;
@@ -498,7 +525,7 @@ mod tests {
     async fn a_cursor_is_never_parked_in_an_ended_session() {
         let recorder = Arc::new(Recorder::default());
         let hub = hub(&recorder);
-        let (a, da) = hub.connect(Transport::Polling).await.unwrap();
+        let (a, da) = hub.connect(Transport::Polling, &hs()).await.unwrap();
         assert!(hub.disconnect(a.sid, DisconnectReason::ClientClose));
         assert!(!hub.disconnect(a.sid, DisconnectReason::ClientClose));
         hub.park(&a, da);

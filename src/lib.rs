@@ -58,5 +58,5 @@ pub use fanout::Fanout;
 pub use http::ResponseBody;
 pub use packet::{encode_sse, Packet, KEEP_ALIVE};
 pub use server::{bind, run};
-pub use session::{DisconnectReason, Sid, Transport};
+pub use session::{DisconnectReason, Handshake, Peer, Sid, Transport};
 pub use socket::{ConnectionHandler, Handler, Io, Socket, Stats};

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::head;
 use crate::http::{self, ResponseBody};
 use crate::hub::Session;
-use crate::session::{DisconnectReason, Sid};
+use crate::session::{DisconnectReason, Handshake, Peer, Sid};
 use crate::socket::Io;
 use crate::statics;
 use crate::transport::{poll, sse};
@@ -113,10 +113,12 @@ where
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::OPTIONS, p) if allowed(p).is_some() || p == "*" => Ok(http::preflight()),
-        (&Method::GET, "/events") => Ok(sse::response(io).await?.map(BoxBody::new)),
+        (&Method::GET, "/events") => Ok(sse::response(io, &handshake_of(&req))
+            .await?
+            .map(BoxBody::new)),
         (&Method::GET, "/poll") => match sid {
             SidParam::Absent => {
-                let (sid, body) = poll::handshake(io).await?;
+                let (sid, body) = poll::handshake(io, &handshake_of(&req)).await?;
                 let mut res = http::json(StatusCode::OK, body);
                 res.headers_mut().insert("x-session-id", sid_header(sid));
                 Ok(res)
@@ -159,6 +161,16 @@ where
             None => Err(not_found_or_method(p)),
         },
         (_, p) => Err(not_found_or_method(p)),
+    }
+}
+
+/// The handshake a session-starting request carries.
+fn handshake_of<B>(req: &Request<B>) -> Handshake {
+    let headers = req.headers().clone();
+    let query = req.uri().query().map(str::to_string);
+    match req.extensions().get::<Peer>() {
+        Some(Peer(addr)) => Handshake::new(headers, query, *addr),
+        None => Handshake::unknown_address(headers, query),
     }
 }
 

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::router;
+use crate::session::Peer;
 use crate::socket::Io;
 use crate::transport::sse_raw;
 
@@ -58,7 +59,7 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
                     if let Err(e) = tune(&stream, &io) {
                         debug!(%peer, error = %e, "could not set socket options");
                     }
-                    let conn = serve(stream, io.clone(), graceful.watcher(), closing.clone());
+                    let conn = serve(stream, peer, io.clone(), graceful.watcher(), closing.clone());
                     tracker.spawn(conn);
                 }
                 Err(e) => accept_error(e).await,
@@ -85,7 +86,13 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
 
 /// Serves one connection: a plain `GET /events` straight on the socket,
 /// anything else through hyper.
-async fn serve(stream: TcpStream, io: Io, watcher: Watcher, closing: CancellationToken) {
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    io: Io,
+    watcher: Watcher,
+    closing: CancellationToken,
+) {
     let config = io.config();
     let mut peek = vec![0u8; sse_raw::PEEK_BYTES];
     let first = tokio::select! {
@@ -100,12 +107,13 @@ async fn serve(stream: TcpStream, io: Io, watcher: Watcher, closing: Cancellatio
     let sniffed = sse_raw::sniff(&peek[..n]);
     drop(peek);
     if let Some(head_len) = sniffed {
-        sse_raw::serve(stream, head_len, io.clone()).await;
+        sse_raw::serve(stream, head_len, peer, io.clone()).await;
         return;
     }
     let service = {
         let io = io.clone();
-        service_fn(move |req| {
+        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
             let io = io.clone();
             async move { Ok::<_, Infallible>(router::handle(&io, req).await) }
         })

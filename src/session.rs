@@ -5,7 +5,10 @@
 //! on nothing else in the crate.
 
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::SystemTime;
 
+use hyper::HeaderMap;
 use uuid::Uuid;
 
 /// A session ID: a random (v4) UUID, so 122 bits nobody can guess.
@@ -80,3 +83,43 @@ impl fmt::Display for DisconnectReason {
         f.write_str(self.as_str())
     }
 }
+
+/// What a client presented when its session began: the request's headers
+/// and query, the connection's remote address, and when. Middleware and
+/// connection handlers read it; the hub keeps only the address.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// The request headers, as received.
+    pub headers: HeaderMap,
+    /// The raw query string, without the `?`.
+    pub query: Option<String>,
+    /// The TCP peer (not a forwarded address: proxies are not trusted here).
+    pub address: SocketAddr,
+    /// When the handshake arrived.
+    pub issued: SystemTime,
+}
+
+impl Handshake {
+    /// A handshake from request parts, stamped now.
+    pub fn new(headers: HeaderMap, query: Option<String>, address: SocketAddr) -> Handshake {
+        Handshake {
+            headers,
+            query,
+            address,
+            issued: SystemTime::now(),
+        }
+    }
+
+    /// For requests that did not come through this crate's listener (an
+    /// embedder calling [`Io::handle`](crate::Io::handle) without a
+    /// [`Peer`] extension): the address is unknown, `0.0.0.0:0`.
+    pub fn unknown_address(headers: HeaderMap, query: Option<String>) -> Handshake {
+        Handshake::new(headers, query, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+    }
+}
+
+/// The remote address of a request's connection, which the server puts in
+/// every request's extensions. An embedder that serves [`Io::handle`]
+/// (crate::Io::handle) itself should insert it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);

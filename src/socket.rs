@@ -36,7 +36,7 @@ use crate::error::{BackendError, Error};
 use crate::fanout::{Delivery, Fanout};
 use crate::hub::{Hub, Lifecycle, Session};
 use crate::packet::Packet;
-use crate::session::{DisconnectReason, Sid, Transport};
+use crate::session::{DisconnectReason, Handshake, Sid, Transport};
 
 /// A `socket.on` callback: the socket and the event's data (for
 /// `"disconnect"`, the reason as a JSON string).
@@ -231,8 +231,9 @@ impl Io {
     pub(crate) async fn connect(
         &self,
         transport: Transport,
+        handshake: &Handshake,
     ) -> Result<(Arc<Session>, Delivery), Error> {
-        self.inner.hub.connect(transport).await
+        self.inner.hub.connect(transport, handshake).await
     }
 
     /// Runs `session`'s handlers for an event its client sent.
@@ -256,7 +257,7 @@ impl Io {
 }
 
 impl Lifecycle for Inner {
-    fn connected(self: Arc<Self>, session: &Arc<Session>) {
+    fn connected(self: Arc<Self>, session: &Arc<Session>, _handshake: &Handshake) {
         // Ended before it began (a backend join that finished late): its
         // disconnect already ran, so nothing may be registered for it.
         if session.closed_reason().is_some() {
@@ -328,9 +329,7 @@ impl Socket {
     /// client), while 32 of its 122 random bits tell senders apart and leave
     /// the other 90 unguessable.
     pub fn public_id(&self) -> String {
-        let mut s = self.session.sid.simple().to_string();
-        s.truncate(8);
-        s
+        crate::hub::tag(self.session.sid)
     }
 
     /// The transport this session uses.

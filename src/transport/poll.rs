@@ -16,12 +16,12 @@ use crate::error::Error;
 use crate::fanout::{Delivery, Item};
 use crate::hub::{Session, TakeError};
 use crate::packet::Packet;
-use crate::session::{handshake_json, Sid, Transport};
+use crate::session::{handshake_json, Handshake, Sid, Transport};
 use crate::socket::Io;
 
 /// `GET /poll` without a sid: a new polling session and its handshake JSON.
-pub(crate) async fn handshake(io: &Io) -> Result<(Sid, Bytes), Error> {
-    let (session, delivery) = io.connect(Transport::Polling).await?;
+pub(crate) async fn handshake(io: &Io, handshake: &Handshake) -> Result<(Sid, Bytes), Error> {
+    let (session, delivery) = io.connect(Transport::Polling, handshake).await?;
     io.hub().park(&session, delivery);
     let config = io.config();
     let body = handshake_json(session.sid, config.ping_interval_ms, config.ping_timeout_ms);

@@ -21,19 +21,19 @@ use crate::error::Error;
 use crate::fanout::{Delivery, Item};
 use crate::head;
 use crate::packet::{Packet, KEEP_ALIVE};
-use crate::session::{handshake_json, DisconnectReason, Sid, Transport};
+use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
 use crate::socket::Io;
 
 /// Starts an SSE session and returns its response: the one head from
 /// [`head::sse`] and the body. The raw path writes the same head by hand.
-pub(crate) async fn open(io: &Io) -> Result<(Sid, SseBody), Error> {
-    let (session, delivery) = io.connect(Transport::Sse).await?;
+pub(crate) async fn open(io: &Io, handshake: &Handshake) -> Result<(Sid, SseBody), Error> {
+    let (session, delivery) = io.connect(Transport::Sse, handshake).await?;
     Ok((session.sid, SseBody::new(io.clone(), session.sid, delivery)))
 }
 
 /// [`open`] as a hyper response.
-pub(crate) async fn response(io: &Io) -> Result<Response<SseBody>, Error> {
-    let (sid, body) = open(io).await?;
+pub(crate) async fn response(io: &Io, handshake: &Handshake) -> Result<Response<SseBody>, Error> {
+    let (sid, body) = open(io, handshake).await?;
     let mut res = Response::new(body);
     head::apply(&mut res, head::sse(sid));
     Ok(res)

@@ -19,8 +19,13 @@ use http_body::Body;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use std::net::SocketAddr;
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+
 use super::sse::{self, SseBody};
 use crate::head;
+use crate::session::Handshake;
 use crate::socket::Io;
 
 /// Most request-head bytes looked at; a longer head goes to hyper.
@@ -53,15 +58,33 @@ pub(crate) fn sniff(head: &[u8]) -> Option<usize> {
     plain.then_some(len)
 }
 
+/// The handshake a sniffed head carries: its headers and query.
+fn handshake(head: &[u8], peer: SocketAddr) -> Option<Handshake> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(head).ok()?;
+    let query = req.path?.split_once('?').map(|(_, q)| q.to_string());
+    let mut map = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(h.value).ok()?;
+        map.append(name, value);
+    }
+    Some(Handshake::new(map, query, peer))
+}
+
 /// Serves one SSE stream on `stream`, whose first `head_len` bytes are the
 /// request head already sniffed.
-pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, io: Io) {
+pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, peer: SocketAddr, io: Io) {
     let mut request_head = vec![0; head_len];
     if stream.read_exact(&mut request_head).await.is_err() {
         return;
     }
+    let Some(handshake) = handshake(&request_head, peer) else {
+        return;
+    };
     drop(request_head);
-    let (sid, mut body) = match sse::open(&io).await {
+    let (sid, mut body) = match sse::open(&io, &handshake).await {
         Ok(ok) => ok,
         Err(e) => {
             let _ = stream.write_all(&head::raw_error(&e)).await;
