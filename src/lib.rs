@@ -28,8 +28,10 @@
 //!   transports.
 //!
 //! Beside the chain: `config`, `error`, `head` (response header tables shared
-//! by hyper and the raw path), `statics` and `memory`. [`app`] is the demo
-//! app written with the API.
+//! by hyper and the raw path, CORS included), `statics` and `memory`.
+//! Operations: `metrics` (the Prometheus series every layer bumps),
+//! `probe` (`/metrics`, `/healthz`, `/readyz`) and [`logging`]. [`app`] is
+//! the demo app written with the API.
 
 #![warn(missing_docs)]
 
@@ -41,9 +43,12 @@ mod fanout;
 mod head;
 mod http;
 mod hub;
+pub mod logging;
 mod mailbox;
 mod memory;
+mod metrics;
 mod packet;
+mod probe;
 mod router;
 pub mod server;
 mod session;
@@ -51,7 +56,7 @@ mod socket;
 mod statics;
 mod transport;
 
-pub use backend::{Backend, BackendFuture, Broadcast, LocalBackend};
+pub use backend::{Backend, BackendFuture, BackendStatus, Broadcast, LocalBackend};
 pub use config::Config;
 pub use error::{BackendError, Error};
 pub use fanout::Fanout;
