@@ -183,7 +183,6 @@ impl Metrics {
         let sessions_family = Family::<TransportLabel, Gauge>::default();
         let connects_family = Family::<TransportLabel, Counter>::default();
         let disconnects_family = Family::<DisconnectLabels, Counter>::default();
-        let published_family = Family::<KindLabel, Counter>::default();
         let label = |t: Transport| TransportLabel {
             transport: t.as_str().to_string(),
         };
@@ -197,6 +196,19 @@ impl Metrics {
                 })
             })
         });
+        // The fan-out counts its broadcasts itself. The family's series must
+        // be those very atomics, and a family makes its series with a
+        // constructor that cannot see the labels, so it hands out the
+        // prepared counters in the order the labels are created below.
+        let prepared = Mutex::new(vec![
+            Counter::default(),
+            clock.published[1].clone(),
+            clock.published[0].clone(),
+        ]);
+        let published_family =
+            Family::<KindLabel, Counter, _>::new_with_constructor(move || {
+                prepared.lock().pop().unwrap_or_default()
+            });
         let published = [Kind::Ordinary, Kind::Latest, Kind::Direct].map(|k| {
             published_family.get_or_create_owned(&KindLabel {
                 kind: k.as_str().to_string(),
@@ -421,6 +433,8 @@ pub(crate) struct FanoutClock {
     epoch: Instant,
     /// Where completed fan-outs are recorded.
     histogram: Histogram,
+    /// Broadcasts published: ordinary, latest-value.
+    published: [Counter; 2],
 }
 
 impl Default for FanoutClock {
@@ -431,6 +445,7 @@ impl Default for FanoutClock {
             slots: (0..CLOCK_SLOTS).map(|_| Slot::default()).collect(),
             epoch: Instant::now(),
             histogram: Histogram::new(latency_buckets()),
+            published: Default::default(),
         }
     }
 }
@@ -443,8 +458,10 @@ pub(crate) struct ClockCursor {
 }
 
 impl FanoutClock {
-    /// Publishes through `send` and starts timing it.
-    pub(crate) fn publish(&self, send: impl FnOnce()) {
+    /// Publishes through `send` (a latest-value event if `latest`), counts
+    /// it and starts timing it; returns what `send` returns.
+    pub(crate) fn publish<T>(&self, latest: bool, send: impl FnOnce() -> T) -> T {
+        self.published[latest as usize].inc();
         let subscribers = self.subscribers.lock();
         let started = self.epoch.elapsed().as_nanos() as u64;
         let generation = self.generation.load(Ordering::Relaxed) + 1;
@@ -453,8 +470,9 @@ impl FanoutClock {
         slot.started_ns.store(started, Ordering::SeqCst);
         slot.generation.store(generation, Ordering::SeqCst);
         slot.owed.store(*subscribers, Ordering::SeqCst);
-        send();
+        let out = send();
         self.generation.store(generation, Ordering::SeqCst);
+        out
     }
 
     /// A session starts reading; `subscribe` runs under the clock's lock so
@@ -522,8 +540,8 @@ mod tests {
         let clock = FanoutClock::default();
         let (mut a, ()) = clock.subscribe(|| ());
         let (mut b, ()) = clock.subscribe(|| ());
-        clock.publish(|| ());
-        clock.publish(|| ());
+        clock.publish(false, || ());
+        clock.publish(false, || ());
         let newest = clock.newest();
         clock.settle(&mut a, newest);
         assert_eq!(clock.recorded(), 0);
@@ -534,7 +552,7 @@ mod tests {
         // b leaving settles what it owed.
         clock.unsubscribe(&mut b);
         assert_eq!(clock.recorded(), 2);
-        clock.publish(|| ());
+        clock.publish(false, || ());
         clock.unsubscribe(&mut a);
         assert_eq!(clock.recorded(), 2);
         clock.settle(&mut c, clock.newest());
@@ -544,7 +562,7 @@ mod tests {
     #[test]
     fn a_broadcast_nobody_owes_is_not_timed() {
         let clock = FanoutClock::default();
-        clock.publish(|| ());
+        clock.publish(false, || ());
         let (mut a, ()) = clock.subscribe(|| ());
         clock.unsubscribe(&mut a);
         assert_eq!(clock.recorded(), 0);

@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::error::{BackendError, Error};
 use crate::fanout::{Delivery, Fanout};
 use crate::hub::{Hub, Lifecycle, Session};
+use crate::metrics::Kind;
 use crate::packet::Packet;
 use crate::session::{DisconnectReason, Handshake, Sid, Transport};
 
@@ -377,6 +378,7 @@ impl Socket {
             "event name contains a newline"
         );
         let packet = Packet::new(event, &data.into());
+        self.io.hub().metrics.published(Kind::Direct);
         self.session
             .push(packet, self.io.config().max_pending_events);
     }
