@@ -56,7 +56,14 @@ pub async fn spawn(mut cmd: Command, within: Duration) -> Result<Spawned, String
     let found = tokio::time::timeout(within, async {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(rest) = line.split(LISTENING).nth(1) {
-                return Some((rest.trim().parse::<SocketAddr>(), line));
+                // The address ends where the line does, or where a JSON log
+                // line closes its string.
+                let addr: String = rest
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+                    .collect();
+                return Some((addr.parse::<SocketAddr>(), line));
             }
         }
         None
