@@ -205,10 +205,9 @@ impl Metrics {
             clock.published[1].clone(),
             clock.published[0].clone(),
         ]);
-        let published_family =
-            Family::<KindLabel, Counter, _>::new_with_constructor(move || {
-                prepared.lock().pop().unwrap_or_default()
-            });
+        let published_family = Family::<KindLabel, Counter, _>::new_with_constructor(move || {
+            prepared.lock().pop().unwrap_or_default()
+        });
         let published = [Kind::Ordinary, Kind::Latest, Kind::Direct].map(|k| {
             published_family.get_or_create_owned(&KindLabel {
                 kind: k.as_str().to_string(),
@@ -238,7 +237,11 @@ impl Metrics {
         let r = &mut registry;
         r.register("sessions", "Live sessions", sessions_family);
         r.register("connects", "Sessions started", connects_family);
-        r.register("disconnects", "Sessions ended, by reason", disconnects_family);
+        r.register(
+            "disconnects",
+            "Sessions ended, by reason",
+            disconnects_family,
+        );
         r.register(
             "slow_reader_drops",
             "Sessions dropped for falling more than --max-pending-events behind",
@@ -399,7 +402,12 @@ fn process_rss() -> Option<u64> {
 /// Open descriptors of this process, from /proc.
 fn open_fds() -> Option<usize> {
     // The directory handle itself is one of them.
-    Some(std::fs::read_dir("/proc/self/fd").ok()?.count().saturating_sub(1))
+    Some(
+        std::fs::read_dir("/proc/self/fd")
+            .ok()?
+            .count()
+            .saturating_sub(1),
+    )
 }
 
 /// Broadcasts remembered at once; an event still owed by some session when

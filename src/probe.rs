@@ -62,7 +62,10 @@ pub(crate) fn readyz(io: &Io) -> (StatusCode, Bytes) {
         Ok(()) => (StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#)),
         Err(why) => {
             let body = serde_json::json!({ "status": "not ready", "reason": why.as_str() });
-            (StatusCode::SERVICE_UNAVAILABLE, Bytes::from(body.to_string()))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from(body.to_string()),
+            )
         }
     }
 }

@@ -243,7 +243,10 @@ pub(crate) fn metrics_response(io: &Io) -> Response<ResponseBody> {
         hyper::header::CONTENT_TYPE,
         HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
-    h.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     res
 }
 

@@ -40,9 +40,7 @@ fn samples(text: &str) -> HashMap<String, f64> {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)
             | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(h) => {
-                h.iter().map(|b| b.count).fold(0.0, f64::max)
-            }
+            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
             prometheus_parse::Value::Summary(_) => f64::NAN,
         };
         out.insert(key, value);
@@ -62,7 +60,11 @@ async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
 
 /// Scrapes until every `want` sample has its value; panics with the
 /// differences after `within`.
-async fn wait_metrics(addr: SocketAddr, want: &[(&str, f64)], within: Duration) -> HashMap<String, f64> {
+async fn wait_metrics(
+    addr: SocketAddr,
+    want: &[(&str, f64)],
+    within: Duration,
+) -> HashMap<String, f64> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let got = scrape(addr).await;
@@ -104,13 +106,23 @@ async fn every_counter_equals_what_the_clients_did() {
         s.wait_count(3, WAIT).await;
     }
     // One chat message reaches all three.
-    let r = post(addr, &format!("/emit?sid={}", a.sid), br#"{"event":"chat message","data":"hi"}"#).await;
+    let r = post(
+        addr,
+        &format!("/emit?sid={}", a.sid),
+        br#"{"event":"chat message","data":"hi"}"#,
+    )
+    .await;
     assert_eq!(r.status, 204);
     for s in [&mut a, &mut b, &mut c] {
         assert_eq!(s.next_event().await.0, "chat message");
     }
     // c leaves politely (a and b see 2), b's connection resets (a sees 1).
-    assert_eq!(post(addr, &format!("/close?sid={}", c.sid), b"").await.status, 204);
+    assert_eq!(
+        post(addr, &format!("/close?sid={}", c.sid), b"")
+            .await
+            .status,
+        204
+    );
     for s in [&mut a, &mut b] {
         s.wait_count(2, WAIT).await;
     }
@@ -131,9 +143,19 @@ async fn every_counter_equals_what_the_clients_did() {
     // Refused requests, one of each.
     assert_eq!(get(addr, "/nope").await.status, 404);
     assert_eq!(request(addr, "PUT", "/poll", &[], b"").await.status, 405);
-    assert_eq!(get(addr, &format!("/poll?sid={}", uuid::Uuid::new_v4())).await.status, 400);
+    assert_eq!(
+        get(addr, &format!("/poll?sid={}", uuid::Uuid::new_v4()))
+            .await
+            .status,
+        400
+    );
     let big = vec![b'x'; 100];
-    assert_eq!(post(addr, &format!("/emit?sid={}", a.sid), &big).await.status, 413);
+    assert_eq!(
+        post(addr, &format!("/emit?sid={}", a.sid), &big)
+            .await
+            .status,
+        413
+    );
 
     // Deliveries: counts 3 (a) + 2 (b) + 1 (c), the chat 3, then 2 + 1 + 1
     // to a, 1 to b, 1 to the poller.
@@ -143,10 +165,22 @@ async fn every_counter_equals_what_the_clients_did() {
         &[
             ("ssio_connects_total{transport=\"sse\"}", 3.0),
             ("ssio_connects_total{transport=\"polling\"}", 1.0),
-            ("ssio_disconnects_total{reason=\"client close\",transport=\"sse\"}", 1.0),
-            ("ssio_disconnects_total{reason=\"transport close\",transport=\"sse\"}", 1.0),
-            ("ssio_disconnects_total{reason=\"ping timeout\",transport=\"polling\"}", 1.0),
-            ("ssio_disconnects_total{reason=\"server shutdown\",transport=\"sse\"}", 0.0),
+            (
+                "ssio_disconnects_total{reason=\"client close\",transport=\"sse\"}",
+                1.0,
+            ),
+            (
+                "ssio_disconnects_total{reason=\"transport close\",transport=\"sse\"}",
+                1.0,
+            ),
+            (
+                "ssio_disconnects_total{reason=\"ping timeout\",transport=\"polling\"}",
+                1.0,
+            ),
+            (
+                "ssio_disconnects_total{reason=\"server shutdown\",transport=\"sse\"}",
+                0.0,
+            ),
             ("ssio_slow_reader_drops_total", 0.0),
             ("ssio_sessions{transport=\"sse\"}", 1.0),
             ("ssio_sessions{transport=\"polling\"}", 0.0),
@@ -176,7 +210,10 @@ async fn every_counter_equals_what_the_clients_did() {
     assert!(m["ssio_written_bytes_total"] > 0.0);
     assert!(m["ssio_process_resident_memory_bytes"] > 1e6);
     assert!(m["ssio_process_open_fds"] >= 1.0);
-    assert!(!m.contains_key("ssio_backend_connected"), "no backend state without a backend");
+    assert!(
+        !m.contains_key("ssio_backend_connected"),
+        "no backend state without a backend"
+    );
     drop(a);
     server.shutdown(WAIT).await;
 }
@@ -255,11 +292,17 @@ async fn readyz_turns_on_backend_loss_a_full_table_and_drain_and_healthz_never_d
 
     let healthy = (200, json!({"status": "ok"}));
     let not_ready = |why: &str| (503, json!({"status": "not ready", "reason": why}));
-    assert_eq!(probe(addr, "/readyz").await, (200, json!({"status": "ready"})));
+    assert_eq!(
+        probe(addr, "/readyz").await,
+        (200, json!({"status": "ready"}))
+    );
     assert_eq!(probe(addr, "/healthz").await, healthy);
 
     connected.store(false, Ordering::SeqCst);
-    assert_eq!(probe(addr, "/readyz").await, not_ready("backend unreachable"));
+    assert_eq!(
+        probe(addr, "/readyz").await,
+        not_ready("backend unreachable")
+    );
     assert_eq!(probe(addr, "/healthz").await, healthy);
     let m = scrape(addr).await;
     assert_eq!(m["ssio_backend_connected"], 0.0);
@@ -272,7 +315,10 @@ async fn readyz_turns_on_backend_loss_a_full_table_and_drain_and_healthz_never_d
     let _a = Sse::connect(addr).await;
     assert_eq!(probe(addr, "/readyz").await.0, 200);
     let _b = Sse::connect(addr).await;
-    assert_eq!(probe(addr, "/readyz").await, not_ready("session limit reached"));
+    assert_eq!(
+        probe(addr, "/readyz").await,
+        not_ready("session limit reached")
+    );
     assert_eq!(probe(addr, "/healthz").await, healthy);
 
     // Draining: sessions end, the listener still answers probes.
@@ -288,9 +334,20 @@ async fn readyz_turns_on_backend_loss_a_full_table_and_drain_and_healthz_never_d
 async fn probes_refuse_other_methods_and_ignore_queries() {
     let server = Server::start(fast_config()).await;
     let r = request(server.addr, "POST", "/readyz", &[], b"").await;
-    assert_eq!((r.status, r.header("allow").as_deref()), (405, Some("GET, OPTIONS")));
-    assert_eq!(get(server.addr, "/healthz?x=%00&sid=nope").await.status, 200);
-    assert_eq!(request(server.addr, "DELETE", "/metrics", &[], b"").await.status, 405);
+    assert_eq!(
+        (r.status, r.header("allow").as_deref()),
+        (405, Some("GET, OPTIONS"))
+    );
+    assert_eq!(
+        get(server.addr, "/healthz?x=%00&sid=nope").await.status,
+        200
+    );
+    assert_eq!(
+        request(server.addr, "DELETE", "/metrics", &[], b"")
+            .await
+            .status,
+        405
+    );
     assert_eq!(server.io.stats().sessions, 0);
 }
 
@@ -340,12 +397,19 @@ async fn cors_allow_list_echoes_listed_origins_only_and_varies_on_origin() {
     let addr = server.addr;
     let r = request(addr, "GET", "/stats", &[("Origin", ALLOWED)], b"").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some(ALLOWED));
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(ALLOWED)
+    );
     assert_eq!(r.header("vary").as_deref(), Some("Origin"));
 
     // Another origin is served (a browser then hides the body) but never
     // named; so is a request without Origin.
-    for headers in [&[("Origin", OTHER)][..], &[("Origin", "https://app.example.evil")], &[]] {
+    for headers in [
+        &[("Origin", OTHER)][..],
+        &[("Origin", "https://app.example.evil")],
+        &[],
+    ] {
         let r = request(addr, "GET", "/stats", headers, b"").await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("access-control-allow-origin"), None, "{headers:?}");
@@ -353,7 +417,10 @@ async fn cors_allow_list_echoes_listed_origins_only_and_varies_on_origin() {
     }
     // Errors carry the same headers.
     let r = request(addr, "GET", "/nope", &[("Origin", ALLOWED)], b"").await;
-    assert_eq!((r.status, r.header("access-control-allow-origin").as_deref()), (404, Some(ALLOWED)));
+    assert_eq!(
+        (r.status, r.header("access-control-allow-origin").as_deref()),
+        (404, Some(ALLOWED))
+    );
 }
 
 #[tokio::test]
@@ -361,12 +428,18 @@ async fn a_preflight_from_an_unlisted_origin_is_refused_with_403() {
     let server = Server::start(allow_list()).await;
     let addr = server.addr;
     let preflight = |origin: &'static str| async move {
-        let headers = [("Origin", origin), ("Access-Control-Request-Method", "POST")];
+        let headers = [
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+        ];
         request(addr, "OPTIONS", "/emit", &headers, b"").await
     };
     let ok = preflight(ALLOWED).await;
     assert_eq!(ok.status, 204);
-    assert_eq!(ok.header("access-control-allow-origin").as_deref(), Some(ALLOWED));
+    assert_eq!(
+        ok.header("access-control-allow-origin").as_deref(),
+        Some(ALLOWED)
+    );
     assert_eq!(ok.header("vary").as_deref(), Some("Origin"));
     let refused = preflight(OTHER).await;
     assert_eq!(refused.status, 403);
@@ -402,9 +475,16 @@ async fn the_raw_sse_path_sends_the_same_cors_headers() {
         .await
         .unwrap();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert_eq!(header_in(&head, "access-control-allow-origin").as_deref(), want, "{head}");
+        assert_eq!(
+            header_in(&head, "access-control-allow-origin").as_deref(),
+            want,
+            "{head}"
+        );
         assert_eq!(header_in(&head, "vary").as_deref(), Some("Origin"));
-        assert_eq!(header_in(&head, "access-control-expose-headers").as_deref(), Some("X-Session-Id"));
+        assert_eq!(
+            header_in(&head, "access-control-expose-headers").as_deref(),
+            Some("X-Session-Id")
+        );
     }
 }
 
@@ -412,10 +492,16 @@ async fn the_raw_sse_path_sends_the_same_cors_headers() {
 async fn the_default_star_allows_every_origin_without_vary() {
     let server = Server::start(fast_config()).await;
     let r = request(server.addr, "GET", "/stats", &[("Origin", OTHER)], b"").await;
-    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
     assert_eq!(r.header("vary"), None);
     let s = Sse::open(server.addr).await;
-    assert_eq!(header_in(&s.head, "access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        header_in(&s.head, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,7 +518,11 @@ async fn json_logs_are_one_object_per_line_and_never_hold_a_full_sid() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&first).unwrap();
     let msg = v["message"].as_str().unwrap();
-    let addr: SocketAddr = msg.strip_prefix("listening on http://").unwrap().parse().unwrap();
+    let addr: SocketAddr = msg
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
 
     let mut a = Sse::connect(addr).await;
     a.wait_count(1, WAIT).await;
@@ -467,12 +557,17 @@ async fn json_logs_are_one_object_per_line_and_never_hold_a_full_sid() {
         .filter(|o| o["message"] == "session ended")
         .collect();
     assert_eq!(ends.len(), 2, "{all:#?}");
-    let by_reason: HashMap<&str, &serde_json::Value> =
-        ends.iter().map(|o| (o["reason"].as_str().unwrap(), *o)).collect();
+    let by_reason: HashMap<&str, &serde_json::Value> = ends
+        .iter()
+        .map(|o| (o["reason"].as_str().unwrap(), *o))
+        .collect();
     let sse_end = by_reason["transport close"];
     assert_eq!(sse_end["transport"], "sse");
     assert_eq!(sse_end["sid"], a_sid[..8]);
-    assert!(sse_end["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(sse_end["remote"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
     assert!(sse_end["duration_ms"].is_u64());
     assert_eq!(by_reason["client close"]["transport"], "polling");
     let refused = objects
@@ -485,6 +580,9 @@ async fn json_logs_are_one_object_per_line_and_never_hold_a_full_sid() {
     );
     let text = all.join("\n");
     for sid in [&a_sid, &p.sid] {
-        assert!(!text.contains(sid.as_str()), "a full sid in the log:\n{text}");
+        assert!(
+            !text.contains(sid.as_str()),
+            "a full sid in the log:\n{text}"
+        );
     }
 }

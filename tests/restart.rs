@@ -43,7 +43,9 @@ async fn open_stream(server: SocketAddr, salt: u32) -> (TcpStream, Vec<u8>) {
 /// The `retry:` field's value in an SSE byte stream.
 fn retry_field(buf: &[u8]) -> Option<u64> {
     let text = String::from_utf8_lossy(buf);
-    let at = text.find("\nretry: ").or_else(|| text.find("retry: ").filter(|i| *i == 0))?;
+    let at = text
+        .find("\nretry: ")
+        .or_else(|| text.find("retry: ").filter(|i| *i == 0))?;
     let rest = &text[at..].trim_start_matches('\n')["retry: ".len()..];
     rest.split('\n').next()?.parse().ok()
 }
@@ -69,13 +71,22 @@ async fn sigterm_spreads_two_thousand_reconnections_over_the_stated_window() {
         tasks.push(tokio::spawn(async move {
             let (mut s, mut buf) = open_stream(node1, i as u32).await;
             opened.fetch_add(1, Ordering::SeqCst);
-            let ended = read_until(&mut s, &mut buf, b"event: disconnect\ndata: \"server shutdown\"\n\n").await;
+            let ended = read_until(
+                &mut s,
+                &mut buf,
+                b"event: disconnect\ndata: \"server shutdown\"\n\n",
+            )
+            .await;
             assert!(ended, "client {i}: stream ended without the disconnect");
             let hint = retry_field(&buf).unwrap_or_else(|| {
-                panic!("client {i}: no retry hint in {:?}", String::from_utf8_lossy(&buf))
+                panic!(
+                    "client {i}: no retry hint in {:?}",
+                    String::from_utf8_lossy(&buf)
+                )
             });
             assert!(
-                support::http::find(&buf, format!("event: retry\ndata: {hint}\n\n").as_bytes()).is_some(),
+                support::http::find(&buf, format!("event: retry\ndata: {hint}\n\n").as_bytes())
+                    .is_some(),
                 "client {i}: the retry event must carry the same delay"
             );
             drop(s);
@@ -87,7 +98,11 @@ async fn sigterm_spreads_two_thousand_reconnections_over_the_stated_window() {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while opened.load(Ordering::SeqCst) < CLIENTS {
-        assert!(Instant::now() < deadline, "only {} streams opened", opened.load(Ordering::SeqCst));
+        assert!(
+            Instant::now() < deadline,
+            "only {} streams opened",
+            opened.load(Ordering::SeqCst)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_node_sessions(node1, CLIENTS).await;
@@ -119,7 +134,11 @@ async fn sigterm_spreads_two_thousand_reconnections_over_the_stated_window() {
     hints.sort_unstable();
     assert!(hints[hints.len() - 1] <= SPREAD_MS);
     assert!(hints[0] < SPREAD_MS / 10, "smallest hint {}", hints[0]);
-    assert!(hints[hints.len() - 1] > SPREAD_MS * 9 / 10, "largest hint {}", hints[hints.len() - 1]);
+    assert!(
+        hints[hints.len() - 1] > SPREAD_MS * 9 / 10,
+        "largest hint {}",
+        hints[hints.len() - 1]
+    );
 
     // Arrivals at the second node, per 250 ms after SIGTERM.
     let buckets = (SPREAD_MS / BUCKET_MS) as usize + 4;
@@ -144,8 +163,14 @@ async fn sigterm_spreads_two_thousand_reconnections_over_the_stated_window() {
     // one burst would put all 2,000 in one. Allow twice the uniform share.
     let uniform = CLIENTS as u64 * BUCKET_MS / SPREAD_MS;
     let peak = *histogram.iter().max().unwrap() as u64;
-    assert!(peak <= 2 * uniform, "a burst of {peak} in one {BUCKET_MS} ms bucket: {histogram:?}");
-    assert!(*last < Duration::from_millis(SPREAD_MS + 3_000), "last arrival {last:?}");
+    assert!(
+        peak <= 2 * uniform,
+        "a burst of {peak} in one {BUCKET_MS} ms bucket: {histogram:?}"
+    );
+    assert!(
+        *last < Duration::from_millis(SPREAD_MS + 3_000),
+        "last arrival {last:?}"
+    );
 }
 
 /// Waits until the server process at `addr` reports `n` sessions.
@@ -156,7 +181,10 @@ async fn wait_node_sessions(addr: SocketAddr, n: usize) {
         if stats["sessions"] == n {
             return;
         }
-        assert!(Instant::now() < deadline, "node has {stats}, want {n} sessions");
+        assert!(
+            Instant::now() < deadline,
+            "node has {stats}, want {n} sessions"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
