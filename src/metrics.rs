@@ -411,8 +411,10 @@ fn open_fds() -> Option<usize> {
 }
 
 /// Broadcasts remembered at once; an event still owed by some session when
-/// its slot is needed again is given up on (not recorded).
-const CLOCK_SLOTS: usize = 4096;
+/// its slot is needed again is given up on (not recorded). It also bounds
+/// what a session that owed many broadcasts (a parked poller) pays when it
+/// settles: at most this many decrements.
+const CLOCK_SLOTS: usize = 1024;
 
 /// One recent broadcast: when it was published and who still owes it.
 #[derive(Default)]
@@ -508,6 +510,9 @@ impl FanoutClock {
 
     /// The session has written everything up to `upto`.
     pub(crate) fn settle(&self, cursor: &mut ClockCursor, upto: u64) {
+        // Older broadcasts no longer have a slot.
+        let oldest = upto.saturating_sub(CLOCK_SLOTS as u64 - 1);
+        cursor.settled = cursor.settled.max(oldest.saturating_sub(1));
         while cursor.settled < upto {
             cursor.settled += 1;
             self.owe_one_less(cursor.settled);

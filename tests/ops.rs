@@ -508,6 +508,7 @@ async fn the_default_star_allows_every_origin_without_vary() {
 async fn json_logs_are_one_object_per_line_and_never_hold_a_full_sid() {
     let mut cmd = support::process::ssio(&[], 0);
     cmd.args(["--log-format", "json", "--shutdown-timeout", "2000"]);
+    cmd.env("RUST_LOG", "info");
     cmd.stdout(std::process::Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

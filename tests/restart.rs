@@ -141,11 +141,11 @@ async fn sigterm_spreads_two_thousand_reconnections_over_the_stated_window() {
     );
 
     // Arrivals at the second node, per 250 ms after SIGTERM.
-    let buckets = (SPREAD_MS / BUCKET_MS) as usize + 4;
+    let last = *arrivals.iter().max().unwrap();
+    let buckets = (last.as_millis() as u64 / BUCKET_MS) as usize + 1;
     let mut histogram = vec![0usize; buckets];
     for a in &arrivals {
-        let b = (a.as_millis() as u64 / BUCKET_MS) as usize;
-        histogram[b.min(buckets - 1)] += 1;
+        histogram[(a.as_millis() as u64 / BUCKET_MS) as usize] += 1;
     }
     println!("reconnections at the second node after SIGTERM ({CLIENTS} clients, --reconnect-spread {SPREAD_MS}):");
     for (i, n) in histogram.iter().enumerate() {
@@ -157,18 +157,25 @@ async fn sigterm_spreads_two_thousand_reconnections_over_the_stated_window() {
             "#".repeat(n / 10)
         );
     }
-    let last = arrivals.iter().max().unwrap();
-    println!("last arrival {:?} after SIGTERM", last);
+    arrivals.sort_unstable();
+    let (p10, p90) = (arrivals[CLIENTS / 10], arrivals[CLIENTS * 9 / 10]);
+    println!("last arrival {last:?} after SIGTERM; p10 {p10:?}, p90 {p90:?}");
     // Uniform over the window would put CLIENTS / 8 = 250 in each bucket;
-    // one burst would put all 2,000 in one. Allow twice the uniform share.
+    // reconnecting at once would put all 2,000 in one. A loaded machine
+    // delivers the shutdown late to some, so allow three times the share.
     let uniform = CLIENTS as u64 * BUCKET_MS / SPREAD_MS;
     let peak = *histogram.iter().max().unwrap() as u64;
     assert!(
-        peak <= 2 * uniform,
+        peak <= 3 * uniform,
         "a burst of {peak} in one {BUCKET_MS} ms bucket: {histogram:?}"
     );
+    // The middle 80% of arrivals take most of the window.
     assert!(
-        *last < Duration::from_millis(SPREAD_MS + 3_000),
+        p90 - p10 >= Duration::from_millis(SPREAD_MS * 6 / 10),
+        "arrivals between p10 {p10:?} and p90 {p90:?}: not spread"
+    );
+    assert!(
+        last < Duration::from_millis(SPREAD_MS + 5_000),
         "last arrival {last:?}"
     );
 }

@@ -28,7 +28,9 @@ pub fn ssio(wrapper: &[&str], port: u16) -> Command {
     };
     cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
     // The listening line is logged at info, whatever the caller's RUST_LOG.
-    cmd.env("RUST_LOG", "info");
+    // The per-session lines are not: floods of thousands of sessions would
+    // measure the log pipe, not the server.
+    cmd.env("RUST_LOG", "info,ssio::session=warn");
     cmd
 }
 
