@@ -28,11 +28,15 @@
 //!   transports.
 //!
 //! Beside the chain: `config`, `error`, `head` (response header tables shared
-//! by hyper and the raw path), `statics` and `memory`. [`app`] is the demo
+//! by hyper and the raw path), `limits` (token buckets and per-address
+//! accounting, which the hub consults on every connect and disconnect),
+//! `accept` (the first request head of every connection, read under one
+//! deadline before hyper or the raw path sees it), `statics` and `memory`. [`app`] is the demo
 //! app written with the API.
 
 #![warn(missing_docs)]
 
+mod accept;
 pub mod app;
 mod backend;
 pub mod config;
@@ -41,6 +45,7 @@ mod fanout;
 mod head;
 mod http;
 mod hub;
+mod limits;
 mod mailbox;
 mod memory;
 mod packet;
