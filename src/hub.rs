@@ -458,9 +458,21 @@ impl Hub {
     /// Refuses new sessions and ends every live one with `ServerShutdown`.
     pub(crate) fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        let sids: Vec<Sid> = self.sessions.lock().keys().copied().collect();
-        for sid in sids {
-            self.disconnect(sid, DisconnectReason::ServerShutdown);
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        // Every session is marked ended before any disconnect handler runs,
+        // so the counts those handlers broadcast on the way down reach no
+        // one: each client's last event is its `disconnect`. A transport
+        // that sees its close ends its session itself, on another thread;
+        // holding the ordering lock keeps its handlers waiting until every
+        // mailbox is closed.
+        {
+            let _order = self.order.lock();
+            for session in &sessions {
+                session.mailbox.close(DisconnectReason::ServerShutdown);
+            }
+        }
+        for session in sessions {
+            self.disconnect(session.sid, DisconnectReason::ServerShutdown);
         }
         self.reaper.notify_one();
     }
