@@ -28,13 +28,17 @@
 //!   transports.
 //!
 //! Beside the chain: `config`, `error`, `head` (response header tables shared
-//! by hyper and the raw path, CORS included), `statics` and `memory`.
-//! Operations: `metrics` (the Prometheus series every layer bumps),
-//! `probe` (`/metrics`, `/healthz`, `/readyz`) and [`logging`]. [`app`] is
-//! the demo app written with the API.
+//! by hyper and the raw path, CORS included), `limits` (token buckets and
+//! per-address accounting, which the hub consults on every connect and
+//! disconnect), `accept` (the first request head of every connection, read
+//! under one deadline before hyper or the raw path sees it), `statics` and
+//! `memory`. Operations: `metrics` (the Prometheus series every layer
+//! bumps), `probe` (`/metrics`, `/healthz`, `/readyz`) and [`logging`].
+//! [`app`] is the demo app written with the API.
 
 #![warn(missing_docs)]
 
+mod accept;
 pub mod app;
 mod backend;
 pub mod config;
@@ -43,6 +47,7 @@ mod fanout;
 mod head;
 mod http;
 mod hub;
+mod limits;
 pub mod logging;
 mod mailbox;
 mod memory;
