@@ -30,9 +30,18 @@
 //! Beside the chain: `config`, `error`, `head` (response header tables shared
 //! by hyper and the raw path), `statics` and `memory`. [`app`] is the demo
 //! app written with the API.
+//!
+//! The socket.io features sit in their own files: `rooms` (the membership
+//! table the fan-out delivers room events through, and a broadcast's
+//! [`Target`]), `recovery` (the resume [`Cursor`] and the away table the hub
+//! keeps dropped sessions in), `ack` ([`Ack`], a handler's answer carried by
+//! the `/emit` response), `middleware` ([`Rejection`]), `tickets` (how an
+//! `auth` payload reaches a transport that cannot send one) and `tower`
+//! ([`IoService`], `Io` mounted in another app).
 
 #![warn(missing_docs)]
 
+mod ack;
 pub mod app;
 mod backend;
 pub mod config;
@@ -43,20 +52,30 @@ mod http;
 mod hub;
 mod mailbox;
 mod memory;
+mod middleware;
 mod packet;
+mod recovery;
+mod rooms;
 mod router;
 pub mod server;
 mod session;
 mod socket;
 mod statics;
+mod tickets;
+mod tower;
 mod transport;
 
+pub use ack::Ack;
 pub use backend::{Backend, BackendFuture, Broadcast, LocalBackend};
 pub use config::Config;
 pub use error::{BackendError, Error};
 pub use fanout::Fanout;
 pub use http::ResponseBody;
+pub use middleware::Rejection;
 pub use packet::{encode_sse, Packet, KEEP_ALIVE};
+pub use recovery::Cursor;
+pub use rooms::Target;
 pub use server::{bind, run};
 pub use session::{DisconnectReason, Handshake, Peer, Sid, Transport};
-pub use socket::{ConnectionHandler, Handler, Io, Socket, Stats};
+pub use tower::IoService;
+pub use socket::{AckHandler, ConnectionHandler, Handler, Io, Middleware, Operator, Socket, Stats};

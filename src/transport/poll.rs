@@ -14,18 +14,33 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::Error;
 use crate::fanout::{Delivery, Item};
-use crate::hub::{Session, TakeError};
+use crate::hub::{Connected, Session, TakeError};
 use crate::packet::Packet;
+use crate::recovery::Cursor;
 use crate::session::{handshake_json, Handshake, Sid, Transport};
 use crate::socket::Io;
 
-/// `GET /poll` without a sid: a new polling session and its handshake JSON.
-pub(crate) async fn handshake(io: &Io, handshake: &Handshake) -> Result<(Sid, Bytes), Error> {
-    let (session, delivery) = io.connect(Transport::Polling, handshake).await?;
+/// `GET /poll` without a sid: a new (or resumed) polling session, its
+/// handshake JSON and its starting cursor.
+pub(crate) async fn handshake(
+    io: &Io,
+    handshake: Handshake,
+) -> Result<(Sid, Bytes, Cursor), Error> {
+    let Connected {
+        session,
+        delivery,
+        recovered,
+    } = io.start_session(Transport::Polling, handshake).await?;
+    let cursor = session.cursor(&delivery);
     io.hub().park(&session, delivery);
     let config = io.config();
-    let body = handshake_json(session.sid, config.ping_interval_ms, config.ping_timeout_ms);
-    Ok((session.sid, Bytes::from(body)))
+    let body = handshake_json(
+        session.sid,
+        config.ping_interval_ms,
+        config.ping_timeout_ms,
+        recovered,
+    );
+    Ok((session.sid, Bytes::from(body), cursor))
 }
 
 /// Puts the cursor back and re-arms the expiry however the poll ends,
@@ -44,8 +59,9 @@ impl Drop for Pending {
     }
 }
 
-/// `GET /poll?sid=`: the events queued for the session, as a JSON array.
-pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<Bytes, Error> {
+/// `GET /poll?sid=`: the events queued for the session, as a JSON array,
+/// and the client's resume position once it has read them all.
+pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<(Bytes, Cursor), Error> {
     if session.transport != Transport::Polling {
         return Err(Error::WrongTransport);
     }
@@ -91,7 +107,7 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<Bytes, Error>
             buf.put_u8(b',');
         }
         match item {
-            Item::Packet(p) => buf.put_slice(&p.json),
+            Item::Packet(p) | Item::Latest(p) => buf.put_slice(&p.json),
             Item::Close(reason) => {
                 closed = Some(*reason);
                 buf.put_slice(&Packet::disconnect(reason.as_str()).json);
@@ -99,9 +115,15 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<Bytes, Error>
         }
     }
     buf.put_u8(b']');
+    let cursor = pending
+        .delivery
+        .as_ref()
+        .map(|d| session.cursor(d))
+        .expect("cursor present until the poll ends");
     if let Some(reason) = closed {
         pending.delivery = None;
-        io.hub().disconnect(session.sid, reason);
+        io.hub()
+            .disconnect_incarnation(session.sid, session.incarnation, reason);
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), cursor))
 }

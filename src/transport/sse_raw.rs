@@ -84,7 +84,7 @@ pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, peer: SocketAd
         return;
     };
     drop(request_head);
-    let (sid, mut body) = match sse::open(&io, &handshake).await {
+    let (sid, mut body) = match sse::open(&io, handshake).await {
         Ok(ok) => ok,
         Err(e) => {
             let _ = stream.write_all(&head::raw_error(&e)).await;
