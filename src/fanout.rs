@@ -272,7 +272,12 @@ impl Fanout {
 
     /// A cursor for session `sid`, starting at log sequence `from` (a
     /// resume; the caller checked [`Fanout::can_resume_at`]) or from now.
-    pub(crate) fn subscribe_at(&self, sid: Sid, mailbox: Arc<Mailbox>, from: Option<u64>) -> Delivery {
+    pub(crate) fn subscribe_at(
+        &self,
+        sid: Sid,
+        mailbox: Arc<Mailbox>,
+        from: Option<u64>,
+    ) -> Delivery {
         let (id, next) = {
             let mut st = self.shared.lock();
             st.next_cursor += 1;
@@ -635,9 +640,18 @@ mod tests {
             .collect();
         assert!(fanout.join("r", a, &boxes[0], 8));
         assert!(fanout.join("r", b, &boxes[1], 8));
-        let to_r = Target { rooms: vec!["r".into()], except: Some(a) };
+        let to_r = Target {
+            rooms: vec!["r".into()],
+            except: Some(a),
+        };
         fanout.publish_to(&to_r, p("room", 1));
-        fanout.publish_to(&Target { rooms: vec![], except: Some(c) }, p("all", 2));
+        fanout.publish_to(
+            &Target {
+                rooms: vec![],
+                except: Some(c),
+            },
+            p("all", 2),
+        );
         assert_eq!(boxes[2].unread(), 0);
         assert_eq!(packet(&mut ds[0]), p("all", 2));
         assert!(next(&mut ds[0]).is_pending());

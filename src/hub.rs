@@ -347,7 +347,9 @@ impl Hub {
     /// drops what it holds and it leaves every room. It was uncounted, and
     /// its disconnect handlers ran, when it left the live table.
     fn end_for_good(&self, session: &Session) {
-        session.mailbox.close(DisconnectReason::TransportClose, false);
+        session
+            .mailbox
+            .close(DisconnectReason::TransportClose, false);
         self.fanout.leave_all(session.sid);
     }
 
@@ -708,13 +710,25 @@ mod tests {
     async fn purge_ends_only_expired_parked_sessions_and_returns_the_next_deadline() {
         let recorder = Arc::new(Recorder::default());
         let hub = hub(&recorder);
-        let (a, da) = hub.connect(Transport::Polling, &hs(), None).await.map(|c| (c.session, c.delivery)).unwrap();
+        let (a, da) = hub
+            .connect(Transport::Polling, &hs(), None)
+            .await
+            .map(|c| (c.session, c.delivery))
+            .unwrap();
         hub.park(&a, da);
         tokio::time::advance(Duration::from_millis(600)).await;
-        let (b, db) = hub.connect(Transport::Polling, &hs(), None).await.map(|c| (c.session, c.delivery)).unwrap();
+        let (b, db) = hub
+            .connect(Transport::Polling, &hs(), None)
+            .await
+            .map(|c| (c.session, c.delivery))
+            .unwrap();
         hub.park(&b, db);
         // An SSE session has no expiry at all.
-        let (c, _dc) = hub.connect(Transport::Sse, &hs(), None).await.map(|c| (c.session, c.delivery)).unwrap();
+        let (c, _dc) = hub
+            .connect(Transport::Sse, &hs(), None)
+            .await
+            .map(|c| (c.session, c.delivery))
+            .unwrap();
         assert_eq!(hub.backend.count(), 3);
 
         tokio::time::advance(Duration::from_millis(500)).await;
@@ -751,7 +765,11 @@ mod tests {
     async fn a_cursor_is_never_parked_in_an_ended_session() {
         let recorder = Arc::new(Recorder::default());
         let hub = hub(&recorder);
-        let (a, da) = hub.connect(Transport::Polling, &hs(), None).await.map(|c| (c.session, c.delivery)).unwrap();
+        let (a, da) = hub
+            .connect(Transport::Polling, &hs(), None)
+            .await
+            .map(|c| (c.session, c.delivery))
+            .unwrap();
         assert!(hub.disconnect(a.sid, DisconnectReason::ClientClose));
         assert!(!hub.disconnect(a.sid, DisconnectReason::ClientClose));
         hub.park(&a, da);

@@ -77,5 +77,5 @@ pub use recovery::Cursor;
 pub use rooms::Target;
 pub use server::{bind, run};
 pub use session::{DisconnectReason, Handshake, Peer, Sid, Transport};
-pub use tower::IoService;
 pub use socket::{AckHandler, ConnectionHandler, Handler, Io, Middleware, Operator, Socket, Stats};
+pub use tower::IoService;

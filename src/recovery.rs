@@ -52,7 +52,10 @@ impl Cursor {
         let number = |s: &str| -> Option<u64> {
             // Digits only: no sign, no spaces, no leading zeros to alias one
             // cursor under several spellings.
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+            if s.is_empty()
+                || !s.bytes().all(|b| b.is_ascii_digit())
+                || (s.len() > 1 && s.starts_with('0'))
+            {
                 return None;
             }
             s.parse().ok()

@@ -346,8 +346,15 @@ mod tests {
     fn emit_corpus() {
         assert!(parse_emit(br#"{"event":"a","data":{"x":[1,2]}}"#, 256).is_ok());
         assert!(parse_emit(br#"{"event":"a","ack":true}"#, 256).unwrap().2);
-        for bad_ack in [&br#"{"event":"a","ack":1}"#[..], br#"{"event":"a","ack":"yes"}"#, br#"{"event":"a","ack":null}"#] {
-            assert_eq!(parse_emit(bad_ack, 256).err(), Some(Error::BadAck("\"ack\" must be true or false")));
+        for bad_ack in [
+            &br#"{"event":"a","ack":1}"#[..],
+            br#"{"event":"a","ack":"yes"}"#,
+            br#"{"event":"a","ack":null}"#,
+        ] {
+            assert_eq!(
+                parse_emit(bad_ack, 256).err(),
+                Some(Error::BadAck("\"ack\" must be true or false"))
+            );
         }
         assert_eq!(parse_emit(br#"{"event":"a"}"#, 256).unwrap().1, Value::Null);
         for bad in [

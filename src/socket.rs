@@ -197,8 +197,16 @@ impl Io {
         let recovery = config.recovery_window_ms > 0;
         let fanout = Fanout::with_recovery(
             config.max_pending_events,
-            if recovery { config.recovery_max_events } else { 0 },
-            if recovery { config.recovery_max_bytes } else { usize::MAX },
+            if recovery {
+                config.recovery_max_events
+            } else {
+                0
+            },
+            if recovery {
+                config.recovery_max_bytes
+            } else {
+                usize::MAX
+            },
             recovery.then(|| config.recovery_window()),
         );
         let backend: Arc<dyn Backend> = Arc::new(make(fanout.clone()));
