@@ -62,7 +62,8 @@ pub fn install(io: &Io) -> Arc<Seen> {
             socket.broadcast().emit("shouted", d.clone())
         });
         socket.on("chat message", |socket, d| {
-            socket.io().emit("chat message", d.clone())
+            let m = json!({ "sid": socket.public_id(), "message": d });
+            socket.io().emit("chat message", m);
         });
         socket.on("direct", |socket, d| socket.emit("direct", d.clone()));
         socket.on("set", |socket, d| socket.set_data(d.clone()));
