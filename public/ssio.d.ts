@@ -3,7 +3,8 @@
  * long-polling where a stream cannot get through.
  *
  * Load `/public/ssio.js` with a plain `<script>` tag; it defines the global
- * `io`.
+ * `io`. Or import the same client as a module:
+ * `import { io } from '/public/ssio.mjs'`.
  */
 
 /** A transport a socket can use. */
@@ -43,7 +44,23 @@ export interface SocketOptions {
    * long-polling, in ms. Default `3000`.
    */
   connectTimeout?: number;
+  /**
+   * Sent to the server's connection middleware (`io.use_`) on every
+   * connection, in the body of a `POST /handshake` (never in a URL).
+   */
+  auth?: Record<string, unknown>;
 }
+
+/** A `connect_error` from middleware carries its status and data. */
+export interface ConnectError extends Error {
+  /** 401 or 403 when middleware refused: the client then does not retry until `connect()`. */
+  status?: number;
+  /** The middleware's extra JSON, if any. */
+  data?: unknown;
+}
+
+/** An acknowledgement callback: an error (timeout, no answer) or the server's answer. */
+export type AckCallback = (this: Socket, err: Error | null, reply?: any) => void;
 
 /** Events the client raises itself; a server can never send these. */
 export interface ReservedEvents {
@@ -51,8 +68,8 @@ export interface ReservedEvents {
   connect: () => void;
   /** The session ended. A reconnection follows unless `close()` was called or the reason is "server disconnect". */
   disconnect: (reason: DisconnectReason) => void;
-  /** An attempt to start a session failed; a reconnection follows. */
-  connect_error: (error: Error) => void;
+  /** An attempt to start a session failed; a reconnection follows, unless middleware refused (401/403). */
+  connect_error: (error: ConnectError) => void;
 }
 
 /** A handler for an event from the server; `data` is the decoded JSON. */
@@ -74,6 +91,12 @@ export interface Socket {
   readonly connected: boolean;
   /** The transport in use, or being tried. */
   readonly transport: Transport | null;
+  /**
+   * After a `connect`: whether this connection resumed the previous session
+   * (same id, rooms and data, every missed event delivered in order). False
+   * after a reconnection means a fresh session: events may have been missed.
+   */
+  readonly recovered: boolean;
 
   /** Adds a handler. Returns the socket, for chaining. */
   on<E extends string>(event: E, fn: HandlerFor<E>): this;
@@ -86,7 +109,15 @@ export interface Socket {
    * Events emitted while disconnected are sent, in order, on the next
    * `connect`.
    */
-  emit(event: string, data?: unknown): this;
+  emit(event: string, data?: unknown, ack?: AckCallback): this;
+
+  /** `emit` whose callback fails with "operation has timed out" after `ms`. */
+  timeout(ms: number): { emit(event: string, data: unknown, ack: AckCallback): Socket };
+
+  /** Connects again (after a middleware refusal or `close()`). */
+  connect(): this;
+  /** The same as {@link Socket.connect}. */
+  open(): this;
 
   /** Ends the session for good: no reconnection. */
   close(): this;

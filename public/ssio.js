@@ -47,8 +47,14 @@
     var timer;
     // The server's "come back in ms" before a shutdown, used once.
     var hint = null;
+    // Bumped by every open and stop: a ticket that arrives for an older
+    // attempt is dropped.
+    var gen = 0;
+    // ---- recovery: the cursor of the last ordinary event read, sent back
+    // on the next connection so the server can replay what was missed ----
+    var lastId = '';
 
-    var socket = { id: null, connected: false, transport: null };
+    var socket = { id: null, connected: false, transport: null, recovered: false };
 
     function fire(name, arg) {
       (handlers[name] || []).slice().forEach(function (fn) {
@@ -65,9 +71,34 @@
 
     function open() {
       stop();
-      if (allowed('sse') && !broken[base] && typeof EventSource == 'function') start('sse', sse);
-      else if (allowed('polling')) start('polling', polling);
+      var my = gen;
+      if (!opts.auth) return begin('');
+      // ---- auth: EventSource can send no body, so the payload goes in a
+      // POST that answers with a one-time ticket; a refusal is readable ----
+      fetch(base + '/handshake', { method: 'POST', body: JSON.stringify(opts.auth) })
+        .then(answer)
+        .then(function (b) { if (my == gen) begin('ticket=' + b.ticket); },
+          function (e) { if (my == gen) fail(e); });
+    }
+
+    function begin(q) {
+      if (lastId) q += (q && '&') + 'resume=' + encodeURIComponent(lastId);
+      q = q && '?' + q;
+      if (allowed('sse') && !broken[base] && typeof EventSource == 'function') start('sse', sse, q);
+      else if (allowed('polling')) start('polling', polling, q);
       else fire('connect_error', new Error('no usable transport'));
+    }
+
+    // A fetch's JSON body, or an error carrying the server's message, its
+    // `data` and the status.
+    function answer(r) {
+      return r.json().then(function (body) {
+        if (r.ok) return body;
+        var e = new Error(body.error || 'HTTP ' + r.status);
+        e.data = body.data;
+        e.status = r.status;
+        throw e;
+      });
     }
 
     // The one staleness check. A transport wraps every callback it hands to
@@ -75,12 +106,12 @@
     // later (the next poll) in `live`; once the transport is no longer
     // current, whether closed, replaced or given up on, those calls do
     // nothing, even when a late event was already queued.
-    function start(name, make) {
+    function start(name, make, q) {
       var t = make(function live(fn) {
         return function (arg) {
           if (current == t) fn(arg);
         };
-      });
+      }, q);
       socket.transport = name;
       t.open();
       // Current only once open, so one that could not open is never closed.
@@ -88,6 +119,7 @@
     }
 
     function stop() {
+      gen++;
       clearTimeout(timer);
       var t = current;
       // Cleared first: the transport is stale before it is closed.
@@ -98,6 +130,7 @@
     function up(hs) {
       socket.id = hs.sid;
       socket.connected = true;
+      socket.recovered = !!hs.recovered;
       attempts = 0;
       pollLimit = hs.pingInterval + hs.pingTimeout || pollLimit;
       var queued = outbox;
@@ -112,23 +145,27 @@
       var was = socket.connected;
       socket.connected = false;
       socket.id = null;
+      // Only a dropped transport can be resumed; any other end is final.
+      if (reason != 'transport close' && reason != 'ping timeout') lastId = '';
       if (was) fire('disconnect', reason);
       if (reason != 'server disconnect') retry();
     }
 
-    // An attempt to start a session failed before it began.
+    // An attempt to start a session failed before it began. Middleware
+    // said no (401/403): retrying would hammer it, so only connect() does.
     function fail(err) {
       stop();
       fire('connect_error', err);
-      retry();
+      if (err.status != 401 && err.status != 403) retry();
     }
 
     // A transport broke. A live session tells the server and ends; an
     // attempt has failed. Covers "unknown session" (expired, or a restarted
     // server): the session is gone, so the next attempt is a new handshake.
+    // No goodbye: the session stays resumable, and the next handshake's
+    // cursor takes it over at once.
     function lost(err) {
       if (socket.connected) {
-        bye();
         down('transport close');
       } else {
         fail(err);
@@ -161,7 +198,7 @@
 
     // One EventSource per session; the server's named events are the
     // socket's events.
-    function sse(live) {
+    function sse(live, q) {
       var s, deadline;
       var names = Object.create(null);
 
@@ -170,6 +207,7 @@
         if (!names[name] && !RESERVED.test(name)) {
           names[name] = 1;
           s.addEventListener(name, live(function (e) {
+            lastId = e.lastEventId || lastId;
             fire(name, JSON.parse(e.data));
           }));
         }
@@ -177,13 +215,14 @@
 
       return {
         open: function () {
-          s = new EventSource(base + '/events');
+          s = new EventSource(base + '/events' + q);
           // A buffering proxy holds the stream back without failing it, so
           // only a deadline on the first event can tell.
           deadline = setTimeout(live(fallback), connectTimeout);
           s.addEventListener('connect', live(function (e) {
             clearTimeout(deadline);
             sseWorked = true;
+            lastId = e.lastEventId || lastId;
             up(JSON.parse(e.data));
           }));
           s.addEventListener('retry', live(function (e) {
@@ -210,20 +249,23 @@
     }
 
     // A handshake, then one outstanding poll at a time on its session.
-    function polling(live) {
+    function polling(live, q) {
       var ctl;
 
+      // The cursor of a response is taken only once its events are read.
       function get(path, ok) {
         var c = (ctl = new AbortController());
         var t = setTimeout(function () { c.abort(); }, pollLimit);
+        var id;
         fetch(base + path, { cache: 'no-store', signal: c.signal })
           .then(function (r) {
-            return r.json().then(function (body) {
-              if (!r.ok) throw new Error(body.error || 'HTTP ' + r.status);
-              return body;
-            });
+            id = r.headers.get('x-ssio-cursor');
+            return answer(r);
           })
-          .then(live(ok), live(lost))
+          .then(live(function (body) {
+            ok(body);
+            if (id) lastId = id;
+          }), live(lost))
           .then(function () { clearTimeout(t); });
       }
 
@@ -244,7 +286,7 @@
 
       return {
         open: function () {
-          get('/poll', function (hs) {
+          get('/poll' + q, function (hs) {
             up(hs);
             poll(hs.sid);
           });
@@ -257,12 +299,20 @@
 
     // ---- the socket ----
 
-    // Emits leave one at a time so that they arrive in the order sent.
-    function post(body) {
+    // Emits leave one at a time so that they arrive in the order sent: the
+    // next goes once the server has run this one's handlers (the head of
+    // its response), not once an acknowledgement has come.
+    function post(item) {
       var sid = socket.id;
+      var ack = item[1];
       sending = sending.then(function () {
         // A string body is sent as text/plain: a simple request, no preflight.
-        return fetch(base + '/emit?sid=' + sid, { method: 'POST', body: body }).catch(function () {});
+        return fetch(base + '/emit?sid=' + sid, { method: 'POST', body: item[0] }).then(function (r) {
+          if (ack) answer(r).then(function (b) {
+            if (b.error) throw new Error(b.error);
+            ack(null, b.data);
+          }).catch(ack);
+        }, function (e) { if (ack) ack(e); });
       });
     }
 
@@ -279,10 +329,39 @@
       return socket;
     };
 
-    socket.emit = function (name, data) {
-      var body = JSON.stringify({ event: name, data: data });
-      if (socket.connected) post(body);
-      else outbox.push(body);
+    // ---- acknowledgements: the answer is the body of the emit's own
+    // response; a callback is called once, with an error on timeout ----
+    function emit(name, data, cb, ms) {
+      var ack;
+      if (typeof cb == 'function') {
+        var timer2;
+        ack = function (err, reply) {
+          if (!cb) return;
+          var f = cb;
+          cb = null;
+          clearTimeout(timer2);
+          f.call(socket, err, reply);
+        };
+        if (ms != null) timer2 = setTimeout(function () { ack(new Error('operation has timed out')); }, ms);
+      }
+      var item = [JSON.stringify({ event: name, data: data, ack: !!ack || undefined }), ack];
+      if (socket.connected) post(item);
+      else outbox.push(item);
+      return socket;
+    }
+
+    socket.emit = function (name, data, cb) {
+      return emit(name, data, cb);
+    };
+
+    socket.timeout = function (ms) {
+      return { emit: function (name, data, cb) { return emit(name, data, cb, ms); } };
+    };
+
+    // After a refusal, or close(): try again, now.
+    socket.connect = socket.open = function () {
+      stopped = false;
+      if (!socket.connected) open();
       return socket;
     };
 

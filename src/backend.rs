@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::error::BackendError;
 use crate::fanout::Fanout;
 use crate::packet::Packet;
+use crate::rooms::Target;
 use crate::session::Sid;
 
 /// What every backend call returns: owned (`'static`), so the hub can finish
@@ -38,7 +39,12 @@ pub struct Broadcast {
     /// The event, already encoded for both transports.
     pub packet: Packet,
     /// A latest-value event: a reader that is behind may skip to the newest.
+    /// Only for everyone-broadcasts; a room event is always ordinary.
     pub latest: bool,
+    /// Who it is for: everyone, or rooms, less one sender. A backend that
+    /// spans nodes sends it on as is; each node's [`Fanout::publish_to`]
+    /// finds its own members.
+    pub target: Target,
 }
 
 /// Where the user count lives and how a broadcast reaches every session.
@@ -61,7 +67,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Live sessions everywhere the backend reaches, as of the newest value
     /// it has; a plain read, because connection handlers call it.
     fn count(&self) -> usize;
-    /// Delivers an event to every session on every node.
+    /// Delivers an event to every session its target names, on every node.
     fn broadcast(&self, event: Broadcast) -> BackendFuture<()>;
     /// Releases connections; called once after every session has ended.
     fn close(&self) -> BackendFuture<()>;
@@ -145,10 +151,10 @@ impl Backend for LocalBackend {
     }
 
     fn broadcast(&self, event: Broadcast) -> BackendFuture<()> {
-        if event.latest {
+        if event.latest && event.target.is_all() {
             self.fanout.publish_latest(&event.name, event.packet);
         } else {
-            self.fanout.publish(event.packet);
+            self.fanout.publish_to(&event.target, event.packet);
         }
         done()
     }

@@ -76,6 +76,24 @@ pub const DEFAULT_MAX_SESSIONS_PER_IP: usize = 0;
 /// Default cap on new sessions per second per client address: off (0), for
 /// the same reason.
 pub const DEFAULT_MAX_NEW_SESSIONS_PER_IP: u32 = 0;
+/// Default time a session whose transport dropped may come back and resume
+/// (socket.io's `maxDisconnectionDuration`), in milliseconds.
+pub const DEFAULT_RECOVERY_WINDOW_MS: u64 = 120_000;
+/// Default number of broadcasts kept for resumes.
+pub const DEFAULT_RECOVERY_MAX_EVENTS: usize = 4096;
+/// Default bytes of broadcasts kept for resumes (both encodings counted).
+pub const DEFAULT_RECOVERY_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Default cap on the rooms one session may be in.
+pub const DEFAULT_MAX_ROOMS_PER_SOCKET: usize = 64;
+/// Default cap on a room name, in bytes.
+pub const DEFAULT_MAX_ROOM_NAME: usize = 256;
+/// Default time the server waits for a handler to answer an acknowledged
+/// event before answering the client with a timeout error, in milliseconds.
+pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 10_000;
+/// Default cap on a client's `auth` payload, in bytes of JSON.
+pub const DEFAULT_MAX_AUTH_BYTES: usize = 4096;
+/// Default life of a handshake ticket (`POST /handshake`), in milliseconds.
+pub const DEFAULT_TICKET_TTL_MS: u64 = 10_000;
 
 /// Server configuration: the CLI flags, their environment fallbacks, and the
 /// limits the hub enforces.
@@ -201,6 +219,42 @@ pub struct Config {
         value_name = "IP[/BITS]"
     )]
     pub trusted_proxy: Vec<ProxyNet>,
+
+    /// How long a session whose transport dropped can come back with its
+    /// sid, rooms, data and every event it missed (ms); 0 turns recovery off.
+    #[arg(long = "recovery-window", env = "RECOVERY_WINDOW", default_value_t = DEFAULT_RECOVERY_WINDOW_MS, value_name = "MS")]
+    pub recovery_window_ms: u64,
+
+    /// Broadcasts kept for resumes; a client that missed more gets a fresh
+    /// session and is told it missed events.
+    #[arg(long = "recovery-max-events", env = "RECOVERY_MAX_EVENTS", default_value_t = DEFAULT_RECOVERY_MAX_EVENTS, value_name = "N")]
+    pub recovery_max_events: usize,
+
+    /// Bytes of broadcasts kept for resumes (at least the newest is kept).
+    #[arg(long = "recovery-max-bytes", env = "RECOVERY_MAX_BYTES", default_value_t = DEFAULT_RECOVERY_MAX_BYTES, value_name = "BYTES")]
+    pub recovery_max_bytes: usize,
+
+    /// Most rooms one session may be in.
+    #[arg(long = "max-rooms-per-socket", env = "MAX_ROOMS_PER_SOCKET", default_value_t = DEFAULT_MAX_ROOMS_PER_SOCKET, value_name = "N")]
+    pub max_rooms_per_socket: usize,
+
+    /// Longest room name (bytes).
+    #[arg(long = "max-room-name", env = "MAX_ROOM_NAME", default_value_t = DEFAULT_MAX_ROOM_NAME, value_name = "BYTES")]
+    pub max_room_name: usize,
+
+    /// How long the server waits for a handler's acknowledgement before it
+    /// answers the client's `/emit` with a timeout error (ms).
+    #[arg(long = "ack-timeout", env = "ACK_TIMEOUT", default_value_t = DEFAULT_ACK_TIMEOUT_MS, value_name = "MS")]
+    pub ack_timeout_ms: u64,
+
+    /// Largest `auth` payload a client may present (bytes of JSON); more
+    /// gets 413.
+    #[arg(long = "max-auth-bytes", env = "MAX_AUTH_BYTES", default_value_t = DEFAULT_MAX_AUTH_BYTES, value_name = "BYTES")]
+    pub max_auth_bytes: usize,
+
+    /// How long a handshake ticket from `POST /handshake` stays usable (ms).
+    #[arg(long = "ticket-ttl", env = "TICKET_TTL", default_value_t = DEFAULT_TICKET_TTL_MS, value_name = "MS")]
+    pub ticket_ttl_ms: u64,
 }
 
 /// An address range given to `--trusted-proxy`: `10.0.0.0/8`, `::1`, ...
@@ -306,6 +360,14 @@ impl Default for Config {
             max_sessions_per_ip: DEFAULT_MAX_SESSIONS_PER_IP,
             max_new_sessions_per_ip: DEFAULT_MAX_NEW_SESSIONS_PER_IP,
             trusted_proxy: Vec::new(),
+            recovery_window_ms: DEFAULT_RECOVERY_WINDOW_MS,
+            recovery_max_events: DEFAULT_RECOVERY_MAX_EVENTS,
+            recovery_max_bytes: DEFAULT_RECOVERY_MAX_BYTES,
+            max_rooms_per_socket: DEFAULT_MAX_ROOMS_PER_SOCKET,
+            max_room_name: DEFAULT_MAX_ROOM_NAME,
+            ack_timeout_ms: DEFAULT_ACK_TIMEOUT_MS,
+            max_auth_bytes: DEFAULT_MAX_AUTH_BYTES,
+            ticket_ttl_ms: DEFAULT_TICKET_TTL_MS,
         }
     }
 }
@@ -335,6 +397,21 @@ impl Config {
     /// first-poll timeout, never more than pingTimeout.
     pub fn first_poll_timeout(&self) -> Duration {
         Duration::from_millis(self.first_poll_timeout_ms.min(self.ping_timeout_ms))
+    }
+
+    /// Recovery window as a `Duration`.
+    pub fn recovery_window(&self) -> Duration {
+        Duration::from_millis(self.recovery_window_ms)
+    }
+
+    /// Server-side acknowledgement deadline as a `Duration`.
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms)
+    }
+
+    /// Handshake ticket life as a `Duration`.
+    pub fn ticket_ttl(&self) -> Duration {
+        Duration::from_millis(self.ticket_ttl_ms)
     }
 
     /// Shutdown deadline as a `Duration`.

@@ -69,6 +69,40 @@ pub enum Error {
     /// The backend could not take the session; the client may retry.
     #[error("{0}")]
     Backend(#[from] BackendError),
+    /// A resume cursor (`Last-Event-ID` or `resume=`) that is not one the
+    /// server writes. A well-formed cursor it cannot honour is not an
+    /// error: the client gets a fresh session marked as having missed
+    /// events.
+    #[error("invalid resume cursor")]
+    BadCursor,
+    /// The `auth` payload is not a JSON object, or a handshake ticket is
+    /// malformed, unknown, used or expired.
+    #[error("invalid auth: {0}")]
+    BadAuth(&'static str),
+    /// The `auth` payload is larger than `--max-auth-bytes`.
+    #[error("auth payload too large (limit {0} bytes)")]
+    AuthTooLarge(usize),
+    /// An `"ack"` field that is not `true`.
+    #[error("invalid ack: {0}")]
+    BadAck(&'static str),
+    /// Connection middleware refused the client: no session was made. The
+    /// status is 401 or 403, as the middleware chose; `data` is its JSON.
+    #[error("{message}")]
+    Rejected {
+        /// 401 or 403.
+        status: u16,
+        /// What the client's `connect_error` carries as its message.
+        message: String,
+        /// Extra JSON for the client (already serialized), if any.
+        data: Option<String>,
+    },
+    /// A room name breaks a rule (empty, too long), or the socket is in
+    /// `--max-rooms-per-socket` rooms already.
+    #[error("invalid room: {0}")]
+    BadRoom(&'static str),
+    /// A middleware or event handler panicked; nothing else was harmed.
+    #[error("handler failed")]
+    HandlerFailed,
 }
 
 impl Error {
@@ -83,13 +117,20 @@ impl Error {
             | Error::BadJson(_)
             | Error::BadEventName(_)
             | Error::BodyRead
-            | Error::MalformedRequest => StatusCode::BAD_REQUEST,
+            | Error::MalformedRequest
+            | Error::BadCursor
+            | Error::BadAuth(_)
+            | Error::BadAck(_)
+            | Error::BadRoom(_) => StatusCode::BAD_REQUEST,
             Error::EmitRate | Error::AddressFull | Error::AddressRate => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Error::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::PayloadTooLarge(_) | Error::AuthTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Error::Rejected { status: 401, .. } => StatusCode::UNAUTHORIZED,
+            Error::Rejected { .. } => StatusCode::FORBIDDEN,
+            Error::HandlerFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::Full | Error::ShuttingDown | Error::Backend(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -108,9 +149,20 @@ impl Error {
         }
     }
 
-    /// The JSON body: `{"error": "<Display text>"}`.
+    /// The JSON body: `{"error": "<Display text>"}`, plus `"data"` for a
+    /// middleware rejection that carries some.
     pub fn body(&self) -> String {
-        serde_json::json!({ "error": self.to_string() }).to_string()
+        match self {
+            Error::Rejected {
+                message,
+                data: Some(data),
+                ..
+            } => format!(
+                "{{\"error\":{},\"data\":{data}}}",
+                serde_json::Value::from(message.as_str())
+            ),
+            _ => serde_json::json!({ "error": self.to_string() }).to_string(),
+        }
     }
 }
 

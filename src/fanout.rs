@@ -15,32 +15,57 @@
 //! version it has seen), so an idle session costs a few words here. Publishing
 //! either kind is O(1) plus one wake-up per *waiting* session; a session that
 //! has not yet caught up is not woken again.
+//!
+//! Room events are not in the log: the fan-out keeps the room table and
+//! pushes a room event into each member's mailbox, O(members). Each mailbox
+//! event is stamped with the log position it was sent at, so a cursor hands
+//! out log and mailbox events in the order they were sent. The log is also
+//! what connection state recovery replays from: a resumed cursor starts at
+//! the client's own position if that is still in the log, and with a
+//! recovery window the log drops events older than the window, so the
+//! memory a burst took comes back.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::time::Instant;
 
 use crate::mailbox::Mailbox;
 use crate::metrics::{ClockCursor, FanoutClock};
 use crate::packet::Packet;
-use crate::session::DisconnectReason;
+use crate::rooms::{Rooms, Target};
+use crate::session::{DisconnectReason, Sid};
 
 /// A node's broadcast log and latest-value slots; cheap to clone.
 #[derive(Clone)]
 pub struct Fanout {
     shared: Arc<Mutex<State>>,
+    /// Room membership, each member with its mailbox. Its own lock, so a
+    /// room emit to many members never holds up cursors on the log.
+    rooms: Arc<Mutex<Rooms<Arc<Mailbox>>>>,
     /// Counts every broadcast and times it until its last local write.
     clock: Arc<FanoutClock>,
+}
+
+/// One ordinary event in the log.
+struct Logged {
+    /// The event.
+    packet: Packet,
+    /// A session that must not get it (`socket.broadcast()`'s sender).
+    except: Option<Sid>,
+    /// When it was published, for dropping it after the recovery window.
+    at: Instant,
 }
 
 /// Everything behind the fan-out's one lock. Every critical section is a
 /// few field updates or one clone of a packet, never an await.
 struct State {
     /// Ordinary events, oldest first; `log[i]` has sequence `first + i`.
-    log: VecDeque<Packet>,
+    log: VecDeque<Logged>,
     /// The sequence number of `log[0]`.
     first: u64,
     /// Bytes held by `log`, both encodings counted.
@@ -49,6 +74,13 @@ struct State {
     max_events: usize,
     /// The most bytes `log` keeps; at least the newest event is kept.
     max_bytes: usize,
+    /// How far behind the newest event a live cursor may fall before it is
+    /// a slow reader (the log may be longer, for recovery).
+    max_lag: u64,
+    /// Drop events older than this (the recovery window), if set.
+    max_age: Option<Duration>,
+    /// Unread events a mailbox may hold: room events count against it.
+    mailbox_limit: usize,
     /// The newest packet per latest-value name, in first-published order.
     latest: Vec<LatestEntry>,
     /// Bumped on every latest-value publish; each entry keeps the version
@@ -84,35 +116,68 @@ impl Fanout {
     /// A fan-out whose log holds at most `max_events` ordinary events and
     /// `max_bytes` of them (always at least the newest one).
     pub fn with_limits(max_events: usize, max_bytes: usize) -> Fanout {
+        Fanout::with_recovery(max_events, max_events, max_bytes, None)
+    }
+
+    /// A fan-out whose live readers may fall `max_lag` events behind, whose
+    /// log keeps up to `max_events` events and `max_bytes` (at least the
+    /// newest one) for resumes, and, with `max_age`, nothing older.
+    pub fn with_recovery(
+        max_lag: usize,
+        max_events: usize,
+        max_bytes: usize,
+        max_age: Option<Duration>,
+    ) -> Fanout {
         Fanout {
-            clock: Arc::default(),
             shared: Arc::new(Mutex::new(State {
                 log: VecDeque::new(),
                 first: 0,
                 bytes: 0,
-                max_events: max_events.max(1),
+                max_events: max_events.max(max_lag).max(1),
                 max_bytes,
+                max_lag: max_lag.max(1) as u64,
+                max_age,
+                mailbox_limit: max_lag.max(1),
                 latest: Vec::new(),
                 latest_version: 0,
                 waiters: HashMap::new(),
                 next_cursor: 0,
             })),
+            rooms: Arc::new(Mutex::new(Rooms::default())),
+            clock: Arc::default(),
         }
     }
 
     /// Queues an ordinary event for every session.
     pub fn publish(&self, packet: Packet) {
+        self.publish_to(&Target::all(), packet);
+    }
+
+    /// Queues an ordinary event for the sessions `target` names: the log
+    /// for everyone (less `except`), the members' mailboxes for rooms.
+    pub fn publish_to(&self, target: &Target, packet: Packet) {
+        if !target.is_all() {
+            let (stamp, limit) = {
+                let st = self.shared.lock();
+                (st.end(), st.mailbox_limit)
+            };
+            let members = self.rooms.lock().members(&target.rooms, target.except);
+            for (_, mailbox) in members {
+                mailbox.push(packet.clone(), stamp, limit);
+            }
+            return;
+        }
         // The clock must know of the event before anyone is woken for it.
         let waiters = self.clock.publish(false, || {
             let mut st = self.shared.lock();
             st.bytes += size(&packet);
-            st.log.push_back(packet);
-            while st.log.len() > st.max_events || (st.bytes > st.max_bytes && st.log.len() > 1) {
-                if let Some(old) = st.log.pop_front() {
-                    st.bytes -= size(&old);
-                    st.first += 1;
-                }
-            }
+            let now = Instant::now();
+            st.log.push_back(Logged {
+                packet,
+                except: target.except,
+                at: now,
+            });
+            st.trim(now);
             st.drain_waiters()
         });
         wake(waiters);
@@ -121,6 +186,69 @@ impl Fanout {
     /// The broadcast counts and timing, for `/metrics`.
     pub(crate) fn clock(&self) -> &Arc<FanoutClock> {
         &self.clock
+    }
+
+    /// Drops events older than the recovery window; returns when the oldest
+    /// left will be, so the reaper can come back then.
+    pub(crate) fn trim_aged(&self) -> Option<Instant> {
+        let mut st = self.shared.lock();
+        st.trim(Instant::now());
+        let age = st.max_age?;
+        st.log.front().map(|e| e.at + age)
+    }
+
+    /// The sequence number the next published event will get.
+    pub(crate) fn end(&self) -> u64 {
+        self.shared.lock().end()
+    }
+
+    /// Whether a cursor may resume at `seq`: it is still in the log (or is
+    /// the very next event).
+    pub(crate) fn can_resume_at(&self, seq: u64) -> bool {
+        let st = self.shared.lock();
+        st.first <= seq && seq <= st.end()
+    }
+
+    /// Events in the log and their bytes, for tests and stats.
+    pub fn log_size(&self) -> (usize, usize) {
+        let st = self.shared.lock();
+        (st.log.len(), st.bytes)
+    }
+
+    /// Adds `sid` (read through `mailbox`) to `room`; false if that would
+    /// put it in more than `max` rooms.
+    pub(crate) fn join(&self, room: &str, sid: Sid, mailbox: &Arc<Mailbox>, max: usize) -> bool {
+        self.rooms.lock().join(room, sid, mailbox.clone(), max)
+    }
+
+    /// Removes `sid` from `room`.
+    pub(crate) fn leave(&self, room: &str, sid: Sid) {
+        self.rooms.lock().leave(room, sid);
+    }
+
+    /// Removes `sid` from every room.
+    pub(crate) fn leave_all(&self, sid: Sid) {
+        self.rooms.lock().leave_all(sid);
+    }
+
+    /// The rooms `sid` is in.
+    pub(crate) fn rooms_of(&self, sid: Sid) -> Vec<Arc<str>> {
+        self.rooms.lock().rooms_of(sid)
+    }
+
+    /// Members of `room` on this node.
+    pub(crate) fn room_len(&self, room: &str) -> usize {
+        self.rooms.lock().len(room)
+    }
+
+    /// Members of any of `rooms` on this node, each once, less `except`.
+    pub(crate) fn room_members(&self, rooms: &[Arc<str>], except: Option<Sid>) -> usize {
+        self.rooms.lock().members(rooms, except).len()
+    }
+
+    /// Rooms with members on this node.
+    pub(crate) fn room_count(&self) -> usize {
+        self.rooms.lock().room_count()
     }
 
     /// Replaces the newest value of a latest-value event.
@@ -147,28 +275,72 @@ impl Fanout {
 
     /// A cursor for one session, starting from now: it will see the current
     /// latest values and every ordinary event published from here on.
+    #[cfg(test)]
     pub(crate) fn subscribe(&self, mailbox: Arc<Mailbox>) -> Delivery {
+        self.subscribe_at(Sid::nil(), mailbox, None)
+    }
+
+    /// A cursor for session `sid`, starting at log sequence `from` (a
+    /// resume; the caller checked [`Fanout::can_resume_at`]) or from now.
+    pub(crate) fn subscribe_at(
+        &self,
+        sid: Sid,
+        mailbox: Arc<Mailbox>,
+        from: Option<u64>,
+    ) -> Delivery {
         let (cursor, (id, next)) = self.clock.subscribe(|| {
             let mut st = self.shared.lock();
             st.next_cursor += 1;
-            (st.next_cursor, st.first + st.log.len() as u64)
+            (st.next_cursor, from.unwrap_or_else(|| st.end()))
         });
         Delivery {
             clock: self.clock.clone(),
             cursor,
             caught_up: None,
+            held: None,
             shared: self.shared.clone(),
+            epoch: mailbox.epoch(),
             mailbox,
+            sid,
             id,
             next,
             latest_seen: 0,
             ready: Vec::new(),
-            held: None,
         }
     }
 }
 
 impl State {
+    /// The sequence number the next published event will get.
+    fn end(&self) -> u64 {
+        self.first + self.log.len() as u64
+    }
+
+    /// Drops the oldest events while the log is over a limit, or older than
+    /// the recovery window.
+    fn trim(&mut self, now: Instant) {
+        loop {
+            let over = self.log.len() > self.max_events
+                || (self.bytes > self.max_bytes && self.log.len() > 1);
+            let aged = match (self.max_age, self.log.front()) {
+                (Some(age), Some(e)) => e.at + age <= now,
+                _ => false,
+            };
+            if !(over || aged) {
+                break;
+            }
+            let Some(old) = self.log.pop_front() else {
+                break;
+            };
+            self.bytes -= size(&old.packet);
+            self.first += 1;
+        }
+        // A burst grew the ring; give it back once it has drained.
+        if self.log.capacity() > 64 && self.log.capacity() > 4 * self.log.len() {
+            self.log.shrink_to(2 * self.log.len());
+        }
+    }
+
     fn drain_waiters(&mut self) -> HashMap<u64, Waker> {
         // The same readers will wait again at once: give the new table their
         // room up front instead of growing it one rehash at a time.
@@ -188,10 +360,23 @@ fn wake(waiters: HashMap<u64, Waker>) {
 /// What a transport receives next for its session.
 #[derive(Debug)]
 pub(crate) enum Item {
-    /// An event to send.
+    /// An ordinary event (broadcast, room or direct): it moves the cursor,
+    /// so the client's resume position follows it.
     Packet(Packet),
+    /// A latest-value event: not replayed on a resume, so no position.
+    Latest(Packet),
     /// The session is over; the transport tells the client why and stops.
     Close(DisconnectReason),
+}
+
+impl Item {
+    /// The event this item carries, if it is one.
+    pub(crate) fn packet(&self) -> Option<&Packet> {
+        match self {
+            Item::Packet(p) | Item::Latest(p) => Some(p),
+            Item::Close(_) => None,
+        }
+    }
 }
 
 /// One session's read position across the latest-value slots, the ordinary
@@ -202,6 +387,11 @@ pub(crate) struct Delivery {
     /// The session's direct events and close flag; the cursor holds only
     /// this, so a parked cursor never keeps its session alive.
     mailbox: Arc<Mailbox>,
+    /// The mailbox epoch this cursor reads: a resume bumps it, and this
+    /// cursor then stops.
+    epoch: u64,
+    /// Whose cursor this is, to skip broadcasts that leave it out.
+    sid: Sid,
     /// Sequence number of the next ordinary event to read.
     next: u64,
     /// The latest-value version this cursor has diffed up to.
@@ -218,14 +408,16 @@ pub(crate) struct Delivery {
     /// The newest broadcast found fully handed out at the last `Pending`,
     /// until the transport says it is written ([`Delivery::settle`]).
     caught_up: Option<u64>,
-    /// A packet handed out and given back unsent (it did not fit a poll
-    /// answer's byte bound); the next call yields it first.
-    held: Option<Packet>,
+    /// An item handed out and given back unsent (it did not fit a poll
+    /// answer's byte bound), with the position from before it; the next
+    /// call yields it first.
+    held: Option<(Item, (u64, u64))>,
 }
 
 impl Delivery {
     /// The next item, in priority order: a close beats everything, then
-    /// latest values, then ordinary broadcasts, then direct events.
+    /// latest values, then ordinary events in the order they were sent
+    /// (mailbox events by their stamp against the log).
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
         // Read before looking: everything up to here is handed out once
         // nothing is left.
@@ -245,18 +437,27 @@ impl Delivery {
         }
     }
 
+    /// Gives back the item `poll_next` just yielded, unsent, with the
+    /// [`position`](Delivery::position) read before it: the next call yields
+    /// it again, before anything else but a close, and until then the
+    /// position is the one from before it.
+    pub(crate) fn put_back(&mut self, item: Item, before: (u64, u64)) {
+        debug_assert!(self.held.is_none(), "one item put back at a time");
+        self.held = Some((item, before));
+    }
+
     fn poll_sources(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
-        if let Some(reason) = self.mailbox.closed_reason() {
+        if let Some(reason) = self.mailbox.closed_for(self.epoch) {
             return Poll::Ready(Item::Close(reason));
         }
-        if let Some(p) = self.held.take() {
-            return Poll::Ready(Item::Packet(p));
+        if let Some((item, _)) = self.held.take() {
+            return Poll::Ready(item);
         }
         if let Some(p) = self.ready.pop() {
-            return Poll::Ready(Item::Packet(p));
+            return Poll::Ready(Item::Latest(p));
         }
         {
-            let mut st = self.shared.lock();
+            let st = self.shared.lock();
             if st.latest_version > self.latest_seen {
                 for entry in st.latest.iter().rev() {
                     if entry.version > self.latest_seen {
@@ -265,16 +466,24 @@ impl Delivery {
                 }
                 self.latest_seen = st.latest_version;
                 if let Some(p) = self.ready.pop() {
-                    return Poll::Ready(Item::Packet(p));
+                    return Poll::Ready(Item::Latest(p));
                 }
             }
-            if self.next < st.first {
+        }
+        // Room and direct events sent before the next broadcast go first.
+        if let Poll::Ready(r) = self.poll_mailbox(cx) {
+            return Poll::Ready(r);
+        }
+        {
+            let mut st = self.shared.lock();
+            if self.next < st.first || st.end().saturating_sub(self.next) > st.max_lag {
                 return Poll::Ready(Item::Close(DisconnectReason::SlowReader));
             }
-            let index = (self.next - st.first) as usize;
-            if let Some(p) = st.log.get(index) {
+            while let Some(e) = st.log.get((self.next - st.first) as usize) {
                 self.next += 1;
-                return Poll::Ready(Item::Packet(p.clone()));
+                if e.except != Some(self.sid) {
+                    return Poll::Ready(Item::Packet(e.packet.clone()));
+                }
             }
             // A polling session's cursor moves from one request's task to
             // the next, so the waker is compared, not just its presence.
@@ -288,20 +497,25 @@ impl Delivery {
                 }
             }
         }
-        match self.mailbox.poll_next(cx) {
+        // Again: one may have been queued while the log was being read.
+        self.poll_mailbox(cx)
+    }
+
+    fn poll_mailbox(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
+        match self.mailbox.poll_next(cx, self.epoch, self.next) {
             Poll::Ready(Ok(p)) => Poll::Ready(Item::Packet(p)),
             Poll::Ready(Err(reason)) => Poll::Ready(Item::Close(reason)),
             Poll::Pending => Poll::Pending,
         }
     }
-}
 
-impl Delivery {
-    /// Gives back the packet `poll_next` just yielded, unsent: the next call
-    /// yields it again, before anything else but a close.
-    pub(crate) fn put_back(&mut self, packet: Packet) {
-        debug_assert!(self.held.is_none(), "one packet put back at a time");
-        self.held = Some(packet);
+    /// Where this cursor is: the next log event and the next mailbox event.
+    /// After an [`Item::Packet`], this is the client's resume position.
+    pub(crate) fn position(&self) -> (u64, u64) {
+        match &self.held {
+            Some((_, before)) => *before,
+            None => (self.next, self.mailbox.position()),
+        }
     }
 }
 
@@ -328,7 +542,7 @@ mod tests {
 
     fn packet(d: &mut Delivery) -> Packet {
         match next(d) {
-            Poll::Ready(Item::Packet(p)) => p,
+            Poll::Ready(Item::Packet(p) | Item::Latest(p)) => p,
             other => panic!("expected a packet, got {other:?}"),
         }
     }
@@ -338,21 +552,23 @@ mod tests {
     }
 
     #[test]
-    fn latest_beat_ordinary_beat_direct_and_close_beats_all() {
+    fn latest_first_then_ordinary_in_send_order_and_close_beats_all() {
         let fanout = Fanout::new(8);
         let mailbox = Arc::new(Mailbox::default());
         let mut d = fanout.subscribe(mailbox.clone());
-        mailbox.push(p("direct", 1), 8);
+        mailbox.push(p("direct", 1), fanout.end(), 8);
         fanout.publish(p("chat", 2));
+        mailbox.push(p("direct", 3), fanout.end(), 8);
         fanout.publish_latest("count", p("count", 3));
         assert_eq!(packet(&mut d), p("count", 3));
-        assert_eq!(packet(&mut d), p("chat", 2));
         assert_eq!(packet(&mut d), p("direct", 1));
+        assert_eq!(packet(&mut d), p("chat", 2));
+        assert_eq!(packet(&mut d), p("direct", 3));
         assert!(next(&mut d).is_pending());
 
         fanout.publish(p("chat", 4));
         fanout.publish_latest("count", p("count", 5));
-        mailbox.close(DisconnectReason::ClientClose);
+        mailbox.close(DisconnectReason::ClientClose, false);
         assert!(matches!(
             next(&mut d),
             Poll::Ready(Item::Close(DisconnectReason::ClientClose))
@@ -469,13 +685,15 @@ mod tests {
     }
 
     #[test]
-    fn a_packet_put_back_comes_first_again() {
+    fn an_item_put_back_comes_first_again_and_holds_the_position() {
         let fanout = Fanout::new(8);
         let mut d = fanout.subscribe(Arc::new(Mailbox::default()));
         fanout.publish(p("chat", 1));
         fanout.publish(p("chat", 2));
+        let before = d.position();
         let first = packet(&mut d);
-        d.put_back(first.clone());
+        d.put_back(Item::Packet(first.clone()), before);
+        assert_eq!(d.position(), before);
         assert_eq!(packet(&mut d), first);
         assert_eq!(packet(&mut d), p("chat", 2));
         assert!(next(&mut d).is_pending());
@@ -487,11 +705,79 @@ mod tests {
         let mailbox = Arc::new(Mailbox::default());
         let mut d = fanout.subscribe(mailbox.clone());
         for n in 0..3 {
-            mailbox.push(p("direct", n), 2);
+            mailbox.push(p("direct", n), 0, 2);
         }
         assert!(matches!(
             next(&mut d),
             Poll::Ready(Item::Close(DisconnectReason::SlowReader))
         ));
+    }
+
+    #[test]
+    fn a_room_event_reaches_only_members_and_broadcast_skips_its_sender() {
+        let fanout = Fanout::new(8);
+        let (a, b, c) = (Sid::new_v4(), Sid::new_v4(), Sid::new_v4());
+        let boxes: Vec<Arc<Mailbox>> = (0..3).map(|_| Arc::new(Mailbox::default())).collect();
+        let mut ds: Vec<Delivery> = [a, b, c]
+            .iter()
+            .zip(&boxes)
+            .map(|(sid, m)| fanout.subscribe_at(*sid, m.clone(), None))
+            .collect();
+        assert!(fanout.join("r", a, &boxes[0], 8));
+        assert!(fanout.join("r", b, &boxes[1], 8));
+        let to_r = Target {
+            rooms: vec!["r".into()],
+            except: Some(a),
+        };
+        fanout.publish_to(&to_r, p("room", 1));
+        fanout.publish_to(
+            &Target {
+                rooms: vec![],
+                except: Some(c),
+            },
+            p("all", 2),
+        );
+        assert_eq!(boxes[2].unread(), 0);
+        assert_eq!(packet(&mut ds[0]), p("all", 2));
+        assert!(next(&mut ds[0]).is_pending());
+        assert_eq!(packet(&mut ds[1]), p("room", 1));
+        assert_eq!(packet(&mut ds[1]), p("all", 2));
+        assert!(next(&mut ds[2]).is_pending());
+        fanout.leave_all(b);
+        assert_eq!(fanout.room_len("r"), 1);
+    }
+
+    #[test]
+    fn a_reopened_mailbox_replays_from_the_clients_position_and_stops_the_old_cursor() {
+        let fanout = Fanout::new(8);
+        let mailbox = Arc::new(Mailbox::new(8));
+        let mut old = fanout.subscribe(mailbox.clone());
+        for n in 0..3 {
+            mailbox.push(p("direct", n), fanout.end(), 8);
+        }
+        for n in 0..3 {
+            assert_eq!(packet(&mut old), p("direct", n));
+        }
+        // The client only saw the first one.
+        assert_eq!(mailbox.reopen(4), None);
+        assert_eq!(mailbox.reopen(1), Some(1));
+        assert!(matches!(next(&mut old), Poll::Ready(Item::Close(_))));
+        let mut new = fanout.subscribe(mailbox.clone());
+        assert_eq!(packet(&mut new), p("direct", 1));
+        assert_eq!(packet(&mut new), p("direct", 2));
+        assert_eq!(new.position(), (0, 3));
+    }
+
+    #[test]
+    fn a_burst_leaves_the_log_bounded_and_its_memory_comes_back() {
+        let fanout = Fanout::with_recovery(4, 16, usize::MAX, Some(Duration::from_millis(1)));
+        for n in 0..1000 {
+            fanout.publish(p("chat", n));
+        }
+        assert_eq!(fanout.log_size().0, 16);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(fanout.trim_aged(), None);
+        assert_eq!(fanout.log_size(), (0, 0));
+        assert!(fanout.shared.lock().log.capacity() <= 64);
     }
 }

@@ -83,13 +83,71 @@ pub(crate) fn error(e: &Error) -> Response<ResponseBody> {
     res
 }
 
+/// A JSON response whose head goes now and whose body is whatever `body`
+/// resolves to later (an acknowledgement still to come).
+pub(crate) fn deferred_json<F>(body: F) -> Response<ResponseBody>
+where
+    F: std::future::Future<Output = Bytes> + Send + Sync + 'static,
+{
+    let mut res = Response::new(BoxBody::new(Deferred(Some(Box::pin(body)))));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+type DeferredFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Bytes> + Send + Sync>>;
+
+/// A body of one frame that is not ready yet.
+struct Deferred(Option<DeferredFuture>);
+
+impl http_body::Body for Deferred {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let Some(fut) = self.0.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(bytes) => {
+                self.0 = None;
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes))))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
 /// Reads a request body up to `--max-payload`, within `--body-timeout`.
 pub(crate) async fn read_body<B>(config: &Config, req: Request<B>) -> Result<Bytes, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let limit = config.max_payload;
+    read_body_within(config, req, config.max_payload).await
+}
+
+/// Reads a request body up to `limit` bytes, within `--body-timeout`.
+pub(crate) async fn read_body_within<B>(
+    config: &Config,
+    req: Request<B>,
+    limit: usize,
+) -> Result<Bytes, Error>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

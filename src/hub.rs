@@ -15,11 +15,18 @@
 //!
 //! Idle long-poll sessions expire through a deadline set and one reaper task,
 //! as in mini-redis: no per-session timer, no scan of the whole table.
+//!
+//! A session whose transport dropped (`transport close`, `ping timeout`)
+//! does not end at once when `--recovery-window` is set: it leaves the live
+//! table, is uncounted and its disconnect handlers run as usual, but its
+//! mailbox, rooms and socket state wait in the away table until the window
+//! passes. A client that comes back in time with its cursor gets the same
+//! sid back and everything it missed; see `recovery`.
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -36,14 +43,21 @@ use crate::limits::{client_ip, AddressTable, Bucket, Rate};
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 use crate::packet::Packet;
+use crate::recovery::{AwayTable, Cursor};
 use crate::session::{DisconnectReason, Handshake, Sid, Transport};
 
 /// What the layer above does when a session starts or ends. The hub calls it
 /// under its ordering lock, never two at a time.
 pub(crate) trait Lifecycle: Send + Sync {
     /// A new session is live and counted; its cursor is already subscribed,
-    /// so it sees whatever this call broadcasts.
-    fn connected(self: Arc<Self>, session: &Arc<Session>, handshake: &Handshake);
+    /// so it sees whatever this call broadcasts. `recovered`: it is an away
+    /// session resumed, with its `ext` state carried over.
+    fn connected(
+        self: Arc<Self>,
+        session: &Arc<Session>,
+        handshake: &Arc<Handshake>,
+        recovered: bool,
+    );
     /// A session ended and is no longer counted.
     fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason);
 }
@@ -55,11 +69,22 @@ pub(crate) struct Session {
     /// Fixed at handshake: a session never changes transport, so a poll for
     /// an SSE session is a client bug and is refused.
     pub(crate) transport: Transport,
-    /// Direct events and the close flag, shared with its cursor.
-    mailbox: Arc<Mailbox>,
+    /// Direct events and the close flag, shared with its cursor; the same
+    /// mailbox across a resume.
+    pub(crate) mailbox: Arc<Mailbox>,
+    /// Which connection of this sid this is: a resume makes a new entry
+    /// with the same sid, and a transport ending may end only its own.
+    pub(crate) incarnation: u64,
+    /// The first log sequence number this session may read: a resume may
+    /// not reach back to before the session began.
+    pub(crate) start: u64,
     /// A polling session's cursor while no poll is pending. `None` while a
     /// poll holds it, which is how a second concurrent poll is detected.
     parked: Mutex<Option<Delivery>>,
+    /// Whether its client has shown life since the handshake (an SSE
+    /// stream is one; a polling session must have polled). A session that
+    /// never did is abandoned, not dropped, and is not kept for a resume.
+    polled: AtomicBool,
     /// When an idle polling session expires, so the reaper entry can be
     /// removed when the next poll arrives.
     expires_at: Mutex<Option<Instant>>,
@@ -82,7 +107,15 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn new(sid: Sid, transport: Transport, remote: SocketAddr, client: IpAddr) -> Session {
+    fn new(
+        sid: Sid,
+        transport: Transport,
+        remote: SocketAddr,
+        client: IpAddr,
+        mailbox: Arc<Mailbox>,
+        start: u64,
+        incarnation: u64,
+    ) -> Session {
         Session {
             sid,
             transport,
@@ -91,16 +124,30 @@ impl Session {
             emits: Mutex::new(Bucket::default()),
             unproven: AtomicBool::new(transport == Transport::Polling),
             started: std::time::Instant::now(),
-            mailbox: Arc::new(Mailbox::default()),
+            mailbox,
+            incarnation,
+            start,
+            polled: AtomicBool::new(transport == Transport::Sse),
             parked: Mutex::new(None),
             expires_at: Mutex::new(None),
             ext: OnceLock::new(),
         }
     }
 
-    /// Queues an event for this session alone.
-    pub(crate) fn push(&self, packet: Packet, limit: usize) {
-        self.mailbox.push(packet, limit);
+    /// Queues an event for this session alone, stamped with the log
+    /// position so it keeps its place among broadcasts.
+    pub(crate) fn push(&self, packet: Packet, stamp: u64, limit: usize) {
+        self.mailbox.push(packet, stamp, limit);
+    }
+
+    /// The client's resume position after `delivery`'s last ordinary event.
+    pub(crate) fn cursor(&self, delivery: &Delivery) -> Cursor {
+        let (broadcast, direct) = delivery.position();
+        Cursor {
+            sid: self.sid,
+            broadcast,
+            direct,
+        }
     }
 
     /// Why the session ended, once it has.
@@ -148,12 +195,28 @@ pub(crate) struct Hub {
     /// Disconnects waiting on a backend `leave`, so that closing the backend
     /// can wait for them first.
     finishing: TaskTracker,
+    /// Sessions whose transport dropped, kept for a resume until the
+    /// recovery window passes.
+    away: Mutex<AwayTable<Arc<Session>>>,
+    /// The incarnation the next session entry gets.
+    incarnations: AtomicU64,
     /// What `/metrics` shows; bumped with atomics only.
     pub(crate) metrics: Metrics,
     /// Sessions and new-session rates per client address.
     addresses: Mutex<AddressTable>,
     /// `--max-emit-rate` and `--max-emit-burst`; `None` when off.
     emit_rate: Option<Rate>,
+}
+
+/// A session just started: its entry, its cursor, and how a resume went.
+pub(crate) struct Connected {
+    /// The live entry.
+    pub(crate) session: Arc<Session>,
+    /// Its read position.
+    pub(crate) delivery: Delivery,
+    /// `None` if no resume was asked for; else whether it succeeded. A
+    /// failed resume means the client may have missed events.
+    pub(crate) recovered: Option<bool>,
 }
 
 /// After this many sessions end, the reaper hands free heap pages back to the
@@ -185,6 +248,8 @@ impl Hub {
             polling: AtomicUsize::new(0),
             ended_since_trim: AtomicUsize::new(0),
             finishing: TaskTracker::new(),
+            away: Mutex::new(AwayTable::default()),
+            incarnations: AtomicU64::new(0),
         }
     }
 
@@ -199,47 +264,184 @@ impl Hub {
     /// Creates a session, counts it, and runs the connection lifecycle.
     /// Returns its cursor with it, subscribed before the lifecycle runs so
     /// the session sees whatever that broadcasts.
+    ///
+    /// With `resume`, the session named in the cursor comes back if it is
+    /// away (or still live: its old transport is ended first, as a client
+    /// only resumes once it has given up on it) and the cursor is one this
+    /// session could have been sent with its events still held; otherwise
+    /// it is ended for good and the client gets a fresh session.
     pub(crate) async fn connect(
         self: &Arc<Self>,
         transport: Transport,
-        handshake: &Handshake,
-    ) -> Result<(Arc<Session>, Delivery), Error> {
+        handshake: &Arc<Handshake>,
+        resume: Option<Cursor>,
+    ) -> Result<Connected, Error> {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
         let client = client_ip(handshake, &self.config.trusted_proxy);
         self.addresses.lock().admit(client, Instant::now())?;
-        let session = Arc::new(Session::new(
-            Sid::new_v4(),
-            transport,
-            handshake.address,
-            client,
-        ));
+        let mut recovered = None;
+        let mut carried = None;
+        if let Some(cursor) = resume {
+            self.disconnect(cursor.sid, DisconnectReason::TransportClose);
+            let old = self.away.lock().take(&cursor.sid);
+            recovered = Some(false);
+            if let Some(old) = old {
+                let ok = cursor.broadcast >= old.start
+                    && self.fanout.can_resume_at(cursor.broadcast)
+                    && old.mailbox.reopen(cursor.direct).is_some();
+                if ok {
+                    recovered = Some(true);
+                    carried = Some((old, cursor.broadcast));
+                } else {
+                    self.end_for_good(&old);
+                }
+            }
+        }
+        let incarnation = self.incarnations.fetch_add(1, Ordering::Relaxed);
+        let session = match &carried {
+            Some((old, _)) => {
+                let s = Session::new(
+                    old.sid,
+                    transport,
+                    handshake.address,
+                    client,
+                    old.mailbox.clone(),
+                    old.start,
+                    incarnation,
+                );
+                if let Some(ext) = old.ext.get() {
+                    let _ = s.ext.set(ext.clone());
+                }
+                Arc::new(s)
+            }
+            None => Arc::new(Session::new(
+                Sid::new_v4(),
+                transport,
+                handshake.address,
+                client,
+                Arc::new(Mailbox::new(self.retain())),
+                self.fanout.end(),
+                incarnation,
+            )),
+        };
         {
             let mut sessions = self.sessions.lock();
             if sessions.len() >= self.config.max_sessions {
                 drop(sessions);
                 self.addresses.lock().release(client, Instant::now());
+                self.end_for_good(&session);
                 return Err(Error::Full);
             }
             sessions.insert(session.sid, session.clone());
         }
         self.by_transport(transport).fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self.backend.join(session.sid).await {
+        // A backend that answers at once (the local one) joins under the
+        // ordering lock, so the count each connection handler reads is the
+        // one its own join made: counts go out in order, none twice. One
+        // that must wait is awaited outside the lock, which is never held
+        // across an await.
+        let joined = {
+            let _order = self.order.lock();
+            match ready_now(self.backend.join(session.sid)) {
+                Ok(Ok(())) => {
+                    let from = carried.as_ref().map(|(_, g)| *g);
+                    return Ok(self.finish_connect(
+                        session,
+                        handshake,
+                        from,
+                        recovered,
+                        carried.is_some(),
+                    ));
+                }
+                Ok(Err(e)) => Err(e),
+                Err(pending) => Ok(pending),
+            }
+        };
+        let joined = match joined {
+            Ok(pending) => pending.await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = joined {
             tracing::warn!(error = %e, "backend refused a join");
-            if self.sessions.lock().remove(&session.sid).is_some() {
+            if self.remove_if(session.sid, incarnation).is_some() {
                 self.by_transport(transport).fetch_sub(1, Ordering::SeqCst);
                 self.addresses.lock().release(client, Instant::now());
             }
+            self.end_for_good(&session);
             return Err(e.into());
         }
-        self.metrics.connected(transport);
+        let from = carried.as_ref().map(|(_, g)| *g);
+        Ok(self.finish_connect(session, handshake, from, recovered, carried.is_some()))
+    }
+
+    /// The rest of a connect once the backend has counted it: subscribe the
+    /// cursor, then the connection lifecycle, under the ordering lock.
+    fn finish_connect(
+        &self,
+        session: Arc<Session>,
+        handshake: &Arc<Handshake>,
+        from: Option<u64>,
+        recovered: Option<bool>,
+        carried: bool,
+    ) -> Connected {
+        self.metrics.connected(session.transport);
         let _order = self.order.lock();
-        let delivery = self.fanout.subscribe(session.mailbox.clone());
+        let delivery = self
+            .fanout
+            .subscribe_at(session.sid, session.mailbox.clone(), from);
         if let Some(lifecycle) = self.lifecycle.upgrade() {
-            lifecycle.connected(&session, handshake);
+            lifecycle.connected(&session, handshake, carried);
         }
-        Ok((session, delivery))
+        Connected {
+            session,
+            delivery,
+            recovered,
+        }
+    }
+
+    /// How many handed-out mailbox events a session keeps for a resume.
+    fn retain(&self) -> usize {
+        if self.config.recovery_window_ms == 0 {
+            0
+        } else {
+            self.config.max_pending_events
+        }
+    }
+
+    /// Removes `sid`'s entry if it is incarnation `incarnation`.
+    fn remove_if(&self, sid: Sid, incarnation: u64) -> Option<Arc<Session>> {
+        let mut sessions = self.sessions.lock();
+        match sessions.get(&sid) {
+            Some(s) if s.incarnation == incarnation => sessions.remove(&sid),
+            _ => None,
+        }
+    }
+
+    /// Ends an entry that is neither live nor away any more: its mailbox
+    /// drops what it holds and it leaves every room. It was uncounted, and
+    /// its disconnect handlers ran, when it left the live table.
+    fn end_for_good(&self, session: &Session) {
+        session
+            .mailbox
+            .close(DisconnectReason::TransportClose, false);
+        self.fanout.leave_all(session.sid);
+    }
+
+    /// Sessions waiting in the away table.
+    pub(crate) fn away_count(&self) -> usize {
+        self.away.lock().len()
+    }
+
+    /// Whether a session ending for `reason` goes away rather than ending.
+    fn recoverable(&self, reason: DisconnectReason) -> bool {
+        self.config.recovery_window_ms > 0
+            && !self.is_shutting_down()
+            && matches!(
+                reason,
+                DisconnectReason::TransportClose | DisconnectReason::PingTimeout
+            )
     }
 
     /// Ends a session: removes it, uncounts it, wakes its transport with the
@@ -249,6 +451,28 @@ impl Hub {
         let Some(session) = self.sessions.lock().remove(&sid) else {
             return false;
         };
+        self.ended(session, reason);
+        true
+    }
+
+    /// [`Hub::disconnect`], but only if `sid`'s live entry is still
+    /// incarnation `incarnation`: a transport ending after its session was
+    /// resumed elsewhere must not end the resumed one.
+    pub(crate) fn disconnect_incarnation(
+        self: &Arc<Self>,
+        sid: Sid,
+        incarnation: u64,
+        reason: DisconnectReason,
+    ) -> bool {
+        let Some(session) = self.remove_if(sid, incarnation) else {
+            return false;
+        };
+        self.ended(session, reason);
+        true
+    }
+
+    fn ended(self: &Arc<Self>, session: Arc<Session>, reason: DisconnectReason) {
+        let sid = session.sid;
         self.by_transport(session.transport)
             .fetch_sub(1, Ordering::SeqCst);
         self.metrics.disconnected(session.transport, reason);
@@ -266,20 +490,34 @@ impl Hub {
             duration_ms = session.started.elapsed().as_millis() as u64,
             "session ended"
         );
-        session.mailbox.close(reason);
+        let away = self.recoverable(reason) && session.polled.load(Ordering::Relaxed);
+        session.mailbox.close(reason, away);
         if let Some(at) = session.expires_at.lock().take() {
             self.expirations.lock().remove(&(at, sid));
         }
         // Release a parked cursor now rather than when the last Arc goes.
         session.parked.lock().take();
+        if away {
+            let at = Instant::now() + self.config.recovery_window();
+            if self.away.lock().insert(sid, session.clone(), at) {
+                self.reaper.notify_one();
+            }
+        } else {
+            self.fanout.leave_all(sid);
+        }
+        // As for joins: a leave the backend answers at once runs with its
+        // lifecycle under one hold of the ordering lock.
+        let order = self.order.lock();
         match ready_now(self.backend.leave(sid)) {
             Ok(left) => self.finish_disconnect(&session, reason, left),
-            Err(pending) => self.finish_later(session, reason, pending),
+            Err(pending) => {
+                drop(order);
+                self.finish_later(session, reason, pending)
+            }
         }
         if self.ended_since_trim.fetch_add(1, Ordering::Relaxed) + 1 == TRIM_AFTER_ENDED {
             self.reaper.notify_one();
         }
-        true
     }
 
     fn finish_later(
@@ -342,8 +580,14 @@ impl Hub {
                     sessions.shrink_to(2 * len);
                 }
             }
+            self.away.lock().shrink();
             crate::memory::release_free_memory();
         }
+    }
+
+    /// This node's fan-out: its log position and room table.
+    pub(crate) fn fanout(&self) -> &Fanout {
+        &self.fanout
     }
 
     pub(crate) fn get(&self, sid: &Sid) -> Option<Arc<Session>> {
@@ -378,6 +622,7 @@ impl Hub {
         if let Some(at) = session.expires_at.lock().take() {
             self.expirations.lock().remove(&(at, session.sid));
         }
+        session.polled.store(true, Ordering::Relaxed);
         session.unproven.store(false, Ordering::Relaxed);
         Ok(delivery)
     }
@@ -443,9 +688,29 @@ impl Hub {
         }
     }
 
-    /// Disconnects every expired session; returns the next deadline.
+    /// Disconnects every expired session, ends every away session whose
+    /// window has passed and drops log events older than the window;
+    /// returns the next deadline.
     fn purge(self: &Arc<Self>) -> Option<Instant> {
         let now = Instant::now();
+        let polls = self.purge_polls(now);
+        loop {
+            let Some((_, gone)) = self.away.lock().pop_expired(now) else {
+                break;
+            };
+            self.end_for_good(&gone);
+        }
+        let away = self.away.lock().next_deadline();
+        let aged = if self.config.recovery_window_ms > 0 {
+            self.fanout.trim_aged()
+        } else {
+            None
+        };
+        [away, aged, polls].into_iter().flatten().min()
+    }
+
+    /// Disconnects every expired polling session; returns the next deadline.
+    fn purge_polls(self: &Arc<Self>, now: Instant) -> Option<Instant> {
         loop {
             let sid = {
                 let mut set = self.expirations.lock();
@@ -468,7 +733,7 @@ impl Hub {
     /// Refuses new sessions and ends every live one with `ServerShutdown`.
     pub(crate) fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let all: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         // Every session is marked ended before any disconnect handler runs,
         // so the counts those handlers broadcast on the way down reach no
         // one: each client's last event is its `disconnect`. A transport
@@ -477,12 +742,16 @@ impl Hub {
         // mailbox is closed.
         {
             let _order = self.order.lock();
-            for session in &sessions {
-                session.mailbox.close(DisconnectReason::ServerShutdown);
+            for s in &all {
+                s.mailbox.close(DisconnectReason::ServerShutdown, false);
             }
         }
-        for session in sessions {
-            self.disconnect(session.sid, DisconnectReason::ServerShutdown);
+        for s in all {
+            self.disconnect(s.sid, DisconnectReason::ServerShutdown);
+        }
+        let away = self.away.lock().drain();
+        for (_, session) in away {
+            self.end_for_good(&session);
         }
         self.reaper.notify_one();
     }
@@ -544,7 +813,7 @@ mod tests {
     struct Recorder(Mutex<Vec<(Sid, Option<DisconnectReason>)>>);
 
     impl Lifecycle for Recorder {
-        fn connected(self: Arc<Self>, session: &Arc<Session>, _: &Handshake) {
+        fn connected(self: Arc<Self>, session: &Arc<Session>, _: &Arc<Handshake>, _: bool) {
             self.0.lock().push((session.sid, None));
         }
         fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason) {
@@ -552,13 +821,14 @@ mod tests {
         }
     }
 
-    fn hs() -> Handshake {
-        Handshake::unknown_address(Default::default(), None)
+    fn hs() -> Arc<Handshake> {
+        Arc::new(Handshake::unknown_address(Default::default(), None))
     }
 
     fn hub(recorder: &Arc<Recorder>) -> Arc<Hub> {
         let config = Config {
             ping_timeout_ms: 1_000,
+            recovery_window_ms: 0,
             ..Config::default()
         };
         let fanout = Fanout::new(16);
@@ -571,13 +841,25 @@ mod tests {
     async fn purge_ends_only_expired_parked_sessions_and_returns_the_next_deadline() {
         let recorder = Arc::new(Recorder::default());
         let hub = hub(&recorder);
-        let (a, da) = hub.connect(Transport::Polling, &hs()).await.unwrap();
+        let (a, da) = hub
+            .connect(Transport::Polling, &hs(), None)
+            .await
+            .map(|c| (c.session, c.delivery))
+            .unwrap();
         hub.park(&a, da);
         tokio::time::advance(Duration::from_millis(600)).await;
-        let (b, db) = hub.connect(Transport::Polling, &hs()).await.unwrap();
+        let (b, db) = hub
+            .connect(Transport::Polling, &hs(), None)
+            .await
+            .map(|c| (c.session, c.delivery))
+            .unwrap();
         hub.park(&b, db);
         // An SSE session has no expiry at all.
-        let (c, _dc) = hub.connect(Transport::Sse, &hs()).await.unwrap();
+        let (c, _dc) = hub
+            .connect(Transport::Sse, &hs(), None)
+            .await
+            .map(|c| (c.session, c.delivery))
+            .unwrap();
         assert_eq!(hub.backend.count(), 3);
 
         tokio::time::advance(Duration::from_millis(500)).await;
@@ -614,7 +896,11 @@ mod tests {
     async fn a_cursor_is_never_parked_in_an_ended_session() {
         let recorder = Arc::new(Recorder::default());
         let hub = hub(&recorder);
-        let (a, da) = hub.connect(Transport::Polling, &hs()).await.unwrap();
+        let (a, da) = hub
+            .connect(Transport::Polling, &hs(), None)
+            .await
+            .map(|c| (c.session, c.delivery))
+            .unwrap();
         assert!(hub.disconnect(a.sid, DisconnectReason::ClientClose));
         assert!(!hub.disconnect(a.sid, DisconnectReason::ClientClose));
         hub.park(&a, da);

@@ -35,10 +35,19 @@
 //! `memory`. Operations: `metrics` (the Prometheus series every layer
 //! bumps), `probe` (`/metrics`, `/healthz`, `/readyz`) and [`logging`].
 //! [`app`] is the demo app written with the API.
+//!
+//! The socket.io features sit in their own files: `rooms` (the membership
+//! table the fan-out delivers room events through, and a broadcast's
+//! [`Target`]), `recovery` (the resume [`Cursor`] and the away table the hub
+//! keeps dropped sessions in), `ack` ([`Ack`], a handler's answer carried by
+//! the `/emit` response), `middleware` ([`Rejection`]), `tickets` (how an
+//! `auth` payload reaches a transport that cannot send one) and `tower`
+//! ([`IoService`], `Io` mounted in another app).
 
 #![warn(missing_docs)]
 
 mod accept;
+mod ack;
 pub mod app;
 mod backend;
 pub mod config;
@@ -52,21 +61,31 @@ pub mod logging;
 mod mailbox;
 mod memory;
 mod metrics;
+mod middleware;
 mod packet;
 mod probe;
+mod recovery;
+mod rooms;
 mod router;
 pub mod server;
 mod session;
 mod socket;
 mod statics;
+mod tickets;
+mod tower;
 mod transport;
 
+pub use ack::Ack;
 pub use backend::{Backend, BackendFuture, BackendStatus, Broadcast, LocalBackend};
 pub use config::Config;
 pub use error::{BackendError, Error};
 pub use fanout::Fanout;
 pub use http::ResponseBody;
+pub use middleware::Rejection;
 pub use packet::{encode_sse, Packet, KEEP_ALIVE};
+pub use recovery::Cursor;
+pub use rooms::Target;
 pub use server::{bind, run};
 pub use session::{DisconnectReason, Handshake, Peer, Sid, Transport};
-pub use socket::{ConnectionHandler, Handler, Io, Socket, Stats};
+pub use socket::{AckHandler, ConnectionHandler, Handler, Io, Middleware, Operator, Socket, Stats};
+pub use tower::IoService;

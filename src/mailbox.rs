@@ -1,9 +1,18 @@
-//! A session's mailbox: the events sent to it alone (`socket.emit`) and the
-//! flag that says it has ended.
+//! A session's mailbox: the events sent to it alone (`socket.emit`, and
+//! room events, which reach each member here) and the flag that says its
+//! transport has ended.
 //!
 //! The mailbox is the one piece of a session that its delivery cursor reads,
 //! so the cursor holds the mailbox, never the session: nothing below the hub
 //! can keep a session alive or reach its table entry.
+//!
+//! Every event gets a sequence number in this mailbox and a *stamp*: the
+//! fan-out log's next sequence number when it was queued, so that the
+//! cursor can interleave the two streams in the order they were sent. For
+//! connection state recovery the mailbox keeps the last `retain` events it
+//! has handed out (a transport may have written them to a connection that
+//! died before the client read them) and keeps accepting events while its
+//! session is away; a resume rewinds it to where the client really is.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
@@ -23,31 +32,57 @@ pub(crate) struct Mailbox {
 
 #[derive(Default)]
 struct State {
-    /// Events for this session alone.
-    queue: VecDeque<Packet>,
-    /// Set once, when the session ends.
+    /// Handed-out events kept for a resume, then events not yet read, each
+    /// with its stamp; `queue[i]` has sequence `first + i`.
+    queue: VecDeque<(u64, Packet)>,
+    /// The sequence number of `queue[0]`.
+    first: u64,
+    /// The sequence number of the next event to hand out.
+    read: u64,
+    /// How many handed-out events to keep for a resume.
+    retain: usize,
+    /// Set when the transport ended (the session ended, or went away).
     closed: Option<DisconnectReason>,
-    /// The transport task to wake when either of the above changes.
+    /// False once the session is over for good: events are then dropped.
+    /// True while it is away, so that a resume finds what it missed.
+    ended: bool,
+    /// Bumped by every resume, so a cursor from before it reads no more.
+    epoch: u64,
+    /// The transport task to wake when any of the above changes.
     waker: Option<Waker>,
-    /// Set when `queue` overflowed; the reader closes as a slow reader.
+    /// Set when the unread events overflowed; the reader closes as a slow
+    /// reader, and a resume is refused.
     overflowed: bool,
 }
 
 impl Mailbox {
-    /// Queues a direct event; over `limit` queued, marks the session as a
-    /// slow reader instead of growing without bound.
-    pub(crate) fn push(&self, packet: Packet, limit: usize) {
+    /// A mailbox that keeps its last `retain` handed-out events.
+    pub(crate) fn new(retain: usize) -> Mailbox {
+        Mailbox {
+            state: Mutex::new(State {
+                retain,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Queues an event stamped `stamp`; over `limit` unread, marks the
+    /// session as a slow reader instead of growing without bound.
+    pub(crate) fn push(&self, packet: Packet, stamp: u64, limit: usize) {
         let waker = {
             let mut st = self.state.lock();
-            if st.closed.is_some() {
+            if st.ended || st.overflowed {
                 return;
             }
-            if st.queue.len() >= limit {
+            let unread = (st.first + st.queue.len() as u64 - st.read) as usize;
+            if unread >= limit {
                 st.overflowed = true;
-                st.queue.clear();
+                let keep = (st.read - st.first) as usize;
+                st.queue.truncate(keep);
             } else {
-                st.queue.push_back(packet);
+                st.queue.push_back((stamp, packet));
             }
+            st.trim();
             st.waker.take()
         };
         if let Some(w) = waker {
@@ -55,45 +90,123 @@ impl Mailbox {
         }
     }
 
-    /// Marks the session closed and wakes its reader. Returns false if it was
-    /// already closed, so the first reason wins.
-    pub(crate) fn close(&self, reason: DisconnectReason) -> bool {
-        let waker = {
+    /// Ends the transport's reading: the reader gets `reason`. With `away`,
+    /// events keep arriving for a resume; without, the mailbox is over and
+    /// drops what it holds. Returns false if the reader was already told.
+    pub(crate) fn close(&self, reason: DisconnectReason, away: bool) -> bool {
+        let (first, waker) = {
             let mut st = self.state.lock();
-            if st.closed.is_some() {
-                return false;
+            let first = st.closed.is_none();
+            if first {
+                st.closed = Some(reason);
             }
-            st.closed = Some(reason);
-            st.queue.clear();
-            st.waker.take()
+            if !away {
+                st.ended = true;
+                st.queue = VecDeque::new();
+            }
+            (first, st.waker.take())
         };
         if let Some(w) = waker {
             w.wake();
         }
-        true
+        first
     }
 
-    /// Why the session ended, once it has.
+    /// Reopens an away mailbox for a resumed session whose client has read
+    /// up to (not including) event `from`. Returns the new epoch, or `None`
+    /// if `from` is not an event this mailbox can replay from.
+    pub(crate) fn reopen(&self, from: u64) -> Option<u64> {
+        let mut st = self.state.lock();
+        let end = st.first + st.queue.len() as u64;
+        // Not before what is kept, and not past what was handed out: a
+        // client cannot have read what was never sent to it.
+        if st.ended || st.overflowed || from < st.first || from > st.read.min(end) {
+            return None;
+        }
+        st.read = from;
+        st.closed = None;
+        st.epoch += 1;
+        st.waker = None;
+        Some(st.epoch)
+    }
+
+    /// The current epoch, for a new cursor.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.state.lock().epoch
+    }
+
+    /// The sequence number of the next event to hand out.
+    pub(crate) fn position(&self) -> u64 {
+        self.state.lock().read
+    }
+
+    /// Why the transport ended, once it has.
     pub(crate) fn closed_reason(&self) -> Option<DisconnectReason> {
         self.state.lock().closed
     }
 
-    /// The next direct event, or the close reason once closed.
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Packet, DisconnectReason>> {
+    /// Why a cursor of `epoch` must stop, if it must: its transport ended,
+    /// or a resume has replaced it.
+    pub(crate) fn closed_for(&self, epoch: u64) -> Option<DisconnectReason> {
+        let st = self.state.lock();
+        match st.closed {
+            Some(r) => Some(r),
+            None if st.epoch != epoch => Some(DisconnectReason::TransportClose),
+            None => None,
+        }
+    }
+
+    /// Unread events held, for tests and stats.
+    #[cfg(test)]
+    pub(crate) fn unread(&self) -> usize {
+        let st = self.state.lock();
+        (st.first + st.queue.len() as u64 - st.read) as usize
+    }
+
+    /// The next event stamped at or before `upto`, or the close reason.
+    /// Pending registers the waker.
+    pub(crate) fn poll_next(
+        &self,
+        cx: &mut Context<'_>,
+        epoch: u64,
+        upto: u64,
+    ) -> Poll<Result<Packet, DisconnectReason>> {
         let mut st = self.state.lock();
         if let Some(reason) = st.closed {
             return Poll::Ready(Err(reason));
         }
+        if st.epoch != epoch {
+            return Poll::Ready(Err(DisconnectReason::TransportClose));
+        }
         if st.overflowed {
             return Poll::Ready(Err(DisconnectReason::SlowReader));
         }
-        if let Some(p) = st.queue.pop_front() {
-            return Poll::Ready(Ok(p));
+        let index = (st.read - st.first) as usize;
+        if let Some((stamp, p)) = st.queue.get(index) {
+            if *stamp <= upto {
+                let p = p.clone();
+                st.read += 1;
+                st.trim();
+                return Poll::Ready(Ok(p));
+            }
         }
         match &st.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => st.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+impl State {
+    /// Drops handed-out events beyond the `retain` newest.
+    fn trim(&mut self) {
+        while (self.read - self.first) as usize > self.retain {
+            self.queue.pop_front();
+            self.first += 1;
+        }
+        if self.queue.is_empty() && self.queue.capacity() > 64 {
+            self.queue = VecDeque::new();
+        }
     }
 }

@@ -12,12 +12,14 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
+use crate::ack::Ack;
 use crate::error::Error;
 use crate::head;
 use crate::http::{self, ResponseBody};
 use crate::hub::Session;
 use crate::metrics;
 use crate::probe;
+use crate::recovery::Cursor;
 use crate::session::{DisconnectReason, Handshake, Peer, Sid};
 use crate::socket::Io;
 use crate::statics;
@@ -31,7 +33,7 @@ fn allowed(path: &str) -> Option<&'static str> {
     match path {
         "/events" | "/poll" | "/stats" | "/_api/server.js" => Some("GET, OPTIONS"),
         "/metrics" | "/healthz" | "/readyz" => Some("GET, OPTIONS"),
-        "/emit" | "/close" => Some("POST, OPTIONS"),
+        "/emit" | "/close" | "/handshake" => Some("POST, OPTIONS"),
         p if statics::lookup(p).is_some() => Some("GET, HEAD, OPTIONS"),
         _ => None,
     }
@@ -160,22 +162,37 @@ where
         // Served on --metrics-listen instead: not here at all.
         (_, "/metrics") if !io.config().metrics_public() => Err(Error::NotFound),
         (&Method::OPTIONS, p) if allowed(p).is_some() || p == "*" => preflight(io, origin),
-        (&Method::GET, "/events") => Ok(sse::response(io, &handshake_of(&req))
+        (&Method::GET, "/events") => Ok(sse::response(io, handshake_of(&req))
             .await?
             .map(BoxBody::new)),
         (&Method::GET, "/poll") => match sid {
             SidParam::Absent => {
-                let (sid, body) = poll::handshake(io, &handshake_of(&req)).await?;
+                let (sid, body, cursor) = poll::handshake(io, handshake_of(&req)).await?;
                 let mut res = http::json(StatusCode::OK, body);
                 res.headers_mut().insert("x-session-id", sid_header(sid));
+                cursor_header(io, &mut res, cursor);
                 Ok(res)
             }
             sid => {
                 let session = lookup(io, sid.sid()?)?;
-                let body = BoxBody::new(poll::poll(io, session).await?);
-                Ok(http::json_body(StatusCode::OK, body))
+                let (body, cursor) = poll::poll(io, session).await?;
+                let mut res = http::json_body(StatusCode::OK, BoxBody::new(body));
+                cursor_header(io, &mut res, cursor);
+                Ok(res)
             }
         },
+        (&Method::POST, "/handshake") => {
+            let mut handshake = handshake_of(&req);
+            let limit = io.config().max_auth_bytes;
+            let body = match http::read_body_within(io.config(), req, limit).await {
+                Err(Error::PayloadTooLarge(n)) => return Err(Error::AuthTooLarge(n)),
+                other => other?,
+            };
+            handshake.auth = parse_auth(&body)?;
+            let ticket = io.issue_ticket(handshake)?;
+            let body = serde_json::json!({ "ticket": ticket.to_string() }).to_string();
+            Ok(http::json(StatusCode::OK, Bytes::from(body)))
+        }
         (&Method::POST, "/emit") => {
             let session = lookup(io, sid.sid()?)?;
             io.hub().alive(&session);
@@ -185,13 +202,36 @@ where
             if !io.hub().allow_emit(&session) {
                 return Err(Error::EmitRate);
             }
-            let (event, data) = parse_emit(&body, io.config().max_event_name)?;
+            let (event, data, wants_ack) = parse_emit(&body, io.config().max_event_name)?;
             // The session may have ended while the body was read.
             if session.closed_reason().is_some() {
                 return Err(Error::UnknownSession);
             }
-            io.dispatch(session, &event, &data);
-            Ok(http::empty(StatusCode::NO_CONTENT))
+            if !wants_ack {
+                io.dispatch(session, &event, &data, Ack::none())?;
+                return Ok(http::empty(StatusCode::NO_CONTENT));
+            }
+            let (ack, mut answer) = Ack::channel();
+            io.dispatch(session, &event, &data, ack)?;
+            // Answered already (the usual case): one plain response.
+            match answer.try_recv() {
+                Ok(reply) => return Ok(ack_response(Ok(reply))),
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Ok(ack_response(Err("no acknowledgement")))
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            // The head goes now, so the client may send its next event;
+            // the answer follows in the body, or an error at the deadline.
+            let within = io.config().ack_timeout();
+            Ok(http::deferred_json(async move {
+                let reply = match tokio::time::timeout(within, answer).await {
+                    Ok(Ok(reply)) => Ok(reply),
+                    Ok(Err(_)) => Err("no acknowledgement"),
+                    Err(_) => Err("acknowledgement timed out"),
+                };
+                ack_body(reply)
+            }))
         }
         (&Method::POST, "/close") => {
             // sendBeacon sends any body with any content type; it is not read.
@@ -221,7 +261,8 @@ where
     }
 }
 
-/// The handshake a session-starting request carries.
+/// The handshake a session-starting request carries (its `auth` is set
+/// only through `POST /handshake`).
 fn handshake_of<B>(req: &Request<B>) -> Handshake {
     let headers = req.headers().clone();
     let query = req.uri().query().map(str::to_string);
@@ -272,8 +313,49 @@ fn sid_header(sid: Sid) -> HeaderValue {
     HeaderValue::from_str(&sid.to_string()).expect("a uuid is a valid header value")
 }
 
-/// Parses `{"event": "<name>", "data": <any>}` and checks the name.
-fn parse_emit(body: &[u8], max_event_name: usize) -> Result<(String, Value), Error> {
+/// `x-ssio-cursor`: where a polling client resumes once it has read this
+/// response (only while recovery is on).
+fn cursor_header(io: &Io, res: &mut Response<ResponseBody>, cursor: Cursor) {
+    if io.config().recovery_window_ms == 0 {
+        return;
+    }
+    let h = res.headers_mut();
+    h.insert(
+        "x-ssio-cursor",
+        HeaderValue::from_str(&cursor.to_string()).expect("a cursor is ASCII"),
+    );
+    h.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("X-Session-Id, X-Ssio-Cursor"),
+    );
+}
+
+/// `{"data": reply}` or `{"error": why}`: an acknowledgement's body.
+fn ack_body(reply: Result<Value, &'static str>) -> Bytes {
+    let body = match reply {
+        Ok(data) => serde_json::json!({ "data": data }),
+        Err(e) => serde_json::json!({ "error": e }),
+    };
+    Bytes::from(body.to_string())
+}
+
+fn ack_response(reply: Result<Value, &'static str>) -> Response<ResponseBody> {
+    http::json(StatusCode::OK, ack_body(reply))
+}
+
+/// The body of `POST /handshake`: the client's `auth` payload, a JSON
+/// object.
+fn parse_auth(body: &[u8]) -> Result<Value, Error> {
+    match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(Error::BadAuth("expected a JSON object")),
+        Err(_) => Err(Error::BadAuth("not JSON")),
+    }
+}
+
+/// Parses `{"event": "<name>", "data": <any>, "ack": true}` (`ack`
+/// optional) and checks the name.
+fn parse_emit(body: &[u8], max_event_name: usize) -> Result<(String, Value, bool), Error> {
     let value: Value = serde_json::from_slice(body).map_err(|e| Error::BadJson(e.to_string()))?;
     let Value::Object(mut obj) = value else {
         return Err(Error::BadJson("expected an object".into()));
@@ -284,7 +366,12 @@ fn parse_emit(body: &[u8], max_event_name: usize) -> Result<(String, Value), Err
         None => return Err(Error::BadJson("missing \"event\"".into())),
     };
     check_event_name(&event, max_event_name)?;
-    Ok((event, obj.remove("data").unwrap_or(Value::Null)))
+    let ack = match obj.remove("ack") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(Error::BadAck("\"ack\" must be true or false")),
+    };
+    Ok((event, obj.remove("data").unwrap_or(Value::Null), ack))
 }
 
 /// The rules for a client-sent event name.
@@ -340,6 +427,17 @@ mod tests {
     #[test]
     fn emit_corpus() {
         assert!(parse_emit(br#"{"event":"a","data":{"x":[1,2]}}"#, 256).is_ok());
+        assert!(parse_emit(br#"{"event":"a","ack":true}"#, 256).unwrap().2);
+        for bad_ack in [
+            &br#"{"event":"a","ack":1}"#[..],
+            br#"{"event":"a","ack":"yes"}"#,
+            br#"{"event":"a","ack":null}"#,
+        ] {
+            assert_eq!(
+                parse_emit(bad_ack, 256).err(),
+                Some(Error::BadAck("\"ack\" must be true or false"))
+            );
+        }
         assert_eq!(parse_emit(br#"{"event":"a"}"#, 256).unwrap().1, Value::Null);
         for bad in [
             &b"\xff\xfe"[..],
@@ -372,6 +470,7 @@ mod tests {
             "/public/client.js",
             "/public/ssio.js",
             "/public/ssio.d.ts",
+            "/public/ssio.mjs",
             "/public/style.css",
         ] {
             assert!(statics::lookup(p).is_some(), "{p}");
@@ -408,7 +507,7 @@ mod tests {
 
         #[test]
         fn parse_emit_never_panics_and_enforces_name_rules(body in proptest::collection::vec(any::<u8>(), 0..200)) {
-            if let Ok((name, _)) = parse_emit(&body, 16) {
+            if let Ok((name, _, _)) = parse_emit(&body, 16) {
                 prop_assert!(!name.is_empty() && name.len() <= 16);
                 prop_assert!(!name.contains('\n') && !name.contains('\r'));
                 prop_assert!(!RESERVED.contains(&name.as_str()));
@@ -422,7 +521,7 @@ mod tests {
             if RESERVED.contains(&name.as_str()) || name.len() > 64 {
                 prop_assert!(parsed.is_err());
             } else {
-                let (n, d) = parsed.unwrap();
+                let (n, d, _) = parsed.unwrap();
                 prop_assert_eq!(n, name);
                 prop_assert_eq!(d, Value::from(data));
             }
@@ -431,7 +530,7 @@ mod tests {
         #[test]
         fn static_lookup_serves_only_the_table(path in "/[./%a-z0-9A-Z]{0,40}") {
             if statics::lookup(&path).is_some() {
-                prop_assert!(["/", "/index.html", "/public/client.js", "/public/ssio.js", "/public/ssio.d.ts", "/public/style.css"].contains(&path.as_str()));
+                prop_assert!(["/", "/index.html", "/public/client.js", "/public/ssio.js", "/public/ssio.mjs", "/public/ssio.d.ts", "/public/style.css"].contains(&path.as_str()));
             }
         }
     }

@@ -15,10 +15,22 @@ use uuid::Uuid;
 pub type Sid = Uuid;
 
 /// `{"sid":..,"pingInterval":..,"pingTimeout":..}`, the first thing every
-/// client reads, in this key order for readability with curl.
-pub(crate) fn handshake_json(sid: Sid, ping_interval_ms: u64, ping_timeout_ms: u64) -> String {
+/// client reads, in this key order for readability with curl. After a
+/// resume was asked for, `"recovered"` says whether it worked; when it did
+/// not, `"missed":true` tells the client it may have missed events.
+pub(crate) fn handshake_json(
+    sid: Sid,
+    ping_interval_ms: u64,
+    ping_timeout_ms: u64,
+    recovered: Option<bool>,
+) -> String {
+    let tail = match recovered {
+        None => "",
+        Some(true) => ",\"recovered\":true",
+        Some(false) => ",\"recovered\":false,\"missed\":true",
+    };
     format!(
-        "{{\"sid\":\"{sid}\",\"pingInterval\":{ping_interval_ms},\"pingTimeout\":{ping_timeout_ms}}}"
+        "{{\"sid\":\"{sid}\",\"pingInterval\":{ping_interval_ms},\"pingTimeout\":{ping_timeout_ms}{tail}}}"
     )
 }
 
@@ -97,6 +109,9 @@ pub struct Handshake {
     pub address: SocketAddr,
     /// When the handshake arrived.
     pub issued: SystemTime,
+    /// The client's `auth` payload (`io({ auth })`), `null` if it sent
+    /// none. Never logged.
+    pub auth: serde_json::Value,
 }
 
 impl Handshake {
@@ -107,6 +122,7 @@ impl Handshake {
             query,
             address,
             issued: SystemTime::now(),
+            auth: serde_json::Value::Null,
         }
     }
 

@@ -8,6 +8,13 @@
 //! dropped when it ends, so closures that capture an `Io` never keep the
 //! server alive.
 //!
+//! Beyond `on`/`emit`, the names are socket.io's: rooms (`join`, `leave`,
+//! `io.to(room)`, `socket.to(room)`, `socket.broadcast()`, `io.in_(room)`),
+//! acknowledgements (`on_ack`), connection middleware (`io.use_`), per-socket
+//! `data` and `handshake`, and `recovered` after a resume. A socket's state
+//! (handlers, data, handshake) lives in the hub entry's `ext` slot and moves
+//! with the sid when a session is resumed; its rooms live in the fan-out.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! let io = ssio::Io::new(ssio::Config::default());
@@ -25,19 +32,26 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
+use crate::ack::Ack;
 use crate::backend::{ready_now, Backend, Broadcast, LocalBackend};
 use crate::config::Config;
 use crate::error::{BackendError, Error};
-use crate::fanout::{Delivery, Fanout};
-use crate::hub::{Hub, Lifecycle, Session};
+use crate::fanout::Fanout;
+use crate::hub::{Connected, Hub, Lifecycle, Session};
 use crate::metrics::Kind;
+use crate::middleware::Rejection;
 use crate::packet::Packet;
+use crate::recovery::Cursor;
+use crate::rooms::Target;
 use crate::session::{DisconnectReason, Handshake, Sid, Transport};
+use crate::tickets::Tickets;
 
 /// A `socket.on` callback: the socket and the event's data (for
 /// `"disconnect"`, the reason as a JSON string).
@@ -45,6 +59,13 @@ pub type Handler = Arc<dyn Fn(&Socket, &Value) + Send + Sync>;
 
 /// An `io.on_connection` callback.
 pub type ConnectionHandler = Arc<dyn Fn(&Socket) + Send + Sync>;
+
+/// A `socket.on_ack` callback: the socket, the event's data and the slot
+/// for its answer.
+pub type AckHandler = Arc<dyn Fn(&Socket, &Value, Ack) + Send + Sync>;
+
+/// An `io.use_` callback: accepts or refuses a handshake.
+pub type Middleware = Arc<dyn Fn(&Handshake) -> Result<(), Rejection> + Send + Sync>;
 
 /// The server side: register handlers, broadcast, read the count, and serve
 /// HTTP. Cheap to clone; every clone is the same server.
@@ -60,11 +81,47 @@ struct Inner {
     on_connection: RwLock<Vec<ConnectionHandler>>,
     /// Event names whose broadcasts are latest-value (conflated).
     latest_names: RwLock<Vec<Box<str>>>,
+    /// `io.use_` middleware, run in order before a session is made.
+    middleware: RwLock<Vec<Middleware>>,
+    /// Handshake tickets from `POST /handshake`.
+    tickets: Tickets,
 }
 
-/// A session's handlers, from the slot the hub keeps for this layer.
-fn handlers_of(session: &Session) -> Option<Arc<Handlers>> {
-    session.ext.get()?.clone().downcast::<Handlers>().ok()
+/// A session's state, from the slot the hub keeps for this layer.
+fn state_of(session: &Session) -> Option<Arc<SocketState>> {
+    session.ext.get()?.clone().downcast::<SocketState>().ok()
+}
+
+/// One socket's state: what moves with the sid across a resume.
+struct SocketState {
+    /// `socket.on` handlers by event name; cleared when a session ends or
+    /// goes away (a resume runs the connection handlers again).
+    handlers: Handlers,
+    /// `socket.on_ack` handlers by event name.
+    ack_handlers: Mutex<HashMap<Box<str>, Vec<AckHandler>>>,
+    /// `socket.data`: the app's own per-socket value, kept across a resume.
+    data: Mutex<Value>,
+    /// The handshake of the connection now serving the socket.
+    handshake: Mutex<Arc<Handshake>>,
+    /// Whether the connection now serving the socket was a resume.
+    recovered: AtomicBool,
+}
+
+impl SocketState {
+    fn new(handshake: &Arc<Handshake>) -> SocketState {
+        SocketState {
+            handlers: Handlers::default(),
+            ack_handlers: Mutex::new(HashMap::new()),
+            data: Mutex::new(Value::Null),
+            handshake: Mutex::new(handshake.clone()),
+            recovered: AtomicBool::new(false),
+        }
+    }
+
+    fn clear(&self) {
+        self.handlers.0.lock().clear();
+        self.ack_handlers.lock().clear();
+    }
 }
 
 /// One session's `socket.on` handlers by event name.
@@ -77,6 +134,23 @@ impl Handlers {
     fn get(&self, event: &str) -> Vec<Handler> {
         self.0.lock().get(event).cloned().unwrap_or_default()
     }
+}
+
+/// The value of the first `name=` pair in a query string.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+/// Runs `f`, turning a panic into [`Error::HandlerFailed`]: one bad handler
+/// answers its own request with a 500 and harms nobody else.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| {
+        tracing::warn!("a handler panicked");
+        Error::HandlerFailed
+    })
 }
 
 impl fmt::Debug for Io {
@@ -98,6 +172,9 @@ pub struct Stats {
     pub polling: usize,
     /// The backend's count (equal to `sessions` on a single node).
     pub count: usize,
+    /// Sessions whose transport dropped, waiting out the recovery window
+    /// (not counted).
+    pub away: usize,
 }
 
 impl Io {
@@ -118,7 +195,23 @@ impl Io {
         B: Backend,
         F: FnOnce(Fanout) -> B,
     {
-        let fanout = Fanout::with_limits(config.max_pending_events, config.max_pending_bytes);
+        let recovery = config.recovery_window_ms > 0;
+        // One log serves live readers and resumes: it keeps the larger of
+        // what each needs, in events and in bytes.
+        let fanout = Fanout::with_recovery(
+            config.max_pending_events,
+            if recovery {
+                config.recovery_max_events
+            } else {
+                0
+            },
+            if recovery {
+                config.max_pending_bytes.max(config.recovery_max_bytes)
+            } else {
+                config.max_pending_bytes
+            },
+            recovery.then(|| config.recovery_window()),
+        );
         let backend: Arc<dyn Backend> = Arc::new(make(fanout.clone()));
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let lifecycle: Weak<dyn Lifecycle> = weak.clone();
@@ -126,6 +219,8 @@ impl Io {
                 hub: Arc::new(Hub::new(config, fanout, backend, lifecycle)),
                 on_connection: RwLock::new(Vec::new()),
                 latest_names: RwLock::new(Vec::new()),
+                middleware: RwLock::new(Vec::new()),
+                tickets: Tickets::default(),
             }
         });
         inner.hub.spawn_reaper();
@@ -182,14 +277,46 @@ impl Io {
     /// If `event` contains a CR or LF, which would corrupt the SSE framing;
     /// server code names its events with literals, so this is a bug.
     pub fn emit(&self, event: &str, data: impl Into<Value>) {
+        self.broadcast(Target::all(), event, data.into());
+    }
+
+    /// Registers connection middleware (socket.io's `io.use`): it sees
+    /// every handshake before a session exists and may refuse it. It runs
+    /// again on a resume, so a revoked credential cannot come back.
+    pub fn use_<F>(&self, f: F)
+    where
+        F: Fn(&Handshake) -> Result<(), Rejection> + Send + Sync + 'static,
+    {
+        self.inner.middleware.write().push(Arc::new(f));
+    }
+
+    /// Events sent through the returned operator go to the members of
+    /// `room` (chain `.to(..)` for more rooms).
+    pub fn to(&self, room: &str) -> Operator {
+        Operator {
+            io: self.clone(),
+            target: Target {
+                rooms: vec![Arc::from(room)],
+                except: None,
+            },
+        }
+    }
+
+    /// The same as [`Io::to`]; reads better with [`Operator::count`].
+    pub fn in_(&self, room: &str) -> Operator {
+        self.to(room)
+    }
+
+    fn broadcast(&self, target: Target, event: &str, data: Value) {
         assert!(
             !event.contains(['\n', '\r']),
             "event name contains a newline"
         );
         let broadcast = Broadcast {
             name: Arc::from(event),
-            packet: Packet::new(event, &data.into()),
-            latest: self.is_latest(event),
+            packet: Packet::new(event, &data),
+            latest: target.is_all() && target.except.is_none() && self.is_latest(event),
+            target,
         };
         match ready_now(self.inner.hub.backend.broadcast(broadcast)) {
             Ok(Ok(())) => {}
@@ -218,6 +345,7 @@ impl Io {
             sse: hub.transport_count(Transport::Sse),
             polling: hub.transport_count(Transport::Polling),
             count: self.count(),
+            away: hub.away_count(),
         }
     }
 
@@ -228,72 +356,245 @@ impl Io {
         self.inner.hub.shutdown();
     }
 
-    /// Starts a session on `transport`: the transports' one way in.
-    pub(crate) async fn connect(
+    /// Starts a session on `transport` for a session-starting request: the
+    /// transports' one way in. With `ticket=`, the handshake is the one the
+    /// ticket carries (its middleware already ran); otherwise the
+    /// middleware runs now, and a refusal makes no session. A cursor in
+    /// `Last-Event-ID` or `resume=` asks for a resume.
+    pub(crate) async fn start_session(
         &self,
         transport: Transport,
-        handshake: &Handshake,
-    ) -> Result<(Arc<Session>, Delivery), Error> {
-        self.inner.hub.connect(transport, handshake).await
+        request: Handshake,
+    ) -> Result<Connected, Error> {
+        let query = request.query.clone();
+        let query = query.as_deref();
+        let resume = match request
+            .headers
+            .get("last-event-id")
+            .map(|v| v.to_str().unwrap_or("\n"))
+            .or_else(|| query_param(query, "resume"))
+        {
+            None | Some("") => None,
+            Some(text) => {
+                let text = text.replace("%3A", ":").replace("%3a", ":");
+                Some(Cursor::parse(&text).ok_or(Error::BadCursor)?)
+            }
+        };
+        let handshake = match query_param(query, "ticket") {
+            Some(ticket) => {
+                let id = uuid::Uuid::try_parse(ticket)
+                    .ok()
+                    .filter(|_| ticket.len() == 36)
+                    .ok_or(Error::BadAuth("malformed ticket"))?;
+                self.redeem_ticket(&id)
+                    .ok_or(Error::BadAuth("unknown, used or expired ticket"))?
+            }
+            None => {
+                self.check(&request)?;
+                request
+            }
+        };
+        // Shared, not copied, with the socket state that keeps it.
+        let handshake = Arc::new(handshake);
+        self.inner.hub.connect(transport, &handshake, resume).await
     }
 
-    /// Runs `session`'s handlers for an event its client sent.
-    pub(crate) fn dispatch(&self, session: Arc<Session>, event: &str, data: &Value) {
-        let Some(socket) = self.socket(session) else {
-            return;
-        };
-        for h in socket.handlers.get(event) {
-            h(&socket, data);
+    /// Runs the middleware on `handshake`.
+    pub(crate) fn check(&self, handshake: &Handshake) -> Result<(), Error> {
+        let chain = self.inner.middleware.read().clone();
+        for m in chain {
+            guarded(|| m(handshake))?.map_err(|r| Error::Rejected {
+                status: r.status,
+                message: r.message,
+                data: r.data.map(|d| d.to_string()),
+            })?;
         }
+        Ok(())
+    }
+
+    /// Runs the middleware and, if it accepts, issues a one-time ticket
+    /// that carries `handshake` to the transport request.
+    pub(crate) fn issue_ticket(&self, handshake: Handshake) -> Result<uuid::Uuid, Error> {
+        if self.inner.hub.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        self.check(&handshake)?;
+        let config = self.config();
+        self.inner
+            .tickets
+            .issue(handshake, config.ticket_ttl(), config.max_sessions)
+            .ok_or(Error::Full)
+    }
+
+    /// The handshake a ticket carries; the ticket is spent.
+    pub(crate) fn redeem_ticket(&self, ticket: &uuid::Uuid) -> Option<Handshake> {
+        self.inner.tickets.redeem(ticket)
+    }
+
+    /// Runs `session`'s handlers for an event its client sent; `ack` is
+    /// where `on_ack` handlers answer. A panicking handler is reported as
+    /// [`Error::HandlerFailed`] once every handler has had its turn.
+    pub(crate) fn dispatch(
+        &self,
+        session: Arc<Session>,
+        event: &str,
+        data: &Value,
+        ack: Ack,
+    ) -> Result<(), Error> {
+        let Some(socket) = self.socket(session) else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        for h in socket.state.handlers.get(event) {
+            if let Err(e) = guarded(|| h(&socket, data)) {
+                result = Err(e);
+            }
+        }
+        let ack_handlers = socket
+            .state
+            .ack_handlers
+            .lock()
+            .get(event)
+            .cloned()
+            .unwrap_or_default();
+        for h in ack_handlers {
+            let ack = ack.clone();
+            if let Err(e) = guarded(|| h(&socket, data, ack)) {
+                result = Err(e);
+            }
+        }
+        result
     }
 
     fn socket(&self, session: Arc<Session>) -> Option<Socket> {
-        let handlers = handlers_of(&session)?;
+        let state = state_of(&session)?;
         Some(Socket {
             io: self.clone(),
             session,
-            handlers,
+            state,
         })
+    }
+
+    /// Rooms with members on this node.
+    pub fn room_count(&self) -> usize {
+        self.inner.hub.fanout().room_count()
+    }
+}
+
+/// Where a broadcast goes: built by [`Io::to`], [`Socket::to`] and
+/// [`Socket::broadcast`], chained with `to` and sent with `emit`.
+#[derive(Clone)]
+pub struct Operator {
+    /// The server.
+    io: Io,
+    /// The rooms and the left-out sender.
+    target: Target,
+}
+
+impl fmt::Debug for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Operator")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl Operator {
+    /// Adds another room: an event reaches each member of any of them once.
+    pub fn to(mut self, room: &str) -> Operator {
+        let room: Arc<str> = Arc::from(room);
+        if !self.target.rooms.contains(&room) {
+            self.target.rooms.push(room);
+        }
+        self
+    }
+
+    /// Sends `event` with `data` to the target. Room events are ordinary
+    /// events even for names declared [`Io::latest_value`].
+    ///
+    /// # Panics
+    /// If `event` contains a CR or LF, as for [`Io::emit`].
+    pub fn emit(&self, event: &str, data: impl Into<Value>) {
+        self.io.broadcast(self.target.clone(), event, data.into());
+    }
+
+    /// Sessions on this node the target reaches (for one room, its size),
+    /// live or away.
+    pub fn count(&self) -> usize {
+        let fanout = self.io.inner.hub.fanout();
+        match &self.target.rooms[..] {
+            [] => self
+                .io
+                .count()
+                .saturating_sub(usize::from(self.target.except.is_some())),
+            [room] => {
+                let n = fanout.room_len(room);
+                let me = self
+                    .target
+                    .except
+                    .is_some_and(|sid| fanout.rooms_of(sid).contains(room));
+                n - usize::from(me)
+            }
+            _ => fanout.room_members(&self.target.rooms, self.target.except),
+        }
     }
 }
 
 impl Lifecycle for Inner {
-    fn connected(self: Arc<Self>, session: &Arc<Session>, _handshake: &Handshake) {
+    fn connected(
+        self: Arc<Self>,
+        session: &Arc<Session>,
+        handshake: &Arc<Handshake>,
+        recovered: bool,
+    ) {
         // Ended before it began (a backend join that finished late): its
         // disconnect already ran, so nothing may be registered for it.
         if session.closed_reason().is_some() {
             return;
         }
-        let handlers = Arc::new(Handlers::default());
-        if session.ext.set(handlers.clone()).is_err() {
-            return;
-        }
+        let state = match (recovered, state_of(session)) {
+            (true, Some(state)) => {
+                *state.handshake.lock() = handshake.clone();
+                state
+            }
+            _ => {
+                let state = Arc::new(SocketState::new(handshake));
+                if session.ext.set(state.clone()).is_err() {
+                    return;
+                }
+                state
+            }
+        };
+        state.recovered.store(recovered, Ordering::SeqCst);
         let on_connection = self.on_connection.read().clone();
         let socket = Socket {
             io: Io { inner: self },
             session: session.clone(),
-            handlers,
+            state,
         };
         for h in on_connection {
-            h(&socket);
+            // A panicking connection handler must not take the hub's
+            // ordering lock down with it.
+            let _ = guarded(|| h(&socket));
         }
     }
 
     fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason) {
-        let Some(handlers) = handlers_of(session) else {
+        let Some(state) = state_of(session) else {
             return;
         };
         let socket = Socket {
             io: Io { inner: self },
             session: session.clone(),
-            handlers,
+            state,
         };
         let reason = Value::from(reason.as_str());
-        for h in socket.handlers.get("disconnect") {
-            h(&socket, &reason);
+        for h in socket.state.handlers.get("disconnect") {
+            let _ = guarded(|| h(&socket, &reason));
         }
-        // Break `Io` → handlers → closure → `Io` cycles.
-        socket.handlers.0.lock().clear();
+        // Break `Io` → handlers → closure → `Io` cycles. A resume registers
+        // them again through the connection handlers.
+        socket.state.clear();
     }
 }
 
@@ -304,8 +605,9 @@ pub struct Socket {
     io: Io,
     /// The hub's entry: identity and mailbox.
     session: Arc<Session>,
-    /// This session's handlers, shared with the socket layer's table.
-    handlers: Arc<Handlers>,
+    /// This socket's handlers, data and handshake, shared with the slot in
+    /// the hub's entry.
+    state: Arc<SocketState>,
 }
 
 impl fmt::Debug for Socket {
@@ -355,7 +657,8 @@ impl Socket {
             return;
         }
         let handler: Handler = Arc::new(handler);
-        self.handlers
+        self.state
+            .handlers
             .0
             .lock()
             .entry(Box::from(event))
@@ -363,9 +666,117 @@ impl Socket {
             .push(handler);
     }
 
+    /// Registers `handler` for `event` with an answer slot: when the client
+    /// sent the event with a callback, `ack.send(..)` answers it (socket.io's
+    /// `socket.on(event, (data, callback) => ..)`). Unanswered, the client's
+    /// callback gets an error when the last clone of `ack` is dropped, or
+    /// after `--ack-timeout`.
+    pub fn on_ack<F>(&self, event: &str, handler: F)
+    where
+        F: Fn(&Socket, &Value, Ack) + Send + Sync + 'static,
+    {
+        if self.session.closed_reason().is_some() {
+            return;
+        }
+        self.state
+            .ack_handlers
+            .lock()
+            .entry(Box::from(event))
+            .or_default()
+            .push(Arc::new(handler));
+    }
+
     /// Removes every handler for `event`.
     pub fn off(&self, event: &str) {
-        self.handlers.0.lock().remove(event);
+        self.state.handlers.0.lock().remove(event);
+        self.state.ack_handlers.lock().remove(event);
+    }
+
+    /// Adds this socket to `room`. It stays there until it leaves, or its
+    /// session ends for good (a resumed session keeps its rooms).
+    pub fn join(&self, room: &str) -> Result<(), Error> {
+        let config = self.io.config();
+        if room.is_empty() {
+            return Err(Error::BadRoom("empty"));
+        }
+        if room.len() > config.max_room_name {
+            return Err(Error::BadRoom("too long"));
+        }
+        let fanout = self.io.inner.hub.fanout();
+        if !fanout.join(
+            room,
+            self.session.sid,
+            &self.session.mailbox,
+            config.max_rooms_per_socket,
+        ) {
+            return Err(Error::BadRoom("too many rooms"));
+        }
+        Ok(())
+    }
+
+    /// Removes this socket from `room`.
+    pub fn leave(&self, room: &str) {
+        self.io.inner.hub.fanout().leave(room, self.session.sid);
+    }
+
+    /// The rooms this socket is in, sorted. (Unlike socket.io, a socket is
+    /// not in a room named by its id: the sid is a credential.)
+    pub fn rooms(&self) -> Vec<String> {
+        self.io
+            .inner
+            .hub
+            .fanout()
+            .rooms_of(self.session.sid)
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    }
+
+    /// Events sent through the returned operator go to the members of
+    /// `room` except this socket.
+    pub fn to(&self, room: &str) -> Operator {
+        Operator {
+            io: self.io.clone(),
+            target: Target {
+                rooms: vec![Arc::from(room)],
+                except: Some(self.session.sid),
+            },
+        }
+    }
+
+    /// Events sent through the returned operator go to every session but
+    /// this one.
+    pub fn broadcast(&self) -> Operator {
+        Operator {
+            io: self.io.clone(),
+            target: Target {
+                rooms: Vec::new(),
+                except: Some(self.session.sid),
+            },
+        }
+    }
+
+    /// The app's own value for this socket (`socket.data`), `null` until
+    /// set. It survives a resume.
+    pub fn data(&self) -> Value {
+        self.state.data.lock().clone()
+    }
+
+    /// Replaces [`Socket::data`].
+    pub fn set_data(&self, data: impl Into<Value>) {
+        *self.state.data.lock() = data.into();
+    }
+
+    /// What the client presented when this connection began: headers,
+    /// query, `auth`, remote address and time.
+    pub fn handshake(&self) -> Arc<Handshake> {
+        self.state.handshake.lock().clone()
+    }
+
+    /// Whether this connection resumed an earlier session (same sid, rooms
+    /// and data, with every missed event delivered).
+    pub fn recovered(&self) -> bool {
+        self.state.recovered.load(Ordering::SeqCst)
     }
 
     /// Sends `event` to this client only.
@@ -379,8 +790,9 @@ impl Socket {
         );
         let packet = Packet::new(event, &data.into());
         self.io.hub().metrics.published(Kind::Direct);
+        let stamp = self.io.inner.hub.fanout().end();
         self.session
-            .push(packet, self.io.config().max_pending_events);
+            .push(packet, stamp, self.io.config().max_pending_events);
     }
 
     /// Ends this session from the server side.

@@ -21,7 +21,8 @@ pub(crate) fn lookup(path: &str) -> Option<StaticFile> {
             include_bytes!("../public/index.html"),
         ),
         "/public/client.js" => (JS, include_bytes!("../public/client.js")),
-        "/public/ssio.js" => (JS, include_bytes!("../public/ssio.js")),
+        "/public/ssio.js" => (JS, CLASSIC.as_bytes()),
+        "/public/ssio.mjs" => (JS, ESM.as_bytes()),
         "/public/ssio.d.ts" => (
             "application/typescript; charset=utf-8",
             include_bytes!("../public/ssio.d.ts"),
@@ -36,6 +37,25 @@ pub(crate) fn lookup(path: &str) -> Option<StaticFile> {
         content_type,
         bytes,
     })
+}
+
+/// The browser client as a classic script: defines the global `io`.
+const CLASSIC: &str = include_str!("../public/ssio.js");
+
+/// The same client as an ES module (`import { io } from '/public/ssio.mjs'`),
+/// made from [`CLASSIC`] by one fixed rewrite so the two cannot drift.
+static ESM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| esm(CLASSIC));
+
+/// The classic script's last line hands the IIFE `this` (the window) to put
+/// `io` on; the module hands it a private object instead and exports `io`.
+fn esm(classic: &str) -> String {
+    const TAIL: &str = "})(this);\n";
+    let body = classic
+        .strip_suffix(TAIL)
+        .expect("public/ssio.js ends with `})(this);`");
+    format!(
+        "const ssio = {{}};\n{body}}})(ssio);\nexport const io = ssio.io;\nexport default io;\n"
+    )
 }
 
 /// The module holding the socket-style connection and disconnect handlers,

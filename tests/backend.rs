@@ -70,10 +70,10 @@ impl Backend for Fake {
     fn broadcast(&self, event: Broadcast) -> BackendFuture<()> {
         // Order is fixed here, at the call, as the trait asks.
         self.seen.broadcasts.fetch_add(1, Ordering::SeqCst);
-        if event.latest {
+        if event.latest && event.target.is_all() {
             self.fanout.publish_latest(&event.name, event.packet);
         } else {
-            self.fanout.publish(event.packet);
+            self.fanout.publish_to(&event.target, event.packet);
         }
         Box::pin(std::future::ready(Ok(())))
     }

@@ -166,3 +166,24 @@ async fn stats_report_sessions_by_transport() {
     let r = get(server.addr, "/stats").await;
     assert_eq!(r.text(), r#"{"sessions":2,"sse":1,"polling":1,"count":2}"#);
 }
+
+#[tokio::test]
+async fn the_client_is_served_as_a_classic_script_and_as_an_es_module_from_one_source() {
+    let server = Server::start(fast_config()).await;
+    let classic = include_str!("../public/ssio.js");
+    let r = get(server.addr, "/public/ssio.js").await;
+    assert_eq!(r.text(), classic);
+    let m = get(server.addr, "/public/ssio.mjs").await;
+    assert_eq!(m.status, 200);
+    assert_eq!(
+        m.header("content-type").as_deref(),
+        Some("text/javascript; charset=utf-8")
+    );
+    // The one fixed rewrite: the IIFE gets a private object instead of
+    // `this`, and the module exports what it put there.
+    let body = classic.strip_suffix("})(this);\n").unwrap();
+    let expected = format!(
+        "const ssio = {{}};\n{body}}})(ssio);\nexport const io = ssio.io;\nexport default io;\n"
+    );
+    assert_eq!(m.text(), expected);
+}

@@ -19,19 +19,35 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::error::Error;
 use crate::fanout::{Delivery, Item};
-use crate::hub::{Session, TakeError};
+use crate::hub::{Connected, Session, TakeError};
 use crate::packet::Packet;
+use crate::recovery::Cursor;
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
 use crate::socket::Io;
 
-/// `GET /poll` without a sid: a new polling session and its handshake JSON.
-pub(crate) async fn handshake(io: &Io, handshake: &Handshake) -> Result<(Sid, Bytes), Error> {
-    let (session, delivery) = io.connect(Transport::Polling, handshake).await?;
+/// `GET /poll` without a sid: a new (or resumed) polling session, its
+/// handshake JSON and its starting cursor. A new session must start its
+/// first poll within `--first-poll-timeout`.
+pub(crate) async fn handshake(
+    io: &Io,
+    handshake: Handshake,
+) -> Result<(Sid, Bytes, Cursor), Error> {
+    let Connected {
+        session,
+        delivery,
+        recovered,
+    } = io.start_session(Transport::Polling, handshake).await?;
+    let cursor = session.cursor(&delivery);
     let config = io.config();
     io.hub()
         .park_within(&session, delivery, config.first_poll_timeout());
-    let body = handshake_json(session.sid, config.ping_interval_ms, config.ping_timeout_ms);
-    Ok((session.sid, Bytes::from(body)))
+    let body = handshake_json(
+        session.sid,
+        config.ping_interval_ms,
+        config.ping_timeout_ms,
+        recovered,
+    );
+    Ok((session.sid, Bytes::from(body), cursor))
 }
 
 /// Puts the cursor back and re-arms the expiry however the poll ends,
@@ -99,7 +115,8 @@ impl Body for PollBody {
 /// at most `--max-poll-bytes` of events (at least one event, however large).
 /// Everything ready goes in one answer, so a client that polls again at
 /// once keeps up with any rate the log can hold.
-pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<PollBody, Error> {
+/// With it, the client's resume position once it has read them all.
+pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<(PollBody, Cursor), Error> {
     if session.transport != Transport::Polling {
         return Err(Error::WrongTransport);
     }
@@ -132,15 +149,8 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<PollBody, Err
             .expect("cursor present while polling");
         // Drain everything ready now into one response, up to the bound.
         loop {
+            let before = d.position();
             let json = match d.poll_next(cx) {
-                Poll::Ready(Item::Packet(p)) => {
-                    if events > 0 && bytes + p.json.len() > max {
-                        d.put_back(p);
-                        return Poll::Ready(());
-                    }
-                    delivered += 1;
-                    p.json
-                }
                 Poll::Ready(Item::Close(reason)) => {
                     closed = Some(reason);
                     if reason == DisconnectReason::ServerShutdown {
@@ -153,6 +163,15 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<PollBody, Err
                         body.push(Packet::retry(fastrand::u64(0..=spread)).json);
                     }
                     Packet::disconnect(reason.as_str()).json
+                }
+                Poll::Ready(item) => {
+                    let json = item.packet().map(|p| p.json.clone()).unwrap_or_default();
+                    if events > 0 && bytes + json.len() > max {
+                        d.put_back(item, before);
+                        return Poll::Ready(());
+                    }
+                    delivered += 1;
+                    json
                 }
                 Poll::Pending if events == 0 => return Poll::Pending,
                 Poll::Pending => return Poll::Ready(()),
@@ -179,9 +198,15 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<PollBody, Err
     // The body's bytes are counted with every other response's.
     metrics.written(delivered, 0);
     body.push(Bytes::from_static(b"]"));
+    let cursor = pending
+        .delivery
+        .as_ref()
+        .map(|d| session.cursor(d))
+        .expect("cursor present until the poll ends");
     if let Some(reason) = closed {
         pending.delivery = None;
-        io.hub().disconnect(session.sid, reason);
+        io.hub()
+            .disconnect_incarnation(session.sid, session.incarnation, reason);
     }
-    Ok(body)
+    Ok((body, cursor))
 }

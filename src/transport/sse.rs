@@ -20,19 +20,20 @@ use tokio::time::{Instant, Sleep};
 use crate::error::Error;
 use crate::fanout::{Delivery, Item};
 use crate::head;
+use crate::hub::{Connected, Session};
 use crate::packet::{Packet, KEEP_ALIVE};
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
 use crate::socket::Io;
 
 /// Starts an SSE session and returns its response: the one head from
 /// [`head::sse`] and the body. The raw path writes the same head by hand.
-pub(crate) async fn open(io: &Io, handshake: &Handshake) -> Result<(Sid, SseBody), Error> {
-    let (session, delivery) = io.connect(Transport::Sse, handshake).await?;
-    Ok((session.sid, SseBody::new(io.clone(), session.sid, delivery)))
+pub(crate) async fn open(io: &Io, handshake: Handshake) -> Result<(Sid, SseBody), Error> {
+    let connected = io.start_session(Transport::Sse, handshake).await?;
+    Ok((connected.session.sid, SseBody::new(io.clone(), connected)))
 }
 
 /// [`open`] as a hyper response.
-pub(crate) async fn response(io: &Io, handshake: &Handshake) -> Result<Response<SseBody>, Error> {
+pub(crate) async fn response(io: &Io, handshake: Handshake) -> Result<Response<SseBody>, Error> {
     let (sid, body) = open(io, handshake).await?;
     let mut res = Response::new(body);
     head::apply(&mut res, head::sse(sid));
@@ -44,9 +45,12 @@ pub(crate) struct SseBody {
     /// The server, to end the session when the body ends.
     io: Io,
     /// The session this body streams.
-    sid: Sid,
-    /// The `connect` event, sent before anything else.
+    session: std::sync::Arc<Session>,
+    /// The `connect` event, sent before anything else; then, after an `id:`
+    /// line, the event it names.
     first: Option<Bytes>,
+    /// Whether ordinary events carry an `id:` (recovery is on).
+    ids: bool,
     /// The session's read position.
     delivery: Delivery,
     /// Fires after `period` without a write; reset by every event.
@@ -65,14 +69,38 @@ pub(crate) struct SseBody {
 }
 
 impl SseBody {
-    fn new(io: Io, sid: Sid, delivery: Delivery) -> SseBody {
+    fn new(io: Io, connected: Connected) -> SseBody {
+        let Connected {
+            session,
+            delivery,
+            recovered,
+        } = connected;
         let config = io.config();
         let period = config.ping_interval();
-        let handshake = handshake_json(sid, config.ping_interval_ms, config.ping_timeout_ms);
+        let ids = config.recovery_window_ms > 0;
+        let handshake = handshake_json(
+            session.sid,
+            config.ping_interval_ms,
+            config.ping_timeout_ms,
+            recovered,
+        );
+        let connect = Packet::connect(&handshake).sse;
+        // The connect event names where the stream starts, so a client cut
+        // off before any event can still resume.
+        let first = if ids {
+            let id = id_line(&session, &delivery);
+            let mut b = bytes::BytesMut::with_capacity(id.len() + connect.len());
+            b.extend_from_slice(&id);
+            b.extend_from_slice(&connect);
+            b.freeze()
+        } else {
+            connect
+        };
         SseBody {
-            first: Some(Packet::connect(&handshake).sse),
+            first: Some(first),
+            ids,
             io,
-            sid,
+            session,
             delivery,
             keep_alive: Box::pin(tokio::time::sleep(period)),
             period,
@@ -126,13 +154,25 @@ impl Body for SseBody {
             return this.sent(first);
         }
         match this.delivery.poll_next(cx) {
-            Poll::Ready(Item::Packet(p)) => {
+            Poll::Ready(Item::Packet(p)) if this.ids => {
+                this.unreported.0 += 1;
+                // The id goes first, as its own frame, so the event's
+                // bytes stay shared with every other session.
+                this.first = Some(p.sse);
+                let id = id_line(&this.session, &this.delivery);
+                this.sent(id)
+            }
+            Poll::Ready(Item::Packet(p) | Item::Latest(p)) => {
                 this.unreported.0 += 1;
                 this.sent(p.sse)
             }
             Poll::Ready(Item::Close(reason)) => {
                 this.done = true;
-                this.io.hub().disconnect(this.sid, reason);
+                this.io.hub().disconnect_incarnation(
+                    this.session.sid,
+                    this.session.incarnation,
+                    reason,
+                );
                 let bye = Packet::disconnect(reason.as_str()).sse;
                 let bye = if reason == DisconnectReason::ServerShutdown {
                     // Come back later, each client at its own moment.
@@ -169,9 +209,18 @@ impl Body for SseBody {
 impl Drop for SseBody {
     fn drop(&mut self) {
         self.report();
-        // A no-op if the session already ended for another reason.
-        self.io
-            .hub()
-            .disconnect(self.sid, DisconnectReason::TransportClose);
+        // A no-op if the session already ended for another reason, or was
+        // resumed on another connection.
+        self.io.hub().disconnect_incarnation(
+            self.session.sid,
+            self.session.incarnation,
+            DisconnectReason::TransportClose,
+        );
     }
+}
+
+/// `id: <cursor>\n`: the SSE id of the event just handed out, which is the
+/// client's resume position once it has read that event.
+fn id_line(session: &Session, delivery: &Delivery) -> Bytes {
+    Bytes::from(format!("id: {}\n", session.cursor(delivery)))
 }

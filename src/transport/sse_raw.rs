@@ -98,7 +98,7 @@ pub(crate) async fn serve(
     drop(read);
     let origin = handshake.headers.get(hyper::header::ORIGIN);
     let cors = head::cors(io.config(), origin.map(|o| o.as_bytes()));
-    let (sid, mut body) = match sse::open(&io, &handshake).await {
+    let (sid, mut body) = match sse::open(&io, handshake).await {
         Ok(ok) => ok,
         Err(e) => {
             io.hub().metrics.rejected(e.status().as_u16());

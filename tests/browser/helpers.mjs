@@ -14,6 +14,8 @@ import { chromium } from 'playwright-core';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = join(ROOT, 'target', 'release', 'ssio');
+// The feature-test app (rooms, acks, middleware) as its own server.
+export const FEATURES_BIN = join(ROOT, 'target', 'release', 'examples', 'features_server');
 export const OUTPUT = join(ROOT, 'test-output');
 
 const CHROMIUM_ARGS = [
@@ -39,7 +41,7 @@ export const TEST_TIMEOUT = 90_000;
  * Starts `target/release/ssio` on 127.0.0.1 and resolves once its log line
  * names the port. `port` 0 picks a free one.
  */
-export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout = 20_000 } = {}) {
+export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout = 20_000, bin = BIN } = {}) {
   const args = [
     '--host', '127.0.0.1',
     '--port', String(port),
@@ -48,7 +50,7 @@ export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout
     '--shutdown-timeout', '3000',
   ];
   // The log line is how the port is learned, so no outside filter may hide it.
-  const child = spawn(BIN, args, {
+  const child = spawn(bin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
   });

@@ -19,7 +19,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 (cd "$here" && npm ci --silent --no-audit --no-fund)
-(cd "$root" && cargo build --release --quiet)
+(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example features_server)
 
 cd "$root"
 exec node --test --test-concurrency=1 tests/browser/*.test.mjs

@@ -50,10 +50,15 @@ impl Server {
     }
 
     pub async fn start_at(at: SocketAddr, config: Config) -> Server {
+        Server::start_with(at, config, ssio::app::install).await
+    }
+
+    /// A server at `at` running the app that `install` sets up.
+    pub async fn start_with(at: SocketAddr, config: Config, install: impl FnOnce(&Io)) -> Server {
         let listener = ssio::bind(at, config.backlog).unwrap();
         let addr = listener.local_addr().unwrap();
         let io = Io::new(config);
-        ssio::app::install(&io);
+        install(&io);
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(ssio::run(listener, io.clone(), async move {
             let _ = rx.await;
@@ -242,11 +247,20 @@ impl Sse {
 
     /// Opens a stream and reads only the response head.
     pub async fn open(addr: SocketAddr) -> Sse {
+        Sse::open_with(addr, "/events", &[]).await
+    }
+
+    /// Opens a stream at `target` (path and query) with extra headers and
+    /// reads only the response head, which must be a 200.
+    pub async fn open_with(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Sse {
+        let mut raw = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n");
+        for (k, v) in headers {
+            raw.push_str(&format!("{k}: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
         let fut = async {
             let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
+            s.write_all(raw.as_bytes()).await.unwrap();
             let mut reader = BufReader::new(s);
             let head = read_head(&mut reader).await;
             assert!(head.starts_with("HTTP/1.1 200"), "stream refused: {head}");
@@ -375,7 +389,13 @@ pub struct Poller {
 
 impl Poller {
     pub async fn handshake(addr: SocketAddr) -> Poller {
-        let r = get(addr, "/poll").await;
+        Poller::handshake_at(addr, "").await
+    }
+
+    /// A handshake with ssio mounted at `prefix`; later calls on the
+    /// returned poller use the root paths.
+    pub async fn handshake_at(addr: SocketAddr, prefix: &str) -> Poller {
+        let r = get(addr, &format!("{prefix}/poll")).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let sid = support::poll::handshake_sid(&r.body).unwrap();
         assert_eq!(r.header("x-session-id").as_deref(), Some(sid.as_str()));
