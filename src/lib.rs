@@ -59,7 +59,7 @@ mod hub;
 mod limits;
 pub mod logging;
 mod mailbox;
-mod memory;
+pub mod memory;
 mod metrics;
 mod middleware;
 mod packet;

@@ -5,8 +5,14 @@ use clap::Parser;
 use ssio::{app, Config, Io};
 use tracing::info;
 
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Before any thread exists: the allocator reads its settings at start.
+    ssio::memory::without_thread_cache();
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::parse();
     ssio::logging::init(config.log_format);
     let listener = ssio::bind(config.addr()?, config.backlog)?;
