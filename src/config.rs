@@ -5,6 +5,7 @@
 //! every one of them together with its environment variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -52,6 +53,12 @@ pub enum LogFormat {
     /// One JSON object per line, for log collectors.
     Json,
 }
+/// Default cap on the sessions one shared stream carries: far more tabs
+/// than a person opens, far fewer than a flood would like.
+pub const DEFAULT_MAX_MUX_SESSIONS: usize = 64;
+/// Default time, in milliseconds, that the sessions of a shared stream
+/// whose carrier went away wait for a new carrier before they end.
+pub const DEFAULT_MUX_GRACE_MS: u64 = 1_000;
 
 /// Server configuration: the CLI flags, their environment fallbacks, and the
 /// limits the hub enforces.
@@ -135,6 +142,28 @@ pub struct Config {
     /// Log line format.
     #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// PEM certificate chain: serve HTTPS, with HTTP/2 (needs --tls-key).
+    #[arg(long = "tls-cert", env = "TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long = "tls-key", env = "TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS with a certificate generated at start, for local work;
+    /// its fingerprint is logged.
+    #[arg(long = "tls-self-signed", env = "TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_self_signed: bool,
+
+    /// Most sessions one shared (multiplexed) stream may carry; more
+    /// attachments get 429.
+    #[arg(long = "max-mux-sessions", env = "MAX_MUX_SESSIONS", default_value_t = DEFAULT_MAX_MUX_SESSIONS, value_name = "N")]
+    pub max_mux_sessions: usize,
+
+    /// How long (ms) the sessions of a shared stream that ended wait to be
+    /// re-attached to a new one before they end with "transport close".
+    #[arg(long = "mux-grace", env = "MUX_GRACE", default_value_t = DEFAULT_MUX_GRACE_MS, value_name = "MS")]
+    pub mux_grace_ms: u64,
 }
 
 impl Default for Config {
@@ -157,6 +186,11 @@ impl Default for Config {
             cors_origins: vec![DEFAULT_CORS_ORIGIN.to_string()],
             metrics_listen: None,
             log_format: LogFormat::Text,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            max_mux_sessions: DEFAULT_MAX_MUX_SESSIONS,
+            mux_grace_ms: DEFAULT_MUX_GRACE_MS,
         }
     }
 }
@@ -180,6 +214,11 @@ impl Config {
     /// Request-body deadline as a `Duration`.
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// Re-attachment window of a shared stream's sessions as a `Duration`.
+    pub fn mux_grace(&self) -> Duration {
+        Duration::from_millis(self.mux_grace_ms)
     }
 
     /// Shutdown deadline as a `Duration`.

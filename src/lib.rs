@@ -6,7 +6,8 @@
 //! import that points up):
 //!
 //! - [`server`] accepts TCP connections and hands each to hyper, or to the
-//!   raw SSE path for a plain `GET /events`;
+//!   raw SSE path for a plain `GET /events`; with [`Tls`], every connection
+//!   is TLS, then HTTP/2 or HTTP/1.1 as ALPN chose;
 //! - `router` parses the request once (method, path, `sid`) and maps every
 //!   [`Error`] to a status and a JSON body; `http` builds the responses and
 //!   reads bodies within their limits;
@@ -27,7 +28,7 @@
 //! - [`Packet`] encodes each event once, SSE framing included, for both
 //!   transports.
 //!
-//! Beside the chain: `config`, `error`, `head` (response header tables shared
+//! Beside the chain: `config`, `tls` (certificate and acceptor), `error`, `head` (response header tables shared
 //! by hyper and the raw path, CORS included), `statics` and `memory`.
 //! Operations: `metrics` (the Prometheus series every layer bumps),
 //! `probe` (`/metrics`, `/healthz`, `/readyz`) and [`logging`]. [`app`] is
@@ -54,6 +55,7 @@ pub mod server;
 mod session;
 mod socket;
 mod statics;
+mod tls;
 mod transport;
 
 pub use backend::{Backend, BackendFuture, BackendStatus, Broadcast, LocalBackend};
@@ -62,6 +64,7 @@ pub use error::{BackendError, Error};
 pub use fanout::Fanout;
 pub use http::ResponseBody;
 pub use packet::{encode_sse, Packet, KEEP_ALIVE};
-pub use server::{bind, run};
+pub use server::{bind, run, run_tls};
 pub use session::{DisconnectReason, Handshake, Peer, Sid, Transport};
 pub use socket::{ConnectionHandler, Handler, Io, Socket, Stats};
+pub use tls::{Tls, TlsError};

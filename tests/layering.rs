@@ -31,6 +31,7 @@ const ORDER: &[(&str, u32)] = &[
     ("error", 0),
     ("statics", 0),
     ("memory", 0),
+    ("tls", 1),
 ];
 
 /// Names re-exported at the crate root, and the module each comes from.
