@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -60,6 +61,10 @@ struct Inner {
     on_connection: RwLock<Vec<ConnectionHandler>>,
     /// Event names whose broadcasts are latest-value (conflated).
     latest_names: RwLock<Vec<Box<str>>>,
+    /// State that a layer above keeps per server (the shared streams'
+    /// table), one value per type, created on first use. Kept here so that
+    /// those layers need no global and this one need not know them.
+    extensions: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
 /// A session's handlers, from the slot the hub keeps for this layer.
@@ -126,6 +131,7 @@ impl Io {
                 hub: Arc::new(Hub::new(config, fanout, backend, lifecycle)),
                 on_connection: RwLock::new(Vec::new()),
                 latest_names: RwLock::new(Vec::new()),
+                extensions: Mutex::new(Vec::new()),
             }
         });
         inner.hub.spawn_reaper();
@@ -235,6 +241,17 @@ impl Io {
         handshake: &Handshake,
     ) -> Result<(Arc<Session>, Delivery), Error> {
         self.inner.hub.connect(transport, handshake).await
+    }
+
+    /// This server's one value of type `T`, created on first use.
+    pub(crate) fn extension<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut all = self.inner.extensions.lock();
+        if let Some(found) = all.iter().find_map(|e| e.clone().downcast::<T>().ok()) {
+            return found;
+        }
+        let made = Arc::new(T::default());
+        all.push(made.clone());
+        made
     }
 
     /// Runs `session`'s handlers for an event its client sent.

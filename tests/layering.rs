@@ -17,6 +17,7 @@ const ORDER: &[(&str, u32)] = &[
     ("transport/sse", 7),
     ("probe", 7),
     ("transport/poll", 7),
+    ("transport/mux", 7),
     ("socket", 6),
     ("hub", 5),
     ("backend", 4),
