@@ -61,6 +61,11 @@ use crate::socket::Io;
 /// cannot keep the others on its stream waiting.
 const BATCH_PER_SESSION: usize = 64;
 
+/// A polled stream's carrier must poll this soon after its handshake: the
+/// client polls at once, so a carrier that does not has left (a page closed
+/// or reloaded before it read its handshake) and must not stay counted.
+const FIRST_POLL_WITHIN: Duration = Duration::from_secs(2);
+
 /// A stream's id: the token that lets a tab attach a session to it.
 pub(crate) type MuxId = Uuid;
 
@@ -105,6 +110,11 @@ pub(crate) struct Muxes {
     groups: Mutex<HashMap<MuxId, Arc<Group>>>,
     /// Sessions whose stream ended, waiting to be re-attached.
     detached: Mutex<HashMap<Sid, Member>>,
+    /// Which stream each attached session is on, so that a re-attachment
+    /// can take it from a stream whose end the server has not seen yet
+    /// (the new carrier tab may well ask first). Entries may go stale; a
+    /// use checks the stream itself.
+    homes: Mutex<HashMap<Sid, MuxId>>,
 }
 
 /// One session on a stream.
@@ -148,6 +158,8 @@ struct GroupState {
     last_read: Instant,
     /// Set once the stream has ended; nothing can attach after that.
     ended: bool,
+    /// Whether the carrier has polled at all since its handshake.
+    polled: bool,
 }
 
 impl Muxes {
@@ -159,18 +171,54 @@ impl Muxes {
             .ok_or(Error::UnknownMux)
     }
 
-    /// Takes a detached session for re-attachment to a stream of `transport`.
+    /// Takes a session for re-attachment to a stream of `transport`: one
+    /// waiting since its stream ended, or one still on a stream other than
+    /// as its carrier. Never a session that is not on a shared stream.
     fn take_detached(&self, sid: Sid, transport: Transport) -> Result<Member, Error> {
-        let mut detached = self.detached.lock();
-        match detached.get(&sid) {
-            Some(m) if m.session.transport == transport => {}
-            _ => return Err(Error::NotDetached),
-        }
-        let member = detached.remove(&sid).expect("checked above");
+        let member = {
+            let mut detached = self.detached.lock();
+            match detached.get(&sid) {
+                Some(m) if m.session.transport != transport => return Err(Error::WrongTransport),
+                Some(_) => detached.remove(&sid),
+                None => None,
+            }
+        };
+        let member = match member {
+            Some(m) => m,
+            None => self.take_attached(sid, transport)?,
+        };
         if member.session.closed_reason().is_some() {
             return Err(Error::UnknownSession);
         }
+        let mut member = member;
+        // What the old stream wrote last may have died with it.
+        member.delivery.replay_latest();
         Ok(member)
+    }
+
+    fn take_attached(&self, sid: Sid, transport: Transport) -> Result<Member, Error> {
+        let home = self.homes.lock().get(&sid).copied();
+        let group = home.and_then(|h| self.groups.lock().get(&h).cloned());
+        let Some(group) = group.filter(|g| g.owner != sid) else {
+            return Err(Error::NotDetached);
+        };
+        if group.transport != transport {
+            return Err(Error::WrongTransport);
+        }
+        let mut st = group.state.lock();
+        let at = st.members.iter().position(|m| m.session.sid == sid);
+        at.map(|at| st.members.remove(at)).ok_or(Error::NotDetached)
+    }
+
+    fn set_home(&self, sid: Sid, id: MuxId) {
+        self.homes.lock().insert(sid, id);
+    }
+
+    fn forget(&self, sids: impl IntoIterator<Item = Sid>) {
+        let mut homes = self.homes.lock();
+        for sid in sids {
+            homes.remove(&sid);
+        }
     }
 }
 
@@ -207,9 +255,11 @@ async fn open(
             reading: false,
             last_read: Instant::now(),
             ended: false,
+            polled: false,
         }),
     });
     muxes.groups.lock().insert(group.id, group.clone());
+    muxes.set_home(group.owner, group.id);
     Ok(group)
 }
 
@@ -250,6 +300,7 @@ pub(crate) async fn attach(
             st.next_key += 1;
             let key = member.key;
             st.members.push(member);
+            muxes.set_home(sid, id);
             if let Some(w) = st.waker.take() {
                 w.wake();
             }
@@ -284,7 +335,9 @@ fn end(io: &Io, group: &Group, reason: DisconnectReason) {
         st.ended = true;
         std::mem::take(&mut st.members)
     };
-    io.extension::<Muxes>().groups.lock().remove(&group.id);
+    let muxes = io.extension::<Muxes>();
+    muxes.groups.lock().remove(&group.id);
+    muxes.forget(members.iter().map(|m| m.session.sid).chain([group.owner]));
     io.hub().disconnect(group.owner, reason);
     let others: Vec<Member> = members
         .into_iter()
@@ -477,6 +530,10 @@ impl Body for MuxBody {
         }
         let mut items = Vec::new();
         let closed = this.group.poll_items(cx, &mut items);
+        if !closed.is_empty() {
+            let muxes = this.io.extension::<Muxes>();
+            muxes.forget(closed.iter().map(|(sid, _)| *sid));
+        }
         let mut owner_closed = None;
         for (sid, reason) in closed {
             if sid == this.group.owner {
@@ -556,6 +613,8 @@ async fn expire_idle(group: Weak<Group>, io: Io) {
             }
             if st.reading {
                 Instant::now() + timeout
+            } else if !st.polled {
+                st.last_read + timeout.min(FIRST_POLL_WITHIN)
             } else {
                 st.last_read + timeout
             }
@@ -595,12 +654,16 @@ pub(crate) async fn poll(io: &Io, id: MuxId) -> Result<Bytes, Error> {
             return Err(Error::PollPending);
         }
         st.reading = true;
+        st.polled = true;
     }
     let reading = Reading(group.clone());
     let mut items = Vec::new();
     let mut owner_closed = None;
     let wait = std::future::poll_fn(|cx| {
-        for (sid, reason) in group.poll_items(cx, &mut items) {
+        let closed = group.poll_items(cx, &mut items);
+        io.extension::<Muxes>()
+            .forget(closed.iter().map(|(sid, _)| *sid));
+        for (sid, reason) in closed {
             if sid == group.owner {
                 owner_closed = Some(reason);
             }

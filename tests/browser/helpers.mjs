@@ -39,13 +39,14 @@ export const TEST_TIMEOUT = 90_000;
  * Starts `target/release/ssio` on 127.0.0.1 and resolves once its log line
  * names the port. `port` 0 picks a free one.
  */
-export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout = 20_000 } = {}) {
+export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout = 20_000, args: extra = [] } = {}) {
   const args = [
     '--host', '127.0.0.1',
     '--port', String(port),
     '--ping-interval', String(pingInterval),
     '--ping-timeout', String(pingTimeout),
     '--shutdown-timeout', '3000',
+    ...extra,
   ];
   // The log line is how the port is learned, so no outside filter may hide it.
   const child = spawn(BIN, args, {
@@ -57,8 +58,8 @@ export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout
   const found = new Promise((resolve, reject) => {
     const onData = (chunk) => {
       log += chunk;
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log);
-      if (m) resolve(Number(m[1]));
+      const m = /listening on (https?):\/\/127\.0\.0\.1:(\d+)/.exec(log);
+      if (m) resolve({ scheme: m[1], port: Number(m[2]) });
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', (chunk) => { log += chunk; });
@@ -68,10 +69,10 @@ export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout
     );
     child.on('error', reject);
   });
-  const actual = await withTimeout(found, SLOW, () => `ssio did not log its port:\n${log}`);
+  const { scheme, port: actual } = await withTimeout(found, SLOW, () => `ssio did not log its port:\n${log}`);
   const server = {
     port: actual,
-    url: `http://127.0.0.1:${actual}`,
+    url: `${scheme}://127.0.0.1:${actual}`,
     get log() { return log; },
     /** SIGTERM (a graceful shutdown) and wait for the exit status. */
     async stop() {
