@@ -43,6 +43,12 @@ export interface SocketOptions {
    * long-polling, in ms. Default `3000`.
    */
   connectTimeout?: number;
+  /**
+   * Share one stream with the other tabs of this origin (over HTTP/1.1,
+   * where Web Locks and BroadcastChannel exist). Each tab keeps its own
+   * session. Default `true`; a socket given `transports` never shares.
+   */
+  share?: boolean;
 }
 
 /** Events the client raises itself; a server can never send these. */

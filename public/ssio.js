@@ -337,7 +337,8 @@
   function tabs(base, opts) {
     var nav = global.performance && performance.getEntriesByType && performance.getEntriesByType('navigation')[0];
     // Over HTTP/2 or 3 streams share one connection already.
-    if (opts.share === false || (nav && /^h[23]/.test(nav.nextHopProtocol))) return null;
+    // A socket that picks its own transports gets a stream of its own.
+    if (opts.share === false || opts.transports || (nav && /^h[23]/.test(nav.nextHopProtocol))) return null;
     if (!(global.navigator && navigator.locks && typeof BroadcastChannel == 'function')) return null;
     return links[base] || (links[base] = link(base));
   }

@@ -108,8 +108,10 @@ impl MuxParam {
 pub(crate) struct Muxes {
     /// Open streams by id.
     groups: Mutex<HashMap<MuxId, Arc<Group>>>,
-    /// Sessions whose stream ended, waiting to be re-attached.
-    detached: Mutex<HashMap<Sid, Member>>,
+    /// Sessions whose stream ended, waiting to be re-attached, with the
+    /// moment their wait ends (a session detached twice has two timers,
+    /// and only the one for its current wait may end it).
+    detached: Mutex<HashMap<Sid, (Member, Instant)>>,
     /// Which stream each attached session is on, so that a re-attachment
     /// can take it from a stream whose end the server has not seen yet
     /// (the new carrier tab may well ask first). Entries may go stale; a
@@ -178,8 +180,10 @@ impl Muxes {
         let member = {
             let mut detached = self.detached.lock();
             match detached.get(&sid) {
-                Some(m) if m.session.transport != transport => return Err(Error::WrongTransport),
-                Some(_) => detached.remove(&sid),
+                Some((m, _)) if m.session.transport != transport => {
+                    return Err(Error::WrongTransport)
+                }
+                Some(_) => detached.remove(&sid).map(|(m, _)| m),
                 None => None,
             }
         };
@@ -359,11 +363,12 @@ fn detach(io: &Io, members: Vec<Member>, grace: Duration) {
         return;
     }
     let sids: Vec<Sid> = members.iter().map(|m| m.session.sid).collect();
+    let until = Instant::now() + grace;
     let muxes = io.extension::<Muxes>();
     muxes
         .detached
         .lock()
-        .extend(members.into_iter().map(|m| (m.session.sid, m)));
+        .extend(members.into_iter().map(|m| (m.session.sid, (m, until))));
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -371,12 +376,19 @@ fn detach(io: &Io, members: Vec<Member>, grace: Duration) {
     let hub = Arc::downgrade(io.hub());
     let muxes = Arc::downgrade(&muxes);
     rt.spawn(async move {
-        tokio::time::sleep(grace).await;
+        tokio::time::sleep_until(until).await;
         let (Some(hub), Some(muxes)) = (hub.upgrade(), muxes.upgrade()) else {
             return;
         };
         for sid in sids {
-            let left = muxes.detached.lock().remove(&sid);
+            let left = {
+                let mut detached = muxes.detached.lock();
+                match detached.get(&sid) {
+                    // Still this wait: re-attached since, it would be another.
+                    Some((_, u)) if *u == until => detached.remove(&sid),
+                    _ => None,
+                }
+            };
             if left.is_some() {
                 hub.disconnect(sid, DisconnectReason::TransportClose);
             }

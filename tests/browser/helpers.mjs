@@ -137,11 +137,18 @@ export function launchBrowser() {
 /**
  * Opens `url` in a browser context of its own, so that every page has its
  * own connection pool and no page waits behind another's held requests.
- * `polling` removes EventSource before any page script runs.
+ * `polling` removes EventSource before any page script runs; `alone`
+ * removes the Web Locks API, so that the page never shares a stream with
+ * other tabs and speaks the plain per-session protocol.
  */
-export async function openPage(browser, url, { polling = false } = {}) {
+export async function openPage(browser, url, { polling = false, alone = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 720, height: 560 } });
   if (polling) await context.addInitScript(() => { delete window.EventSource; });
+  if (alone) {
+    await context.addInitScript(() => {
+      Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined });
+    });
+  }
   context.setDefaultTimeout(SLOW);
   const page = await context.newPage();
   const errors = [];

@@ -242,9 +242,14 @@ impl Sse {
 
     /// Opens a stream and reads only the response head.
     pub async fn open(addr: SocketAddr) -> Sse {
+        Sse::open_path(addr, "/events").await
+    }
+
+    /// Opens a stream at `path` (a shared stream, say) and reads its head.
+    pub async fn open_path(addr: SocketAddr, path: &str) -> Sse {
         let fut = async {
             let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
                 .await
                 .unwrap();
             let mut reader = BufReader::new(s);
