@@ -3,6 +3,8 @@
 // what they last saw.
 
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -234,4 +236,64 @@ export async function withTimeout(promise, ms, message) {
 export async function outputDir() {
   await mkdir(OUTPUT, { recursive: true });
   return OUTPUT;
+}
+
+/**
+ * nginx in front of `upstreamPort`, speaking HTTP/1.1 to the browser.
+ * `buffering` true makes it a buffering proxy as corporate ones are
+ * (HTTP/1.0 upstream, so a stream is held whole; X-Accel-Buffering
+ * ignored); false passes streams through (HTTP/1.1 upstream, unbuffered).
+ */
+export async function startNginx(upstreamPort, { buffering }) {
+  const dir = await mkdtemp(join(tmpdir(), 'ssio-nginx-'));
+  const port = await freePort();
+  const upstream = buffering
+    ? 'proxy_http_version 1.0; proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;'
+    : 'proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 1h;';
+  await writeFile(join(dir, 'nginx.conf'), `daemon off;
+master_process on;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 512; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://127.0.0.1:${upstreamPort};
+      ${upstream}
+    }
+  }
+}
+`);
+  const child = spawn('/usr/sbin/nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout.on('data', (c) => { log += c; });
+  child.stderr.on('data', (c) => { log += c; });
+  const exited = once(child, 'exit').catch(() => {});
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      await withTimeout(exited, SLOW, () => `nginx did not exit after SIGTERM:\n${log}`);
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    await eventually(async () => (await fetch(url + '/stats')).status, (st) => st === 200, SLOW,
+      `nginx on port ${port} to proxy /stats (log: ${log})`);
+  } catch (e) {
+    child.kill('SIGKILL');
+    await stop();
+    throw e;
+  }
+  return { url, stop };
 }

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import {
-  SLOW, TEST_TIMEOUT, allShow, eventually, launchBrowser, shownCount, socketState, withServer,
+  SLOW, TEST_TIMEOUT, allShow, eventually, launchBrowser, shownCount, socketState, startNginx, stats,
+  statsEqual, withServer,
 } from './helpers.mjs';
 
 const TABS = 20;
@@ -141,6 +142,38 @@ test(`${TABS} tabs over HTTPS speak HTTP/2 and are all live and exact`,
   assert.deepEqual(tabs.flatMap((t) => t.errors), []);
   await context.close();
 }));
+
+for (const buffering of [false, true]) {
+  const transport = buffering ? 'polling' : 'sse';
+  test(`${TABS} tabs through nginx ${buffering ? 'with' : 'without'} proxy buffering are all live and exact, on ${transport}`,
+    { timeout: 3 * TEST_TIMEOUT }, () => withServer({}, async (server) => {
+    const proxy = await startNginx(server.port, { buffering });
+    const context = await browser.newContext();
+    context.setDefaultTimeout(SLOW);
+    try {
+      const tabs = await openTabs(context, proxy.url, TABS);
+      const t0 = Date.now();
+      // Through buffering the carrier first waits out connectTimeout (3 s).
+      await everyTabShows(tabs, TABS, buffering ? SLOW : 5000);
+      console.log(`nginx ${buffering ? 'buffering' : 'streaming'}: all ${TABS} tabs exact ${Date.now() - t0} ms `
+        + 'after the last one loaded');
+      const states = await distinctSessions(tabs);
+      assert.ok(states.every((st) => st.transport === transport), JSON.stringify(states));
+      await statsEqual(server, {
+        count: TABS, polling: buffering ? TABS : 0, sessions: TABS, sse: buffering ? 0 : TABS,
+      });
+      const t1 = Date.now();
+      await tabs[0].page.close();
+      await everyTabShows(tabs.slice(1), TABS - 1, SETTLE_MS);
+      console.log(`nginx ${buffering ? 'buffering' : 'streaming'}: carrier closed, every tab exact in ${Date.now() - t1} ms`);
+      assert.deepEqual(tabs.flatMap((t) => t.errors), []);
+    } finally {
+      await context.close();
+      await proxy.stop();
+    }
+    await eventually(() => stats(server), (st) => st.count === 0, SLOW, 'every session to end with the browser');
+  }));
+}
 
 /**
  * Every stretch in `timeline` ([ms, count] pairs, in order, ending at
