@@ -82,7 +82,8 @@
         return function (arg, more) {
           if (current == t) fn(arg, more);
         };
-      }, { up: up, down: down, fail: fail, lost: lost, fire: fire, allowed: allowed, connectTimeout: connectTimeout });
+      }, { up: up, down: down, fail: fail, lost: lost, fire: fire, allowed: allowed, connectTimeout: connectTimeout,
+        hint: function (ms) { hint = ms; } });
       socket.transport = name;
       t.open();
       // Current only once open, so one that could not open is never closed.
@@ -548,6 +549,7 @@
         if (m.key == null) return m.queue.push(f);
         if (f.k !== m.key || f.event == 'connect') return;
         if (f.event == 'disconnect') t.down(f.data);
+        else if (f.event == 'retry') t.hint(f.data);
         else t.fire(f.event, f.data);
       });
       return {

@@ -246,15 +246,6 @@ where
 /// The handshake a session-starting request carries.
 fn handshake_of<B>(req: &Request<B>) -> Handshake {
     let headers = req.headers().clone();
-    /// A shared-stream request's optional `sid`: the session to re-attach.
-    fn resume(sid: SidParam) -> Result<Option<Sid>, Error> {
-        match sid {
-            SidParam::Absent => Ok(None),
-            SidParam::Malformed => Err(Error::UnknownSession),
-            SidParam::Valid(sid) => Ok(Some(sid)),
-        }
-    }
-
     let query = req.uri().query().map(str::to_string);
     match req.extensions().get::<Peer>() {
         Some(Peer(addr)) => Handshake::new(headers, query, *addr),
