@@ -49,6 +49,12 @@ export interface SocketOptions {
    * connection, in the body of a `POST /handshake` (never in a URL).
    */
   auth?: Record<string, unknown>;
+  /**
+   * Share one stream with the other tabs of this origin (over HTTP/1.1,
+   * where Web Locks and BroadcastChannel exist). Each tab keeps its own
+   * session. Default `true`; a socket given `transports` never shares.
+   */
+  share?: boolean;
 }
 
 /** A `connect_error` from middleware carries its status and data. */

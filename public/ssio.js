@@ -84,7 +84,11 @@
     function begin(q) {
       if (lastId) q += (q && '&') + 'resume=' + encodeURIComponent(lastId);
       q = q && '?' + q;
-      if (allowed('sse') && !broken[base] && typeof EventSource == 'function') start('sse', sse, q);
+      // A shared stream carries neither a ticket nor a resume cursor: a tab
+      // with either connects on its own.
+      var link = !q && tabs(base, opts);
+      if (link) start(link.tr || 'sse', link.member, q);
+      else if (allowed('sse') && !broken[base] && typeof EventSource == 'function') start('sse', sse, q);
       else if (allowed('polling')) start('polling', polling, q);
       else fire('connect_error', new Error('no usable transport'));
     }
@@ -108,10 +112,11 @@
     // nothing, even when a late event was already queued.
     function start(name, make, q) {
       var t = make(function live(fn) {
-        return function (arg) {
-          if (current == t) fn(arg);
+        return function (arg, more) {
+          if (current == t) fn(arg, more);
         };
-      }, q);
+      }, q, { up: up, down: down, fail: fail, lost: lost, fire: fire, allowed: allowed, connectTimeout: connectTimeout,
+        hint: function (ms) { hint = ms; } });
       socket.transport = name;
       t.open();
       // Current only once open, so one that could not open is never closed.
@@ -127,7 +132,8 @@
       if (t) t.close();
     }
 
-    function up(hs) {
+    function up(hs, tr) {
+      if (tr) socket.transport = tr;
       socket.id = hs.sid;
       socket.connected = true;
       socket.recovered = !!hs.recovered;
@@ -389,6 +395,275 @@
 
     open();
     return socket;
+  }
+
+  // ---- tab sharing ----
+  //
+  // Over HTTP/1.1 a browser holds six connections per host and every open
+  // stream keeps one, so the tabs of one origin share one stream. The tab
+  // holding the Web Lock "ssio lead <base>" carries it: it opens
+  // /events?mux=1 (or polls /poll?mux=1), its own session is key 0, and it
+  // attaches the other tabs' sessions with POST /mux/attach, each tagged by
+  // a key. Every tab stays its own socket with its own sid. Tabs talk over
+  // a BroadcastChannel: "who" asks for the stream, "mux" names it, "attach"
+  // asks the carrier to attach (or re-attach, with a sid), "attached" and
+  // "refused" answer, "frame" is one tagged event from the stream. Each tab
+  // holds a lock named after itself from the start, so the carrier learns
+  // of a tab that died (even mid-attach) when that lock becomes free, and
+  // closes its session. When the carrier tab goes, the lock passes to the
+  // oldest waiting tab, which re-opens the stream with its own sid; the
+  // server keeps the other sessions for --mux-grace, and each tab
+  // re-attaches with its sid, losing nothing.
+  var links = {};
+
+  function tabs(base, opts) {
+    var nav = global.performance && performance.getEntriesByType && performance.getEntriesByType('navigation')[0];
+    // Over HTTP/2 or 3 streams share one connection already.
+    // A socket that picks its own transports gets a stream of its own.
+    if (opts.share === false || opts.transports || (nav && /^h[23]/.test(nav.nextHopProtocol))) return null;
+    if (!(global.navigator && navigator.locks && typeof BroadcastChannel == 'function')) return null;
+    return links[base] || (links[base] = link(base));
+  }
+
+  function link(base) {
+    var chan = new BroadcastChannel('ssio ' + base);
+    var self = { tr: null };
+    var members = [];
+    var leading = false;
+    var asked = false;
+    var resign;
+    var carrier = null;
+    var mux = null;
+    var watched = {};
+
+    function uid() {
+      return Math.random().toString(36).slice(2) + Date.now().toString(36);
+    }
+    function send(msg) {
+      chan.postMessage(msg);
+    }
+    function ask() {
+      if (asked) return;
+      asked = true;
+      navigator.locks.request('ssio lead ' + base, function () {
+        leading = true;
+        if (!members.length) return quit();
+        carry();
+        return new Promise(function (r) { resign = r; });
+      });
+    }
+    function quit() {
+      leading = asked = false;
+      if (resign) resign();
+      resign = null;
+    }
+    function named(id, tr) {
+      mux = id;
+      self.tr = tr;
+      members.forEach(function (m) { m.attach(); });
+    }
+    // A frame for the stream `id`, from our carrier or another tab's.
+    function frame(id, f) {
+      members.forEach(function (m) { m.frame(id, f); });
+    }
+
+    // The carrier: the stream itself, owned by `owner`, key 0.
+    function carry() {
+      var owner = members[0];
+      var t = owner.api;
+      var sid = owner.sid ? '&sid=' + owner.sid : '';
+      var c = (carrier = { owner: owner, closed: false });
+      var deadline, es, ctl;
+      function named0(hs, tr) {
+        if (c.closed) return;
+        clearTimeout(deadline);
+        owner.own(hs, tr);
+        named(hs.mux, tr);
+        send({ t: 'mux', mux: hs.mux, tr: tr });
+      }
+      function got(f) {
+        if (c.closed) return;
+        frame(mux, f);
+        send({ t: 'frame', mux: mux, f: f });
+      }
+      function failed(err) {
+        if (c.closed) return;
+        close();
+        owner.lost(err);
+      }
+      function poll() {
+        ctl = new AbortController();
+        fetch(base + '/poll?mux=' + mux, { cache: 'no-store', signal: ctl.signal }).then(function (r) {
+          return r.json().then(function (b) {
+            if (!r.ok) throw new Error(b.error);
+            b.forEach(got);
+            if (!c.closed) poll();
+          });
+        }).catch(failed);
+      }
+      function polling() {
+        if (c.closed) return;
+        if (!t.allowed('polling')) return failed(new Error('sse unavailable'));
+        broken[base] = 1;
+        ctl = new AbortController();
+        fetch(base + '/poll?mux=1' + sid, { cache: 'no-store', signal: ctl.signal }).then(function (r) {
+          return r.json().then(function (hs) {
+            if (!r.ok) throw new Error(hs.error);
+            named0(hs, 'polling');
+            poll();
+          });
+        }).catch(failed);
+      }
+      function close() {
+        c.closed = true;
+        clearTimeout(deadline);
+        if (es) es.close();
+        if (ctl) ctl.abort();
+        if (carrier == c) carrier = null;
+      }
+      c.close = close;
+      // The stream was polled before: SSE does not get through here.
+      if (self.tr == 'polling') broken[base] = 1;
+      if (t.allowed('sse') && !broken[base] && typeof EventSource == 'function') {
+        var worked = false;
+        es = new EventSource(base + '/events?mux=1' + sid);
+        deadline = setTimeout(function () {
+          if (!c.closed) { es.close(); polling(); }
+        }, t.connectTimeout);
+        es.onmessage = function (e) {
+          var f = JSON.parse(e.data);
+          if (!worked && f.k == 0 && f.event == 'connect') {
+            worked = self.sse = true;
+            named0(f.data, 'sse');
+          } else got(f);
+        };
+        es.onerror = function () {
+          if (c.closed) return;
+          // Once SSE worked here, or for a session being resumed, an error
+          // is an outage or a lost session, not a blocked path.
+          if (worked || self.sse || owner.sid) failed(new Error('sse stream failed'));
+          else { clearTimeout(deadline); es.close(); polling(); }
+        };
+      } else polling();
+    }
+
+    // Answers a tab, wherever it is (this page's own sockets included).
+    function reply(msg) {
+      send(msg);
+      members.forEach(function (m) { m.answer(msg); });
+    }
+
+    // The carrier attaches a tab's session and watches that tab.
+    function attach(msg) {
+      var at = mux;
+      fetch(base + '/mux/attach?mux=' + at + (msg.sid ? '&sid=' + msg.sid : ''), { method: 'POST' }).then(function (r) {
+        return r.json().then(function (hs) {
+          if (!r.ok) return reply({ t: 'refused', tab: msg.tab, mux: at, error: hs.error });
+          reply({ t: 'attached', tab: msg.tab, mux: at, hs: hs });
+          if (!watched[msg.tab]) {
+            watched[msg.tab] = 1;
+            navigator.locks.request('ssio tab ' + msg.tab, function () {
+              delete watched[msg.tab];
+              navigator.sendBeacon(base + '/close?sid=' + hs.sid);
+            });
+          }
+        });
+      }).catch(function () {});
+    }
+
+    chan.onmessage = function (e) {
+      var msg = e.data;
+      if (msg.t == 'frame') frame(msg.mux, msg.f);
+      else if (msg.t == 'mux') named(msg.mux, msg.tr);
+      else if (leading && mux && carrier) {
+        if (msg.t == 'who') send({ t: 'mux', mux: mux, tr: self.tr });
+        if (msg.t == 'attach' && msg.mux == mux) attach(msg);
+      }
+      if (msg.t == 'attached' || msg.t == 'refused') {
+        members.forEach(function (m) { m.answer(msg); });
+      }
+    };
+
+    // One socket's transport on this link.
+    self.member = function (live, q, t) {
+      var m = { api: t, sid: null, key: null, at: null, queue: [], tab: uid() };
+      var release, timer;
+      m.own = live(function (hs, tr) {
+        m.at = hs.mux;
+        m.key = 0;
+        if (hs.sid != m.sid) {
+          m.sid = hs.sid;
+          t.up(hs, tr);
+        }
+      });
+      m.lost = live(function (err) {
+        t.lost(err);
+      });
+      m.attach = live(function () {
+        if (m.key === 0 && carrier && carrier.owner == m) return;
+        if (m.at == mux || !mux) return;
+        m.at = mux;
+        m.key = null;
+        m.queue = [];
+        var msg = { t: 'attach', tab: m.tab, mux: mux, sid: m.sid };
+        if (leading && carrier) attach(msg);
+        else send(msg);
+      });
+      m.answer = live(function (msg) {
+        if (msg.tab != m.tab || msg.mux != m.at) return;
+        if (msg.t == 'refused') {
+          // A session that could not be re-attached is over.
+          t.lost(new Error(msg.error));
+          return;
+        }
+        m.key = msg.hs.k;
+        if (msg.hs.sid != m.sid) {
+          m.sid = msg.hs.sid;
+          t.up(msg.hs, self.tr);
+        }
+        var queued = m.queue;
+        m.queue = [];
+        queued.forEach(function (f) { m.frame(m.at, f); });
+      });
+      m.frame = live(function (id, f) {
+        if (id != m.at) return;
+        if (m.key == null) return m.queue.push(f);
+        if (f.k !== m.key || f.event == 'connect') return;
+        if (f.event == 'disconnect') t.down(f.data);
+        else if (f.event == 'retry') t.hint(f.data);
+        else t.fire(f.event, f.data);
+      });
+      return {
+        open: function () {
+          members.push(m);
+          navigator.locks.request('ssio tab ' + m.tab, function () {
+            return new Promise(function (r) { release = r; });
+          });
+          // No stream named in time (no carrier yet, or one that is
+          // falling back): an attempt that failed, retried as usual.
+          timer = setTimeout(live(function () {
+            if (!m.sid) t.fail(new Error('no shared stream'));
+          }), t.connectTimeout * 2 + 1000);
+          ask();
+          if (leading && !carrier) carry();
+          else if (mux) m.attach();
+          else send({ t: 'who' });
+        },
+        close: function () {
+          clearTimeout(timer);
+          if (release) release();
+          members = members.filter(function (x) { return x != m; });
+          if (carrier && carrier.owner == m) {
+            carrier.close();
+            mux = null;
+            if (members.length) carry();
+          }
+          if (!members.length) quit();
+        },
+        listen: null
+      };
+    };
+    return self;
   }
 
   global.io = io;

@@ -150,18 +150,20 @@ async fn refuse(stream: &mut TcpStream, e: &Error, config: &Config) -> First {
 /// A connection whose first bytes were already read: they are read again
 /// first, then the socket. Writes go straight through, vectored included,
 /// so hyper keeps queueing response bodies by reference.
-pub(crate) struct Prefixed {
+/// The stream is a plain socket, or a TLS stream whose first decrypted bytes
+/// were read to look at.
+pub(crate) struct Prefixed<S = TcpStream> {
     /// Bytes read before hyper took over; emptied (and freed) once replayed.
     prefix: Vec<u8>,
     /// How much of `prefix` has been replayed.
     pos: usize,
     /// The socket.
-    stream: TcpStream,
+    stream: S,
 }
 
-impl Prefixed {
+impl<S> Prefixed<S> {
     /// `stream`, with `prefix` to be read before it.
-    pub(crate) fn new(prefix: Vec<u8>, stream: TcpStream) -> Prefixed {
+    pub(crate) fn new(prefix: Vec<u8>, stream: S) -> Prefixed<S> {
         Prefixed {
             prefix,
             pos: 0,
@@ -170,7 +172,7 @@ impl Prefixed {
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -191,7 +193,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

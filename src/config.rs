@@ -5,6 +5,7 @@
 //! every one of them together with its environment variable.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -94,6 +95,12 @@ pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_AUTH_BYTES: usize = 4096;
 /// Default life of a handshake ticket (`POST /handshake`), in milliseconds.
 pub const DEFAULT_TICKET_TTL_MS: u64 = 10_000;
+/// Default cap on the sessions one shared stream carries: far more tabs
+/// than a person opens, far fewer than a flood would like.
+pub const DEFAULT_MAX_MUX_SESSIONS: usize = 64;
+/// Default time, in milliseconds, that the sessions of a shared stream
+/// whose carrier went away wait for a new carrier before they end.
+pub const DEFAULT_MUX_GRACE_MS: u64 = 1_000;
 
 /// Server configuration: the CLI flags, their environment fallbacks, and the
 /// limits the hub enforces.
@@ -255,6 +262,29 @@ pub struct Config {
     /// How long a handshake ticket from `POST /handshake` stays usable (ms).
     #[arg(long = "ticket-ttl", env = "TICKET_TTL", default_value_t = DEFAULT_TICKET_TTL_MS, value_name = "MS")]
     pub ticket_ttl_ms: u64,
+
+    /// PEM certificate chain: serve HTTPS, with HTTP/2 (needs --tls-key).
+    #[arg(long = "tls-cert", env = "TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long = "tls-key", env = "TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS with a certificate generated at start, for local work;
+    /// its fingerprint is logged.
+    #[arg(long = "tls-self-signed", env = "TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_self_signed: bool,
+
+    /// Most sessions one shared (multiplexed) stream may carry; more
+    /// attachments get 429.
+    #[arg(long = "max-mux-sessions", env = "MAX_MUX_SESSIONS", default_value_t = DEFAULT_MAX_MUX_SESSIONS, value_name = "N")]
+    pub max_mux_sessions: usize,
+
+    /// How long (ms) the sessions of a shared stream that ended wait to be
+    /// re-attached to a new one before they end with "transport close".
+    #[arg(long = "mux-grace", env = "MUX_GRACE", default_value_t = DEFAULT_MUX_GRACE_MS, value_name = "MS")]
+    pub mux_grace_ms: u64,
 }
 
 /// An address range given to `--trusted-proxy`: `10.0.0.0/8`, `::1`, ...
@@ -368,6 +398,11 @@ impl Default for Config {
             ack_timeout_ms: DEFAULT_ACK_TIMEOUT_MS,
             max_auth_bytes: DEFAULT_MAX_AUTH_BYTES,
             ticket_ttl_ms: DEFAULT_TICKET_TTL_MS,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            max_mux_sessions: DEFAULT_MAX_MUX_SESSIONS,
+            mux_grace_ms: DEFAULT_MUX_GRACE_MS,
         }
     }
 }
@@ -412,6 +447,11 @@ impl Config {
     /// Handshake ticket life as a `Duration`.
     pub fn ticket_ttl(&self) -> Duration {
         Duration::from_millis(self.ticket_ttl_ms)
+    }
+
+    /// Re-attachment window of a shared stream's sessions as a `Duration`.
+    pub fn mux_grace(&self) -> Duration {
+        Duration::from_millis(self.mux_grace_ms)
     }
 
     /// Shutdown deadline as a `Duration`.

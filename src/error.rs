@@ -40,6 +40,17 @@ pub enum Error {
     /// The body could not be read (the client went away mid-body).
     #[error("could not read request body")]
     BodyRead,
+    /// A shared-stream request named a stream that is not open (never was,
+    /// or its carrier went away).
+    #[error("unknown mux stream")]
+    UnknownMux,
+    /// A shared stream already carries `--max-mux-sessions` sessions.
+    #[error("too many sessions on this stream")]
+    MuxFull,
+    /// A re-attachment named a session that is live on a stream (or on
+    /// another transport) rather than waiting for a new carrier.
+    #[error("session is not waiting to be re-attached")]
+    NotDetached,
     /// `--max-sessions` live sessions already exist.
     #[error("server is full, retry later")]
     Full,
@@ -121,7 +132,10 @@ impl Error {
             | Error::BadCursor
             | Error::BadAuth(_)
             | Error::BadAck(_)
-            | Error::BadRoom(_) => StatusCode::BAD_REQUEST,
+            | Error::BadRoom(_)
+            | Error::UnknownMux
+            | Error::NotDetached => StatusCode::BAD_REQUEST,
+            Error::MuxFull => StatusCode::TOO_MANY_REQUESTS,
             Error::EmitRate | Error::AddressFull | Error::AddressRate => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -415,6 +415,14 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
+    /// Hands out every latest value again, as if never sent: for a cursor
+    /// moved to a new connection, whose last writes may have been lost with
+    /// the old one. A latest value sent twice is harmless by definition.
+    pub(crate) fn replay_latest(&mut self) {
+        self.latest_seen = 0;
+        self.ready.clear();
+    }
+
     /// The next item, in priority order: a close beats everything, then
     /// latest values, then ordinary events in the order they were sent
     /// (mailbox events by their stamp against the log).

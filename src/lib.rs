@@ -6,7 +6,8 @@
 //! import that points up):
 //!
 //! - [`server`] accepts TCP connections and hands each to hyper, or to the
-//!   raw SSE path for a plain `GET /events`;
+//!   raw SSE path for a plain `GET /events`; with [`Tls`], every connection
+//!   is TLS, then HTTP/2 or HTTP/1.1 as ALPN chose;
 //! - `router` parses the request once (method, path, `sid`) and maps every
 //!   [`Error`] to a status and a JSON body; `http` builds the responses and
 //!   reads bodies within their limits;
@@ -27,7 +28,7 @@
 //! - [`Packet`] encodes each event once, SSE framing included, for both
 //!   transports.
 //!
-//! Beside the chain: `config`, `error`, `head` (response header tables shared
+//! Beside the chain: `config`, `tls` (certificate and acceptor), `error`, `head` (response header tables shared
 //! by hyper and the raw path, CORS included), `limits` (token buckets and
 //! per-address accounting, which the hub consults on every connect and
 //! disconnect), `accept` (the first request head of every connection, read
@@ -72,6 +73,7 @@ mod session;
 mod socket;
 mod statics;
 mod tickets;
+mod tls;
 mod tower;
 mod transport;
 
@@ -85,7 +87,8 @@ pub use middleware::Rejection;
 pub use packet::{encode_sse, Packet, KEEP_ALIVE};
 pub use recovery::Cursor;
 pub use rooms::Target;
-pub use server::{bind, run};
+pub use server::{bind, run, run_tls};
 pub use session::{DisconnectReason, Handshake, Peer, Sid, Transport};
 pub use socket::{AckHandler, ConnectionHandler, Handler, Io, Middleware, Operator, Socket, Stats};
+pub use tls::{Tls, TlsError};
 pub use tower::IoService;

@@ -2,7 +2,7 @@
 //! SIGTERM.
 
 use clap::Parser;
-use ssio::{app, Config, Io};
+use ssio::{app, Config, Io, Tls};
 use tracing::info;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,11 +15,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::parse();
     ssio::logging::init(config.log_format);
+    let tls = Tls::from_config(&config)?;
     let listener = ssio::bind(config.addr()?, config.backlog)?;
-    info!("listening on http://{}", listener.local_addr()?);
+    if let Some(tls) = &tls {
+        if config.tls_self_signed {
+            info!(
+                fingerprint = %tls.fingerprint,
+                spki_sha256 = %tls.spki_sha256,
+                "serving a self-signed certificate generated at start"
+            );
+        }
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!("listening on {scheme}://{}", listener.local_addr()?);
     let io = Io::new(config);
     app::install(&io);
-    ssio::run(listener, io, shutdown_signal()).await;
+    match tls {
+        Some(tls) => ssio::run_tls(listener, io, tls, shutdown_signal()).await,
+        None => ssio::run(listener, io, shutdown_signal()).await,
+    }
     Ok(())
 }
 

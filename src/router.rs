@@ -23,6 +23,7 @@ use crate::recovery::Cursor;
 use crate::session::{DisconnectReason, Handshake, Peer, Sid};
 use crate::socket::Io;
 use crate::statics;
+use crate::transport::mux::{self, MuxParam};
 use crate::transport::{poll, sse};
 
 /// Event names a client may not send: they are the session's own lifecycle.
@@ -33,7 +34,7 @@ fn allowed(path: &str) -> Option<&'static str> {
     match path {
         "/events" | "/poll" | "/stats" | "/_api/server.js" => Some("GET, OPTIONS"),
         "/metrics" | "/healthz" | "/readyz" => Some("GET, OPTIONS"),
-        "/emit" | "/close" | "/handshake" => Some("POST, OPTIONS"),
+        "/emit" | "/close" | "/handshake" | "/mux/attach" => Some("POST, OPTIONS"),
         p if statics::lookup(p).is_some() => Some("GET, HEAD, OPTIONS"),
         _ => None,
     }
@@ -157,11 +158,39 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let sid = SidParam::parse(req.uri().query());
+    let mux = MuxParam::parse(req.uri().query());
     let path = req.uri().path();
     match (req.method(), path) {
         // Served on --metrics-listen instead: not here at all.
         (_, "/metrics") if !io.config().metrics_public() => Err(Error::NotFound),
         (&Method::OPTIONS, p) if allowed(p).is_some() || p == "*" => preflight(io, origin),
+        (&Method::GET, "/events") if mux != MuxParam::Absent => {
+            let MuxParam::Open = mux else {
+                return Err(Error::UnknownMux);
+            };
+            let res = mux::sse_response(io, resume(sid)?, &handshake_of(&req)).await?;
+            Ok(res.map(BoxBody::new))
+        }
+        (&Method::GET, "/poll") if mux != MuxParam::Absent => match mux {
+            MuxParam::Open => {
+                let (sid, body) =
+                    mux::poll_handshake(io, resume(sid)?, &handshake_of(&req)).await?;
+                let mut res = http::json(StatusCode::OK, body);
+                res.headers_mut().insert("x-session-id", sid_header(sid));
+                Ok(res)
+            }
+            MuxParam::Id(id) => Ok(http::json(StatusCode::OK, mux::poll(io, id).await?)),
+            MuxParam::Absent | MuxParam::Malformed => Err(Error::UnknownMux),
+        },
+        (&Method::POST, "/mux/attach") => {
+            let MuxParam::Id(id) = mux else {
+                return Err(Error::UnknownMux);
+            };
+            let (sid, body) = mux::attach(io, id, resume(sid)?, &handshake_of(&req)).await?;
+            let mut res = http::json(StatusCode::OK, body);
+            res.headers_mut().insert("x-session-id", sid_header(sid));
+            Ok(res)
+        }
         (&Method::GET, "/events") => Ok(sse::response(io, handshake_of(&req))
             .await?
             .map(BoxBody::new)),
@@ -296,6 +325,15 @@ pub(crate) fn metrics_response(io: &Io) -> Response<ResponseBody> {
         HeaderValue::from_static("no-store"),
     );
     res
+}
+
+/// A shared-stream request's optional `sid`: the session to re-attach.
+fn resume(sid: SidParam) -> Result<Option<Sid>, Error> {
+    match sid {
+        SidParam::Absent => Ok(None),
+        SidParam::Malformed => Err(Error::UnknownSession),
+        SidParam::Valid(sid) => Ok(Some(sid)),
+    }
 }
 
 fn not_found_or_method(path: &str) -> Error {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Socket as RawSocket, Type};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,6 +24,7 @@ use crate::accept::{self, Prefixed};
 use crate::router;
 use crate::session::Peer;
 use crate::socket::Io;
+use crate::tls::Tls;
 use crate::transport::sse_raw;
 
 /// Binds a listener with `backlog` pending connections (tokio's default of
@@ -40,6 +42,17 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 /// session with "server shutdown", lets open connections finish for up to
 /// `--shutdown-timeout`, and returns.
 pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
+    serve_all(listener, io, None, shutdown).await
+}
+
+/// [`run`] over TLS: every connection is a TLS handshake (within
+/// `--header-timeout`), then HTTP/2 or HTTP/1.1 as ALPN chose, through
+/// hyper-util's auto builder.
+pub async fn run_tls(listener: TcpListener, io: Io, tls: Tls, shutdown: impl Future) {
+    serve_all(listener, io, Some(tls), shutdown).await
+}
+
+async fn serve_all(listener: TcpListener, io: Io, tls: Option<Tls>, shutdown: impl Future) {
     let graceful = GracefulShutdown::new();
     // Every connection task, whichever way it is served, so shutdown can wait
     // for all of them.
@@ -74,8 +87,11 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
                     if let Err(e) = tune(&stream, &io) {
                         debug!(%peer, error = %e, "could not set socket options");
                     }
-                    let conn = serve(stream, peer, io.clone(), graceful.watcher(), closing.clone());
-                    tracker.spawn(conn);
+                    let (io, watcher, closing) = (io.clone(), graceful.watcher(), closing.clone());
+                    match &tls {
+                        Some(tls) => tracker.spawn(serve_tls(stream, peer, tls.clone(), io, watcher, closing)),
+                        None => tracker.spawn(serve(stream, peer, io, watcher, closing)),
+                    };
                 }
                 Err(e) => accept_error(e).await,
             },
@@ -186,6 +202,85 @@ async fn serve_internal(listener: TcpListener, io: Io, done: CancellationToken) 
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Serves one TLS connection. The handshake and then the first bytes of
+/// the first request must each arrive within `--header-timeout`: plain HTTP
+/// sent to this port, garbage, or a handshake that stalls is dropped then,
+/// costing nobody else anything.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Tls,
+    io: Io,
+    watcher: Watcher,
+    closing: CancellationToken,
+) {
+    let config = io.config().clone();
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(config.header_timeout(), tls.acceptor.accept(stream)) => r,
+        _ = closing.cancelled() => return,
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+        Err(_) => return debug!("TLS handshake timed out"),
+    };
+    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    // hyper-util's auto builder reads the first bytes to tell the protocols
+    // apart, with no deadline of its own; an HTTP/2 connection has no
+    // header timeout either. So the first bytes are read here, in time.
+    let first = tokio::select! {
+        r = tokio::time::timeout(config.header_timeout(), first_bytes(stream)) => r,
+        _ = closing.cancelled() => return,
+    };
+    let Ok(Some(stream)) = first else { return };
+    let service = {
+        let io = io.clone();
+        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
+            let io = io.clone();
+            async move { Ok::<_, Infallible>(router::handle(&io, req).await) }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout())
+        .max_buf_size(config.max_header_bytes.max(8192));
+    // HTTP/2 PINGs give the same half-open bound as the TCP user timeout:
+    // a peer that answers none for pingTimeout is gone.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.ping_interval())
+        .keep_alive_timeout(config.ping_timeout())
+        .max_header_list_size(config.max_header_bytes.min(u32::MAX as usize) as u32);
+    let builder = match alpn.as_deref() {
+        Some(b"h2") => builder.http2_only(),
+        Some(b"http/1.1") => builder.http1_only(),
+        _ => builder,
+    };
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        debug!(error = %e, "TLS connection ended with an error");
+    }
+}
+
+/// Waits for the first decrypted bytes; `None` if the peer closed first.
+async fn first_bytes<S>(mut stream: S) -> Option<Prefixed<S>>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.truncate(n);
+    Some(Prefixed::new(buf, stream))
 }
 
 /// Small SSE events must leave at once, and a peer that stops acknowledging

@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -43,7 +44,7 @@ use crate::ack::Ack;
 use crate::backend::{ready_now, Backend, Broadcast, LocalBackend};
 use crate::config::Config;
 use crate::error::{BackendError, Error};
-use crate::fanout::Fanout;
+use crate::fanout::{Delivery, Fanout};
 use crate::hub::{Connected, Hub, Lifecycle, Session};
 use crate::metrics::Kind;
 use crate::middleware::Rejection;
@@ -85,6 +86,10 @@ struct Inner {
     middleware: RwLock<Vec<Middleware>>,
     /// Handshake tickets from `POST /handshake`.
     tickets: Tickets,
+    /// State that a layer above keeps per server (the shared streams'
+    /// table), one value per type, created on first use. Kept here so that
+    /// those layers need no global and this one need not know them.
+    extensions: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
 /// A session's state, from the slot the hub keeps for this layer.
@@ -221,6 +226,7 @@ impl Io {
                 latest_names: RwLock::new(Vec::new()),
                 middleware: RwLock::new(Vec::new()),
                 tickets: Tickets::default(),
+                extensions: Mutex::new(Vec::new()),
             }
         });
         inner.hub.spawn_reaper();
@@ -397,6 +403,30 @@ impl Io {
         // Shared, not copied, with the socket state that keeps it.
         let handshake = Arc::new(handshake);
         self.inner.hub.connect(transport, &handshake, resume).await
+    }
+
+    /// This server's one value of type `T`, created on first use.
+    pub(crate) fn extension<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut all = self.inner.extensions.lock();
+        if let Some(found) = all.iter().find_map(|e| e.clone().downcast::<T>().ok()) {
+            return found;
+        }
+        let made = Arc::new(T::default());
+        all.push(made.clone());
+        made
+    }
+
+    /// Starts a session on `transport` for a request that carries no
+    /// resume: the shared streams' way in. The middleware runs first.
+    pub(crate) async fn connect(
+        &self,
+        transport: Transport,
+        handshake: &Handshake,
+    ) -> Result<(Arc<Session>, Delivery), Error> {
+        self.check(handshake)?;
+        let handshake = Arc::new(handshake.clone());
+        let c = self.inner.hub.connect(transport, &handshake, None).await?;
+        Ok((c.session, c.delivery))
     }
 
     /// Runs the middleware on `handshake`.

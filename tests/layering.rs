@@ -19,6 +19,7 @@ const ORDER: &[(&str, u32)] = &[
     ("transport/sse", 7),
     ("probe", 7),
     ("transport/poll", 7),
+    ("transport/mux", 7),
     ("socket", 6),
     ("hub", 5),
     ("backend", 4),
@@ -39,6 +40,7 @@ const ORDER: &[(&str, u32)] = &[
     ("error", 0),
     ("statics", 0),
     ("memory", 0),
+    ("tls", 1),
 ];
 
 /// Names re-exported at the crate root, and the module each comes from.

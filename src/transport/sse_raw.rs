@@ -55,6 +55,10 @@ pub(crate) fn sniff(head: &[u8]) -> Option<usize> {
     if path != "/events" && !path.starts_with("/events?") {
         return None;
     }
+    // A shared stream has its own body; hyper serves it.
+    if path.contains("mux=") {
+        return None;
+    }
     let plain = req.headers.iter().all(|h| {
         !["content-length", "transfer-encoding", "upgrade", "expect"]
             .iter()
@@ -210,6 +214,7 @@ mod tests {
             b"GET /events HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             b"GET /events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET /events HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /events?mux=1 HTTP/1.1\r\nHost: x\r\n\r\n",
             b"\x00\x01garbage",
         ] {
             assert_eq!(sniff(other), None, "{:?}", String::from_utf8_lossy(other));

@@ -3,6 +3,8 @@
 // what they last saw.
 
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -41,13 +43,14 @@ export const TEST_TIMEOUT = 90_000;
  * Starts `target/release/ssio` on 127.0.0.1 and resolves once its log line
  * names the port. `port` 0 picks a free one.
  */
-export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout = 20_000, bin = BIN } = {}) {
+export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout = 20_000, bin = BIN, args: extra = [] } = {}) {
   const args = [
     '--host', '127.0.0.1',
     '--port', String(port),
     '--ping-interval', String(pingInterval),
     '--ping-timeout', String(pingTimeout),
     '--shutdown-timeout', '3000',
+    ...extra,
   ];
   // The log line is how the port is learned, so no outside filter may hide it.
   const child = spawn(bin, args, {
@@ -59,8 +62,8 @@ export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout
   const found = new Promise((resolve, reject) => {
     const onData = (chunk) => {
       log += chunk;
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log);
-      if (m) resolve(Number(m[1]));
+      const m = /listening on (https?):\/\/127\.0\.0\.1:(\d+)/.exec(log);
+      if (m) resolve({ scheme: m[1], port: Number(m[2]) });
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', (chunk) => { log += chunk; });
@@ -70,10 +73,10 @@ export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout
     );
     child.on('error', reject);
   });
-  const actual = await withTimeout(found, SLOW, () => `ssio did not log its port:\n${log}`);
+  const { scheme, port: actual } = await withTimeout(found, SLOW, () => `ssio did not log its port:\n${log}`);
   const server = {
     port: actual,
-    url: `http://127.0.0.1:${actual}`,
+    url: `${scheme}://127.0.0.1:${actual}`,
     get log() { return log; },
     /** SIGTERM (a graceful shutdown) and wait for the exit status. */
     async stop() {
@@ -138,11 +141,18 @@ export function launchBrowser() {
 /**
  * Opens `url` in a browser context of its own, so that every page has its
  * own connection pool and no page waits behind another's held requests.
- * `polling` removes EventSource before any page script runs.
+ * `polling` removes EventSource before any page script runs; `alone`
+ * removes the Web Locks API, so that the page never shares a stream with
+ * other tabs and speaks the plain per-session protocol.
  */
-export async function openPage(browser, url, { polling = false } = {}) {
+export async function openPage(browser, url, { polling = false, alone = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 720, height: 560 } });
   if (polling) await context.addInitScript(() => { delete window.EventSource; });
+  if (alone) {
+    await context.addInitScript(() => {
+      Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined });
+    });
+  }
   context.setDefaultTimeout(SLOW);
   const page = await context.newPage();
   const errors = [];
@@ -228,4 +238,64 @@ export async function withTimeout(promise, ms, message) {
 export async function outputDir() {
   await mkdir(OUTPUT, { recursive: true });
   return OUTPUT;
+}
+
+/**
+ * nginx in front of `upstreamPort`, speaking HTTP/1.1 to the browser.
+ * `buffering` true makes it a buffering proxy as corporate ones are
+ * (HTTP/1.0 upstream, so a stream is held whole; X-Accel-Buffering
+ * ignored); false passes streams through (HTTP/1.1 upstream, unbuffered).
+ */
+export async function startNginx(upstreamPort, { buffering }) {
+  const dir = await mkdtemp(join(tmpdir(), 'ssio-nginx-'));
+  const port = await freePort();
+  const upstream = buffering
+    ? 'proxy_http_version 1.0; proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;'
+    : 'proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 1h;';
+  await writeFile(join(dir, 'nginx.conf'), `daemon off;
+master_process on;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 512; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://127.0.0.1:${upstreamPort};
+      ${upstream}
+    }
+  }
+}
+`);
+  const child = spawn('/usr/sbin/nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout.on('data', (c) => { log += c; });
+  child.stderr.on('data', (c) => { log += c; });
+  const exited = once(child, 'exit').catch(() => {});
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      await withTimeout(exited, SLOW, () => `nginx did not exit after SIGTERM:\n${log}`);
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    await eventually(async () => (await fetch(url + '/stats')).status, (st) => st === 200, SLOW,
+      `nginx on port ${port} to proxy /stats (log: ${log})`);
+  } catch (e) {
+    child.kill('SIGKILL');
+    await stop();
+    throw e;
+  }
+  return { url, stop };
 }

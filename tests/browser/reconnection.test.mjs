@@ -85,7 +85,8 @@ test('a poll answered "unknown session" leads to one fresh handshake, not an err
   // pingTimeout; pingInterval + pingTimeout is how long the client lets a
   // poll take, so a poll held past pingTimeout still reaches the server.
   await withServer({ pingInterval: 1500, pingTimeout: 1000 }, async (server) => {
-    const handle = await openPage(browser, 'about:blank', { polling: true });
+    // The plain polling protocol: `/poll?sid=` is what is held below.
+    const handle = await openPage(browser, 'about:blank', { polling: true, alone: true });
     const { page } = handle;
     const handshakes = [];
     const polls = [];

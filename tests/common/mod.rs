@@ -250,6 +250,11 @@ impl Sse {
         Sse::open_with(addr, "/events", &[]).await
     }
 
+    /// Opens a stream at `path` (a shared stream, say) and reads its head.
+    pub async fn open_path(addr: SocketAddr, path: &str) -> Sse {
+        Sse::open_with(addr, path, &[]).await
+    }
+
     /// Opens a stream at `target` (path and query) with extra headers and
     /// reads only the response head, which must be a 200.
     pub async fn open_with(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Sse {

@@ -1,0 +1,235 @@
+//! TLS: the certificate, the acceptor, and ALPN, so that browsers can speak
+//! HTTP/2 to ssio.
+//!
+//! Over HTTP/1.1 a browser keeps at most six connections per host, and every
+//! open event stream holds one of them for good: a seventh tab of the same
+//! origin hangs. Over HTTP/2 every stream is multiplexed on one connection,
+//! and browsers speak HTTP/2 only over TLS, so TLS is what lifts the limit.
+//!
+//! The certificate comes from PEM files (`--tls-cert`, `--tls-key`), read
+//! with `rustls-pki-types`, or is generated at start for local work
+//! (`--tls-self-signed`; its SHA-256 fingerprint is logged so a browser can
+//! pin it). ALPN offers `h2` first, then `http/1.1`; the server reads the
+//! protocol the client picked from the finished handshake.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+
+/// ALPN protocol IDs in order of preference.
+const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// Names the generated certificate is valid for: what a developer types.
+const SELF_SIGNED_NAMES: &[&str] = &["localhost", "127.0.0.1", "::1"];
+
+/// Why TLS could not be set up; the server refuses to start on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Only one of `--tls-cert` and `--tls-key` was given.
+    #[error("--tls-cert and --tls-key must be given together")]
+    Incomplete,
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// The file named on the command line.
+        path: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// rustls refused the certificate and key (a key that does not match, say).
+    #[error("certificate rejected: {0}")]
+    Rejected(#[from] rustls::Error),
+    /// The self-signed certificate could not be generated.
+    #[error("could not generate a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// A configured TLS acceptor, and how to describe it in the startup line.
+#[derive(Clone)]
+pub struct Tls {
+    /// Shared by every connection; the handshake state is per connection.
+    pub(crate) acceptor: TlsAcceptor,
+    /// SHA-256 of the certificate's DER, colon-separated hex, for pinning.
+    pub fingerprint: String,
+    /// The same hash, base64, of the certificate's public key (SPKI): what
+    /// Chromium's `--ignore-certificate-errors-spki-list` takes.
+    pub spki_sha256: String,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+impl Tls {
+    /// TLS as the configuration asks for it: `None` for plain HTTP.
+    pub fn from_config(config: &Config) -> Result<Option<Tls>, TlsError> {
+        match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Tls::from_pem_files(cert, key).map(Some),
+            (None, None) if config.tls_self_signed => Tls::self_signed().map(Some),
+            (None, None) => Ok(None),
+            _ => Err(TlsError::Incomplete),
+        }
+    }
+
+    /// A certificate chain and its private key from PEM files.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
+        let pem_error = |path: &Path, reason: String| TlsError::Pem {
+            path: path.display().to_string(),
+            reason,
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| pem_error(cert, e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_error(cert, e.to_string()))?;
+        if chain.is_empty() {
+            return Err(pem_error(cert, "no certificate in the file".into()));
+        }
+        let key_der =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e.to_string()))?;
+        Tls::new(chain, key_der)
+    }
+
+    /// A certificate generated now for [`SELF_SIGNED_NAMES`]: for local
+    /// work only, since no browser trusts it without being told to.
+    pub fn self_signed() -> Result<Tls, TlsError> {
+        let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|s| s.to_string()).collect();
+        let generated = rcgen::generate_simple_self_signed(names)?;
+        let key = PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der());
+        Tls::new(vec![generated.cert.der().clone()], key.into())
+    }
+
+    fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Tls, TlsError> {
+        let fingerprint = hex_colons(&sha256(&chain[0]));
+        let spki_sha256 = spki_hash(&chain[0]).unwrap_or_default();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        server.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            fingerprint,
+            spki_sha256,
+        })
+    }
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
+}
+
+fn hex_colons(bytes: &[u8]) -> String {
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
+}
+
+/// Base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo.
+fn spki_hash(cert: &[u8]) -> Option<String> {
+    let spki = der::subject_public_key_info(cert)?;
+    Some(base64(&sha256(spki)))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Just enough DER to find a certificate's public key: the SPKI is the
+/// seventh field of `tbsCertificate` (after the optional `[0]` version,
+/// serial, signature algorithm, issuer, validity and subject).
+mod der {
+    /// One TLV: (tag, header + contents, contents).
+    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let tag = *input.first()?;
+        let first = *input.get(1)?;
+        let (len, head) = if first < 0x80 {
+            (usize::from(first), 2)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 {
+                return None;
+            }
+            let len = input
+                .get(2..2 + n)?
+                .iter()
+                .fold(0usize, |l, b| (l << 8) | usize::from(*b));
+            (len, 2 + n)
+        };
+        let whole = input.get(..head + len)?;
+        Some((tag, whole, &whole[head..]))
+    }
+
+    pub(super) fn subject_public_key_info(cert: &[u8]) -> Option<&[u8]> {
+        let (_, _, cert) = tlv(cert)?;
+        let (_, _, mut tbs) = tlv(cert)?;
+        let mut field = 0;
+        loop {
+            let (tag, whole, _) = tlv(tbs)?;
+            tbs = &tbs[whole.len()..];
+            if field == 0 && tag == 0xa0 {
+                continue;
+            }
+            if field == 5 {
+                return Some(whole);
+            }
+            field += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        for (input, out) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), out);
+        }
+    }
+
+    #[test]
+    fn a_self_signed_certificate_has_a_fingerprint_and_a_public_key_hash() {
+        let tls = Tls::self_signed().unwrap();
+        assert_eq!(tls.fingerprint.len(), 32 * 3 - 1);
+        assert_eq!(tls.spki_sha256.len(), 44);
+    }
+}

@@ -1,0 +1,753 @@
+//! Shared streams: one transport carrying the sessions of several tabs.
+//!
+//! Over HTTP/1.1 a browser keeps six connections per host, and every open
+//! event stream or held poll takes one for good. So the tabs of one browser
+//! share: one tab (the carrier) opens a *mux stream* and every tab's
+//! session, its own included, travels on it, each event tagged with the
+//! session's key. The tabs stay separate sessions: each has its own sid,
+//! is counted once, emits and closes with its own sid, and gets its own
+//! `disconnect` reason. Only the way events reach the browser is shared.
+//!
+//! - `GET /events?mux=1` (SSE) or `GET /poll?mux=1` (long-polling handshake)
+//!   opens a stream and a session for the carrier, key 0. Its first event
+//!   (or the handshake) carries the stream's id, a random `mux` token.
+//! - `POST /mux/attach?mux=<id>` starts another session on that stream and
+//!   answers its handshake with its key `k`; `&sid=<sid>` re-attaches a
+//!   session whose stream ended instead.
+//! - Every event on the stream is one JSON object, `{"k":<key>,"event":..,
+//!   "data":..}`: an unnamed SSE event (`data:` lines), or an element of a
+//!   poll's array (`GET /poll?mux=<id>`). A session's `disconnect` is tagged
+//!   the same way.
+//!
+//! Each session keeps its own cursor, so conflation, ordering, slow-reader
+//! limits and every disconnect reason are exactly those of a session with
+//! a stream of its own. Broadcasts are therefore sent once per session, not
+//! once per stream: a few tabs' worth of bytes on one connection.
+//!
+//! The stream *is* the carrier's session, as a plain stream is: when it
+//! ends, or a carrier poll is missing for pingTimeout, the carrier's
+//! session ends with the same reason as it would alone. Its other sessions
+//! belong to tabs that may well be alive, so they are *detached* instead:
+//! still live and counted, their events waiting in their own cursors, for
+//! `--mux-grace`; a new carrier re-attaches them with their sids and they
+//! lose nothing. Sessions not re-attached by then end with `transport
+//! close`. A tab that goes away while its stream lives is ended by its
+//! client (`/close` on `pagehide`, or the carrier tab noticing that the
+//! tab's lock was released).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::Response;
+use parking_lot::Mutex;
+use tokio::time::{Instant, Sleep};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::fanout::{Delivery, Item};
+use crate::head;
+use crate::hub::Session;
+use crate::packet::{Packet, KEEP_ALIVE};
+use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
+use crate::socket::Io;
+
+/// Most items taken from one session per read, so that one busy session
+/// cannot keep the others on its stream waiting.
+const BATCH_PER_SESSION: usize = 64;
+
+/// A polled stream's carrier must poll this soon after its handshake: the
+/// client polls at once, so a carrier that does not has left (a page closed
+/// or reloaded before it read its handshake) and must not stay counted.
+const FIRST_POLL_WITHIN: Duration = Duration::from_secs(2);
+
+/// A stream's id: the token that lets a tab attach a session to it.
+pub(crate) type MuxId = Uuid;
+
+/// The request's `mux` query parameter, parsed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MuxParam {
+    /// No `mux=`: not a shared-stream request.
+    Absent,
+    /// `mux=1`: open a new stream.
+    Open,
+    /// `mux=<id>`: an existing stream.
+    Id(MuxId),
+    /// Anything else.
+    Malformed,
+}
+
+impl MuxParam {
+    /// Finds the first `mux=` pair in a query string.
+    pub(crate) fn parse(query: Option<&str>) -> MuxParam {
+        let Some(value) = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("mux="))
+        else {
+            return MuxParam::Absent;
+        };
+        if value == "1" {
+            return MuxParam::Open;
+        }
+        if value.len() != 36 {
+            return MuxParam::Malformed;
+        }
+        Uuid::try_parse(value).map_or(MuxParam::Malformed, MuxParam::Id)
+    }
+}
+
+/// Every open stream and every session waiting for a new carrier, per
+/// server (kept in the [`Io`]'s extension slot).
+#[derive(Default)]
+pub(crate) struct Muxes {
+    /// Open streams by id.
+    groups: Mutex<HashMap<MuxId, Arc<Group>>>,
+    /// Sessions whose stream ended, waiting to be re-attached, with the
+    /// moment their wait ends (a session detached twice has two timers,
+    /// and only the one for its current wait may end it).
+    detached: Mutex<HashMap<Sid, (Member, Instant)>>,
+    /// Which stream each attached session is on, so that a re-attachment
+    /// can take it from a stream whose end the server has not seen yet
+    /// (the new carrier tab may well ask first). Entries may go stale; a
+    /// use checks the stream itself.
+    homes: Mutex<HashMap<Sid, MuxId>>,
+}
+
+/// One session on a stream.
+struct Member {
+    /// Its tag on the stream.
+    key: u32,
+    /// The hub's entry: identity, transport, close flag.
+    session: Arc<Session>,
+    /// Its own cursor, exactly as a stream of its own would read it.
+    delivery: Delivery,
+}
+
+/// One open stream.
+pub(crate) struct Group {
+    /// The token in `mux=`.
+    id: MuxId,
+    /// The transport of every session on it: a session never changes
+    /// transport, so it can only be re-attached to a stream of its own kind.
+    transport: Transport,
+    /// The carrier's session (key 0): it ends when the stream ends.
+    owner: Sid,
+    /// Sessions and reader state. A blocking lock held only to poll cursors
+    /// (each a few field reads) and never across an `.await`; the hub is
+    /// never called under it.
+    state: Mutex<GroupState>,
+}
+
+struct GroupState {
+    /// Sessions on the stream, the carrier's first.
+    members: Vec<Member>,
+    /// The next key to hand out.
+    next_key: u32,
+    /// Where the next read starts, so no session is always last.
+    start: usize,
+    /// The reader to wake when a session is attached.
+    waker: Option<Waker>,
+    /// A long-poll is reading (one at a time, as for any polling session).
+    reading: bool,
+    /// When the last long-poll ended; the carrier's session expires
+    /// pingTimeout later unless another arrives.
+    last_read: Instant,
+    /// Set once the stream has ended; nothing can attach after that.
+    ended: bool,
+    /// Whether the carrier has polled at all since its handshake.
+    polled: bool,
+}
+
+impl Muxes {
+    fn group(&self, id: MuxId) -> Result<Arc<Group>, Error> {
+        self.groups
+            .lock()
+            .get(&id)
+            .cloned()
+            .ok_or(Error::UnknownMux)
+    }
+
+    /// Takes a session for re-attachment to a stream of `transport`: one
+    /// waiting since its stream ended, or one still on a stream other than
+    /// as its carrier. Never a session that is not on a shared stream.
+    fn take_detached(&self, sid: Sid, transport: Transport) -> Result<Member, Error> {
+        let member = {
+            let mut detached = self.detached.lock();
+            match detached.get(&sid) {
+                Some((m, _)) if m.session.transport != transport => {
+                    return Err(Error::WrongTransport)
+                }
+                Some(_) => detached.remove(&sid).map(|(m, _)| m),
+                None => None,
+            }
+        };
+        let member = match member {
+            Some(m) => m,
+            None => self.take_attached(sid, transport)?,
+        };
+        if member.session.closed_reason().is_some() {
+            return Err(Error::UnknownSession);
+        }
+        let mut member = member;
+        // What the old stream wrote last may have died with it.
+        member.delivery.replay_latest();
+        Ok(member)
+    }
+
+    fn take_attached(&self, sid: Sid, transport: Transport) -> Result<Member, Error> {
+        let home = self.homes.lock().get(&sid).copied();
+        let group = home.and_then(|h| self.groups.lock().get(&h).cloned());
+        let Some(group) = group.filter(|g| g.owner != sid) else {
+            return Err(Error::NotDetached);
+        };
+        if group.transport != transport {
+            return Err(Error::WrongTransport);
+        }
+        let mut st = group.state.lock();
+        let at = st.members.iter().position(|m| m.session.sid == sid);
+        at.map(|at| st.members.remove(at)).ok_or(Error::NotDetached)
+    }
+
+    fn set_home(&self, sid: Sid, id: MuxId) {
+        self.homes.lock().insert(sid, id);
+    }
+
+    fn forget(&self, sids: impl IntoIterator<Item = Sid>) {
+        let mut homes = self.homes.lock();
+        for sid in sids {
+            homes.remove(&sid);
+        }
+    }
+}
+
+/// Opens a stream: a new session for the carrier, or the detached session
+/// `resume` (a tab that was carried and now carries), on a new group.
+async fn open(
+    io: &Io,
+    transport: Transport,
+    resume: Option<Sid>,
+    handshake: &Handshake,
+) -> Result<Arc<Group>, Error> {
+    let muxes = io.extension::<Muxes>();
+    let mut owner = match resume {
+        Some(sid) => muxes.take_detached(sid, transport)?,
+        None => {
+            let (session, delivery) = io.connect(transport, handshake).await?;
+            Member {
+                key: 0,
+                session,
+                delivery,
+            }
+        }
+    };
+    owner.key = 0;
+    let group = Arc::new(Group {
+        id: Uuid::new_v4(),
+        transport,
+        owner: owner.session.sid,
+        state: Mutex::new(GroupState {
+            members: vec![owner],
+            next_key: 1,
+            start: 0,
+            waker: None,
+            reading: false,
+            last_read: Instant::now(),
+            ended: false,
+            polled: false,
+        }),
+    });
+    muxes.groups.lock().insert(group.id, group.clone());
+    muxes.set_home(group.owner, group.id);
+    Ok(group)
+}
+
+/// `POST /mux/attach?mux=<id>[&sid=<sid>]`: a session on the stream, new or
+/// re-attached, and its handshake JSON with its key.
+pub(crate) async fn attach(
+    io: &Io,
+    id: MuxId,
+    resume: Option<Sid>,
+    handshake: &Handshake,
+) -> Result<(Sid, Bytes), Error> {
+    let muxes = io.extension::<Muxes>();
+    let group = muxes.group(id)?;
+    let limit = io.config().max_mux_sessions;
+    if group.state.lock().members.len() >= limit {
+        return Err(Error::MuxFull);
+    }
+    let mut member = match resume {
+        Some(sid) => muxes.take_detached(sid, group.transport)?,
+        None => {
+            let (session, delivery) = io.connect(group.transport, handshake).await?;
+            Member {
+                key: 0,
+                session,
+                delivery,
+            }
+        }
+    };
+    let sid = member.session.sid;
+    let refused = {
+        let mut st = group.state.lock();
+        if st.ended {
+            Some(Error::UnknownMux)
+        } else if st.members.len() >= limit {
+            Some(Error::MuxFull)
+        } else {
+            member.key = st.next_key;
+            st.next_key += 1;
+            let key = member.key;
+            st.members.push(member);
+            muxes.set_home(sid, id);
+            if let Some(w) = st.waker.take() {
+                w.wake();
+            }
+            drop(st);
+            let config = io.config();
+            let mut body =
+                handshake_json(sid, config.ping_interval_ms, config.ping_timeout_ms, None);
+            body.pop();
+            body.push_str(&format!(",\"k\":{key}}}"));
+            return Ok((sid, Bytes::from(body)));
+        }
+    };
+    // Lost a race with the stream's end or another attachment. A session
+    // that was waiting keeps waiting; a new one never began for its client.
+    let e = refused.expect("set on every path that gets here");
+    if resume.is_some() {
+        let grace = io.config().mux_grace();
+        detach(io, vec![member], grace);
+    } else {
+        io.hub().disconnect(sid, DisconnectReason::TransportClose);
+    }
+    Err(e)
+}
+
+/// Ends a stream: the carrier's session with `reason`, the other live
+/// sessions detached for `--mux-grace` (or ended with them at shutdown).
+fn end(io: &Io, group: &Group, reason: DisconnectReason) {
+    let members = {
+        let mut st = group.state.lock();
+        if st.ended {
+            return;
+        }
+        st.ended = true;
+        std::mem::take(&mut st.members)
+    };
+    let muxes = io.extension::<Muxes>();
+    muxes.groups.lock().remove(&group.id);
+    muxes.forget(members.iter().map(|m| m.session.sid).chain([group.owner]));
+    io.hub().disconnect(group.owner, reason);
+    let others: Vec<Member> = members
+        .into_iter()
+        .filter(|m| m.session.sid != group.owner && m.session.closed_reason().is_none())
+        .collect();
+    if io.hub().is_shutting_down() {
+        for m in others {
+            io.hub()
+                .disconnect(m.session.sid, DisconnectReason::ServerShutdown);
+        }
+        return;
+    }
+    detach(io, others, io.config().mux_grace());
+}
+
+/// Parks sessions until a new carrier takes them, for at most `grace`.
+fn detach(io: &Io, members: Vec<Member>, grace: Duration) {
+    if members.is_empty() {
+        return;
+    }
+    let sids: Vec<Sid> = members.iter().map(|m| m.session.sid).collect();
+    let until = Instant::now() + grace;
+    let muxes = io.extension::<Muxes>();
+    muxes
+        .detached
+        .lock()
+        .extend(members.into_iter().map(|m| (m.session.sid, (m, until))));
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    // One timer per ended stream, not per session.
+    let hub = Arc::downgrade(io.hub());
+    let muxes = Arc::downgrade(&muxes);
+    rt.spawn(async move {
+        tokio::time::sleep_until(until).await;
+        let (Some(hub), Some(muxes)) = (hub.upgrade(), muxes.upgrade()) else {
+            return;
+        };
+        for sid in sids {
+            let left = {
+                let mut detached = muxes.detached.lock();
+                match detached.get(&sid) {
+                    // Still this wait: re-attached since, it would be another.
+                    Some((_, u)) if *u == until => detached.remove(&sid),
+                    _ => None,
+                }
+            };
+            if left.is_some() {
+                hub.disconnect(sid, DisconnectReason::TransportClose);
+            }
+        }
+    });
+}
+
+impl Group {
+    /// Reads every session's ready items, up to a batch each, tagged with
+    /// its key. Sessions that closed are removed here and ended in the hub
+    /// by the caller (a no-op for those the hub already ended).
+    fn poll_items(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<(u32, Item)>,
+    ) -> Vec<(Sid, DisconnectReason)> {
+        let mut closed = Vec::new();
+        let mut st = self.state.lock();
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        let n = st.members.len();
+        let start = if n == 0 { 0 } else { st.start % n };
+        st.start = start + 1;
+        for i in 0..n {
+            let m = &mut st.members[(start + i) % n];
+            for _ in 0..BATCH_PER_SESSION {
+                match m.delivery.poll_next(cx) {
+                    Poll::Ready(Item::Close(reason)) => {
+                        out.push((m.key, Item::Close(reason)));
+                        closed.push((m.session.sid, reason));
+                        break;
+                    }
+                    Poll::Ready(item) => out.push((m.key, item)),
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if !closed.is_empty() {
+            st.members
+                .retain(|m| !closed.iter().any(|(sid, _)| *sid == m.session.sid));
+        }
+        closed
+    }
+
+    fn is_empty(&self) -> bool {
+        self.state.lock().members.is_empty()
+    }
+}
+
+/// `{"k":<key>,` spliced onto a packet's JSON: the one tagged encoding.
+fn tagged(key: u32, item: &Item) -> Bytes {
+    let json = match item {
+        Item::Packet(p) | Item::Latest(p) => p.json.clone(),
+        Item::Close(reason) => Packet::disconnect(reason.as_str()).json,
+    };
+    let mut buf = BytesMut::with_capacity(json.len() + 12);
+    buf.put_slice(format!("{{\"k\":{key},").as_bytes());
+    buf.put_slice(&json[1..]);
+    buf.freeze()
+}
+
+/// One tagged item as an unnamed SSE event. JSON from `Packet::new` has no
+/// raw newline; any other data is split into `data:` lines as usual.
+fn sse_event(buf: &mut BytesMut, json: &[u8]) {
+    for line in json.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        buf.put_slice(b"data: ");
+        buf.put_slice(line);
+        buf.put_u8(b'\n');
+    }
+    buf.put_u8(b'\n');
+}
+
+/// The carrier's handshake: the usual one plus the stream's id.
+fn carrier_handshake(io: &Io, group: &Group) -> String {
+    let config = io.config();
+    let mut hs = handshake_json(
+        group.owner,
+        config.ping_interval_ms,
+        config.ping_timeout_ms,
+        None,
+    );
+    hs.pop();
+    hs.push_str(&format!(",\"mux\":\"{}\",\"k\":0}}", group.id));
+    hs
+}
+
+/// `GET /events?mux=1[&sid=<detached sid>]`: a mux stream over SSE.
+pub(crate) async fn sse_response(
+    io: &Io,
+    resume: Option<Sid>,
+    handshake: &Handshake,
+) -> Result<Response<MuxBody>, Error> {
+    let group = open(io, Transport::Sse, resume, handshake).await?;
+    let period = io.config().ping_interval();
+    let connect = Packet::connect(&carrier_handshake(io, &group));
+    let mut first = BytesMut::new();
+    sse_event(&mut first, &tagged(0, &Item::Packet(connect)));
+    let sid = group.owner;
+    let body = MuxBody {
+        io: io.clone(),
+        group,
+        first: Some(first.freeze()),
+        keep_alive: Box::pin(tokio::time::sleep(period)),
+        period,
+        done: false,
+    };
+    let mut res = Response::new(body);
+    head::apply(&mut res, head::sse(sid));
+    Ok(res)
+}
+
+/// The response body of a mux stream over SSE; dropping it ends the
+/// stream (the carrier's session ends, the others are detached).
+pub(crate) struct MuxBody {
+    /// The server, to end sessions.
+    io: Io,
+    /// The sessions this body carries.
+    group: Arc<Group>,
+    /// The carrier's `connect` event, sent before anything else.
+    first: Option<Bytes>,
+    /// Fires after `period` without a write; reset by every write.
+    keep_alive: Pin<Box<Sleep>>,
+    /// pingInterval.
+    period: Duration,
+    /// Set once the last event went out; the next poll ends the body.
+    done: bool,
+}
+
+impl MuxBody {
+    fn sent(
+        &mut self,
+        bytes: Bytes,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        self.keep_alive.as_mut().reset(Instant::now() + self.period);
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+}
+
+impl Body for MuxBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            return this.sent(first);
+        }
+        let mut items = Vec::new();
+        let closed = this.group.poll_items(cx, &mut items);
+        if !closed.is_empty() {
+            let muxes = this.io.extension::<Muxes>();
+            muxes.forget(closed.iter().map(|(sid, _)| *sid));
+        }
+        let mut owner_closed = None;
+        for (sid, reason) in closed {
+            if sid == this.group.owner {
+                owner_closed = Some(reason);
+            }
+            this.io.hub().disconnect(sid, reason);
+        }
+        if let Some(reason) = owner_closed {
+            // At shutdown every session on the stream is ending too: keep
+            // reading until each has had its `disconnect`.
+            if reason != DisconnectReason::ServerShutdown || this.group.is_empty() {
+                this.done = true;
+                end(&this.io, &this.group, reason);
+            }
+        } else if this.io.hub().is_shutting_down() && this.group.is_empty() {
+            this.done = true;
+        }
+        if items.is_empty() {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            return match this.keep_alive.as_mut().poll(cx) {
+                Poll::Ready(()) => this.sent(Bytes::from_static(KEEP_ALIVE)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        let mut buf = BytesMut::new();
+        for (key, item) in &items {
+            sse_event(&mut buf, &tagged(*key, item));
+        }
+        if !this.done {
+            // A session may have more than one batch ready: poll again.
+            cx.waker().wake_by_ref();
+        }
+        this.sent(buf.freeze())
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for MuxBody {
+    fn drop(&mut self) {
+        // A no-op if the stream already ended.
+        end(&self.io, &self.group, DisconnectReason::TransportClose);
+    }
+}
+
+/// `GET /poll?mux=1[&sid=<detached sid>]`: a mux stream over long-polling;
+/// its handshake JSON names the carrier's sid, key 0 and the stream's id.
+pub(crate) async fn poll_handshake(
+    io: &Io,
+    resume: Option<Sid>,
+    handshake: &Handshake,
+) -> Result<(Sid, Bytes), Error> {
+    let group = open(io, Transport::Polling, resume, handshake).await?;
+    let body = carrier_handshake(io, &group);
+    tokio::spawn(expire_idle(Arc::downgrade(&group), io.clone()));
+    Ok((group.owner, Bytes::from(body)))
+}
+
+/// Ends a polled stream whose carrier stopped polling for pingTimeout, as
+/// the reaper ends a polling session of its own.
+async fn expire_idle(group: Weak<Group>, io: Io) {
+    let timeout = io.config().ping_timeout();
+    loop {
+        let deadline = {
+            let Some(group) = group.upgrade() else { return };
+            let st = group.state.lock();
+            if st.ended {
+                return;
+            }
+            if st.reading {
+                Instant::now() + timeout
+            } else if !st.polled {
+                st.last_read + timeout.min(FIRST_POLL_WITHIN)
+            } else {
+                st.last_read + timeout
+            }
+        };
+        if deadline <= Instant::now() {
+            if let Some(group) = group.upgrade() {
+                end(&io, &group, DisconnectReason::PingTimeout);
+            }
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// Marks the stream's poll finished however it ends, including when hyper
+/// drops the request because the client went away.
+struct Reading(Arc<Group>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        st.reading = false;
+        st.last_read = Instant::now();
+    }
+}
+
+/// `GET /poll?mux=<id>`: every session's queued events, tagged, as one JSON
+/// array; held up to pingInterval while there are none.
+pub(crate) async fn poll(io: &Io, id: MuxId) -> Result<Bytes, Error> {
+    let group = io.extension::<Muxes>().group(id)?;
+    if group.transport != Transport::Polling {
+        return Err(Error::WrongTransport);
+    }
+    {
+        let mut st = group.state.lock();
+        if st.reading {
+            return Err(Error::PollPending);
+        }
+        st.reading = true;
+        st.polled = true;
+    }
+    let reading = Reading(group.clone());
+    let mut items = Vec::new();
+    let mut owner_closed = None;
+    let wait = std::future::poll_fn(|cx| {
+        let closed = group.poll_items(cx, &mut items);
+        io.extension::<Muxes>()
+            .forget(closed.iter().map(|(sid, _)| *sid));
+        for (sid, reason) in closed {
+            if sid == group.owner {
+                owner_closed = Some(reason);
+            }
+            io.hub().disconnect(sid, reason);
+        }
+        if items.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    });
+    let _ = tokio::time::timeout(io.config().ping_interval(), wait).await;
+    drop(reading);
+    if let Some(reason) = owner_closed {
+        end(io, &group, reason);
+    }
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u8(b'[');
+    for (i, (key, item)) in items.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(&tagged(*key, item));
+    }
+    buf.put_u8(b']');
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mux_param_corpus() {
+        let id = "0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10";
+        assert_eq!(MuxParam::parse(None), MuxParam::Absent);
+        assert_eq!(MuxParam::parse(Some("sid=x")), MuxParam::Absent);
+        assert_eq!(MuxParam::parse(Some("mux=1")), MuxParam::Open);
+        assert_eq!(
+            MuxParam::parse(Some(&format!("a=b&mux={id}"))),
+            MuxParam::Id(id.parse().unwrap())
+        );
+        for bad in [
+            "mux=",
+            "mux=0",
+            "mux=11",
+            "mux=%31",
+            "mux=0b9c3f3e8a3c4c1e9f552f1c0b7d9a10",
+        ] {
+            assert_eq!(MuxParam::parse(Some(bad)), MuxParam::Malformed, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tags_are_spliced_onto_the_packet_json() {
+        let p = Packet::new("user count", &serde_json::Value::from(3));
+        assert_eq!(
+            &tagged(7, &Item::Packet(p))[..],
+            br#"{"k":7,"event":"user count","data":3}"#
+        );
+        assert_eq!(
+            &tagged(0, &Item::Close(DisconnectReason::ClientClose))[..],
+            br#"{"k":0,"event":"disconnect","data":"client close"}"#
+        );
+        let mut buf = BytesMut::new();
+        sse_event(&mut buf, b"{\"k\":1}");
+        assert_eq!(&buf[..], b"data: {\"k\":1}\n\n");
+    }
+}

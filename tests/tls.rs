@@ -1,0 +1,449 @@
+//! HTTPS with HTTP/2: SSE, long-polling, emits and closes over one h2
+//! connection with a real client (hyper's), HTTP/1.1 over TLS still works,
+//! bad TLS input is dropped within the header timeout and harms nobody, and
+//! shutdown ends every stream with its `disconnect` before the connection
+//! closes with GOAWAY.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{fast_config, WAIT};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use ssio::{Config, Io, Tls};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+
+/// A TLS server with the demo app, and a client that trusts its certificate.
+struct TlsServer {
+    addr: SocketAddr,
+    io: Io,
+    connector: TlsConnector,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    _dir: TempDir,
+}
+
+/// A directory removed when the test ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TlsServer {
+    /// Writes a fresh certificate and key as PEM files, so the server reads
+    /// them exactly as `--tls-cert`/`--tls-key` would.
+    async fn start(config: Config) -> TlsServer {
+        let dir = std::env::temp_dir().join(format!("ssio-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let tls = Tls::from_pem_files(&cert, &key).unwrap();
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(made.cert.der().to_vec()))
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+
+        let listener = ssio::bind("127.0.0.1:0".parse().unwrap(), config.backlog).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let io = Io::new(config);
+        ssio::app::install(&io);
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(ssio::run_tls(listener, io.clone(), tls, async move {
+            let _ = rx.await;
+        }));
+        TlsServer {
+            addr,
+            io,
+            connector: TlsConnector::from(Arc::new(client)),
+            stop: Some(tx),
+            handle: Some(handle),
+            _dir: TempDir(dir),
+        }
+    }
+
+    async fn tls(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let stream = timeout(WAIT, self.connector.connect(name, tcp))
+            .await
+            .expect("TLS handshake in time")
+            .unwrap();
+        let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]), "ALPN picks h2");
+        stream
+    }
+
+    /// One HTTP/2 connection; its driver task ends when the connection does.
+    async fn h2(
+        &self,
+    ) -> (
+        SendRequest<Full<Bytes>>,
+        JoinHandle<Result<(), hyper::Error>>,
+    ) {
+        let tls = self.tls().await;
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        (send, tokio::spawn(conn))
+    }
+
+    async fn shutdown(&mut self, within: Duration) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            timeout(within, h)
+                .await
+                .expect("run_tls did not return")
+                .unwrap();
+        }
+    }
+}
+
+/// Waits until `check` holds; fails loudly with `what` after `within`.
+async fn until(within: Duration, what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("https://localhost{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+fn post(path: &str, body: &str) -> Request<Full<Bytes>> {
+    Request::post(format!("https://localhost{path}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Response<hyper::body::Incoming> {
+    timeout(WAIT, sender.send_request(req))
+        .await
+        .expect("response in time")
+        .unwrap()
+}
+
+async fn text(res: Response<hyper::body::Incoming>) -> String {
+    let body = timeout(WAIT, res.into_body().collect())
+        .await
+        .expect("whole body in time")
+        .unwrap();
+    String::from_utf8(body.to_bytes().to_vec()).unwrap()
+}
+
+/// Reads an SSE body until `want` events have arrived (comments skipped).
+async fn events(body: &mut hyper::body::Incoming, buf: &mut String, want: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found: Vec<String> = buf
+            .split("\n\n")
+            .filter(|e| !e.is_empty() && !e.starts_with(':'))
+            .map(str::to_string)
+            .collect();
+        let whole = buf.matches("\n\n").count();
+        if found.len() >= want && whole >= want {
+            let taken: Vec<String> = found.into_iter().take(want).collect();
+            let consumed: usize = taken.iter().map(|e| e.len() + 2).sum();
+            // Drop what was consumed (keep-alives in between are rare here).
+            *buf = buf[consumed.min(buf.len())..].to_string();
+            return taken;
+        }
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("SSE data in time")
+            .expect("stream still open")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            buf.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+}
+
+/// Headers HTTP/2 forbids (RFC 9113, 8.2.2).
+const CONNECTION_SPECIFIC: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+#[tokio::test]
+async fn sse_and_polling_work_over_one_http2_connection() {
+    let mut server = TlsServer::start(fast_config_slow_pings()).await;
+    let (mut h2, _conn) = server.h2().await;
+
+    let stream = send(&mut h2, get("/events")).await;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.version(), hyper::Version::HTTP_2);
+    for name in CONNECTION_SPECIFIC {
+        assert!(
+            stream.headers().get(*name).is_none(),
+            "{name} on an h2 response"
+        );
+    }
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let sid = stream.headers()["x-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut body = stream.into_body();
+    let mut buf = String::new();
+    let first = events(&mut body, &mut buf, 2).await;
+    assert_eq!(
+        first[0],
+        format!("event: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":5000,\"pingTimeout\":5000}}")
+    );
+    assert_eq!(first[1], "event: user count\ndata: 1");
+
+    // A polling session on the same connection, alongside the stream.
+    let hs = send(&mut h2, get("/poll")).await;
+    assert_eq!(hs.status(), 200);
+    for name in CONNECTION_SPECIFIC {
+        assert!(
+            hs.headers().get(*name).is_none(),
+            "{name} on an h2 response"
+        );
+    }
+    let hs: serde_json::Value = serde_json::from_str(&text(hs).await).unwrap();
+    let psid = hs["sid"].as_str().unwrap().to_string();
+    assert_eq!(
+        events(&mut body, &mut buf, 1).await,
+        ["event: user count\ndata: 2"]
+    );
+    let polled = text(send(&mut h2, get(&format!("/poll?sid={psid}"))).await).await;
+    assert_eq!(polled, r#"[{"event":"user count","data":2}]"#);
+
+    // An emit from the poller reaches the stream; statics and the grader
+    // route answer on the same connection.
+    let r = send(
+        &mut h2,
+        post(
+            &format!("/emit?sid={psid}"),
+            r#"{"event":"chat message","data":"over h2"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        events(&mut body, &mut buf, 1).await,
+        [format!(
+            "event: chat message\ndata: {{\"sid\":\"{}\",\"message\":\"over h2\"}}",
+            &psid[..8]
+        )]
+    );
+    let css = send(&mut h2, get("/public/style.css")).await;
+    assert_eq!(css.status(), 200);
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    let src = send(&mut h2, get("/_api/server.js")).await;
+    assert!(text(src).await.contains("socket.on(\"disconnect\""));
+
+    // Closing the poller ends it; the stream sees the count drop.
+    let r = send(&mut h2, post(&format!("/close?sid={psid}"), "")).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        events(&mut body, &mut buf, 1).await,
+        ["event: user count\ndata: 1"]
+    );
+
+    // Dropping the stream (RST_STREAM) ends its session at once.
+    drop(body);
+    until(WAIT, "the stream's session to end", || {
+        server.io.stats().sessions == 0
+    })
+    .await;
+    server.shutdown(WAIT).await;
+}
+
+fn fast_config_slow_pings() -> Config {
+    Config {
+        ping_interval_ms: 5_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    }
+}
+
+#[tokio::test]
+async fn many_streams_share_one_http2_connection() {
+    let mut server = TlsServer::start(fast_config_slow_pings()).await;
+    let (mut h2, _conn) = server.h2().await;
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        let res = send(&mut h2, get("/events")).await;
+        assert_eq!(res.status(), 200);
+        streams.push(res.into_body());
+    }
+    until(WAIT, "50 sessions", || server.io.stats().sse == 50).await;
+    // The newest count reaches the first stream.
+    let mut buf = String::new();
+    let mut last = String::new();
+    while last != "event: user count\ndata: 50" {
+        last = events(&mut streams[0], &mut buf, 1).await.remove(0);
+    }
+    drop(streams);
+    until(WAIT, "every session to end", || {
+        server.io.stats().sessions == 0
+    })
+    .await;
+    server.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn plain_http_garbage_and_stalled_handshakes_are_dropped_within_the_header_timeout() {
+    let config = Config {
+        header_timeout_ms: 500,
+        ..fast_config_slow_pings()
+    };
+    let mut server = TlsServer::start(config).await;
+    let (mut h2, _conn) = server.h2().await;
+    let live = send(&mut h2, get("/events")).await;
+    let mut body = live.into_body();
+    let mut buf = String::new();
+    events(&mut body, &mut buf, 2).await;
+
+    // Plain HTTP and garbage: not a TLS record, dropped at once.
+    for bytes in [
+        &b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"\x00\x01\x02garbage\xff\xfe",
+        b"\x16\x03\x01\x00\x05hello",
+    ] {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        let mut sink = Vec::new();
+        let t0 = Instant::now();
+        let _ = timeout(WAIT, s.read_to_end(&mut sink))
+            .await
+            .expect("closed in time");
+        assert!(
+            t0.elapsed() < Duration::from_millis(1_500),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert!(!String::from_utf8_lossy(&sink).contains("200 OK"));
+    }
+
+    // A handshake that never starts, and one that stops halfway.
+    let t0 = Instant::now();
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut half = TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .await
+        .unwrap();
+    for s in [&mut silent, &mut half] {
+        let mut sink = Vec::new();
+        let _ = timeout(WAIT, s.read_to_end(&mut sink))
+            .await
+            .expect("closed in time");
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(2_000),
+            "dropped after {took:?}"
+        );
+    }
+
+    // A handshake that finishes but sends no request is dropped too.
+    let idle = server.tls().await;
+    let (mut r, _w) = tokio::io::split(idle);
+    let t0 = Instant::now();
+    let mut sink = Vec::new();
+    let _ = timeout(WAIT, r.read_to_end(&mut sink))
+        .await
+        .expect("closed in time");
+    assert!(
+        t0.elapsed() < Duration::from_millis(2_000),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    // Nobody else was harmed: the stream is live and exact.
+    assert_eq!(server.io.stats().sessions, 1);
+    let r = send(&mut h2, get("/poll")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        events(&mut body, &mut buf, 1).await,
+        ["event: user count\ndata: 2"]
+    );
+    drop(body);
+    server.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_h2_stream_with_disconnect_then_goaway() {
+    let mut server = TlsServer::start(fast_config_slow_pings()).await;
+    let (mut h2, conn) = server.h2().await;
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        bodies.push(send(&mut h2, get("/events")).await.into_body());
+    }
+    until(WAIT, "3 sessions", || server.io.stats().sse == 3).await;
+
+    if let Some(tx) = server.stop.take() {
+        let _ = tx.send(());
+    }
+    for body in &mut bodies {
+        let mut all = String::new();
+        // Read to the end of the stream: it must end, with `disconnect` last.
+        loop {
+            match timeout(WAIT, body.frame())
+                .await
+                .expect("stream ends in time")
+            {
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        all.push_str(std::str::from_utf8(&d).unwrap());
+                    }
+                }
+                Some(Err(e)) => panic!("stream reset instead of ended: {e}"),
+                None => break,
+            }
+        }
+        assert!(
+            all.ends_with("event: disconnect\ndata: \"server shutdown\"\n\n"),
+            "{all:?}"
+        );
+    }
+    // The connection then closes cleanly: GOAWAY, not a reset.
+    let ended = timeout(WAIT, conn)
+        .await
+        .expect("connection closed in time");
+    assert!(ended.unwrap().is_ok());
+    assert!(h2.is_closed() || h2.ready().await.is_err());
+    server.shutdown(WAIT).await;
+}
