@@ -144,12 +144,26 @@ async fn unread_polls_hold_references_to_shared_events_not_copies() {
          RSS {base} KiB -> peak {peak} KiB, growth {growth} KiB"
     );
     assert!(growth <= 32 * 1024, "unread polls grew RSS by {growth} KiB");
-    // The first answer really carries events, and is bounded in bytes.
-    let mut first = BufReader::new(unread.swap_remove(0));
-    let (status, head, _) = timeout(WAIT, read_one(&mut first)).await.unwrap();
-    assert_eq!(status, 200);
-    let len: usize = header_in(&head, "content-length").unwrap().parse().unwrap();
-    assert!(len > 64 * 1024 && len <= 1024 * 1024 + 64, "{len}");
+    // Session 0's polls really carry events, each answer bounded in bytes.
+    // Its 8 connections reach the server in no set order: each poll that
+    // finds the cursor free is answered at once with the next batch, and one
+    // that arrives while another holds it is told "a poll is already
+    // pending" (400).
+    let mut statuses = Vec::new();
+    for s in unread.drain(..CONNS) {
+        let mut r = BufReader::new(s);
+        let (status, head, _) = timeout(WAIT, read_one(&mut r)).await.unwrap();
+        statuses.push(status);
+        if status == 200 {
+            let len: usize = header_in(&head, "content-length").unwrap().parse().unwrap();
+            assert!(len > 64 * 1024 && len <= 1024 * 1024 + 64, "{len}");
+        }
+    }
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 400),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -229,7 +229,7 @@ async fn sse_and_polling_work_over_one_http2_connection() {
     let first = events(&mut body, &mut buf, 2).await;
     assert_eq!(
         first[0],
-        format!("event: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":5000,\"pingTimeout\":5000}}")
+        format!("id: {sid}:0:0\nevent: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":5000,\"pingTimeout\":5000}}")
     );
     assert_eq!(first[1], "event: user count\ndata: 1");
 
@@ -265,7 +265,7 @@ async fn sse_and_polling_work_over_one_http2_connection() {
     assert_eq!(
         events(&mut body, &mut buf, 1).await,
         [format!(
-            "event: chat message\ndata: {{\"sid\":\"{}\",\"message\":\"over h2\"}}",
+            "id: {sid}:1:0\nevent: chat message\ndata: {{\"sid\":\"{}\",\"message\":\"over h2\"}}",
             &psid[..8]
         )]
     );
