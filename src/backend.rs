@@ -64,6 +64,18 @@ pub trait Backend: Send + Sync + 'static {
     fn broadcast(&self, event: Broadcast) -> BackendFuture<()>;
     /// Releases connections; called once after every session has ended.
     fn close(&self) -> BackendFuture<()>;
+    /// The address of the node holding `sid`, when another node holds it, so
+    /// that a request for that session can be forwarded there. A single
+    /// process holds every session it knows, so it never answers.
+    fn locate(&self, sid: Sid) -> BackendFuture<Option<String>> {
+        let _ = sid;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+    /// Whether the backend can vouch for its count and reach every node now;
+    /// a readiness check reports it. A single process always can.
+    fn healthy(&self) -> bool {
+        true
+    }
 }
 
 /// Polls `fut` once; `Ok` with its output if it was ready, else the future

@@ -100,6 +100,32 @@ pub struct Config {
     /// Listen backlog for bursts of new connections.
     #[arg(long, env = "BACKLOG", default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u32,
+
+    /// Redis URL (`redis://host:port/db`) that makes this process one node
+    /// of a cluster sharing one count and every broadcast; without it the
+    /// server runs alone.
+    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// This node's id in the cluster, sent as `X-Ssio-Node` on every
+    /// response; a random one when not given. Only with `--redis`.
+    #[arg(
+        long = "node-id",
+        env = "NODE_ID",
+        value_name = "ID",
+        requires = "redis"
+    )]
+    pub node_id: Option<String>,
+
+    /// `host:port` where other nodes reach this one to forward requests for
+    /// its sessions; the bound address when not given. Only with `--redis`.
+    #[arg(
+        long,
+        env = "ADVERTISE_ADDR",
+        value_name = "HOST:PORT",
+        requires = "redis"
+    )]
+    pub advertise: Option<String>,
 }
 
 impl Default for Config {
@@ -118,6 +144,9 @@ impl Default for Config {
             body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
             shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
             backlog: DEFAULT_BACKLOG,
+            redis: None,
+            node_id: None,
+            advertise: None,
         }
     }
 }
@@ -146,6 +175,12 @@ impl Config {
     /// Shutdown deadline as a `Duration`.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// This node's id when it is part of a cluster (`--redis`), for the
+    /// `X-Ssio-Node` header; `None` when it runs alone.
+    pub fn cluster_node(&self) -> Option<&str> {
+        self.redis.as_ref().and(self.node_id.as_deref())
     }
 
     /// The address to bind, from `host` and `port`.

@@ -16,6 +16,10 @@ pub(crate) type Head = Vec<(&'static str, Cow<'static, str>)>;
 /// origins read the demo's files and events.
 pub(crate) const ALLOW_ORIGIN: (&str, &str) = ("access-control-allow-origin", "*");
 
+/// Names the node that answered, on every response of a cluster node, so a
+/// client (or a test) behind a load balancer can tell which node served it.
+pub(crate) const NODE: &str = "x-ssio-node";
+
 /// The head of `GET /events`: an endless, unbuffered, uncached event stream
 /// whose sid a cross-origin page may read.
 pub(crate) fn sse(sid: Sid) -> Head {

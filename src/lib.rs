@@ -27,6 +27,9 @@
 //! - [`Packet`] encodes each event once, SSE framing included, for both
 //!   transports.
 //!
+//! [`RedisBackend`] (`cluster`) is the [`Backend`] for several nodes: one
+//! exact count and every broadcast shared through Redis.
+//!
 //! Beside the chain: `config`, `error`, `head` (response header tables shared
 //! by hyper and the raw path), `statics` and `memory`. [`app`] is the demo
 //! app written with the API.
@@ -35,9 +38,11 @@
 
 pub mod app;
 mod backend;
+mod cluster;
 pub mod config;
 mod error;
 mod fanout;
+mod forward;
 mod head;
 mod http;
 mod hub;
@@ -52,6 +57,7 @@ mod statics;
 mod transport;
 
 pub use backend::{Backend, BackendFuture, Broadcast, LocalBackend};
+pub use cluster::{ClusterSettings, RedisBackend};
 pub use config::Config;
 pub use error::{BackendError, Error};
 pub use fanout::Fanout;

@@ -2,7 +2,7 @@
 //! SIGTERM.
 
 use clap::Parser;
-use ssio::{app, Config, Io};
+use ssio::{app, ClusterSettings, Config, Io, RedisBackend};
 use tracing::info;
 
 #[tokio::main]
@@ -13,10 +13,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let config = Config::parse();
+    let mut config = Config::parse();
     let listener = ssio::bind(config.addr()?, config.backlog)?;
+    let io = match config.redis.clone() {
+        None => Io::new(config),
+        Some(url) => {
+            let node = config
+                .node_id
+                .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
+                .clone();
+            let bound = config.ping_interval() + config.ping_timeout();
+            let addr = match config.advertise.clone() {
+                Some(a) => a,
+                None => listener.local_addr()?.to_string(),
+            };
+            let settings =
+                ClusterSettings::new(&url, &node, &addr, bound)?.count_event("user count");
+            info!(node, "cluster node on redis");
+            Io::with_backend(config, |fanout| RedisBackend::new(fanout, settings))
+        }
+    };
     info!("listening on http://{}", listener.local_addr()?);
-    let io = Io::new(config);
     app::install(&io);
     ssio::run(listener, io, shutdown_signal()).await;
     Ok(())

@@ -209,6 +209,12 @@ impl Io {
         self.inner.hub.backend.count()
     }
 
+    /// Whether the backend can vouch for the count now (always, on a single
+    /// node); what a readiness check reports.
+    pub fn backend_healthy(&self) -> bool {
+        self.inner.hub.backend.healthy()
+    }
+
     /// Session counts for monitoring.
     pub fn stats(&self) -> Stats {
         let hub = &self.inner.hub;

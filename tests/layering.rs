@@ -12,12 +12,16 @@ const ORDER: &[(&str, u32)] = &[
     ("server", 11),
     ("router", 10),
     ("http", 9),
+    ("forward", 9),
     ("transport", 9),
     ("transport/sse_raw", 8),
     ("transport/sse", 7),
     ("transport/poll", 7),
     ("socket", 6),
     ("hub", 5),
+    ("cluster", 5),
+    ("cluster/lease", 2),
+    ("cluster/bus", 1),
     ("backend", 4),
     ("fanout", 3),
     ("mailbox", 2),
@@ -42,6 +46,8 @@ const ROOT: &[(&str, &str)] = &[
     ("DisconnectReason", "session"),
     ("Fanout", "fanout"),
     ("Backend", "backend"),
+    ("RedisBackend", "cluster"),
+    ("ClusterSettings", "cluster"),
 ];
 
 fn rank(module: &str) -> Option<u32> {

@@ -91,9 +91,13 @@ pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, peer: SocketAd
             return;
         }
     };
+    let mut sse_head = head::sse(sid);
+    if let Some(node) = io.config().cluster_node() {
+        sse_head.push((head::NODE, node.to_string().into()));
+    }
     let response_head = head::raw(
         hyper::StatusCode::OK,
-        &head::sse(sid),
+        &sse_head,
         "transfer-encoding: chunked\r\n",
     );
     if stream.write_all(response_head.as_bytes()).await.is_err() {
