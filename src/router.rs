@@ -160,9 +160,15 @@ where
         }
         (&Method::GET, "/stats") => {
             let s = io.stats();
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "sessions": s.sessions, "sse": s.sse, "polling": s.polling, "count": s.count,
             });
+            // A cluster node also says which node it is and whether it can
+            // vouch for its count now.
+            if let Some(node) = io.config().cluster_node() {
+                body["node"] = node.into();
+                body["healthy"] = io.backend_healthy().into();
+            }
             Ok(http::json(StatusCode::OK, Bytes::from(body.to_string())))
         }
         (&Method::GET, "/_api/server.js") => Ok(http::file(
