@@ -300,8 +300,11 @@ async fn every_client_on_every_node_shows_the_same_exact_count_and_polls_need_no
     assert!(reached.saturating_duration_since(churn_stopped) <= CONVERGE);
 }
 
+/// `(version, count)` announcements as Redis delivered them.
+type Announced = Arc<Mutex<Vec<(u64, i64)>>>;
+
 /// Reads every count announcement from Redis, in version order.
-fn announcements(sub: Subscriber) -> (Arc<Mutex<Vec<(u64, i64)>>>, tokio::task::JoinHandle<()>) {
+fn announcements(sub: Subscriber) -> (Announced, tokio::task::JoinHandle<()>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let rec = log.clone();
     let task = tokio::spawn(async move {
