@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser tests need (Debian's Chromium, nginx and
-# redis-server, the npm
-# packages, a release build of ssio) and runs them. Safe to run again; quiet
-# unless something fails. Run as root on Debian.
+# redis-server, the npm packages, a release build of ssio) and runs them.
+# Safe to run again; quiet unless something fails. Run as root on Debian.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
