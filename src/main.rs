@@ -27,8 +27,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(a) => a,
                 None => listener.local_addr()?.to_string(),
             };
-            let settings =
-                ClusterSettings::new(&url, &node, &addr, bound)?.count_event("user count");
+            let settings = match ClusterSettings::new(&url, &node, &addr, bound) {
+                Ok(s) => s.count_event("user count"),
+                Err(e) => {
+                    // A bad flag, as clap reports one: the reason, exit 2.
+                    eprintln!("error: {}", e.0);
+                    std::process::exit(2);
+                }
+            };
             info!(node, "cluster node on redis");
             Io::with_backend(config, |fanout| RedisBackend::new(fanout, settings))
         }

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::support::cluster::{self, Nginx, Redis, Subscriber};
+use common::support::cluster::{self, Freezer, Nginx, Redis, Subscriber};
 use common::support::process::Spawned;
 use common::*;
 use parking_lot::Mutex;
@@ -509,6 +509,69 @@ async fn a_redis_restart_and_a_killed_subscription_are_repaired_without_dropping
             w.chats().iter().collect::<HashSet<_>>().len()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_subscription_is_detected_by_its_probe_and_replaced() {
+    if !tools_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start().await;
+    let relay = Freezer::start(&redis).await;
+    let a = cluster::node_at(&relay.url(), "a", PING_INTERVAL, PING_TIMEOUT).await;
+    let b = cluster::node_at(&relay.url(), "b", PING_INTERVAL, PING_TIMEOUT).await;
+    wait_healthy(a.addr, true).await;
+    wait_healthy(b.addr, true).await;
+    let on_a = Watched::sse(a.addr).await;
+    let on_b = Watched::poll(b.addr).await;
+    converge(&[&on_a, &on_b], 2, WAIT).await;
+
+    // Both subscriptions go silent without closing.
+    let frozen_at = Instant::now();
+    assert_eq!(relay.freeze_subscriptions(), 2);
+    // A's subscription carries nothing now; once A notices the silence and
+    // resubscribes, B's broadcasts reach A's client again.
+    let mut n = 0;
+    loop {
+        n += 1;
+        emit_through(b.addr, &on_b.sid, &format!("m{n}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !on_a.chats().is_empty() {
+            break;
+        }
+        assert!(
+            frozen_at.elapsed() < BOUND + Duration::from_secs(2),
+            "A never heard B again after its subscription went silent"
+        );
+    }
+    eprintln!(
+        "subscription replaced {:?} after it went silent",
+        frozen_at.elapsed()
+    );
+    // The count is exact on both, and nobody was dropped.
+    let on_a2 = Watched::sse(b.addr).await;
+    converge(&[&on_a, &on_b, &on_a2], 3, WAIT).await;
+    assert!(!on_a.disconnected() && !on_b.disconnected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_node_id_stops_the_binary_with_its_reason_and_node_id_needs_redis() {
+    let exe = env!("CARGO_BIN_EXE_ssio");
+    let out = std::process::Command::new(exe)
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(["--redis", "redis://127.0.0.1:1/", "--node-id", "a|b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node id \"a|b\" must be"), "{err}");
+    let out = std::process::Command::new(exe)
+        .args(["--port", "0", "--node-id", "a"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--redis"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -363,7 +363,7 @@ impl Backend for RedisBackend {
             let mut conn = s.conn.clone();
             let found = tokio::time::timeout(CALL_TIMEOUT, s.script.owner(&mut conn, sid))
                 .await
-                .map_err(|_| BackendError("redis: timed out".into()))?
+                .map_err(|_| BackendError("redis unreachable".into()))?
                 .map_err(|e| BackendError(format!("redis: {e}")))?;
             Ok(found.and_then(|(node, addr)| (node != s.node).then_some(addr)))
         })
@@ -391,28 +391,27 @@ impl Shared {
             self.timing.lease,
             sids,
         );
-        let result = match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(BackendError(format!("redis: {e}"))),
-            Err(_) => Err(BackendError("redis: timed out".into())),
-        };
-        match &result {
-            Ok(_) => {
+        let error = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(reply)) => {
                 if !self.commands_up.swap(true, Ordering::SeqCst) {
                     info!(node = %self.node, "redis reachable");
                 }
+                return Ok(reply);
             }
-            Err(e) => {
-                // It may or may not have run: only a registration can tell.
-                self.dirty.store(true, Ordering::SeqCst);
-                if self.commands_up.swap(false, Ordering::SeqCst) {
-                    warn!(node = %self.node, error = %e,
-                        "redis unreachable: serving this node's sessions, \
-                         refusing new ones, count frozen at its last value");
-                }
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        // It may or may not have run: only a registration can tell.
+        self.dirty.store(true, Ordering::SeqCst);
+        if self.commands_up.swap(false, Ordering::SeqCst) {
+            warn!(node = %self.node, error,
+                "redis unreachable: serving this node's sessions, \
+                 refusing new ones, count frozen at its last value");
+        } else {
+            debug!(node = %self.node, error, "redis call failed");
         }
-        result
+        // Clients see a fixed text: Redis's own errors name hosts and ports.
+        Err(BackendError("redis unreachable".into()))
     }
 
     /// Shows `count` if `version` is newer than what this node shows.
@@ -503,6 +502,9 @@ impl Shared {
     async fn publish(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>) {
         let channel = self.script.keys().events_channel.clone();
         let mut seq = 0u64;
+        let mut sent_upto = 0u64;
+        // Broadcasts not sent since publishing started failing.
+        let mut lost = 0u64;
         let mut batch = Vec::with_capacity(PUBLISH_BATCH);
         loop {
             let stopping = tokio::select! {
@@ -524,12 +526,28 @@ impl Shared {
                         .arg(wire.as_ref())
                         .ignore();
                 }
+                let n = seq - sent_upto;
+                sent_upto = seq;
                 let mut conn = self.conn.clone();
                 let sent = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn));
-                match sent.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(error = %e, "broadcasts not sent to other nodes"),
-                    Err(_) => warn!("broadcasts not sent to other nodes: redis timed out"),
+                let error = match sent.await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("timed out".to_string()),
+                };
+                // One line when it starts failing and one when it recovers,
+                // not one per batch.
+                match (error, lost) {
+                    (None, 0) => {}
+                    (None, _) => {
+                        info!(lost, "broadcasts reach other nodes again");
+                        lost = 0;
+                    }
+                    (Some(error), 0) => {
+                        warn!(error, "broadcasts not sent to other nodes");
+                        lost = n;
+                    }
+                    (Some(_), _) => lost += n,
                 }
             }
             if stopping {

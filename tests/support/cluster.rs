@@ -284,8 +284,106 @@ impl Nginx {
 /// An ssio node on `redis` with the given id and heartbeats, on a free
 /// loopback port.
 pub async fn node(redis: &Redis, id: &str, ping_interval_ms: u64, ping_timeout_ms: u64) -> Spawned {
+    node_at(&redis.url(), id, ping_interval_ms, ping_timeout_ms).await
+}
+
+/// A TCP relay in front of Redis that can silence every subscription it
+/// carries: their bytes stop in both directions while the connections stay
+/// open, as on a half-dead network path. Other connections flow on.
+pub struct Freezer {
+    pub port: u16,
+    subscriptions:
+        std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Freezer {
+    pub async fn start(redis: &Redis) -> Freezer {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = redis.addr();
+        let subscriptions: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let subs = subscriptions.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let frozen = Arc::new(AtomicBool::new(false));
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, frozen.clone(), Some(subs.clone())));
+                tokio::spawn(pump(sr, cw, frozen, None));
+            }
+        });
+        Freezer {
+            port,
+            subscriptions,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Silences every subscription seen so far; returns how many.
+    pub fn freeze_subscriptions(&self) -> usize {
+        let subs = self.subscriptions.lock().unwrap();
+        for f in subs.iter() {
+            f.store(true, Ordering::SeqCst);
+        }
+        subs.len()
+    }
+}
+
+impl Drop for Freezer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies `from` to `to` until `frozen`, then holds both open and silent.
+/// A client-to-server pump that sees a SUBSCRIBE registers its connection.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    subscriptions: Option<
+        std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>>>,
+    >,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut registered = false;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !registered {
+            if let Some(subs) = &subscriptions {
+                if super::http::find(&buf[..n], b"SUBSCRIBE").is_some() {
+                    subs.lock().unwrap().push(frozen.clone());
+                    registered = true;
+                }
+            }
+        }
+        if frozen.load(Ordering::SeqCst) {
+            // Silent, not closed: keep both halves and never speak again.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// An ssio node on the Redis at `url` (a relay, say).
+pub async fn node_at(url: &str, id: &str, ping_interval_ms: u64, ping_timeout_ms: u64) -> Spawned {
     let mut cmd = process::ssio(&[], 0);
-    cmd.args(["--redis", &redis.url(), "--node-id", id])
+    cmd.args(["--redis", url, "--node-id", id])
         .args(["--ping-interval", &ping_interval_ms.to_string()])
         .args(["--ping-timeout", &ping_timeout_ms.to_string()]);
     process::spawn(cmd, Duration::from_secs(10))
