@@ -45,6 +45,8 @@
     var current = null;
     // The pending reconnection.
     var timer;
+    // The server's "come back in ms" before a shutdown, used once.
+    var hint = null;
 
     var socket = { id: null, connected: false, transport: null };
 
@@ -144,7 +146,8 @@
     // that clients dropped together do not return together, capped.
     function retry() {
       if (!reconnection || stopped || hidden) return;
-      var ms = Math.min(minDelay * Math.pow(2, attempts++) * (0.5 + Math.random()), maxDelay);
+      var ms = hint != null ? hint : Math.min(minDelay * Math.pow(2, attempts++) * (0.5 + Math.random()), maxDelay);
+      hint = null;
       timer = setTimeout(open, ms);
     }
 
@@ -182,6 +185,9 @@
             clearTimeout(deadline);
             sseWorked = true;
             up(JSON.parse(e.data));
+          }));
+          s.addEventListener('retry', live(function (e) {
+            hint = JSON.parse(e.data);
           }));
           s.addEventListener('disconnect', live(function (e) {
             down(JSON.parse(e.data));
@@ -227,7 +233,8 @@
       var poll = live(function (sid) {
         get('/poll?sid=' + sid, function (packets) {
           var deliver = live(function (p) {
-            if (p.event == 'disconnect') down(p.data);
+            if (p.event == 'retry') hint = p.data;
+            else if (p.event == 'disconnect') down(p.data);
             else fire(p.event, p.data);
           });
           for (var i = 0; i < packets.length; i++) deliver(packets[i]);

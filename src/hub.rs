@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::{Delivery, Fanout};
 use crate::mailbox::Mailbox;
+use crate::metrics::Metrics;
 use crate::packet::Packet;
 use crate::session::{DisconnectReason, Handshake, Sid, Transport};
 
@@ -134,6 +135,8 @@ pub(crate) struct Hub {
     /// Disconnects waiting on a backend `leave`, so that closing the backend
     /// can wait for them first.
     finishing: TaskTracker,
+    /// What `/metrics` shows; bumped with atomics only.
+    pub(crate) metrics: Metrics,
 }
 
 /// After this many sessions end, the reaper hands free heap pages back to the
@@ -147,7 +150,9 @@ impl Hub {
         backend: Arc<dyn Backend>,
         lifecycle: Weak<dyn Lifecycle>,
     ) -> Hub {
+        let metrics = Metrics::new(fanout.clock().clone(), backend.status().is_some());
         Hub {
+            metrics,
             config,
             sessions: Mutex::new(HashMap::new()),
             order: ReentrantMutex::new(()),
@@ -199,6 +204,7 @@ impl Hub {
             }
             return Err(e.into());
         }
+        self.metrics.connected(transport);
         let _order = self.order.lock();
         let delivery = self.fanout.subscribe(session.mailbox.clone());
         if let Some(lifecycle) = self.lifecycle.upgrade() {
@@ -216,7 +222,11 @@ impl Hub {
         };
         self.by_transport(session.transport)
             .fetch_sub(1, Ordering::SeqCst);
-        tracing::debug!(
+        self.metrics.disconnected(session.transport, reason);
+        // One line per session end, at info so that operators see it by
+        // default; `RUST_LOG=info,ssio::session=warn` silences it.
+        tracing::info!(
+            target: "ssio::session",
             sid = %tag(sid),
             %reason,
             transport = session.transport.as_str(),

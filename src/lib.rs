@@ -31,8 +31,10 @@
 //! exact count and every broadcast shared through Redis.
 //!
 //! Beside the chain: `config`, `error`, `head` (response header tables shared
-//! by hyper and the raw path), `statics` and `memory`. [`app`] is the demo
-//! app written with the API.
+//! by hyper and the raw path, CORS included), `statics` and `memory`.
+//! Operations: `metrics` (the Prometheus series every layer bumps),
+//! `probe` (`/metrics`, `/healthz`, `/readyz`) and [`logging`]. [`app`] is
+//! the demo app written with the API.
 
 #![warn(missing_docs)]
 
@@ -46,9 +48,12 @@ mod forward;
 mod head;
 mod http;
 mod hub;
+pub mod logging;
 mod mailbox;
 mod memory;
+mod metrics;
 mod packet;
+mod probe;
 mod router;
 pub mod server;
 mod session;
@@ -56,7 +61,7 @@ mod socket;
 mod statics;
 mod transport;
 
-pub use backend::{Backend, BackendFuture, Broadcast, LocalBackend};
+pub use backend::{Backend, BackendFuture, BackendStatus, Broadcast, LocalBackend};
 pub use cluster::{ClusterSettings, RedisBackend};
 pub use config::Config;
 pub use error::{BackendError, Error};

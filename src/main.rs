@@ -7,13 +7,8 @@ use tracing::info;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
     let mut config = Config::parse();
+    ssio::logging::init(config.log_format);
     let listener = ssio::bind(config.addr()?, config.backlog)?;
     let io = match config.redis.clone() {
         None => Io::new(config),

@@ -49,6 +49,21 @@ impl Packet {
         Packet::from_json("connect", handshake)
     }
 
+    /// The `retry` event that comes just before a `disconnect` for
+    /// `"server shutdown"`: come back after `ms` milliseconds. On SSE it
+    /// also carries the standard `retry:` field, so a plain `EventSource`
+    /// waits that long before it reconnects by itself.
+    pub fn retry(ms: u64) -> Packet {
+        let packet = Packet::new("retry", &Value::from(ms));
+        let mut sse = BytesMut::with_capacity(packet.sse.len() + 24);
+        sse.put_slice(format!("retry: {ms}\n").as_bytes());
+        sse.put_slice(&packet.sse);
+        Packet {
+            sse: sse.freeze(),
+            json: packet.json,
+        }
+    }
+
     /// The `disconnect` event that ends every session on either transport,
     /// carrying the reason's wire string.
     pub fn disconnect(reason: &str) -> Packet {
@@ -109,6 +124,13 @@ mod tests {
             &d.json[..],
             br#"{"event":"disconnect","data":"transport close"}"#
         );
+    }
+
+    #[test]
+    fn the_retry_hint_carries_the_sse_field_too() {
+        let r = Packet::retry(1234);
+        assert_eq!(&r.sse[..], b"retry: 1234\nevent: retry\ndata: 1234\n\n");
+        assert_eq!(&r.json[..], br#"{"event":"retry","data":1234}"#);
     }
 
     #[test]

@@ -17,6 +17,8 @@ use crate::forward;
 use crate::head;
 use crate::http::{self, ResponseBody};
 use crate::hub::Session;
+use crate::metrics;
+use crate::probe;
 use crate::session::{DisconnectReason, Handshake, Peer, Sid};
 use crate::socket::Io;
 use crate::statics;
@@ -29,6 +31,7 @@ const RESERVED: &[&str] = &["connect", "disconnect", "connect_error"];
 fn allowed(path: &str) -> Option<&'static str> {
     match path {
         "/events" | "/poll" | "/stats" | "/_api/server.js" => Some("GET, OPTIONS"),
+        "/metrics" | "/healthz" | "/readyz" => Some("GET, OPTIONS"),
         "/emit" | "/close" => Some("POST, OPTIONS"),
         p if statics::lookup(p).is_some() => Some("GET, HEAD, OPTIONS"),
         _ => None,
@@ -95,13 +98,22 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut res = match route(io, req).await {
+    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let mut res = match route(io, req, origin.as_ref()).await {
         Ok(res) => res,
-        Err(e) => http::error(&e),
+        Err(e) => {
+            refused(io, &method, uri.path(), &e);
+            http::error(&e)
+        }
     };
-    let (name, value) = head::ALLOW_ORIGIN;
-    res.headers_mut()
-        .insert(name, HeaderValue::from_static(value));
+    head::apply(
+        &mut res,
+        head::cors(io.config(), origin.as_ref().map(HeaderValue::as_bytes)),
+    );
+    if let Some(n) = http_body::Body::size_hint(res.body()).exact() {
+        io.hub().metrics.response_bytes(n);
+    }
     if let Some(node) = io.config().cluster_node() {
         if let Ok(value) = HeaderValue::from_str(node) {
             res.headers_mut().insert(head::NODE, value);
@@ -110,7 +122,40 @@ where
     res
 }
 
-async fn route<B>(io: &Io, req: Request<B>) -> Result<Response<ResponseBody>, Error>
+/// Counts and logs a refused request: method and path, never the query,
+/// which carries sids.
+fn refused(io: &Io, method: &Method, path: &str, e: &Error) {
+    let status = e.status();
+    io.hub().metrics.rejected(status.as_u16());
+    if status.is_server_error() {
+        tracing::warn!(target: "ssio::request", %method, path, status = status.as_u16(), error = %e, "request refused");
+    } else {
+        tracing::info!(target: "ssio::request", %method, path, status = status.as_u16(), error = %e, "request refused");
+    }
+}
+
+/// A preflight from an origin the allow-list does not name is refused
+/// outright, so the page's request fails with a clear status instead of
+/// being sent and then unreadable.
+fn preflight(io: &Io, origin: Option<&HeaderValue>) -> Result<Response<ResponseBody>, Error> {
+    let config = io.config();
+    match origin {
+        Some(o) if !config.cors_any() && head::allowed_origin(config, o.as_bytes()).is_none() => {
+            Err(Error::OriginNotAllowed)
+        }
+        _ => Ok(http::preflight()),
+    }
+}
+
+fn probe_json((status, body): (StatusCode, Bytes)) -> Response<ResponseBody> {
+    http::json(status, body)
+}
+
+async fn route<B>(
+    io: &Io,
+    req: Request<B>,
+    origin: Option<&HeaderValue>,
+) -> Result<Response<ResponseBody>, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -125,7 +170,9 @@ where
     }
     let path = req.uri().path();
     match (req.method(), path) {
-        (&Method::OPTIONS, p) if allowed(p).is_some() || p == "*" => Ok(http::preflight()),
+        // Served on --metrics-listen instead: not here at all.
+        (_, "/metrics") if !io.config().metrics_public() => Err(Error::NotFound),
+        (&Method::OPTIONS, p) if allowed(p).is_some() || p == "*" => preflight(io, origin),
         (&Method::GET, "/events") => Ok(sse::response(io, &handshake_of(&req))
             .await?
             .map(BoxBody::new)),
@@ -163,14 +210,15 @@ where
             let mut body = serde_json::json!({
                 "sessions": s.sessions, "sse": s.sse, "polling": s.polling, "count": s.count,
             });
-            // A cluster node also says which node it is and whether it can
-            // vouch for its count now.
+            // A cluster node also says which node it is.
             if let Some(node) = io.config().cluster_node() {
                 body["node"] = node.into();
-                body["healthy"] = io.backend_healthy().into();
             }
             Ok(http::json(StatusCode::OK, Bytes::from(body.to_string())))
         }
+        (&Method::GET, "/healthz") => Ok(probe_json(probe::healthz())),
+        (&Method::GET, "/readyz") => Ok(probe_json(probe::readyz(io))),
+        (&Method::GET, "/metrics") if io.config().metrics_public() => Ok(metrics_response(io)),
         (&Method::GET, "/_api/server.js") => Ok(http::file(
             "text/plain; charset=utf-8",
             statics::SERVER_SOURCE.as_bytes(),
@@ -252,6 +300,32 @@ fn handshake_of<B>(req: &Request<B>) -> Handshake {
         Some(Peer(addr)) => Handshake::new(headers, query, *addr),
         None => Handshake::unknown_address(headers, query),
     }
+}
+
+/// Answers a request on the `--metrics-listen` address: `/metrics` and the
+/// probes, nothing else.
+pub(crate) fn handle_internal<B>(io: &Io, req: &Request<B>) -> Response<ResponseBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => metrics_response(io),
+        (&Method::GET, "/healthz") => probe_json(probe::healthz()),
+        (&Method::GET, "/readyz") => probe_json(probe::readyz(io)),
+        _ => http::error(&Error::NotFound),
+    }
+}
+
+/// `/metrics`, on the public address or on `--metrics-listen`.
+pub(crate) fn metrics_response(io: &Io) -> Response<ResponseBody> {
+    let mut res = Response::new(http::full(probe::metrics(io)));
+    let h = res.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    res
 }
 
 fn not_found_or_method(path: &str) -> Error {

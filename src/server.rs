@@ -50,6 +50,20 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
         // Serve this node's own sessions anyway; the backend may come back.
         error!(error = %e, "backend did not start");
     }
+    // The internal address outlives the public one, so probes can watch
+    // the drain.
+    let internal_done = CancellationToken::new();
+    if let Some(addr) = config.metrics_listen {
+        match bind(addr, 128) {
+            Ok(l) => {
+                if let Ok(at) = l.local_addr() {
+                    info!("metrics on http://{at}/metrics");
+                }
+                tracker.spawn(serve_internal(l, io.clone(), internal_done.clone()));
+            }
+            Err(e) => error!(%addr, error = %e, "could not listen for metrics"),
+        }
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -72,6 +86,7 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
     io.shutdown();
     tracker.close();
     let all_done = async {
+        internal_done.cancel();
         graceful.shutdown().await;
         tracker.wait().await;
     };
@@ -126,6 +141,46 @@ async fn serve(
     if let Err(e) = watcher.watch(conn).await {
         debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// Serves `/metrics` and the probes on the `--metrics-listen` address
+/// until `done`.
+async fn serve_internal(listener: TcpListener, io: Io, done: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            _ = done.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+        };
+        let io = io.clone();
+        let done = done.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |req| {
+                let res = router::handle_internal(&io, &req);
+                async move { Ok::<_, Infallible>(res) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = done.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
 }
 
 /// Small SSE events must leave at once, and a peer that stops acknowledging

@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::error::{BackendError, Error};
 use crate::fanout::{Delivery, Fanout};
 use crate::hub::{Hub, Lifecycle, Session};
+use crate::metrics::Kind;
 use crate::packet::Packet;
 use crate::session::{DisconnectReason, Handshake, Sid, Transport};
 
@@ -209,12 +210,6 @@ impl Io {
         self.inner.hub.backend.count()
     }
 
-    /// Whether the backend can vouch for the count now (always, on a single
-    /// node); what a readiness check reports.
-    pub fn backend_healthy(&self) -> bool {
-        self.inner.hub.backend.healthy()
-    }
-
     /// Session counts for monitoring.
     pub fn stats(&self) -> Stats {
         let hub = &self.inner.hub;
@@ -383,6 +378,7 @@ impl Socket {
             "event name contains a newline"
         );
         let packet = Packet::new(event, &data.into());
+        self.io.hub().metrics.published(Kind::Direct);
         self.session
             .push(packet, self.io.config().max_pending_events);
     }

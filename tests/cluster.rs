@@ -87,16 +87,28 @@ impl Cluster {
     }
 }
 
+/// Waits until the node's `/readyz` says ready (or, with `false`, that its
+/// backend is unreachable).
 async fn wait_healthy(addr: SocketAddr, healthy: bool) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let stats = get(addr, "/stats").await.json();
-        if stats["healthy"] == json!(healthy) {
+        let r = get(addr, "/readyz").await;
+        let want = if healthy {
+            (200, json!({"status": "ready"}))
+        } else {
+            (
+                503,
+                json!({"status": "not ready", "reason": "backend unreachable"}),
+            )
+        };
+        if (r.status, r.json()) == want {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{addr} never became healthy={healthy}: {stats}"
+            "{addr} never became ready={healthy}: {} {}",
+            r.status,
+            r.text()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -664,5 +676,4 @@ async fn a_single_node_names_no_node_and_has_no_cluster_fields() {
     assert_eq!(header_in(&s.head, "x-ssio-node"), None);
     let stats = get(server.addr, "/stats").await.json();
     assert_eq!(stats.get("node"), None);
-    assert_eq!(stats.get("healthy"), None);
 }

@@ -23,10 +23,16 @@ async fn graceful_shutdown_ends_streams_with_the_disconnect_event() {
         "shutdown took {:?}",
         t.elapsed()
     );
-    assert_eq!(
-        a.next_chunk_within(WAIT).await.unwrap(),
-        b"event: disconnect\ndata: \"server shutdown\"\n\n"
-    );
+    // One write: the retry hint (the SSE field and a `retry` event with
+    // the same delay, below --reconnect-spread), then the disconnect.
+    let chunk = String::from_utf8(a.next_chunk_within(WAIT).await.unwrap()).unwrap();
+    let re = regex::Regex::new(
+        r#"^retry: (\d+)\nevent: retry\ndata: (\d+)\n\nevent: disconnect\ndata: "server shutdown"\n\n$"#,
+    )
+    .unwrap();
+    let caps = re.captures(&chunk).unwrap_or_else(|| panic!("{chunk:?}"));
+    assert_eq!(caps[1], caps[2]);
+    assert!(caps[1].parse::<u64>().unwrap() <= ssio::config::DEFAULT_RECONNECT_SPREAD_MS);
     assert_eq!(
         a.next_chunk_within(WAIT).await,
         None,
@@ -61,6 +67,7 @@ async fn sigterm_ends_streams_with_disconnect_and_the_process_exits() {
     a.wait_count(1, WAIT).await;
     let t = Instant::now();
     unsafe_kill(p.pid, "TERM");
+    assert_eq!(a.next_event().await.0, "retry");
     assert_eq!(
         a.next_event().await,
         ("disconnect".into(), r#""server shutdown""#.into())
@@ -102,6 +109,12 @@ async fn a_restarted_server_on_the_same_port_takes_the_clients_back() {
     }
     unsafe_kill(first.pid, "TERM");
     for c in clients.iter_mut() {
+        // Counts of those ended first may come before the hint.
+        let mut event = c.next_event().await;
+        while event.0 == "user count" {
+            event = c.next_event().await;
+        }
+        assert_eq!(event.0, "retry");
         assert_eq!(
             c.next_event().await,
             ("disconnect".into(), r#""server shutdown""#.into())

@@ -25,13 +25,14 @@
 //!
 //! While Redis is unreachable the node keeps serving its sessions and their
 //! broadcasts, refuses new sessions (503, the join cannot be counted), keeps
-//! showing the last count it could vouch for, and reports itself unhealthy.
+//! showing the last count it could vouch for, and reports itself not
+//! connected in [`Backend::status`] (so `/readyz` answers 503).
 
 mod bus;
 mod lease;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backend::{Backend, BackendFuture, Broadcast};
+use crate::backend::{Backend, BackendFuture, BackendStatus, Broadcast};
 use crate::error::BackendError;
 use crate::fanout::Fanout;
 use crate::packet::Packet;
@@ -191,6 +192,11 @@ struct Shared {
     commands_up: AtomicBool,
     /// The subscription is connected and not silent.
     bus_up: AtomicBool,
+    /// Subscriptions made again after one was lost, and registrations under
+    /// a new epoch: each a reconnection to the shared state.
+    reconnects: AtomicU64,
+    /// When Redis last answered a call.
+    last_ok: Mutex<Option<Instant>>,
     outbox: mpsc::Sender<Outgoing>,
     outbox_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     /// The last sequence number seen per origin, to drop duplicates.
@@ -228,6 +234,8 @@ impl RedisBackend {
                 dirty: AtomicBool::new(true),
                 commands_up: AtomicBool::new(false),
                 bus_up: AtomicBool::new(false),
+                reconnects: AtomicU64::new(0),
+                last_ok: Mutex::new(None),
                 outbox: tx,
                 outbox_rx: Mutex::new(Some(rx)),
                 seen: Mutex::new(HashMap::new()),
@@ -369,12 +377,18 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn healthy(&self) -> bool {
+    fn status(&self) -> Option<BackendStatus> {
         let s = &self.shared;
-        s.commands_up.load(Ordering::SeqCst)
+        let connected = s.commands_up.load(Ordering::SeqCst)
             && s.bus_up.load(Ordering::SeqCst)
             && !s.dirty.load(Ordering::SeqCst)
-            && !s.view.lock().epoch.is_empty()
+            && !s.view.lock().epoch.is_empty();
+        Some(BackendStatus {
+            connected,
+            reconnects: s.reconnects.load(Ordering::SeqCst),
+            // The count is at most this old: the last time Redis answered.
+            lag: s.last_ok.lock().map(|t| t.elapsed()),
+        })
     }
 }
 
@@ -393,6 +407,7 @@ impl Shared {
         );
         let error = match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Ok(Ok(reply)) => {
+                *self.last_ok.lock() = Some(Instant::now());
                 if !self.commands_up.swap(true, Ordering::SeqCst) {
                     info!(node = %self.node, "redis reachable");
                 }
@@ -448,6 +463,9 @@ impl Shared {
         }
         let previous = std::mem::replace(&mut self.view.lock().epoch, epoch.clone());
         if previous != epoch {
+            if !previous.is_empty() {
+                self.reconnects.fetch_add(1, Ordering::SeqCst);
+            }
             info!(node = %self.node, epoch, sessions = sids.len(),
                 previous = if previous.is_empty() { "none" } else { previous.as_str() },
                 "registered this node's sessions under a new redis epoch");
@@ -566,6 +584,7 @@ impl Shared {
             keys.probe_channel(&self.node),
         ];
         let mut backoff = Duration::from_millis(50);
+        let mut first = true;
         loop {
             let connect = async {
                 let mut ps = self.client.get_async_pubsub().await?;
@@ -575,6 +594,9 @@ impl Shared {
             match tokio::time::timeout(CALL_TIMEOUT, connect).await {
                 Ok(Ok(ps)) => {
                     backoff = Duration::from_millis(50);
+                    if !std::mem::take(&mut first) {
+                        self.reconnects.fetch_add(1, Ordering::SeqCst);
+                    }
                     self.bus_up.store(true, Ordering::SeqCst);
                     info!(node = %self.node, "subscribed");
                     // Anything announced while we were away is read back now.

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::fanout::{Delivery, Item};
 use crate::hub::{Session, TakeError};
 use crate::packet::Packet;
-use crate::session::{handshake_json, Handshake, Sid, Transport};
+use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
 use crate::socket::Io;
 
 /// `GET /poll` without a sid: a new polling session and its handshake JSON.
@@ -60,6 +60,7 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<Bytes, Error>
         delivery: Some(delivery),
     };
 
+    let held = std::time::Instant::now();
     let mut items = Vec::new();
     let wait = std::future::poll_fn(|cx| {
         let d = pending
@@ -82,22 +83,41 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<Bytes, Error>
         }
     });
     let _ = tokio::time::timeout(io.config().ping_interval(), wait).await;
+    let metrics = &io.hub().metrics;
+    metrics.poll_held(held.elapsed());
+    if let Some(d) = pending.delivery.as_mut() {
+        // This response is the write: nothing more will ask until the
+        // next poll.
+        d.settle();
+    }
 
     let mut buf = BytesMut::with_capacity(64);
     buf.put_u8(b'[');
     let mut closed = None;
+    let mut delivered = 0;
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             buf.put_u8(b',');
         }
         match item {
-            Item::Packet(p) => buf.put_slice(&p.json),
+            Item::Packet(p) => {
+                delivered += 1;
+                buf.put_slice(&p.json);
+            }
             Item::Close(reason) => {
                 closed = Some(*reason);
+                if *reason == DisconnectReason::ServerShutdown {
+                    // Come back later, each client at its own moment.
+                    let spread = io.config().reconnect_spread_ms;
+                    buf.put_slice(&Packet::retry(fastrand::u64(0..=spread)).json);
+                    buf.put_u8(b',');
+                }
                 buf.put_slice(&Packet::disconnect(reason.as_str()).json);
             }
         }
     }
+    // The body's bytes are counted with every other response's.
+    metrics.written(delivered, 0);
     buf.put_u8(b']');
     if let Some(reason) = closed {
         pending.delivery = None;

@@ -55,6 +55,13 @@ pub(crate) struct SseBody {
     period: Duration,
     /// Set after the `disconnect` event went out; the next poll ends the body.
     done: bool,
+    /// Events and bytes written since the metrics were last told; told
+    /// whenever the stream goes idle, so the shared counters see one
+    /// atomic add per batch rather than per event.
+    unreported: (u64, u64),
+    /// Set by a transport that calls [`SseBody::written`] itself after each
+    /// write; otherwise asking for more means the last frame went out.
+    explicit_writes: bool,
 }
 
 impl SseBody {
@@ -70,7 +77,20 @@ impl SseBody {
             keep_alive: Box::pin(tokio::time::sleep(period)),
             period,
             done: false,
+            unreported: (0, 0),
+            explicit_writes: false,
         }
+    }
+
+    /// The caller will call [`SseBody::written`] after each write.
+    pub(crate) fn settle_after_writes(&mut self) {
+        self.explicit_writes = true;
+    }
+
+    /// Everything this body has yielded is written to the socket.
+    pub(crate) fn written(&mut self) {
+        self.delivery.settle();
+        self.report();
     }
 
     fn sent(
@@ -78,7 +98,15 @@ impl SseBody {
         bytes: Bytes,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         self.keep_alive.as_mut().reset(Instant::now() + self.period);
+        self.unreported.1 += bytes.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+
+    fn report(&mut self) {
+        let (events, bytes) = std::mem::take(&mut self.unreported);
+        if events > 0 || bytes > 0 {
+            self.io.hub().metrics.written(events, bytes);
+        }
     }
 }
 
@@ -98,16 +126,33 @@ impl Body for SseBody {
             return this.sent(first);
         }
         match this.delivery.poll_next(cx) {
-            Poll::Ready(Item::Packet(p)) => this.sent(p.sse),
+            Poll::Ready(Item::Packet(p)) => {
+                this.unreported.0 += 1;
+                this.sent(p.sse)
+            }
             Poll::Ready(Item::Close(reason)) => {
                 this.done = true;
                 this.io.hub().disconnect(this.sid, reason);
                 let bye = Packet::disconnect(reason.as_str()).sse;
+                let bye = if reason == DisconnectReason::ServerShutdown {
+                    // Come back later, each client at its own moment.
+                    let spread = this.io.config().reconnect_spread_ms;
+                    let hint = Packet::retry(fastrand::u64(0..=spread)).sse;
+                    Bytes::from([hint, bye].concat())
+                } else {
+                    bye
+                };
+                this.unreported.1 += bye.len() as u64;
                 Poll::Ready(Some(Ok(Frame::data(bye))))
             }
             Poll::Pending => match this.keep_alive.as_mut().poll(cx) {
                 Poll::Ready(()) => this.sent(Bytes::from_static(KEEP_ALIVE)),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    if !this.explicit_writes {
+                        this.written();
+                    }
+                    Poll::Pending
+                }
             },
         }
     }
@@ -123,6 +168,7 @@ impl Body for SseBody {
 
 impl Drop for SseBody {
     fn drop(&mut self) {
+        self.report();
         // A no-op if the session already ended for another reason.
         self.io
             .hub()

@@ -84,20 +84,26 @@ pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, peer: SocketAd
         return;
     };
     drop(request_head);
+    let origin = handshake.headers.get(hyper::header::ORIGIN);
+    let cors = head::cors(io.config(), origin.map(|o| o.as_bytes()));
     let (sid, mut body) = match sse::open(&io, &handshake).await {
         Ok(ok) => ok,
         Err(e) => {
-            let _ = stream.write_all(&head::raw_error(&e)).await;
+            io.hub().metrics.rejected(e.status().as_u16());
+            let _ = stream.write_all(&head::raw_error(&e, cors)).await;
             return;
         }
     };
-    let mut sse_head = head::sse(sid);
+    // Written here, after each batch went out, not when it was gathered.
+    body.settle_after_writes();
+    let mut response_head = head::sse(sid);
+    response_head.extend(cors);
     if let Some(node) = io.config().cluster_node() {
-        sse_head.push((head::NODE, node.to_string().into()));
+        response_head.push((head::NODE, node.to_string().into()));
     }
     let response_head = head::raw(
         hyper::StatusCode::OK,
-        &sse_head,
+        &response_head,
         "transfer-encoding: chunked\r\n",
     );
     if stream.write_all(response_head.as_bytes()).await.is_err() {
@@ -115,6 +121,7 @@ pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, peer: SocketAd
                 if stream.write_all(&out).await.is_err() {
                     return;
                 }
+                body.written();
             }
             // The client sends nothing after its request; a read that
             // returns means it closed or reset the connection.

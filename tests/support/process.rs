@@ -28,7 +28,9 @@ pub fn ssio(wrapper: &[&str], port: u16) -> Command {
     };
     cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
     // The listening line is logged at info, whatever the caller's RUST_LOG.
-    cmd.env("RUST_LOG", "info");
+    // The per-session lines are not: floods of thousands of sessions would
+    // measure the log pipe, not the server.
+    cmd.env("RUST_LOG", "info,ssio::session=warn");
     cmd
 }
 
@@ -56,7 +58,14 @@ pub async fn spawn(mut cmd: Command, within: Duration) -> Result<Spawned, String
     let found = tokio::time::timeout(within, async {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(rest) = line.split(LISTENING).nth(1) {
-                return Some((rest.trim().parse::<SocketAddr>(), line));
+                // The address ends where the line does, or where a JSON log
+                // line closes its string.
+                let addr: String = rest
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+                    .collect();
+                return Some((addr.parse::<SocketAddr>(), line));
             }
         }
         None

@@ -1,0 +1,619 @@
+//! What an operator graphs: counters and histograms in the Prometheus text
+//! format, kept with the `prometheus-client` crate.
+//!
+//! Everything a request or a delivery touches is a plain atomic: every
+//! labelled series that can exist (per transport, per reason, per kind) is
+//! created once, here, and its handle kept in an array, so the hot path
+//! never looks a label set up (which would take the family's lock). What is
+//! cheaper to read than to keep (live sessions, memory, descriptors, the
+//! backend's state) is read when `/metrics` is scraped.
+//!
+//! The fan-out histogram needs to know when the *last* session has written
+//! an event. [`FanoutClock`] keeps, for each recent broadcast, the number of
+//! sessions that still owe it; a session settles everything up to the
+//! newest broadcast it has caught up with, with one atomic decrement per
+//! event, and whoever brings a count to zero records the elapsed time. The
+//! clock's lock is taken once per broadcast and once per session start or
+//! end, never per delivery.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::session::{DisconnectReason, Transport};
+
+/// The content type of the exposition that [`Metrics::encode`] writes.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every transport, in the order of the per-transport arrays.
+const TRANSPORTS: [Transport; 2] = [Transport::Sse, Transport::Polling];
+
+/// Every disconnect reason, in the order of the per-reason arrays.
+const REASONS: [DisconnectReason; 6] = [
+    DisconnectReason::TransportClose,
+    DisconnectReason::PingTimeout,
+    DisconnectReason::ClientClose,
+    DisconnectReason::ServerShutdown,
+    DisconnectReason::ServerDisconnect,
+    DisconnectReason::SlowReader,
+];
+
+/// How an event reached sessions, for `ssio_events_published_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// An ordinary broadcast: every session reads every one, in order.
+    Ordinary,
+    /// A latest-value broadcast: a session that is behind reads the newest.
+    Latest,
+    /// An event for one session (`socket.emit`).
+    Direct,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ordinary => "ordinary",
+            Kind::Latest => "latest",
+            Kind::Direct => "direct",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DisconnectLabels {
+    transport: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+/// What the backend reports about itself, as `/metrics` shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct BackendGauges {
+    /// Whether it reaches the shared store now.
+    pub(crate) connected: bool,
+    /// Reconnections since start.
+    pub(crate) reconnects: u64,
+    /// How far behind the newest shared state it is, when it can tell.
+    pub(crate) lag: Option<Duration>,
+}
+
+/// Live values read at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Snapshot {
+    /// Live SSE sessions.
+    pub(crate) sse: usize,
+    /// Live polling sessions.
+    pub(crate) polling: usize,
+    /// The backend's state, when a backend that has one is configured.
+    pub(crate) backend: Option<BackendGauges>,
+}
+
+/// The backend's series, registered only when it reports a state.
+struct BackendSeries {
+    connected: Gauge,
+    reconnects: Counter,
+    lag: Gauge<f64, AtomicU64>,
+}
+
+/// The server's metrics: the registry and a handle on every series.
+pub(crate) struct Metrics {
+    /// What `/metrics` encodes. Registration happens once, at startup.
+    registry: Registry,
+    /// Live sessions by transport (set at scrape).
+    sessions: [Gauge; 2],
+    /// Sessions started, by transport.
+    connects: [Counter; 2],
+    /// Sessions ended, by transport and reason.
+    disconnects: [[Counter; 6]; 2],
+    /// Sessions dropped for falling behind (also a disconnect reason; kept
+    /// apart because it is the one to alert on).
+    slow_reader_drops: Counter,
+    /// Events published, by kind.
+    published: [Counter; 3],
+    /// Events written to sessions (each event once per receiver).
+    deliveries: Counter,
+    /// Response body bytes written, both transports and every route.
+    bytes_written: Counter,
+    /// Requests refused, by status.
+    rejected: Family<StatusLabel, Counter>,
+    /// How long a long-poll was held before it answered.
+    poll_hold: Histogram,
+    /// Resident memory (set at scrape).
+    rss: Gauge,
+    /// Open file descriptors (set at scrape).
+    open_fds: Gauge,
+    /// The backend's state, when it reports one.
+    backend: Option<BackendSeries>,
+    /// Broadcast-to-last-write timing; shared with the fan-out.
+    clock: Arc<FanoutClock>,
+}
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Sse => 0,
+        Transport::Polling => 1,
+    }
+}
+
+fn reason_index(r: DisconnectReason) -> usize {
+    REASONS.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+fn kind_index(k: Kind) -> usize {
+    match k {
+        Kind::Ordinary => 0,
+        Kind::Latest => 1,
+        Kind::Direct => 2,
+    }
+}
+
+/// Latency buckets from 100 µs to about 26 s, doubling.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0001, 2.0, 19)
+}
+
+impl Metrics {
+    /// Registers every series; `backend` says whether a backend that
+    /// reports its state is configured.
+    pub(crate) fn new(clock: Arc<FanoutClock>, backend: bool) -> Metrics {
+        let mut registry = Registry::with_prefix("ssio");
+
+        let sessions_family = Family::<TransportLabel, Gauge>::default();
+        let connects_family = Family::<TransportLabel, Counter>::default();
+        let disconnects_family = Family::<DisconnectLabels, Counter>::default();
+        let label = |t: Transport| TransportLabel {
+            transport: t.as_str().to_string(),
+        };
+        let sessions = TRANSPORTS.map(|t| sessions_family.get_or_create_owned(&label(t)));
+        let connects = TRANSPORTS.map(|t| connects_family.get_or_create_owned(&label(t)));
+        let disconnects = TRANSPORTS.map(|t| {
+            REASONS.map(|r| {
+                disconnects_family.get_or_create_owned(&DisconnectLabels {
+                    transport: t.as_str().to_string(),
+                    reason: r.as_str().to_string(),
+                })
+            })
+        });
+        // The fan-out counts its broadcasts itself. The family's series must
+        // be those very atomics, and a family makes its series with a
+        // constructor that cannot see the labels, so it hands out the
+        // prepared counters in the order the labels are created below.
+        let prepared = Mutex::new(vec![
+            Counter::default(),
+            clock.published[1].clone(),
+            clock.published[0].clone(),
+        ]);
+        let published_family = Family::<KindLabel, Counter, _>::new_with_constructor(move || {
+            prepared.lock().pop().unwrap_or_default()
+        });
+        let published = [Kind::Ordinary, Kind::Latest, Kind::Direct].map(|k| {
+            published_family.get_or_create_owned(&KindLabel {
+                kind: k.as_str().to_string(),
+            })
+        });
+        let metrics = Metrics {
+            sessions,
+            connects,
+            disconnects,
+            slow_reader_drops: Counter::default(),
+            published,
+            deliveries: Counter::default(),
+            bytes_written: Counter::default(),
+            rejected: Family::default(),
+            poll_hold: Histogram::new(latency_buckets()),
+            rss: Gauge::default(),
+            open_fds: Gauge::default(),
+            backend: backend.then(|| BackendSeries {
+                connected: Gauge::default(),
+                reconnects: Counter::default(),
+                lag: Gauge::default(),
+            }),
+            clock,
+            registry: Registry::default(),
+        };
+
+        let r = &mut registry;
+        r.register("sessions", "Live sessions", sessions_family);
+        r.register("connects", "Sessions started", connects_family);
+        r.register(
+            "disconnects",
+            "Sessions ended, by reason",
+            disconnects_family,
+        );
+        r.register(
+            "slow_reader_drops",
+            "Sessions dropped for falling more than --max-pending-events behind",
+            metrics.slow_reader_drops.clone(),
+        );
+        r.register(
+            "events_published",
+            "Events published, by kind",
+            published_family,
+        );
+        r.register(
+            "deliveries",
+            "Events written to sessions, one per receiver",
+            metrics.deliveries.clone(),
+        );
+        r.register_with_unit(
+            "written",
+            "Response body bytes written",
+            Unit::Bytes,
+            metrics.bytes_written.clone(),
+        );
+        r.register(
+            "rejected_requests",
+            "Requests refused, by status",
+            metrics.rejected.clone(),
+        );
+        r.register_with_unit(
+            "fanout",
+            "Time from publishing a broadcast until the last local session had written it or a newer value",
+            Unit::Seconds,
+            metrics.clock.histogram.clone(),
+        );
+        r.register_with_unit(
+            "poll_hold",
+            "Time a long-poll was held before it answered",
+            Unit::Seconds,
+            metrics.poll_hold.clone(),
+        );
+        r.register_with_unit(
+            "process_resident_memory",
+            "Resident memory",
+            Unit::Bytes,
+            metrics.rss.clone(),
+        );
+        r.register(
+            "process_open_fds",
+            "Open file descriptors",
+            metrics.open_fds.clone(),
+        );
+        if let Some(b) = &metrics.backend {
+            r.register(
+                "backend_connected",
+                "1 while the backend reaches its shared store",
+                b.connected.clone(),
+            );
+            r.register(
+                "backend_reconnects",
+                "Backend reconnections since start",
+                b.reconnects.clone(),
+            );
+            r.register_with_unit(
+                "backend_lag",
+                "How far behind the shared state the backend is",
+                Unit::Seconds,
+                b.lag.clone(),
+            );
+        }
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// A session started.
+    pub(crate) fn connected(&self, t: Transport) {
+        self.connects[transport_index(t)].inc();
+    }
+
+    /// A session ended.
+    pub(crate) fn disconnected(&self, t: Transport, reason: DisconnectReason) {
+        self.disconnects[transport_index(t)][reason_index(reason)].inc();
+        if reason == DisconnectReason::SlowReader {
+            self.slow_reader_drops.inc();
+        }
+    }
+
+    /// An event was published.
+    pub(crate) fn published(&self, kind: Kind) {
+        self.published[kind_index(kind)].inc();
+    }
+
+    /// `n` events and `bytes` body bytes were written to one session.
+    pub(crate) fn written(&self, n: u64, bytes: u64) {
+        if n > 0 {
+            self.deliveries.inc_by(n);
+        }
+        if bytes > 0 {
+            self.bytes_written.inc_by(bytes);
+        }
+    }
+
+    /// A response body of `bytes` that is not a session's stream.
+    pub(crate) fn response_bytes(&self, bytes: u64) {
+        self.bytes_written.inc_by(bytes);
+    }
+
+    /// A request was refused with `status`.
+    pub(crate) fn rejected(&self, status: u16) {
+        // Statuses are a handful of fixed values, so the family stays small;
+        // the lookup takes its lock, which a refused request can afford.
+        self.rejected
+            .get_or_create(&StatusLabel {
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// A long-poll answered after being held for `held`.
+    pub(crate) fn poll_held(&self, held: Duration) {
+        self.poll_hold.observe(held.as_secs_f64());
+    }
+
+    /// The exposition, with the live values of `now` filled in.
+    pub(crate) fn encode(&self, now: Snapshot) -> String {
+        self.sessions[0].set(now.sse as i64);
+        self.sessions[1].set(now.polling as i64);
+        if let Some(rss) = process_rss() {
+            self.rss.set(rss as i64);
+        }
+        if let Some(fds) = open_fds() {
+            self.open_fds.set(fds as i64);
+        }
+        if let (Some(series), Some(state)) = (&self.backend, now.backend) {
+            series.connected.set(state.connected as i64);
+            let seen = series.reconnects.get();
+            if state.reconnects > seen {
+                series.reconnects.inc_by(state.reconnects - seen);
+            }
+            series
+                .lag
+                .set(state.lag.map_or(f64::NAN, |l| l.as_secs_f64()));
+        }
+        let mut out = String::with_capacity(8192);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Resident memory of this process in bytes, from /proc.
+fn process_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Open descriptors of this process, from /proc.
+fn open_fds() -> Option<usize> {
+    // The directory handle itself is one of them.
+    Some(
+        std::fs::read_dir("/proc/self/fd")
+            .ok()?
+            .count()
+            .saturating_sub(1),
+    )
+}
+
+/// Broadcasts remembered at once; an event still owed by some session when
+/// its slot is needed again is given up on (not recorded). It also bounds
+/// what a session that owed many broadcasts (a parked poller) pays when it
+/// settles: at most this many decrements.
+const CLOCK_SLOTS: usize = 1024;
+
+/// One recent broadcast: when it was published and who still owes it.
+#[derive(Default)]
+struct Slot {
+    /// Which broadcast the slot holds now.
+    generation: AtomicU64,
+    /// Nanoseconds from the clock's epoch to the publish.
+    started_ns: AtomicU64,
+    /// Sessions that have not yet written it (or anything newer).
+    owed: AtomicU64,
+}
+
+/// Times each broadcast from publish until the last session subscribed at
+/// that moment has written it (or, for a latest-value event, a newer value).
+pub(crate) struct FanoutClock {
+    /// Publishes, subscribes and unsubscribes, so that the set of sessions
+    /// owing a broadcast is exactly those subscribed when it went out. The
+    /// caller publishes to the fan-out inside [`FanoutClock::publish`]'s
+    /// closure, so a session sees an event if and only if it owes it.
+    subscribers: Mutex<u64>,
+    /// The newest broadcast whose event is visible to sessions.
+    generation: AtomicU64,
+    /// Recent broadcasts by generation modulo the slot count.
+    slots: Box<[Slot]>,
+    /// Base for the `started_ns` stamps.
+    epoch: Instant,
+    /// Where completed fan-outs are recorded.
+    histogram: Histogram,
+    /// Broadcasts published: ordinary, latest-value.
+    published: [Counter; 2],
+    /// Fan-outs recorded, for unit tests (the histogram keeps its count
+    /// private).
+    #[cfg(test)]
+    recorded: AtomicU64,
+}
+
+impl Default for FanoutClock {
+    fn default() -> Self {
+        FanoutClock {
+            subscribers: Mutex::new(0),
+            generation: AtomicU64::new(0),
+            slots: (0..CLOCK_SLOTS).map(|_| Slot::default()).collect(),
+            epoch: Instant::now(),
+            histogram: Histogram::new(latency_buckets()),
+            published: Default::default(),
+            #[cfg(test)]
+            recorded: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One session's position on the clock: every broadcast up to `settled` is
+/// accounted for.
+#[derive(Debug)]
+pub(crate) struct ClockCursor {
+    settled: u64,
+}
+
+impl FanoutClock {
+    /// Publishes through `send` (a latest-value event if `latest`), counts
+    /// it and starts timing it; returns what `send` returns.
+    pub(crate) fn publish<T>(&self, latest: bool, send: impl FnOnce() -> T) -> T {
+        self.published[latest as usize].inc();
+        let subscribers = self.subscribers.lock();
+        let started = self.epoch.elapsed().as_nanos() as u64;
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let slot = &self.slots[generation as usize % CLOCK_SLOTS];
+        slot.owed.store(0, Ordering::SeqCst);
+        slot.started_ns.store(started, Ordering::SeqCst);
+        slot.generation.store(generation, Ordering::SeqCst);
+        slot.owed.store(*subscribers, Ordering::SeqCst);
+        let out = send();
+        self.generation.store(generation, Ordering::SeqCst);
+        out
+    }
+
+    /// A session starts reading; `subscribe` runs under the clock's lock so
+    /// the session's start and its cursor agree.
+    pub(crate) fn subscribe<T>(&self, subscribe: impl FnOnce() -> T) -> (ClockCursor, T) {
+        let mut subscribers = self.subscribers.lock();
+        *subscribers += 1;
+        let out = subscribe();
+        let settled = self.generation.load(Ordering::SeqCst);
+        (ClockCursor { settled }, out)
+    }
+
+    /// The newest generation visible now: read it *before* looking for
+    /// events, and once nothing is left to read, [`FanoutClock::settle`] up
+    /// to it.
+    pub(crate) fn newest(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The session has written everything up to `upto`.
+    pub(crate) fn settle(&self, cursor: &mut ClockCursor, upto: u64) {
+        // Older broadcasts no longer have a slot.
+        let oldest = upto.saturating_sub(CLOCK_SLOTS as u64 - 1);
+        cursor.settled = cursor.settled.max(oldest.saturating_sub(1));
+        while cursor.settled < upto {
+            cursor.settled += 1;
+            self.owe_one_less(cursor.settled);
+        }
+    }
+
+    /// The session ends; it owes nothing any more.
+    pub(crate) fn unsubscribe(&self, cursor: &mut ClockCursor) {
+        let mut subscribers = self.subscribers.lock();
+        *subscribers = subscribers.saturating_sub(1);
+        let newest = self.generation.load(Ordering::SeqCst);
+        self.settle(cursor, newest);
+    }
+
+    fn owe_one_less(&self, generation: u64) {
+        let slot = &self.slots[generation as usize % CLOCK_SLOTS];
+        if slot.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        let before = slot
+            .owed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if before == Ok(1) {
+            let now = self.epoch.elapsed().as_nanos() as u64;
+            let started = slot.started_ns.load(Ordering::SeqCst);
+            let secs = now.saturating_sub(started) as f64 / 1e9;
+            self.histogram.observe(secs);
+            #[cfg(test)]
+            self.recorded.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Fan-outs recorded so far (for tests).
+    #[cfg(test)]
+    fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broadcast_is_timed_once_its_last_owing_session_settles() {
+        let clock = FanoutClock::default();
+        let (mut a, ()) = clock.subscribe(|| ());
+        let (mut b, ()) = clock.subscribe(|| ());
+        clock.publish(false, || ());
+        clock.publish(false, || ());
+        let newest = clock.newest();
+        clock.settle(&mut a, newest);
+        assert_eq!(clock.recorded(), 0);
+        // A latecomer owes nothing published before it.
+        let (mut c, ()) = clock.subscribe(|| ());
+        clock.settle(&mut c, clock.newest());
+        assert_eq!(clock.recorded(), 0);
+        // b leaving settles what it owed.
+        clock.unsubscribe(&mut b);
+        assert_eq!(clock.recorded(), 2);
+        clock.publish(false, || ());
+        clock.unsubscribe(&mut a);
+        assert_eq!(clock.recorded(), 2);
+        clock.settle(&mut c, clock.newest());
+        assert_eq!(clock.recorded(), 3);
+    }
+
+    #[test]
+    fn a_broadcast_nobody_owes_is_not_timed() {
+        let clock = FanoutClock::default();
+        clock.publish(false, || ());
+        let (mut a, ()) = clock.subscribe(|| ());
+        clock.unsubscribe(&mut a);
+        assert_eq!(clock.recorded(), 0);
+    }
+
+    #[test]
+    fn the_exposition_names_every_series() {
+        let m = Metrics::new(Arc::new(FanoutClock::default()), true);
+        m.connected(Transport::Sse);
+        m.disconnected(Transport::Sse, DisconnectReason::SlowReader);
+        m.rejected(404);
+        let text = m.encode(Snapshot {
+            sse: 3,
+            polling: 1,
+            backend: Some(BackendGauges {
+                connected: false,
+                reconnects: 2,
+                lag: None,
+            }),
+        });
+        for needle in [
+            "ssio_sessions{transport=\"sse\"} 3",
+            "ssio_connects_total{transport=\"sse\"} 1",
+            "ssio_disconnects_total{transport=\"sse\",reason=\"slow reader\"} 1",
+            "ssio_slow_reader_drops_total 1",
+            "ssio_rejected_requests_total{status=\"404\"} 1",
+            "ssio_backend_connected 0",
+            "ssio_backend_reconnects_total 2",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+}
