@@ -28,7 +28,9 @@
 //!   transports.
 //!
 //! [`RedisBackend`] (`cluster`) is the [`Backend`] for several nodes: one
-//! exact count and every broadcast shared through Redis.
+//! exact count and every broadcast shared through Redis. With it, `router`
+//! hands a request for a session another node holds to `forward`, which
+//! replays it on that node, so no load balancer needs sticky sessions.
 //!
 //! Beside the chain: `config`, `error`, `head` (response header tables shared
 //! by hyper and the raw path, CORS included), `statics` and `memory`.
