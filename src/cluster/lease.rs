@@ -183,7 +183,8 @@ impl LeaseScript {
 /// from the heartbeat bound `pingInterval + pingTimeout`: a node killed
 /// right after a renewal has its sessions removed by the next renewal of
 /// another node after its lease ran out, so within `lease + renew`, which is
-/// 5/6 of the bound, leaving a sixth for the announcement to travel.
+/// 2/3 of the bound, leaving the rest for a busy machine and for the
+/// announcement to travel. A lease outlives two lost renewals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timing {
     /// Between two renewals (and two re-reads of the count, and two probes
@@ -202,7 +203,7 @@ impl Timing {
         let renew = (bound / 6).max(Duration::from_millis(20));
         Timing {
             renew,
-            lease: renew * 4,
+            lease: renew * 3,
             silence: renew * 3,
         }
     }
