@@ -456,6 +456,15 @@ async fn a_killed_node_leaves_the_count_within_the_heartbeat_bound_and_its_clien
         assert_eq!(w.last_count().unwrap().0, 9);
         assert!(!w.disconnected());
     }
+    // Nothing of the dead node is left in Redis.
+    for (cmd, key, want) in [
+        ("ZCARD", "{ssio}:members", "9"),
+        ("HLEN", "{ssio}:owners", "9"),
+        ("HLEN", "{ssio}:addrs", "2"),
+        ("ZCARD", "{ssio}:nodes", "2"),
+    ] {
+        assert_eq!(c.redis.cmd(&[cmd, key]).await.unwrap(), want, "{key}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,6 +674,23 @@ async fn requests_for_unknown_or_forged_sessions_are_refused_by_every_node() {
     assert_eq!(r.status, 413);
     assert!(!p.disconnected());
     assert_eq!(get(c.addr(1), "/stats").await.json()["count"], json!(1));
+
+    // A close through the other node ends it; the same close replayed on
+    // either node changes nothing.
+    let watcher = Watched::sse(c.addr(1)).await;
+    converge(&[&watcher], 2, WAIT).await;
+    for addr in [c.addr(1), c.addr(1), c.addr(0)] {
+        let r = post(addr, &format!("/close?sid={}", p.sid), b"").await;
+        assert_eq!(r.status, 204);
+    }
+    converge(&[&watcher], 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(watcher.last_count().unwrap().0, 1);
+    assert_eq!(
+        c.redis.cmd(&["ZCARD", "{ssio}:members"]).await.unwrap(),
+        "1"
+    );
+    assert_eq!(c.redis.cmd(&["HLEN", "{ssio}:owners"]).await.unwrap(), "1");
 }
 
 #[tokio::test]
