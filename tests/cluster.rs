@@ -468,6 +468,59 @@ async fn a_killed_node_leaves_the_count_within_the_heartbeat_bound_and_its_clien
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_uncounts_its_sessions_at_once_and_leaves_no_trace() {
+    if !tools_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::start(2).await;
+    let watcher = Watched::sse(c.addr(0)).await;
+    let leaving = [
+        Watched::sse(c.addr(1)).await,
+        Watched::poll(c.addr(1)).await,
+    ];
+    converge(&[&watcher], 3, WAIT).await;
+
+    let node = c.nodes[1].as_mut().unwrap();
+    let stopped_at = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &node.pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Its sessions leave explicitly, well before any lease could run out.
+    let reached = converge(&[&watcher], 1, WAIT).await;
+    assert!(
+        reached - stopped_at < BOUND / 2,
+        "{:?}",
+        reached - stopped_at
+    );
+    let status = tokio::time::timeout(WAIT, node.child.wait())
+        .await
+        .expect("node did not exit after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    for w in &leaving {
+        let deadline = Instant::now() + WAIT;
+        while !w.disconnected() {
+            assert!(
+                Instant::now() < deadline,
+                "a client of the stopped node was not told"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for (cmd, key, want) in [
+        ("ZCARD", "{ssio}:members", "1"),
+        ("HLEN", "{ssio}:owners", "1"),
+        ("HLEN", "{ssio}:addrs", "1"),
+        ("ZCARD", "{ssio}:nodes", "1"),
+    ] {
+        assert_eq!(c.redis.cmd(&[cmd, key]).await.unwrap(), want, "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_and_a_killed_subscription_are_repaired_without_dropping_anyone() {
     if !tools_or_skip() {
         return;
