@@ -75,8 +75,9 @@ async fn wait_listening(addr: SocketAddr, within: Duration) -> io::Result<()> {
 /// A `redis-server` with no persistence on a free loopback port.
 pub struct Redis {
     pub port: u16,
-    dir: TempDir,
+    /// Declared before `dir`, so the process dies before its directory goes.
     child: Option<Child>,
+    dir: TempDir,
 }
 
 impl Redis {
@@ -207,8 +208,9 @@ pub async fn read_reply(r: &mut BufReader<TcpStream>) -> io::Result<String> {
 /// with no affinity of any kind.
 pub struct Nginx {
     pub addr: SocketAddr,
-    _dir: TempDir,
+    /// Declared before `_dir`, so the process dies before its directory goes.
     _child: Child,
+    _dir: TempDir,
 }
 
 /// The nginx configuration the cluster tests use (and the README shows):
