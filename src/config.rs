@@ -4,7 +4,7 @@
 //! same number; `Config` derives `clap::Parser` so that `ssio --help` lists
 //! every one of them together with its environment variable.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
@@ -52,6 +52,30 @@ pub enum LogFormat {
     /// One JSON object per line, for log collectors.
     Json,
 }
+/// Default cap on the bytes of ordinary events the shared log keeps (both
+/// encodings counted): with `DEFAULT_MAX_PENDING_EVENTS`, what bounds the
+/// log's memory whatever the events' size.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+/// Default cap on the event bytes one poll answer carries (at least one
+/// event always goes, however large).
+pub const DEFAULT_MAX_POLL_BYTES: usize = 1024 * 1024;
+/// Default sustained rate of client events one session may send, per
+/// second; far above any person typing, below what floods a log.
+pub const DEFAULT_MAX_EMIT_RATE: u32 = 50;
+/// Default burst of client events one session may send at once: room for a
+/// client flushing what it queued while disconnected.
+pub const DEFAULT_MAX_EMIT_BURST: u32 = 200;
+/// Default time a new polling session has to show a sign of life (its first
+/// poll, or an emit) in milliseconds: honest clients poll at once, and
+/// handshakes nobody follows up must not hold session slots for a whole
+/// pingTimeout.
+pub const DEFAULT_FIRST_POLL_TIMEOUT_MS: u64 = 2_000;
+/// Default cap on live sessions per client address: off (0), because whole
+/// companies sit behind one proxy address.
+pub const DEFAULT_MAX_SESSIONS_PER_IP: usize = 0;
+/// Default cap on new sessions per second per client address: off (0), for
+/// the same reason.
+pub const DEFAULT_MAX_NEW_SESSIONS_PER_IP: u32 = 0;
 
 /// Server configuration: the CLI flags, their environment fallbacks, and the
 /// limits the hub enforces.
@@ -160,6 +184,123 @@ pub struct Config {
     /// Log line format.
     #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Bytes of ordinary events the shared log keeps (both encodings); a
+    /// session whose next event has left the log is a slow reader.
+    #[arg(long = "max-pending-bytes", env = "MAX_PENDING_BYTES", default_value_t = DEFAULT_MAX_PENDING_BYTES, value_name = "BYTES")]
+    pub max_pending_bytes: usize,
+
+    /// Event bytes one poll answer carries at most (at least one event).
+    #[arg(long = "max-poll-bytes", env = "MAX_POLL_BYTES", default_value_t = DEFAULT_MAX_POLL_BYTES, value_name = "BYTES")]
+    pub max_poll_bytes: usize,
+
+    /// Client events per second one session may send, sustained; past it
+    /// and its burst, 429 with `Retry-After`. 0 turns the limit off.
+    #[arg(long = "max-emit-rate", env = "MAX_EMIT_RATE", default_value_t = DEFAULT_MAX_EMIT_RATE, value_name = "PER_SEC")]
+    pub max_emit_rate: u32,
+
+    /// Client events one session may send at once before the rate applies.
+    #[arg(long = "max-emit-burst", env = "MAX_EMIT_BURST", default_value_t = DEFAULT_MAX_EMIT_BURST, value_name = "N")]
+    pub max_emit_burst: u32,
+
+    /// Time a new polling session has to start its first poll or send an
+    /// event (ms), or it ends with "ping timeout" (never over pingTimeout).
+    #[arg(long = "first-poll-timeout", env = "FIRST_POLL_TIMEOUT", default_value_t = DEFAULT_FIRST_POLL_TIMEOUT_MS, value_name = "MS")]
+    pub first_poll_timeout_ms: u64,
+
+    /// Live sessions per client address; more gets 429. 0 = no limit.
+    #[arg(long = "max-sessions-per-ip", env = "MAX_SESSIONS_PER_IP", default_value_t = DEFAULT_MAX_SESSIONS_PER_IP, value_name = "N")]
+    pub max_sessions_per_ip: usize,
+
+    /// New sessions per second per client address (as a burst, then that
+    /// rate); more gets 429. 0 = no limit.
+    #[arg(long = "max-new-sessions-per-ip", env = "MAX_NEW_SESSIONS_PER_IP", default_value_t = DEFAULT_MAX_NEW_SESSIONS_PER_IP, value_name = "PER_SEC")]
+    pub max_new_sessions_per_ip: u32,
+
+    /// Proxies (addresses or CIDR ranges, repeatable or comma-separated)
+    /// whose `Forwarded`/`X-Forwarded-For` names the client address for the
+    /// per-address limits; from anyone else those headers are ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_name = "IP[/BITS]"
+    )]
+    pub trusted_proxy: Vec<ProxyNet>,
+}
+
+/// An address range given to `--trusted-proxy`: `10.0.0.0/8`, `::1`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyNet {
+    /// The range's first address (host bits cleared).
+    pub addr: IpAddr,
+    /// The prefix length in bits.
+    pub bits: u8,
+}
+
+impl ProxyNet {
+    /// Whether `ip` lies in this range (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                mask(u32::from(ip) as u128, self.bits, 32) == u32::from(net) as u128
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask(u128::from(ip), self.bits, 128) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is, so that one client
+/// is one key whichever socket family accepted it.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+fn mask(value: u128, bits: u8, width: u8) -> u128 {
+    let host = width - bits.min(width);
+    if host >= 128 {
+        0
+    } else {
+        value >> host << host
+    }
+}
+
+impl std::str::FromStr for ProxyNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ProxyNet, String> {
+        let s = s.trim();
+        let (ip, bits) = match s.split_once('/') {
+            Some((ip, bits)) => (ip, Some(bits)),
+            None => (s, None),
+        };
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|e| format!("{s:?} is not an address: {e}"))?;
+        let ip = canonical(ip);
+        let width = if ip.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= width)
+                .ok_or_else(|| format!("{s:?}: prefix must be 0..={width}"))?,
+            None => width,
+        };
+        let addr = match ip {
+            IpAddr::V4(v4) => IpAddr::V4((mask(u32::from(v4) as u128, bits, 32) as u32).into()),
+            IpAddr::V6(v6) => IpAddr::V6(mask(u128::from(v6), bits, 128).into()),
+        };
+        Ok(ProxyNet { addr, bits })
+    }
 }
 
 impl Default for Config {
@@ -185,6 +326,14 @@ impl Default for Config {
             cors_origins: vec![DEFAULT_CORS_ORIGIN.to_string()],
             metrics_listen: None,
             log_format: LogFormat::Text,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            max_poll_bytes: DEFAULT_MAX_POLL_BYTES,
+            max_emit_rate: DEFAULT_MAX_EMIT_RATE,
+            max_emit_burst: DEFAULT_MAX_EMIT_BURST,
+            first_poll_timeout_ms: DEFAULT_FIRST_POLL_TIMEOUT_MS,
+            max_sessions_per_ip: DEFAULT_MAX_SESSIONS_PER_IP,
+            max_new_sessions_per_ip: DEFAULT_MAX_NEW_SESSIONS_PER_IP,
+            trusted_proxy: Vec::new(),
         }
     }
 }
@@ -208,6 +357,12 @@ impl Config {
     /// Request-body deadline as a `Duration`.
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// How long a new polling session may wait before its first poll: the
+    /// first-poll timeout, never more than pingTimeout.
+    pub fn first_poll_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_poll_timeout_ms.min(self.ping_timeout_ms))
     }
 
     /// Shutdown deadline as a `Duration`.

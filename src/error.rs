@@ -49,6 +49,23 @@ pub enum Error {
     /// A CORS preflight from an origin outside `--cors-origin`.
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// The session sent client events faster than `--max-emit-rate` allows
+    /// after its burst; the event was dropped.
+    #[error("too many events, slow down")]
+    EmitRate,
+    /// The client's address already holds `--max-sessions-per-ip` sessions.
+    #[error("too many sessions from this address")]
+    AddressFull,
+    /// The client's address started sessions faster than
+    /// `--max-new-sessions-per-ip` allows.
+    #[error("too many new sessions from this address, retry later")]
+    AddressRate,
+    /// The request head is not HTTP/1.1 (answered before hyper sees it).
+    #[error("malformed request")]
+    MalformedRequest,
+    /// The request head is larger than `--max-header-bytes`.
+    #[error("request head too large")]
+    HeadTooLarge,
     /// The backend could not take the session; the client may retry.
     #[error("{0}")]
     Backend(#[from] BackendError),
@@ -65,7 +82,12 @@ impl Error {
             | Error::WrongTransport
             | Error::BadJson(_)
             | Error::BadEventName(_)
-            | Error::BodyRead => StatusCode::BAD_REQUEST,
+            | Error::BodyRead
+            | Error::MalformedRequest => StatusCode::BAD_REQUEST,
+            Error::EmitRate | Error::AddressFull | Error::AddressRate => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Error::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::OriginNotAllowed => StatusCode::FORBIDDEN,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -78,7 +100,10 @@ impl Error {
     /// The `Retry-After` seconds to send with it, for errors that pass.
     pub fn retry_after(&self) -> Option<&'static str> {
         match self {
-            Error::Full | Error::ShuttingDown | Error::Backend(_) => Some("5"),
+            Error::Full | Error::ShuttingDown | Error::Backend(_) | Error::AddressFull => Some("5"),
+            // Every rate is a whole number per second: a token is back
+            // within a second.
+            Error::EmitRate | Error::AddressRate => Some("1"),
             _ => None,
         }
     }

@@ -163,6 +163,7 @@ impl Fanout {
             next,
             latest_seen: 0,
             ready: Vec::new(),
+            held: None,
         }
     }
 }
@@ -217,6 +218,9 @@ pub(crate) struct Delivery {
     /// The newest broadcast found fully handed out at the last `Pending`,
     /// until the transport says it is written ([`Delivery::settle`]).
     caught_up: Option<u64>,
+    /// A packet handed out and given back unsent (it did not fit a poll
+    /// answer's byte bound); the next call yields it first.
+    held: Option<Packet>,
 }
 
 impl Delivery {
@@ -244,6 +248,9 @@ impl Delivery {
     fn poll_sources(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
         if let Some(reason) = self.mailbox.closed_reason() {
             return Poll::Ready(Item::Close(reason));
+        }
+        if let Some(p) = self.held.take() {
+            return Poll::Ready(Item::Packet(p));
         }
         if let Some(p) = self.ready.pop() {
             return Poll::Ready(Item::Packet(p));
@@ -286,6 +293,15 @@ impl Delivery {
             Poll::Ready(Err(reason)) => Poll::Ready(Item::Close(reason)),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+impl Delivery {
+    /// Gives back the packet `poll_next` just yielded, unsent: the next call
+    /// yields it again, before anything else but a close.
+    pub(crate) fn put_back(&mut self, packet: Packet) {
+        debug_assert!(self.held.is_none(), "one packet put back at a time");
+        self.held = Some(packet);
     }
 }
 
@@ -450,6 +466,19 @@ mod tests {
         assert!(next(&mut fresh).is_pending());
         fanout.publish(p("chat", 2));
         assert_eq!(packet(&mut fresh), p("chat", 2));
+    }
+
+    #[test]
+    fn a_packet_put_back_comes_first_again() {
+        let fanout = Fanout::new(8);
+        let mut d = fanout.subscribe(Arc::new(Mailbox::default()));
+        fanout.publish(p("chat", 1));
+        fanout.publish(p("chat", 2));
+        let first = packet(&mut d);
+        d.put_back(first.clone());
+        assert_eq!(packet(&mut d), first);
+        assert_eq!(packet(&mut d), p("chat", 2));
+        assert!(next(&mut d).is_pending());
     }
 
     #[test]

@@ -28,7 +28,13 @@ pub(crate) fn empty(status: StatusCode) -> Response<ResponseBody> {
 }
 
 pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
-    let mut res = Response::new(full(body));
+    json_body(status, full(body))
+}
+
+/// [`json`] for a body that is not one buffer (a poll answer's chain of
+/// shared events).
+pub(crate) fn json_body(status: StatusCode, body: ResponseBody) -> Response<ResponseBody> {
+    let mut res = Response::new(body);
     *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(

@@ -18,9 +18,10 @@
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use parking_lot::{Mutex, ReentrantMutex};
 use tokio::sync::Notify;
@@ -31,6 +32,7 @@ use crate::backend::{ready_now, Backend, BackendFuture};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::{Delivery, Fanout};
+use crate::limits::{client_ip, AddressTable, Bucket, Rate};
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 use crate::packet::Packet;
@@ -61,8 +63,16 @@ pub(crate) struct Session {
     /// When an idle polling session expires, so the reaper entry can be
     /// removed when the next poll arrives.
     expires_at: Mutex<Option<Instant>>,
-    /// The client's TCP peer at handshake, for logs and per-address limits.
+    /// The client's TCP peer at handshake, for logs.
     pub(crate) remote: SocketAddr,
+    /// The address the per-address limits count this session against (the
+    /// peer, or what a trusted proxy says the client is).
+    client: IpAddr,
+    /// This session's `--max-emit-rate` bucket.
+    emits: Mutex<Bucket>,
+    /// A polling session that has not yet polled or emitted: its expiry is
+    /// the short first-poll one.
+    unproven: AtomicBool,
     /// When the session began, for its duration in logs.
     pub(crate) started: std::time::Instant,
     /// The layer above's own state for this session (the socket layer keeps
@@ -72,11 +82,14 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn new(sid: Sid, transport: Transport, remote: SocketAddr) -> Session {
+    fn new(sid: Sid, transport: Transport, remote: SocketAddr, client: IpAddr) -> Session {
         Session {
             sid,
             transport,
             remote,
+            client,
+            emits: Mutex::new(Bucket::default()),
+            unproven: AtomicBool::new(transport == Transport::Polling),
             started: std::time::Instant::now(),
             mailbox: Arc::new(Mailbox::default()),
             parked: Mutex::new(None),
@@ -137,6 +150,10 @@ pub(crate) struct Hub {
     finishing: TaskTracker,
     /// What `/metrics` shows; bumped with atomics only.
     pub(crate) metrics: Metrics,
+    /// Sessions and new-session rates per client address.
+    addresses: Mutex<AddressTable>,
+    /// `--max-emit-rate` and `--max-emit-burst`; `None` when off.
+    emit_rate: Option<Rate>,
 }
 
 /// After this many sessions end, the reaper hands free heap pages back to the
@@ -153,6 +170,8 @@ impl Hub {
         let metrics = Metrics::new(fanout.clock().clone(), backend.status().is_some());
         Hub {
             metrics,
+            addresses: Mutex::new(AddressTable::new(&config)),
+            emit_rate: Rate::new(config.max_emit_rate, config.max_emit_burst),
             config,
             sessions: Mutex::new(HashMap::new()),
             order: ReentrantMutex::new(()),
@@ -188,10 +207,19 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
-        let session = Arc::new(Session::new(Sid::new_v4(), transport, handshake.address));
+        let client = client_ip(handshake, &self.config.trusted_proxy);
+        self.addresses.lock().admit(client, Instant::now())?;
+        let session = Arc::new(Session::new(
+            Sid::new_v4(),
+            transport,
+            handshake.address,
+            client,
+        ));
         {
             let mut sessions = self.sessions.lock();
             if sessions.len() >= self.config.max_sessions {
+                drop(sessions);
+                self.addresses.lock().release(client, Instant::now());
                 return Err(Error::Full);
             }
             sessions.insert(session.sid, session.clone());
@@ -201,6 +229,7 @@ impl Hub {
             tracing::warn!(error = %e, "backend refused a join");
             if self.sessions.lock().remove(&session.sid).is_some() {
                 self.by_transport(transport).fetch_sub(1, Ordering::SeqCst);
+                self.addresses.lock().release(client, Instant::now());
             }
             return Err(e.into());
         }
@@ -223,6 +252,9 @@ impl Hub {
         self.by_transport(session.transport)
             .fetch_sub(1, Ordering::SeqCst);
         self.metrics.disconnected(session.transport, reason);
+        self.addresses
+            .lock()
+            .release(session.client, Instant::now());
         // One line per session end, at info so that operators see it by
         // default; `RUST_LOG=info,ssio::session=warn` silences it.
         tracing::info!(
@@ -346,7 +378,17 @@ impl Hub {
         if let Some(at) = session.expires_at.lock().take() {
             self.expirations.lock().remove(&(at, session.sid));
         }
+        session.unproven.store(false, Ordering::Relaxed);
         Ok(delivery)
+    }
+
+    /// Whether `session` may send one more client event under
+    /// `--max-emit-rate`; takes the token if so.
+    pub(crate) fn allow_emit(&self, session: &Session) -> bool {
+        match &self.emit_rate {
+            Some(rate) => session.emits.lock().take(rate, Instant::now()),
+            None => true,
+        }
     }
 
     /// Parks a polling session's cursor until its next poll and arms its
@@ -354,13 +396,38 @@ impl Hub {
     /// under the slot's lock, and `disconnect` closes the mailbox before it
     /// empties the slot, so a cursor is never parked in an ended session.
     pub(crate) fn park(&self, session: &Session, delivery: Delivery) {
+        self.park_within(session, delivery, self.config.ping_timeout());
+    }
+
+    /// [`Hub::park`] with its own expiry: a new session must start its first
+    /// poll within `--first-poll-timeout`, so handshakes nobody polls (a
+    /// flood) give their slots back within seconds, not a pingTimeout. The
+    /// same deadline set and reaper serve both.
+    pub(crate) fn park_within(&self, session: &Session, delivery: Delivery, within: Duration) {
         let mut slot = session.parked.lock();
         if session.closed_reason().is_some() {
             return;
         }
         *slot = Some(delivery);
         drop(slot);
-        let at = Instant::now() + self.config.ping_timeout();
+        self.arm(session, within);
+    }
+
+    /// A request from a session that is not a poll (an emit): a polling
+    /// session that had not yet shown a sign of life gets the ordinary
+    /// pingTimeout from now instead of its first-poll deadline.
+    pub(crate) fn alive(&self, session: &Session) {
+        if session.unproven.swap(false, Ordering::Relaxed) {
+            let parked = session.parked.lock();
+            if parked.is_some() && session.closed_reason().is_none() {
+                self.arm(session, self.config.ping_timeout());
+            }
+        }
+    }
+
+    /// Sets a parked session's expiry to `within` from now.
+    fn arm(&self, session: &Session, within: Duration) {
+        let at = Instant::now() + within;
         let mut expires = session.expires_at.lock();
         let mut set = self.expirations.lock();
         if let Some(old) = expires.take() {
@@ -401,9 +468,21 @@ impl Hub {
     /// Refuses new sessions and ends every live one with `ServerShutdown`.
     pub(crate) fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        let sids: Vec<Sid> = self.sessions.lock().keys().copied().collect();
-        for sid in sids {
-            self.disconnect(sid, DisconnectReason::ServerShutdown);
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        // Every session is marked ended before any disconnect handler runs,
+        // so the counts those handlers broadcast on the way down reach no
+        // one: each client's last event is its `disconnect`. A transport
+        // that sees its close ends its session itself, on another thread;
+        // holding the ordering lock keeps its handlers waiting until every
+        // mailbox is closed.
+        {
+            let _order = self.order.lock();
+            for session in &sessions {
+                session.mailbox.close(DisconnectReason::ServerShutdown);
+            }
+        }
+        for session in sessions {
+            self.disconnect(session.sid, DisconnectReason::ServerShutdown);
         }
         self.reaper.notify_one();
     }

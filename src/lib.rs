@@ -33,13 +33,17 @@
 //! replays it on that node, so no load balancer needs sticky sessions.
 //!
 //! Beside the chain: `config`, `error`, `head` (response header tables shared
-//! by hyper and the raw path, CORS included), `statics` and `memory`.
-//! Operations: `metrics` (the Prometheus series every layer bumps),
-//! `probe` (`/metrics`, `/healthz`, `/readyz`) and [`logging`]. [`app`] is
-//! the demo app written with the API.
+//! by hyper and the raw path, CORS included), `limits` (token buckets and
+//! per-address accounting, which the hub consults on every connect and
+//! disconnect), `accept` (the first request head of every connection, read
+//! under one deadline before hyper or the raw path sees it), `statics` and
+//! `memory`. Operations: `metrics` (the Prometheus series every layer
+//! bumps), `probe` (`/metrics`, `/healthz`, `/readyz`) and [`logging`].
+//! [`app`] is the demo app written with the API.
 
 #![warn(missing_docs)]
 
+mod accept;
 pub mod app;
 mod backend;
 mod cluster;
@@ -50,6 +54,7 @@ mod forward;
 mod head;
 mod http;
 mod hub;
+mod limits;
 pub mod logging;
 mod mailbox;
 mod memory;

@@ -473,6 +473,9 @@ pub(crate) struct ClockCursor {
     settled: u64,
 }
 
+/// The most broadcasts a leaving session settles one by one.
+const LEAVE_SETTLE_MAX: u64 = 16;
+
 impl FanoutClock {
     /// Publishes through `send` (a latest-value event if `latest`), counts
     /// it and starts timing it; returns what `send` returns.
@@ -519,12 +522,20 @@ impl FanoutClock {
         }
     }
 
-    /// The session ends; it owes nothing any more.
+    /// The session ends; it owes nothing any more. A session that leaves
+    /// far behind (a parked poller, an abandoned handshake) gives up its
+    /// share without settling each broadcast one by one: a flood of such
+    /// sessions ending must cost O(1) each, and the broadcasts they owed were
+    /// never going to be written anyway, so those stay untimed.
     pub(crate) fn unsubscribe(&self, cursor: &mut ClockCursor) {
         let mut subscribers = self.subscribers.lock();
         *subscribers = subscribers.saturating_sub(1);
         let newest = self.generation.load(Ordering::SeqCst);
-        self.settle(cursor, newest);
+        if newest.saturating_sub(cursor.settled) <= LEAVE_SETTLE_MAX {
+            self.settle(cursor, newest);
+        } else {
+            cursor.settled = newest;
+        }
     }
 
     fn owe_one_less(&self, generation: u64) {

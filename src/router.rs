@@ -185,12 +185,19 @@ where
             }
             sid => {
                 let session = lookup(io, sid.sid()?)?;
-                Ok(http::json(StatusCode::OK, poll::poll(io, session).await?))
+                let body = BoxBody::new(poll::poll(io, session).await?);
+                Ok(http::json_body(StatusCode::OK, body))
             }
         },
         (&Method::POST, "/emit") => {
             let session = lookup(io, sid.sid()?)?;
+            io.hub().alive(&session);
             let body = http::read_body(io.config(), req).await?;
+            // Read first, so the connection stays usable; refused before
+            // parsing, so a flood costs no JSON work.
+            if !io.hub().allow_emit(&session) {
+                return Err(Error::EmitRate);
+            }
             let (event, data) = parse_emit(&body, io.config().max_event_name)?;
             // The session may have ended while the body was read.
             if session.closed_reason().is_some() {

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::accept::{self, Prefixed};
 use crate::router;
 use crate::session::Peer;
 use crate::socket::Io;
@@ -99,8 +100,10 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
     }
 }
 
-/// Serves one connection: a plain `GET /events` straight on the socket,
-/// anything else through hyper.
+/// Serves one connection: reads its first head (see `accept`), then a plain
+/// `GET /events` straight on the socket, anything else through hyper, which
+/// reads the first head again from what was read and times later heads on
+/// a keep-alive connection itself.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -109,22 +112,24 @@ async fn serve(
     closing: CancellationToken,
 ) {
     let config = io.config();
-    let mut peek = vec![0u8; sse_raw::PEEK_BYTES];
+    // One deadline from accept to the end of the first head.
+    let deadline = tokio::time::Instant::now() + config.header_timeout();
+    let mut stream = stream;
     let first = tokio::select! {
-        r = tokio::time::timeout(config.header_timeout(), stream.peek(&mut peek)) => r,
+        f = accept::first_head(&mut stream, deadline, config.max_header_bytes, config) => f,
         _ = closing.cancelled() => return,
     };
-    // Nothing within the header timeout, or the peer left: nothing to serve.
-    let Ok(Ok(n)) = first else { return };
-    if n == 0 {
-        return;
-    }
-    let sniffed = sse_raw::sniff(&peek[..n]);
-    drop(peek);
-    if let Some(head_len) = sniffed {
-        sse_raw::serve(stream, head_len, peer, io.clone()).await;
-        return;
-    }
+    let prefix = match first {
+        accept::First::Request { buf, head_len } => {
+            if sse_raw::sniff(&buf[..head_len]).is_some() {
+                sse_raw::serve(stream, buf, head_len, peer, io.clone()).await;
+                return;
+            }
+            buf
+        }
+        accept::First::Other(buf) => buf,
+        accept::First::Refused | accept::First::Gone => return,
+    };
     let service = {
         let io = io.clone();
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -137,7 +142,7 @@ async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout())
         .max_buf_size(config.max_header_bytes.max(8192))
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), service);
     if let Err(e) = watcher.watch(conn).await {
         debug!(error = %e, "connection ended with an error");
     }

@@ -118,7 +118,7 @@ impl Io {
         B: Backend,
         F: FnOnce(Fanout) -> B,
     {
-        let fanout = Fanout::new(config.max_pending_events);
+        let fanout = Fanout::with_limits(config.max_pending_events, config.max_pending_bytes);
         let backend: Arc<dyn Backend> = Arc::new(make(fanout.clone()));
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let lifecycle: Weak<dyn Lifecycle> = weak.clone();

@@ -2,15 +2,20 @@
 //! HTTP request at a time.
 //!
 //! A poll takes the session's parked cursor, waits until something is ready
-//! (or pingInterval passes), drains everything ready into one JSON array and
-//! parks the cursor again. While parked, the session's expiry is armed: no
+//! (or pingInterval passes), drains everything ready (up to
+//! `--max-poll-bytes`) into one JSON array made of the events' shared bytes,
+//! and parks the cursor again. While parked, the session's expiry is armed: no
 //! poll within pingTimeout and the reaper disconnects it. Taking the cursor
 //! out of the session is also how a second concurrent poll is refused.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
 use crate::error::Error;
 use crate::fanout::{Delivery, Item};
@@ -22,8 +27,9 @@ use crate::socket::Io;
 /// `GET /poll` without a sid: a new polling session and its handshake JSON.
 pub(crate) async fn handshake(io: &Io, handshake: &Handshake) -> Result<(Sid, Bytes), Error> {
     let (session, delivery) = io.connect(Transport::Polling, handshake).await?;
-    io.hub().park(&session, delivery);
     let config = io.config();
+    io.hub()
+        .park_within(&session, delivery, config.first_poll_timeout());
     let body = handshake_json(session.sid, config.ping_interval_ms, config.ping_timeout_ms);
     Ok((session.sid, Bytes::from(body)))
 }
@@ -44,8 +50,56 @@ impl Drop for Pending {
     }
 }
 
-/// `GET /poll?sid=`: the events queued for the session, as a JSON array.
-pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<Bytes, Error> {
+/// A poll answer: `[`, each event's JSON, `,`, ..., `]`, one frame each.
+/// The JSON frames are the very `Bytes` the fan-out's log holds (encoded
+/// once per event), so an answer written to a client that never reads holds
+/// references to shared events, never a copy of them; its length is known,
+/// so it goes out with `content-length`.
+pub(crate) struct PollBody {
+    /// What is left to send, in order.
+    frames: VecDeque<Bytes>,
+    /// Bytes left in `frames`.
+    remaining: u64,
+}
+
+impl PollBody {
+    fn push(&mut self, bytes: Bytes) {
+        self.remaining += bytes.len() as u64;
+        self.frames.push_back(bytes);
+    }
+}
+
+impl Body for PollBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.frames.pop_front() {
+            Some(b) => {
+                self.remaining -= b.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// `GET /poll?sid=`: the events queued for the session, as a JSON array of
+/// at most `--max-poll-bytes` of events (at least one event, however large).
+/// Everything ready goes in one answer, so a client that polls again at
+/// once keeps up with any rate the log can hold.
+pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<PollBody, Error> {
     if session.transport != Transport::Polling {
         return Err(Error::WrongTransport);
     }
@@ -61,24 +115,56 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<Bytes, Error>
     };
 
     let held = std::time::Instant::now();
-    let mut items = Vec::new();
+    let max = io.config().max_poll_bytes;
+    let mut body = PollBody {
+        frames: VecDeque::new(),
+        remaining: 0,
+    };
+    body.push(Bytes::from_static(b"["));
+    let mut events = 0usize;
+    let mut bytes = 0usize;
+    let mut closed = None;
+    let mut delivered = 0;
     let wait = std::future::poll_fn(|cx| {
         let d = pending
             .delivery
             .as_mut()
             .expect("cursor present while polling");
-        // Drain everything ready now into one response.
+        // Drain everything ready now into one response, up to the bound.
         loop {
-            match d.poll_next(cx) {
-                Poll::Ready(item) => {
-                    let close = matches!(item, Item::Close(_));
-                    items.push(item);
-                    if close {
+            let json = match d.poll_next(cx) {
+                Poll::Ready(Item::Packet(p)) => {
+                    if events > 0 && bytes + p.json.len() > max {
+                        d.put_back(p);
                         return Poll::Ready(());
                     }
+                    delivered += 1;
+                    p.json
                 }
-                Poll::Pending if items.is_empty() => return Poll::Pending,
+                Poll::Ready(Item::Close(reason)) => {
+                    closed = Some(reason);
+                    if reason == DisconnectReason::ServerShutdown {
+                        // Come back later, each client at its own moment.
+                        let spread = io.config().reconnect_spread_ms;
+                        if events > 0 {
+                            body.push(Bytes::from_static(b","));
+                        }
+                        events += 1;
+                        body.push(Packet::retry(fastrand::u64(0..=spread)).json);
+                    }
+                    Packet::disconnect(reason.as_str()).json
+                }
+                Poll::Pending if events == 0 => return Poll::Pending,
                 Poll::Pending => return Poll::Ready(()),
+            };
+            if events > 0 {
+                body.push(Bytes::from_static(b","));
+            }
+            events += 1;
+            bytes += json.len();
+            body.push(json);
+            if closed.is_some() {
+                return Poll::Ready(());
             }
         }
     });
@@ -90,38 +176,12 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<Bytes, Error>
         // next poll.
         d.settle();
     }
-
-    let mut buf = BytesMut::with_capacity(64);
-    buf.put_u8(b'[');
-    let mut closed = None;
-    let mut delivered = 0;
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            buf.put_u8(b',');
-        }
-        match item {
-            Item::Packet(p) => {
-                delivered += 1;
-                buf.put_slice(&p.json);
-            }
-            Item::Close(reason) => {
-                closed = Some(*reason);
-                if *reason == DisconnectReason::ServerShutdown {
-                    // Come back later, each client at its own moment.
-                    let spread = io.config().reconnect_spread_ms;
-                    buf.put_slice(&Packet::retry(fastrand::u64(0..=spread)).json);
-                    buf.put_u8(b',');
-                }
-                buf.put_slice(&Packet::disconnect(reason.as_str()).json);
-            }
-        }
-    }
     // The body's bytes are counted with every other response's.
     metrics.written(delivered, 0);
-    buf.put_u8(b']');
+    body.push(Bytes::from_static(b"]"));
     if let Some(reason) = closed {
         pending.delivery = None;
         io.hub().disconnect(session.sid, reason);
     }
-    Ok(buf.freeze())
+    Ok(body)
 }

@@ -3,12 +3,16 @@
 //! hyper gives every HTTP/1 connection an 8 KiB read buffer and an 8 KiB
 //! header buffer for as long as the connection lives. For an SSE stream,
 //! which reads one request and then only writes for hours, that is most of
-//! what a connection costs. So the accept loop peeks at the first bytes: a
-//! complete, plain `GET /events` request head is answered here, with the
-//! same [`SseBody`], the same head from [`head::sse`] and the same bytes on
-//! the wire (chunked encoding); any
-//! other request, or a head that did not arrive in one piece, goes to hyper
-//! untouched (peeking consumes nothing).
+//! what a connection costs. So the accept path reads the first request head
+//! itself: a plain `GET /events` is answered here, with the same
+//! [`SseBody`], the same head from [`head::sse`] and the same bytes on the
+//! wire (chunked encoding); any other request goes to hyper with the bytes
+//! already read.
+//!
+//! After its head, an SSE client has nothing more to say. The socket is still
+//! read, because a read that returns is how a close or reset is noticed, but
+//! input beyond [`TRAILING_ALLOWANCE`] bytes ends the stream at once: junk
+//! costs one small read, not a loop over megabytes.
 
 use std::fmt::Write as _;
 use std::future::poll_fn;
@@ -28,8 +32,9 @@ use crate::head;
 use crate::session::Handshake;
 use crate::socket::Io;
 
-/// Most request-head bytes looked at; a longer head goes to hyper.
-pub(crate) const PEEK_BYTES: usize = 2048;
+/// Bytes a client may send after its `GET /events` head (a stray CRLF)
+/// before the stream is closed.
+pub(crate) const TRAILING_ALLOWANCE: usize = 4;
 
 /// Whether `head` is a complete `GET /events` request this module can
 /// answer; returns the head's length if so.
@@ -73,17 +78,24 @@ fn handshake(head: &[u8], peer: SocketAddr) -> Option<Handshake> {
     Some(Handshake::new(map, query, peer))
 }
 
-/// Serves one SSE stream on `stream`, whose first `head_len` bytes are the
-/// request head already sniffed.
-pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, peer: SocketAddr, io: Io) {
-    let mut request_head = vec![0; head_len];
-    if stream.read_exact(&mut request_head).await.is_err() {
+/// Serves one SSE stream on `stream`, whose first bytes were read into
+/// `read`: the request head already sniffed (`head_len` bytes), then
+/// whatever the client sent after it.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    read: Vec<u8>,
+    head_len: usize,
+    peer: SocketAddr,
+    io: Io,
+) {
+    let mut trailing = read.len() - head_len;
+    if trailing > TRAILING_ALLOWANCE {
         return;
     }
-    let Some(handshake) = handshake(&request_head, peer) else {
+    let Some(handshake) = handshake(&read[..head_len], peer) else {
         return;
     };
-    drop(request_head);
+    drop(read);
     let origin = handshake.headers.get(hyper::header::ORIGIN);
     let cors = head::cors(io.config(), origin.map(|o| o.as_bytes()));
     let (sid, mut body) = match sse::open(&io, &handshake).await {
@@ -109,7 +121,7 @@ pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, peer: SocketAd
     if stream.write_all(response_head.as_bytes()).await.is_err() {
         return;
     }
-    let mut scratch = [0u8; 64];
+    let mut scratch = [0u8; TRAILING_ALLOWANCE + 1];
     loop {
         tokio::select! {
             // Everything ready now goes out in one write.
@@ -124,10 +136,16 @@ pub(crate) async fn serve(mut stream: TcpStream, head_len: usize, peer: SocketAd
                 body.written();
             }
             // The client sends nothing after its request; a read that
-            // returns means it closed or reset the connection.
+            // returns means it closed or reset the connection, or sent
+            // input nobody reads.
             r = stream.read(&mut scratch) => match r {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(n) => {
+                    trailing += n;
+                    if trailing > TRAILING_ALLOWANCE {
+                        return;
+                    }
+                }
             },
         }
     }

@@ -1,0 +1,263 @@
+//! The first request head of every connection, read here under one
+//! deadline before hyper or the raw SSE path sees it.
+//!
+//! One deadline runs from the moment a connection is accepted to the end of
+//! its first request head: `--header-timeout`, whatever the client does with
+//! its first byte (a separate wait for the first byte followed by hyper's own
+//! header timer would give a slow client both). A head that is not HTTP/1
+//! or is larger than `--max-header-bytes` is answered here with the same
+//! JSON error and CORS header as every other error, instead of hyper's bare
+//! status line. What was read (the head, and whatever the client sent after
+//! it) is handed on: to the raw path, or to hyper through [`Prefixed`], which
+//! replays it before reading the socket again.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::head;
+
+/// The first read's size: most request heads are well under this.
+const FIRST_READ: usize = 2048;
+
+/// How the first head of a connection turned out.
+pub(crate) enum First {
+    /// A complete HTTP/1 head: `buf[..head_len]`; the rest of `buf` is what
+    /// the client sent after it.
+    Request {
+        /// Everything read so far.
+        buf: Vec<u8>,
+        /// The length of the head at its start.
+        head_len: usize,
+    },
+    /// The HTTP/2 connection preface: not ours to judge, handed on as read.
+    Other(Vec<u8>),
+    /// Refused with a JSON error (already written); close the connection.
+    Refused,
+    /// Nothing complete within the deadline, or the peer left.
+    Gone,
+}
+
+/// Reads the first request head on `stream` until `deadline`.
+pub(crate) async fn first_head(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    max: usize,
+    config: &Config,
+) -> First {
+    let read = async {
+        // Nothing is allocated for a connection that sends nothing.
+        stream.readable().await?;
+        let mut buf = Vec::new();
+        loop {
+            let old = buf.len();
+            let want = if old == 0 { FIRST_READ } else { old * 2 };
+            buf.resize(want.min(max.max(1)), 0);
+            let n = stream.read(&mut buf[old..]).await?;
+            buf.truncate(old + n);
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            match check(&buf, max) {
+                Check::More => continue,
+                Check::Complete(head_len) => return Ok(First::Request { buf, head_len }),
+                Check::Other => return Ok(First::Other(buf)),
+                Check::Refuse(e) => return Ok(refuse(stream, &e, config).await),
+            }
+        }
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(first)) => first,
+        Ok(Err(_)) | Err(_) => First::Gone,
+    }
+}
+
+enum Check {
+    /// The head is not complete yet and there is room for more.
+    More,
+    /// A complete head of this length.
+    Complete(usize),
+    /// Not for this parser.
+    Other,
+    /// Answered with this error.
+    Refuse(Error),
+}
+
+/// The HTTP/2 preface's first line.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// Judges the bytes read so far, with hyper's limits: at most 100 headers,
+/// at most `max` bytes of head.
+fn check(buf: &[u8], max: usize) -> Check {
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] == H2_PREFACE[..n] {
+        return if n == H2_PREFACE.len() {
+            Check::Other
+        } else {
+            Check::More
+        };
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= max => Check::Complete(len),
+        Ok(httparse::Status::Complete(_)) => Check::Refuse(Error::HeadTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= max => Check::Refuse(Error::HeadTooLarge),
+        Ok(httparse::Status::Partial) => Check::More,
+        Err(httparse::Error::TooManyHeaders) => Check::Refuse(Error::HeadTooLarge),
+        Err(_) => Check::Refuse(Error::MalformedRequest),
+    }
+}
+
+/// Most bytes still read (and dropped) after an error answer, so that the
+/// client reads the answer rather than a reset; bounded in bytes and time,
+/// so junk costs next to nothing.
+const LINGER_BYTES: usize = 64 * 1024;
+/// How long the answer is given to reach the client.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Writes `e` as the JSON error and closes the connection politely.
+async fn refuse(stream: &mut TcpStream, e: &Error, config: &Config) -> First {
+    // A head that did not parse names no origin we could trust: with an
+    // allow-list the answer says `Vary` and allows nobody.
+    let cors = head::cors(config, None);
+    let answer = async {
+        stream.write_all(&head::raw_error(e, cors)).await?;
+        stream.shutdown().await?;
+        // Closing with unread input would reset the connection and could
+        // destroy the answer before the client reads it.
+        let mut scratch = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match stream.read(&mut scratch).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(LINGER, answer).await;
+    First::Refused
+}
+
+/// A connection whose first bytes were already read: they are read again
+/// first, then the socket. Writes go straight through, vectored included,
+/// so hyper keeps queueing response bodies by reference.
+pub(crate) struct Prefixed {
+    /// Bytes read before hyper took over; emptied (and freed) once replayed.
+    prefix: Vec<u8>,
+    /// How much of `prefix` has been replayed.
+    pos: usize,
+    /// The socket.
+    stream: TcpStream,
+}
+
+impl Prefixed {
+    /// `stream`, with `prefix` to be read before it.
+    pub(crate) fn new(prefix: Vec<u8>, stream: TcpStream) -> Prefixed {
+        Prefixed {
+            prefix,
+            pos: 0,
+            stream,
+        }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.pos < this.prefix.len() {
+            let n = (this.prefix.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_judged_like_hyper_would() {
+        let ok = b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\nrest";
+        assert!(matches!(check(ok, 1024), Check::Complete(n) if n == ok.len() - 4));
+        assert!(matches!(
+            check(b"GET /stats HTTP/1.1\r\nHo", 1024),
+            Check::More
+        ));
+        assert!(matches!(
+            check(b"\r\nGET / HTTP/1.1\r\n\r\n", 1024),
+            Check::Complete(_)
+        ));
+        assert!(matches!(
+            check(b"GET /x\0 HTTP/1.1\r\n\r\n", 1024),
+            Check::Refuse(Error::MalformedRequest)
+        ));
+        assert!(matches!(
+            check(b"\x00\x01garbage", 1024),
+            Check::Refuse(Error::MalformedRequest)
+        ));
+        assert!(matches!(
+            check(b"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 40),
+            Check::Refuse(Error::HeadTooLarge)
+        ));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(101));
+        assert!(matches!(
+            check(many.as_bytes(), 4096),
+            Check::Refuse(Error::HeadTooLarge)
+        ));
+        assert!(matches!(check(b"PRI * HT", 1024), Check::More));
+        assert!(matches!(
+            check(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1024),
+            Check::Other
+        ));
+    }
+}

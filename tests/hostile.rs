@@ -1,0 +1,657 @@
+//! Hostile clients, tried as an attacker would: polls left unread to
+//! amplify memory, emit floods to evict honest readers, handshake floods to
+//! lock others out, a slowloris with a late first byte, junk after a raw
+//! `GET /events` head, and heads hyper would have refused on its own.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::support::procfs;
+use common::*;
+use serde_json::{json, Value};
+use ssio::Config;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+/// A connection from `source` (any 127.0.0.0/8 address is loopback).
+async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    let ip: IpAddr = source.parse().unwrap();
+    socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    timeout(WAIT, socket.connect(to))
+        .await
+        .expect("connect timed out")
+        .unwrap()
+}
+
+/// One response read off a keep-alive connection: status, head, body.
+async fn read_one<R: AsyncBufReadExt + Unpin>(r: &mut R) -> (u16, String, Vec<u8>) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).await.unwrap() > 0, "closed in head");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let len: usize = header_in(&head, "content-length").map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).await.unwrap();
+    (status, head, body)
+}
+
+/// `n` copies of `request` pipelined on one connection from `source`; the
+/// answers in order.
+async fn pipelined(
+    source: &str,
+    to: SocketAddr,
+    request: Vec<u8>,
+    n: usize,
+) -> Vec<(u16, String, Vec<u8>)> {
+    let s = connect_from(source, to).await;
+    let (r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..n {
+            if w.write_all(&request).await.is_err() {
+                break;
+            }
+        }
+        w
+    });
+    let mut r = BufReader::new(r);
+    let mut out = Vec::with_capacity(n);
+    let all = async {
+        for _ in 0..n {
+            out.push(read_one(&mut r).await);
+        }
+    };
+    timeout(Duration::from_secs(30), all)
+        .await
+        .expect("pipelined answers timed out");
+    drop(writer.await.unwrap());
+    out
+}
+
+async fn handshake_from(source: &str, to: SocketAddr, extra: &str) -> Resp {
+    let mut s = connect_from(source, to).await;
+    let raw = format!("GET /poll HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n");
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut r = BufReader::new(s);
+    let (status, head, body) = timeout(WAIT, read_one(&mut r)).await.expect("no answer");
+    Resp {
+        status,
+        head: format!("HTTP/1.1 {status}\r\n{head}"),
+        body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_polls_hold_references_to_shared_events_not_copies() {
+    const SESSIONS: usize = 8;
+    const CONNS: usize = 8;
+    const EVENTS: usize = 300;
+    let p = spawn_ssio(&[], 0, &["--max-emit-rate", "0", "--max-payload", "200000"]).await;
+    let addr = p.addr;
+    let mut pollers = Vec::new();
+    for _ in 0..SESSIONS {
+        let poller = Poller::handshake(addr).await;
+        poller.events().await;
+        pollers.push(poller);
+    }
+    let sender = Poller::handshake(addr).await;
+    sender.events().await;
+    // 300 chat messages of 64 KiB each, over one keep-alive connection.
+    let message = "m".repeat(64 * 1024);
+    let body = json!({"event": "chat message", "data": message}).to_string();
+    let emit = format!(
+        "POST /emit?sid={} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        sender.sid,
+        body.len()
+    );
+    let answers = pipelined("127.0.0.1", addr, emit.into_bytes(), EVENTS).await;
+    assert!(answers.iter().all(|(s, _, _)| *s == 204));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base = procfs::rss_kib(p.pid).expect("server gone");
+
+    // Every session: 8 polls on 8 connections whose answers are never read.
+    let mut unread = Vec::new();
+    for poller in &pollers {
+        for _ in 0..CONNS {
+            let sock = TcpSocket::new_v4().unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            let mut s = timeout(WAIT, sock.connect(addr)).await.unwrap().unwrap();
+            let req = format!("GET /poll?sid={} HTTP/1.1\r\nHost: x\r\n\r\n", poller.sid);
+            s.write_all(req.as_bytes()).await.unwrap();
+            unread.push(s);
+        }
+    }
+    // RSS while the answers sit unread, sampled for a while.
+    let mut peak = base;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(procfs::rss_kib(p.pid).expect("server gone"));
+    }
+    let growth = peak.saturating_sub(base);
+    eprintln!(
+        "{SESSIONS} sessions x {CONNS} unread polls after {EVENTS} x 64 KiB events: \
+         RSS {base} KiB -> peak {peak} KiB, growth {growth} KiB"
+    );
+    assert!(growth <= 32 * 1024, "unread polls grew RSS by {growth} KiB");
+    // The first answer really carries events, and is bounded in bytes.
+    let mut first = BufReader::new(unread.swap_remove(0));
+    let (status, head, _) = timeout(WAIT, read_one(&mut first)).await.unwrap();
+    assert_eq!(status, 200);
+    let len: usize = header_in(&head, "content-length").unwrap().parse().unwrap();
+    assert!(len > 64 * 1024 && len <= 1024 * 1024 + 64, "{len}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emit_flood_is_rate_limited_and_evicts_no_honest_reader() {
+    let server = Server::start(Config {
+        ping_interval_ms: 1_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    })
+    .await;
+    let addr = server.addr;
+    let mut reader = Sse::connect(addr).await;
+    let honest = Poller::handshake(addr).await;
+    honest.events().await;
+    let flooder = Poller::handshake(addr).await;
+    flooder.events().await;
+
+    // The honest poller polls all along, until it has every accepted
+    // message; `usize::MAX` until the flood's outcome is known.
+    let target = Arc::new(AtomicUsize::new(usize::MAX));
+    let polled = {
+        let target = target.clone();
+        let honest = Poller {
+            addr,
+            sid: honest.sid.clone(),
+        };
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut got = Vec::new();
+            while got.len() < target.load(Ordering::SeqCst) {
+                assert!(Instant::now() < deadline, "poller got {}", got.len());
+                for e in honest.events().await {
+                    assert_ne!(e["event"], "disconnect", "honest poller dropped: {e}");
+                    if e["event"] == "chat message" {
+                        got.push(e["data"]["message"].as_i64().unwrap());
+                    }
+                }
+            }
+            got
+        })
+    };
+
+    let n = 2_000;
+    let mut raw = Vec::new();
+    for i in 0..n {
+        let body = json!({"event": "chat message", "data": i}).to_string();
+        raw.extend_from_slice(
+            format!(
+                "POST /emit?sid={} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                flooder.sid,
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    // Pipelined: one write of all 2,000, then every answer in order.
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move { w.write_all(&raw).await.map(|_| w) });
+    let mut r = BufReader::new(r);
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    let t = Instant::now();
+    for i in 0..n {
+        let (status, head, body) = timeout(WAIT, read_one(&mut r)).await.expect("answer");
+        match status {
+            204 => accepted.push(i as i64),
+            429 => {
+                refused += 1;
+                assert_eq!(header_in(&head, "retry-after").as_deref(), Some("1"));
+                assert_eq!(
+                    header_in(&head, "access-control-allow-origin").as_deref(),
+                    Some("*")
+                );
+                assert_eq!(body, br#"{"error":"too many events, slow down"}"#);
+            }
+            other => panic!("emit {i} answered {other}"),
+        }
+    }
+    let took = t.elapsed();
+    drop(writer.await.unwrap().unwrap());
+    eprintln!(
+        "{n} pipelined emits in {took:?}: {} accepted (204), {refused} refused (429)",
+        accepted.len()
+    );
+    assert!(refused > 0, "no emit was refused");
+    assert!(
+        accepted.len() >= ssio::config::DEFAULT_MAX_EMIT_BURST as usize,
+        "{}",
+        accepted.len()
+    );
+    target.store(accepted.len(), Ordering::SeqCst);
+
+    // Each honest reader received exactly the accepted messages, in order.
+    let got = timeout(Duration::from_secs(25), polled)
+        .await
+        .expect("poller timed out")
+        .unwrap();
+    assert_eq!(got, accepted);
+    let mut streamed = Vec::new();
+    while streamed.len() < accepted.len() {
+        let (event, data) = reader.next_event().await;
+        assert_ne!(event, "disconnect", "honest SSE reader dropped: {data}");
+        if event == "chat message" {
+            let v: Value = serde_json::from_str(&data).unwrap();
+            streamed.push(v["message"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(streamed, accepted);
+    server.wait_sessions(3, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_from_one_address_locks_nobody_out() {
+    let server = Server::start(Config {
+        max_sessions: 2_000,
+        ping_interval_ms: 25_000,
+        ping_timeout_ms: 20_000,
+        ..fast_config()
+    })
+    .await;
+    let addr = server.addr;
+    let t0 = Instant::now();
+    let answers = pipelined(
+        "127.0.0.2",
+        addr,
+        b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        2_000,
+    )
+    .await;
+    let flooded = t0.elapsed();
+    let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    assert_eq!(ok, 2_000);
+    assert_eq!(server.io.stats().sessions, 2_000);
+    // Meanwhile the server is full: another address is refused for now...
+    assert_eq!(handshake_from("127.0.0.3", addr, "").await.status, 503);
+    // ...and let in within 3 s of the flood, and counted.
+    let other = loop {
+        let r = handshake_from("127.0.0.3", addr, "").await;
+        if r.status == 200 {
+            break r;
+        }
+        assert_eq!(r.status, 503);
+        assert!(t0.elapsed() < Duration::from_secs(3), "locked out for 3 s");
+        // The count never shows more than the real sessions plus the
+        // unpolled handshakes of the last 2 s (plus the reaper's slack).
+        let s = server.io.stats();
+        assert!(
+            s.sessions <= 2_000 && s.count == s.sessions,
+            "{s:?} at {:?}",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let let_in = t0.elapsed();
+    let sid = common::support::poll::handshake_sid(&other.body).unwrap();
+    let other = Poller { addr, sid };
+    other.events().await;
+    // Every ghost is gone well before a pingTimeout; the real one stays.
+    server.wait_sessions(1, Duration::from_secs(1)).await;
+    let ghosts_gone = t0.elapsed();
+    eprintln!(
+        "2000 pipelined handshakes in {flooded:?}; another address let in at {let_in:?}; \
+         ghosts gone by {ghosts_gone:?}"
+    );
+    assert!(ghosts_gone < Duration::from_millis(2_000) + flooded + Duration::from_millis(900));
+    other.wait_count(1, WAIT).await;
+}
+
+#[tokio::test]
+async fn a_session_that_never_polls_ends_with_ping_timeout_and_one_that_does_stays() {
+    let server = Server::start(Config {
+        first_poll_timeout_ms: 300,
+        ping_interval_ms: 2_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    })
+    .await;
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    {
+        let reasons = reasons.clone();
+        server.io.on_connection(move |socket| {
+            let reasons = reasons.clone();
+            socket.on("disconnect", move |_, reason| {
+                reasons
+                    .lock()
+                    .unwrap()
+                    .push(reason.as_str().unwrap().to_string());
+            });
+        });
+    }
+    let t = Instant::now();
+    let silent = Poller::handshake(server.addr).await;
+    let active = Poller::handshake(server.addr).await;
+    active.events().await;
+    let emitter = Poller::handshake(server.addr).await;
+    assert_eq!(emitter.emit("chat message", json!("hi")).await.status, 204);
+    server.wait_sessions(2, Duration::from_secs(2)).await;
+    let gone = t.elapsed();
+    eprintln!("an unpolled session ended {gone:?} after its handshake (limit 300 ms)");
+    assert!(gone >= Duration::from_millis(250), "{gone:?}");
+    assert_eq!(*reasons.lock().unwrap(), ["ping timeout"]);
+    assert_eq!(silent.poll().await.status, 400);
+    // Past the first-poll deadline, both live ones keep their sessions.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(active.poll().await.status, 200);
+    assert_eq!(emitter.poll().await.status, 200);
+    server.wait_sessions(2, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_address_limits_refuse_only_the_flooding_address() {
+    let server = Server::start(Config {
+        max_sessions_per_ip: 100,
+        ping_interval_ms: 25_000,
+        ping_timeout_ms: 20_000,
+        ..fast_config()
+    })
+    .await;
+    let addr = server.addr;
+    let answers = pipelined(
+        "127.0.0.2",
+        addr,
+        b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        300,
+    )
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses[..100], [200; 100]);
+    assert_eq!(statuses[100..], [429; 200]);
+    let (_, head, body) = &answers[150];
+    assert_eq!(header_in(head, "retry-after").as_deref(), Some("5"));
+    assert_eq!(body, br#"{"error":"too many sessions from this address"}"#);
+    // Another address is let in at once, on both transports.
+    assert_eq!(handshake_from("127.0.0.3", addr, "").await.status, 200);
+    let mut s = connect_from("127.0.0.3", addr).await;
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut s).read_line(&mut line).await.unwrap();
+    assert_eq!(line, "HTTP/1.1 200 OK\r\n");
+    server.wait_sessions(102, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_sessions_per_address_are_rate_limited() {
+    let server = Server::start(Config {
+        max_new_sessions_per_ip: 50,
+        ping_interval_ms: 25_000,
+        ping_timeout_ms: 20_000,
+        ..fast_config()
+    })
+    .await;
+    let answers = pipelined(
+        "127.0.0.2",
+        server.addr,
+        b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        200,
+    )
+    .await;
+    let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    let (_, head, body) = answers.iter().find(|(s, _, _)| *s == 429).expect("a 429");
+    assert_eq!(header_in(head, "retry-after").as_deref(), Some("1"));
+    assert_eq!(
+        body,
+        br#"{"error":"too many new sessions from this address, retry later"}"#
+    );
+    // The burst, plus whatever the rate refilled while the flood ran.
+    assert!((50..60).contains(&ok), "{ok} accepted");
+    assert_eq!(
+        handshake_from("127.0.0.3", server.addr, "").await.status,
+        200
+    );
+    // A second later the address may start sessions again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(
+        handshake_from("127.0.0.2", server.addr, "").await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn forwarded_addresses_count_only_from_a_trusted_proxy_and_flags_fall_back_to_env() {
+    // Through the binary, with both limits set from the environment.
+    let mut cmd = common::support::process::ssio(&[], 0);
+    cmd.env("MAX_SESSIONS_PER_IP", "1")
+        .env("TRUSTED_PROXY", "127.0.0.1,10.0.0.0/8");
+    let p = common::support::process::spawn(cmd, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let xff = |ip: &str| format!("X-Forwarded-For: {ip}\r\n");
+    // From the trusted proxy, each forwarded client has its own allowance.
+    assert_eq!(
+        handshake_from("127.0.0.1", p.addr, &xff("198.51.100.1"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        handshake_from("127.0.0.1", p.addr, &xff("198.51.100.2"))
+            .await
+            .status,
+        200
+    );
+    let again = handshake_from("127.0.0.1", p.addr, &xff("198.51.100.1")).await;
+    assert_eq!(again.status, 429);
+    assert_eq!(again.header("retry-after").as_deref(), Some("5"));
+    let fwd = "Forwarded: for=\"198.51.100.3:1234\"\r\n";
+    assert_eq!(handshake_from("127.0.0.1", p.addr, fwd).await.status, 200);
+    // From anyone else the header is ignored: the peer is the client.
+    assert_eq!(
+        handshake_from("127.0.0.4", p.addr, &xff("198.51.100.7"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        handshake_from("127.0.0.4", p.addr, &xff("198.51.100.8"))
+            .await
+            .status,
+        429
+    );
+}
+
+#[test]
+fn help_lists_every_hostile_input_flag_with_its_env_and_default() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssio"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, env, default) in [
+        ("--max-pending-bytes", "MAX_PENDING_BYTES", Some("67108864")),
+        ("--max-poll-bytes", "MAX_POLL_BYTES", Some("1048576")),
+        ("--max-emit-rate", "MAX_EMIT_RATE", Some("50")),
+        ("--max-emit-burst", "MAX_EMIT_BURST", Some("200")),
+        ("--first-poll-timeout", "FIRST_POLL_TIMEOUT", Some("2000")),
+        ("--max-sessions-per-ip", "MAX_SESSIONS_PER_IP", Some("0")),
+        (
+            "--max-new-sessions-per-ip",
+            "MAX_NEW_SESSIONS_PER_IP",
+            Some("0"),
+        ),
+        ("--trusted-proxy", "TRUSTED_PROXY", None),
+    ] {
+        let line = help
+            .split("\n\n")
+            .find(|block| block.contains(flag))
+            .unwrap_or_else(|| panic!("{flag} missing from --help"));
+        assert!(line.contains(&format!("[env: {env}=")), "{env}: {line}");
+        if let Some(d) = default {
+            assert!(line.contains(&format!("[default: {d}]")), "{flag}: {line}");
+        }
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ssio"))
+        .args(["--trusted-proxy", "10.0.0.0/33"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+#[tokio::test]
+async fn max_poll_bytes_bounds_an_answer_and_the_rest_follows() {
+    let server = Server::start(Config {
+        max_poll_bytes: 200,
+        ping_interval_ms: 2_000,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    })
+    .await;
+    let p = Poller::handshake(server.addr).await;
+    p.events().await;
+    for n in 0..20 {
+        server
+            .io
+            .emit("chat message", "x".repeat(40) + &n.to_string());
+    }
+    let mut got = Vec::new();
+    let mut answers = 0;
+    while got.len() < 20 {
+        let r = p.poll().await;
+        assert!(r.body.len() <= 200 + 64, "{}", r.body.len());
+        answers += 1;
+        for e in support::poll::batch(&r.body).unwrap() {
+            got.push(e["data"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(answers >= 5, "{answers}");
+    assert_eq!(
+        got,
+        (0..20)
+            .map(|n| "x".repeat(40) + &n.to_string())
+            .collect::<Vec<_>>()
+    );
+    // One event larger than the bound still goes, alone.
+    server.io.emit("chat message", "y".repeat(500));
+    let events = p.events().await;
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn a_slowloris_with_a_late_first_byte_gets_one_header_timeout() {
+    let server = Server::start(Config {
+        header_timeout_ms: 2_000,
+        ..fast_config()
+    })
+    .await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_900)).await;
+    let mut cut = None;
+    for b in b"GET /stats HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        .iter()
+        .cycle()
+        .take(60)
+    {
+        if s.write_all(&[*b]).await.is_err() {
+            cut = Some(t.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            Err(_) => {}
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = Some(t.elapsed());
+                break;
+            }
+            Ok(Ok(n)) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    let cut = cut.expect("never cut off");
+    eprintln!("slowloris with a late first byte cut after {cut:?} (header timeout 2 s)");
+    assert!(cut <= Duration::from_millis(2_500), "{cut:?}");
+    assert!(cut >= Duration::from_millis(1_900), "{cut:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_after_a_raw_events_head_costs_no_cpu() {
+    let p = spawn_ssio(&[], 0, &[]).await;
+    let before = procfs::cpu_time(p.pid).unwrap();
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    let mut junk = b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    junk.extend(std::iter::repeat_n(b'j', 10 * 1024 * 1024));
+    let sent = timeout(Duration::from_secs(3), s.write_all(&junk)).await;
+    let outcome = match sent {
+        Err(_) => "unread (the write stalled)",
+        Ok(Err(_)) => "closed by the server",
+        Ok(Ok(())) => "written",
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu = procfs::cpu_time(p.pid).unwrap() - before;
+    let stats = get(p.addr, "/stats").await.text();
+    eprintln!("10 MB of junk after a raw /events head: {outcome}; server CPU {cpu:?}; {stats}");
+    assert!(cpu < Duration::from_millis(50), "{cpu:?}");
+    assert_ne!(outcome, "written", "10 MB was read");
+    assert_eq!(stats, r#"{"sessions":0,"sse":0,"polling":0,"count":0}"#);
+}
+
+#[tokio::test]
+async fn heads_hyper_would_refuse_get_the_json_error_with_cors() {
+    let server = Server::start(fast_config()).await;
+    let cases: [(Vec<u8>, u16, &str); 4] = [
+        (
+            b"GET /stats\0 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+            r#"{"error":"malformed request"}"#,
+        ),
+        (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+            400,
+            r#"{"error":"malformed request"}"#,
+        ),
+        (
+            format!(
+                "GET /stats HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+                "x".repeat(20_000)
+            )
+            .into_bytes(),
+            431,
+            r#"{"error":"request head too large"}"#,
+        ),
+        (
+            format!("GET /events HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(150)).into_bytes(),
+            431,
+            r#"{"error":"request head too large"}"#,
+        ),
+    ];
+    for (raw, status, body) in cases {
+        let r = request_raw(server.addr, &raw).await;
+        assert_eq!((r.status, r.text().as_str()), (status, body));
+        assert_eq!(
+            r.header("access-control-allow-origin").as_deref(),
+            Some("*")
+        );
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json")
+        );
+    }
+    assert_eq!(
+        get(server.addr, "/stats").await.text(),
+        r#"{"sessions":0,"sse":0,"polling":0,"count":0}"#
+    );
+}
