@@ -71,6 +71,13 @@ pub trait Backend: Send + Sync + 'static {
     fn broadcast(&self, event: Broadcast) -> BackendFuture<()>;
     /// Releases connections; called once after every session has ended.
     fn close(&self) -> BackendFuture<()>;
+    /// The address of the node holding `sid`, when another node holds it, so
+    /// that a request for that session can be forwarded there. A single
+    /// process holds every session it knows, so it never answers.
+    fn locate(&self, sid: Sid) -> BackendFuture<Option<String>> {
+        let _ = sid;
+        Box::pin(std::future::ready(Ok(None)))
+    }
     /// The backend's own state, for `/readyz` and `/metrics`: `None` for a
     /// backend with nothing to reach (the local one), which is then always
     /// ready. A plain read of what the backend last saw, because probes

@@ -166,6 +166,31 @@ pub struct Config {
     #[arg(long, env = "BACKLOG", default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u32,
 
+    /// Redis URL (`redis://host:port/db`) that makes this process one node
+    /// of a cluster sharing one count and every broadcast; without it the
+    /// server runs alone.
+    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// This node's id in the cluster, sent as `X-Ssio-Node` on every
+    /// response; a random one when not given. Only with `--redis`.
+    #[arg(
+        long = "node-id",
+        env = "NODE_ID",
+        value_name = "ID",
+        requires = "redis"
+    )]
+    pub node_id: Option<String>,
+
+    /// `host:port` where other nodes reach this one to forward requests for
+    /// its sessions; the bound address when not given. Only with `--redis`.
+    #[arg(
+        long,
+        env = "ADVERTISE_ADDR",
+        value_name = "HOST:PORT",
+        requires = "redis"
+    )]
+    pub advertise: Option<String>,
     /// Clients of a node that shuts down are told to come back after a
     /// random delay below this (ms), so they do not return all at once.
     #[arg(long = "reconnect-spread", env = "RECONNECT_SPREAD", default_value_t = DEFAULT_RECONNECT_SPREAD_MS, value_name = "MS")]
@@ -378,6 +403,9 @@ impl Default for Config {
             body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
             shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
             backlog: DEFAULT_BACKLOG,
+            redis: None,
+            node_id: None,
+            advertise: None,
             reconnect_spread_ms: DEFAULT_RECONNECT_SPREAD_MS,
             cors_origins: vec![DEFAULT_CORS_ORIGIN.to_string()],
             metrics_listen: None,
@@ -457,6 +485,12 @@ impl Config {
     /// Shutdown deadline as a `Duration`.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// This node's id when it is part of a cluster (`--redis`), for the
+    /// `X-Ssio-Node` header; `None` when it runs alone.
+    pub fn cluster_node(&self) -> Option<&str> {
+        self.redis.as_ref().and(self.node_id.as_deref())
     }
 
     /// Whether every origin may read responses cross-origin.

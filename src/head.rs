@@ -44,6 +44,10 @@ pub(crate) fn allowed_origin<'c>(config: &'c Config, origin: &[u8]) -> Option<&'
         .map(String::as_str)
 }
 
+/// Names the node that answered, on every response of a cluster node, so a
+/// client (or a test) behind a load balancer can tell which node served it.
+pub(crate) const NODE: &str = "x-ssio-node";
+
 /// The head of `GET /events`: an endless, unbuffered, uncached event stream
 /// whose sid a cross-origin page may read.
 pub(crate) fn sse(sid: Sid) -> Head {

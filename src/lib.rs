@@ -28,6 +28,11 @@
 //! - [`Packet`] encodes each event once, SSE framing included, for both
 //!   transports.
 //!
+//! [`RedisBackend`] (`cluster`) is the [`Backend`] for several nodes: one
+//! exact count and every broadcast shared through Redis. With it, `router`
+//! hands a request for a session another node holds to `forward`, which
+//! replays it on that node, so no load balancer needs sticky sessions.
+//!
 //! Beside the chain: `config`, `tls` (certificate and acceptor), `error`, `head` (response header tables shared
 //! by hyper and the raw path, CORS included), `limits` (token buckets and
 //! per-address accounting, which the hub consults on every connect and
@@ -51,9 +56,11 @@ mod accept;
 mod ack;
 pub mod app;
 mod backend;
+mod cluster;
 pub mod config;
 mod error;
 mod fanout;
+mod forward;
 mod head;
 mod http;
 mod hub;
@@ -79,6 +86,7 @@ mod transport;
 
 pub use ack::Ack;
 pub use backend::{Backend, BackendFuture, BackendStatus, Broadcast, LocalBackend};
+pub use cluster::{ClusterSettings, RedisBackend};
 pub use config::Config;
 pub use error::{BackendError, Error};
 pub use fanout::Fanout;

@@ -2,7 +2,7 @@
 //! SIGTERM.
 
 use clap::Parser;
-use ssio::{app, Config, Io, Tls};
+use ssio::{app, ClusterSettings, Config, Io, RedisBackend, Tls};
 use tracing::info;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 #[tokio::main]
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::parse();
+    let mut config = Config::parse();
     ssio::logging::init(config.log_format);
     let tls = Tls::from_config(&config)?;
     let listener = ssio::bind(config.addr()?, config.backlog)?;
@@ -26,9 +26,32 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    let io = match config.redis.clone() {
+        None => Io::new(config),
+        Some(url) => {
+            let node = config
+                .node_id
+                .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
+                .clone();
+            let bound = config.ping_interval() + config.ping_timeout();
+            let addr = match config.advertise.clone() {
+                Some(a) => a,
+                None => listener.local_addr()?.to_string(),
+            };
+            let settings = match ClusterSettings::new(&url, &node, &addr, bound) {
+                Ok(s) => s.count_event("user count"),
+                Err(e) => {
+                    // A bad flag, as clap reports one: the reason, exit 2.
+                    eprintln!("error: {}", e.0);
+                    std::process::exit(2);
+                }
+            };
+            info!(node, "cluster node on redis");
+            Io::with_backend(config, |fanout| RedisBackend::new(fanout, settings))
+        }
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!("listening on {scheme}://{}", listener.local_addr()?);
-    let io = Io::new(config);
     app::install(&io);
     match tls {
         Some(tls) => ssio::run_tls(listener, io, tls, shutdown_signal()).await,

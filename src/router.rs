@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::ack::Ack;
 use crate::error::Error;
+use crate::forward;
 use crate::head;
 use crate::http::{self, ResponseBody};
 use crate::hub::Session;
@@ -116,6 +117,11 @@ where
     if let Some(n) = http_body::Body::size_hint(res.body()).exact() {
         io.hub().metrics.response_bytes(n);
     }
+    if let Some(node) = io.config().cluster_node() {
+        if let Ok(value) = HeaderValue::from_str(node) {
+            res.headers_mut().insert(head::NODE, value);
+        }
+    }
     res
 }
 
@@ -159,6 +165,13 @@ where
 {
     let sid = SidParam::parse(req.uri().query());
     let mux = MuxParam::parse(req.uri().query());
+    if let SidParam::Valid(sid) = sid {
+        if maybe_elsewhere(io, sid, &req) {
+            if let Some(addr) = owner_of(io, sid).await {
+                return forward_to_owner(io, &addr, req).await;
+            }
+        }
+    }
     let path = req.uri().path();
     match (req.method(), path) {
         // Served on --metrics-listen instead: not here at all.
@@ -270,9 +283,13 @@ where
         }
         (&Method::GET, "/stats") => {
             let s = io.stats();
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "sessions": s.sessions, "sse": s.sse, "polling": s.polling, "count": s.count,
             });
+            // A cluster node also says which node it is.
+            if let Some(node) = io.config().cluster_node() {
+                body["node"] = node.into();
+            }
             Ok(http::json(StatusCode::OK, Bytes::from(body.to_string())))
         }
         (&Method::GET, "/healthz") => Ok(probe_json(probe::healthz())),
@@ -288,6 +305,67 @@ where
         },
         (_, p) => Err(not_found_or_method(p)),
     }
+}
+
+/// Whether a request names a session this node does not hold, on a route
+/// that another node could answer for it. Only unknown sids reach the
+/// backend, so a single node does no extra work for its own sessions.
+fn maybe_elsewhere<B>(io: &Io, sid: Sid, req: &Request<B>) -> bool {
+    let session_route = matches!(
+        (req.method(), req.uri().path()),
+        (&Method::GET, "/poll") | (&Method::POST, "/emit") | (&Method::POST, "/close")
+    );
+    io.config().cluster_node().is_some()
+        && session_route
+        && !req.headers().contains_key(forward::FORWARDED)
+        && io.hub().get(&sid).is_none()
+}
+
+/// The address of the other node holding `sid`, if one does.
+async fn owner_of(io: &Io, sid: Sid) -> Option<String> {
+    match io.hub().backend.locate(sid).await {
+        Ok(addr) => addr,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look up a session's node");
+            None
+        }
+    }
+}
+
+/// Replays the request on the node at `addr` and relays its answer.
+async fn forward_to_owner<B>(
+    io: &Io,
+    addr: &str,
+    req: Request<B>,
+) -> Result<Response<ResponseBody>, Error>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let method = req.method().clone();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let content_type = req.headers().get(hyper::header::CONTENT_TYPE).cloned();
+    let body = if method == Method::POST {
+        http::read_body(io.config(), req).await?
+    } else {
+        Bytes::new()
+    };
+    let config = io.config();
+    forward::forward(forward::Forward {
+        addr,
+        method,
+        target: &target,
+        content_type,
+        body,
+        from: config.cluster_node().unwrap_or_default(),
+        // A poll is held up to pingInterval; the rest is slack for the hop.
+        within: config.ping_interval() + config.ping_timeout(),
+    })
+    .await
 }
 
 /// The handshake a session-starting request carries (its `auth` is set

@@ -8,11 +8,16 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 # The half-open tests need network namespaces; here that is a requirement.
 export SSIO_REQUIRE_NETNS=1
+# The cluster tests need redis-server and nginx; here that is a requirement too.
+export SSIO_REQUIRE_CLUSTER=1
 
 # The half-open tests drive curl inside network namespaces made with ip.
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The cluster tests start their own redis-server and nginx on loopback.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null

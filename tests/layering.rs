@@ -13,6 +13,7 @@ const ORDER: &[(&str, u32)] = &[
     ("tower", 11),
     ("router", 10),
     ("http", 9),
+    ("forward", 9),
     ("accept", 9),
     ("transport", 9),
     ("transport/sse_raw", 8),
@@ -22,6 +23,9 @@ const ORDER: &[(&str, u32)] = &[
     ("transport/mux", 7),
     ("socket", 6),
     ("hub", 5),
+    ("cluster", 5),
+    ("cluster/lease", 2),
+    ("cluster/bus", 3),
     ("backend", 4),
     ("fanout", 3),
     ("mailbox", 2),
@@ -55,6 +59,8 @@ const ROOT: &[(&str, &str)] = &[
     ("DisconnectReason", "session"),
     ("Fanout", "fanout"),
     ("Backend", "backend"),
+    ("RedisBackend", "cluster"),
+    ("ClusterSettings", "cluster"),
 ];
 
 fn rank(module: &str) -> Option<u32> {

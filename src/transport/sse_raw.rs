@@ -114,6 +114,9 @@ pub(crate) async fn serve(
     body.settle_after_writes();
     let mut response_head = head::sse(sid);
     response_head.extend(cors);
+    if let Some(node) = io.config().cluster_node() {
+        response_head.push((head::NODE, node.to_string().into()));
+    }
     let response_head = head::raw(
         hyper::StatusCode::OK,
         &response_head,

@@ -41,15 +41,16 @@ export const TEST_TIMEOUT = 90_000;
 
 /**
  * Starts `target/release/ssio` on 127.0.0.1 and resolves once its log line
- * names the port. `port` 0 picks a free one.
+ * names the port. `port` 0 picks a free one; `extra` flags are appended.
  */
-export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout = 20_000, bin = BIN, args: extra = [] } = {}) {
+export async function startServer({ port = 0, pingInterval = 25_000, pingTimeout = 20_000, bin = BIN, args: extraArgs = [], extra = [] } = {}) {
   const args = [
     '--host', '127.0.0.1',
     '--port', String(port),
     '--ping-interval', String(pingInterval),
     '--ping-timeout', String(pingTimeout),
     '--shutdown-timeout', '3000',
+    ...extraArgs,
     ...extra,
   ];
   // The log line is how the port is learned, so no outside filter may hide it.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the browser tests need (Debian's Chromium and nginx, the npm
-# packages, a release build of ssio) and runs them. Safe to run again; quiet
-# unless something fails. Run as root on Debian.
+# Installs what the browser tests need (Debian's Chromium, nginx and
+# redis-server, the npm packages, a release build of ssio) and runs them.
+# Safe to run again; quiet unless something fails. Run as root on Debian.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -10,6 +10,7 @@ root="$(cd "$here/../.." && pwd)"
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -8,6 +8,7 @@
 //!   up, so that no single source runs out of ephemeral ports;
 //! - `http`: a small keep-alive HTTP/1.1 client with a chunked decoder, cheap
 //!   enough for tens of thousands of clients;
+//! - `cluster`: redis-server, nginx and ssio nodes for the cluster tests;
 //! - `sse` and `poll`: reading ssio's two transports, from the parsers of
 //!   their bytes up to a client that hands over every `user count`.
 //!
@@ -15,6 +16,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod http;
 pub mod loopback;
 pub mod poll;

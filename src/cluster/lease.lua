@@ -1,0 +1,83 @@
+-- The cluster's one count, decided atomically: every change to the set of
+-- live sessions and its new size and version happen in this one script.
+--
+-- KEYS[1] epoch    a random id set when the data set is first registered;
+--                  its absence or change means Redis lost its data
+-- KEYS[2] version  bumped on every change; starts at Redis time (ms) x 1000
+--                  so a new epoch's versions exceed the old epoch's
+-- KEYS[3] members  zset of "node|sid", all scores 0, so that one node's
+--                  sessions are one lexicographic range
+-- KEYS[4] nodes    zset of node -> lease expiry (Redis ms)
+-- KEYS[5] owners   hash of sid -> node, so any node finds a session's owner
+-- KEYS[6] addrs    hash of node -> the address other nodes forward to
+-- ARGV[1] op: register | join | leave | renew | part
+-- ARGV[2] the caller's epoch (for register: a fresh one to use if none)
+-- ARGV[3] node id   ARGV[4] lease ms   ARGV[5] count channel
+-- ARGV[6] this node's address   ARGV[7..] sids
+-- Returns {status, epoch, count, version}; status 'stale' asks the node to
+-- register all its sessions again (new epoch, or its lease lapsed).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local op, node, lease = ARGV[1], ARGV[3], tonumber(ARGV[4])
+local epoch = redis.call('GET', KEYS[1])
+if op == 'register' then
+  if not epoch then
+    epoch = ARGV[2]
+    redis.call('SET', KEYS[1], epoch)
+    redis.call('SET', KEYS[2], string.format('%d', now * 1000))
+  end
+elseif epoch ~= ARGV[2] then
+  return {'stale', epoch or '', 0, 0}
+end
+local changed = 0
+local function drop(n)
+  local lo, hi = '[' .. n .. '|', '[' .. n .. '|\255'
+  local members = redis.call('ZRANGEBYLEX', KEYS[3], lo, hi)
+  for _, m in ipairs(members) do
+    redis.call('HDEL', KEYS[5], string.sub(m, #n + 2))
+  end
+  if #members > 0 then
+    redis.call('ZREMRANGEBYLEX', KEYS[3], lo, hi)
+  end
+  return #members
+end
+-- Leases that ran out: a crashed node never leaves, so whoever calls next
+-- removes its sessions. Bounded per call; the rest go on the next call.
+local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 64)
+for _, d in ipairs(dead) do
+  changed = changed + drop(d)
+  redis.call('ZREM', KEYS[4], d)
+  redis.call('HDEL', KEYS[6], d)
+end
+local status = 'ok'
+if op == 'register' or op == 'part' then
+  changed = changed + drop(node) + 1
+  if op == 'part' then
+    redis.call('ZREM', KEYS[4], node)
+    redis.call('HDEL', KEYS[6], node)
+  else
+    redis.call('HSET', KEYS[6], node, ARGV[6])
+  end
+elseif not redis.call('ZSCORE', KEYS[4], node) then
+  status = 'stale'
+end
+if status == 'ok' and op ~= 'part' then
+  redis.call('ZADD', KEYS[4], now + lease, node)
+  for i = 7, #ARGV do
+    local m = node .. '|' .. ARGV[i]
+    if op == 'leave' then
+      changed = changed + redis.call('ZREM', KEYS[3], m)
+      redis.call('HDEL', KEYS[5], ARGV[i])
+    elseif op ~= 'renew' then
+      changed = changed + redis.call('ZADD', KEYS[3], 0, m)
+      redis.call('HSET', KEYS[5], ARGV[i], node)
+    end
+  end
+end
+local count = redis.call('ZCARD', KEYS[3])
+local version = tonumber(redis.call('GET', KEYS[2]) or '0')
+if changed > 0 then
+  version = redis.call('INCR', KEYS[2])
+  redis.call('PUBLISH', ARGV[5], string.format('%d %d', version, count))
+end
+return {status, epoch, count, version}

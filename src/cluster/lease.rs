@@ -1,0 +1,236 @@
+//! The count's one script and the timing of the leases it keeps.
+//!
+//! Every change to the set of live sessions runs `lease.lua` in Redis, which
+//! decides the change, the new count and its version atomically, with time
+//! taken from Redis (`TIME`), never from a node's clock. A node holds a lease
+//! on its sessions and renews it; a node that dies stops renewing, and the
+//! next call from any node removes its sessions. Every key carries the same
+//! hash tag, so the script runs unchanged on Redis Cluster.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::session::Sid;
+
+/// What a call asks of the script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Replace this node's sessions with the given ones (creating the epoch
+    /// if Redis has none).
+    Register,
+    /// Add sessions.
+    Join,
+    /// Remove sessions.
+    Leave,
+    /// Renew the lease; read the newest count.
+    Renew,
+    /// Remove this node and all its sessions (clean shutdown).
+    Part,
+}
+
+impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::Register => "register",
+            Op::Join => "join",
+            Op::Leave => "leave",
+            Op::Renew => "renew",
+            Op::Part => "part",
+        }
+    }
+}
+
+/// The script's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    /// False when the node must register all its sessions again: Redis has
+    /// another epoch (it lost its data) or this node's lease lapsed.
+    pub(crate) current: bool,
+    /// The epoch Redis holds now ("" if none).
+    pub(crate) epoch: String,
+    /// Live sessions in the cluster.
+    pub(crate) count: u64,
+    /// The count's version; only a newer one may replace a shown count.
+    pub(crate) version: u64,
+}
+
+/// Key names, all under one hash tag.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    epoch: String,
+    version: String,
+    members: String,
+    nodes: String,
+    owners: String,
+    addrs: String,
+    /// Where every change announces `"<version> <count>"`.
+    pub(crate) count_channel: String,
+    /// Where every broadcast goes, once per emit.
+    pub(crate) events_channel: String,
+}
+
+impl Keys {
+    /// Keys for the cluster named `prefix` (the hash tag's content).
+    pub(crate) fn new(prefix: &str) -> Keys {
+        let tag = format!("{{{prefix}}}");
+        Keys {
+            epoch: format!("{tag}:epoch"),
+            version: format!("{tag}:version"),
+            members: format!("{tag}:members"),
+            nodes: format!("{tag}:nodes"),
+            owners: format!("{tag}:owners"),
+            addrs: format!("{tag}:addrs"),
+            count_channel: format!("{tag}:count"),
+            events_channel: format!("{tag}:events"),
+        }
+    }
+
+    /// This node's probe channel: the node publishes on it and expects to
+    /// hear itself through its own subscription.
+    pub(crate) fn probe_channel(&self, node: &str) -> String {
+        format!(
+            "{}:probe:{node}",
+            &self.nodes[..self.nodes.len() - ":nodes".len()]
+        )
+    }
+}
+
+/// The lease script, loaded once per process; `invoke` uses `EVALSHA` and
+/// falls back to `EVAL` when Redis lost its script cache (a restart).
+pub(crate) struct LeaseScript {
+    script: Script,
+    owner: Script,
+    keys: Keys,
+}
+
+/// Sessions per call when a node registers many at once, so that one call
+/// never blocks Redis for long.
+pub(crate) const REGISTER_CHUNK: usize = 1000;
+
+impl LeaseScript {
+    pub(crate) fn new(keys: Keys) -> LeaseScript {
+        LeaseScript {
+            script: Script::new(include_str!("lease.lua")),
+            owner: Script::new(include_str!("owner.lua")),
+            keys,
+        }
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Runs `op` for `node` (reachable at `addr`) with `sids`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn call(
+        &self,
+        conn: &mut ConnectionManager,
+        op: Op,
+        epoch: &str,
+        node: &str,
+        addr: &str,
+        lease: Duration,
+        sids: &[Sid],
+    ) -> redis::RedisResult<Reply> {
+        let mut inv = self.script.prepare_invoke();
+        inv.key(&self.keys.epoch)
+            .key(&self.keys.version)
+            .key(&self.keys.members)
+            .key(&self.keys.nodes)
+            .key(&self.keys.owners)
+            .key(&self.keys.addrs)
+            .arg(op.as_str())
+            .arg(epoch)
+            .arg(node)
+            .arg(lease.as_millis() as u64)
+            .arg(&self.keys.count_channel)
+            .arg(addr);
+        let mut buf = uuid::Uuid::encode_buffer();
+        for sid in sids {
+            inv.arg(&*sid.hyphenated().encode_lower(&mut buf));
+        }
+        let (status, epoch, count, version): (String, String, u64, u64) =
+            inv.invoke_async(conn).await?;
+        Ok(Reply {
+            current: status == "ok",
+            epoch,
+            count,
+            version,
+        })
+    }
+}
+
+impl LeaseScript {
+    /// The node holding `sid` and its address, if a live node holds it.
+    pub(crate) async fn owner(
+        &self,
+        conn: &mut ConnectionManager,
+        sid: Sid,
+    ) -> redis::RedisResult<Option<(String, String)>> {
+        let mut buf = uuid::Uuid::encode_buffer();
+        self.owner
+            .key(&self.keys.owners)
+            .key(&self.keys.addrs)
+            .arg(&*sid.hyphenated().encode_lower(&mut buf))
+            .invoke_async(conn)
+            .await
+    }
+}
+
+/// How often a node renews its lease and how long the lease lasts, derived
+/// from the heartbeat bound `pingInterval + pingTimeout`: a node killed
+/// right after a renewal has its sessions removed by the next renewal of
+/// another node after its lease ran out, so within `lease + renew`, which is
+/// 2/3 of the bound, leaving the rest for a busy machine and for the
+/// announcement to travel. A lease outlives two lost renewals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timing {
+    /// Between two renewals (and two re-reads of the count, and two probes
+    /// of the subscription).
+    pub(crate) renew: Duration,
+    /// How long sessions live without a renewal.
+    pub(crate) lease: Duration,
+    /// A subscription that heard nothing, not even its own probe, for this
+    /// long is dead and is replaced.
+    pub(crate) silence: Duration,
+}
+
+impl Timing {
+    /// The timing for a heartbeat bound of `bound`.
+    pub(crate) fn for_bound(bound: Duration) -> Timing {
+        let renew = (bound / 6).max(Duration::from_millis(20));
+        Timing {
+            renew,
+            lease: renew * 3,
+            silence: renew * 3,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_node_leaves_within_the_heartbeat_bound() {
+        for ms in [200, 2_000, 45_000] {
+            let bound = Duration::from_millis(ms);
+            let t = Timing::for_bound(bound);
+            assert!(t.lease + t.renew < bound, "{t:?} for {bound:?}");
+            assert!(t.lease >= t.renew * 3, "a lease survives two lost renewals");
+        }
+    }
+
+    #[test]
+    fn every_key_carries_the_same_hash_tag() {
+        let k = Keys::new("ssio");
+        for key in [
+            &k.epoch, &k.version, &k.members, &k.nodes, &k.owners, &k.addrs,
+        ] {
+            assert!(key.starts_with("{ssio}:"), "{key}");
+        }
+        assert_eq!(k.probe_channel("n1"), "{ssio}:probe:n1");
+    }
+}
