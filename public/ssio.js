@@ -311,15 +311,23 @@
     function post(item) {
       var sid = socket.id;
       var ack = item[1];
-      sending = sending.then(function () {
+      function send() {
         // A string body is sent as text/plain: a simple request, no preflight.
         return fetch(base + '/emit?sid=' + sid, { method: 'POST', body: item[0] }).then(function (r) {
+          // Over the server's emit rate: wait as told and send it again, so
+          // nothing is lost and the order holds.
+          if (r.status == 429) {
+            return new Promise(function (ok) {
+              setTimeout(ok, (+r.headers.get('retry-after') || 1) * 1e3);
+            }).then(send);
+          }
           if (ack) answer(r).then(function (b) {
             if (b.error) throw new Error(b.error);
             ack(null, b.data);
           }).catch(ack);
         }, function (e) { if (ack) ack(e); });
-      });
+      }
+      sending = sending.then(send);
     }
 
     socket.on = function (name, fn) {

@@ -107,3 +107,24 @@ test('screenshot of the demo page with two users chatting',
   await closePages(server, [a, b]);
   assert.deepEqual([...a.errors, ...b.errors], []);
 }));
+
+test('a burst over the emit rate is slowed down, not lost: every message arrives once, in order',
+  { timeout: TEST_TIMEOUT }, () => withServer({ args: ['--max-emit-rate', '10', '--max-emit-burst', '5'] }, async (server) => {
+  const from = await openPage(browser, server.url + '/');
+  await connected(from.page, 'sse');
+  const to = await openPage(browser, server.url + '/', { polling: true });
+  await connected(to.page, 'polling');
+  await allShow([from.page, to.page], 2);
+  // 25 emits at once: 5 pass on the burst, the rest are refused with 429
+  // and sent again after Retry-After, at 10 a second.
+  const sent = await from.page.evaluate(() => {
+    const texts = [];
+    for (let i = 0; i < 25; i++) {
+      texts.push('burst ' + i);
+      socket.emit('chat message', 'burst ' + i);
+    }
+    return texts;
+  });
+  const fromName = 'user ' + (await socketState(from.page)).id.slice(0, 4);
+  await logIs(to.page, sent.map((t) => [fromName, t]));
+}));
