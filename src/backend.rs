@@ -78,6 +78,18 @@ pub trait Backend: Send + Sync + 'static {
         let _ = sid;
         Box::pin(std::future::ready(Ok(None)))
     }
+    /// Records that this node holds `id` (a shared stream's id), so that
+    /// [`Backend::locate`] finds it from any node; a single process has
+    /// nothing to record.
+    fn claim(&self, id: uuid::Uuid) -> BackendFuture<()> {
+        let _ = id;
+        Box::pin(std::future::ready(Ok(())))
+    }
+    /// Forgets a [`Backend::claim`].
+    fn unclaim(&self, id: uuid::Uuid) -> BackendFuture<()> {
+        let _ = id;
+        Box::pin(std::future::ready(Ok(())))
+    }
     /// The backend's own state, for `/readyz` and `/metrics`: `None` for a
     /// backend with nothing to reach (the local one), which is then always
     /// ready. A plain read of what the backend last saw, because probes

@@ -172,6 +172,22 @@ where
             }
         }
     }
+    // A shared stream's polls and attachments go to the node holding it.
+    if let MuxParam::Id(id) = mux {
+        let stream_route = matches!(
+            (req.method(), req.uri().path()),
+            (&Method::GET, "/poll") | (&Method::POST, "/mux/attach")
+        );
+        if stream_route
+            && io.config().cluster_node().is_some()
+            && !req.headers().contains_key(forward::FORWARDED)
+            && !mux::holds(io, id)
+        {
+            if let Some(addr) = owner_of(io, id).await {
+                return forward_to_owner(io, &addr, req).await;
+            }
+        }
+    }
     let path = req.uri().path();
     match (req.method(), path) {
         // Served on --metrics-listen instead: not here at all.

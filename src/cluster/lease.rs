@@ -63,7 +63,7 @@ pub(crate) struct Keys {
     version: String,
     members: String,
     nodes: String,
-    owners: String,
+    pub(crate) owners: String,
     addrs: String,
     /// Where every change announces `"<version> <count>"`.
     pub(crate) count_channel: String,

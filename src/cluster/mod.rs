@@ -163,6 +163,27 @@ pub struct RedisBackend {
     shared: Arc<Shared>,
 }
 
+impl RedisBackend {
+    /// `HSET` or `HDEL` of `id` in the owners hash (the one sessions are
+    /// found through), bounded in time: how shared streams are found.
+    fn owners(&self, op: &'static str, id: uuid::Uuid) -> BackendFuture<()> {
+        let s = self.shared.clone();
+        Box::pin(async move {
+            let mut conn = s.conn.clone();
+            let mut cmd = redis::cmd(op);
+            cmd.arg(&s.script.keys().owners).arg(id.to_string());
+            if op == "HSET" {
+                cmd.arg(&s.node);
+            }
+            tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<i64>(&mut conn))
+                .await
+                .map_err(|_| BackendError("redis unreachable".into()))?
+                .map_err(|e| BackendError(format!("redis: {e}")))?;
+            Ok(())
+        })
+    }
+}
+
 struct Shared {
     /// This node's id: the key of its lease and the prefix of its members.
     node: String,
@@ -378,6 +399,14 @@ impl Backend for RedisBackend {
                 .map_err(|e| BackendError(format!("redis: {e}")))?;
             Ok(found.and_then(|(node, addr)| (node != s.node).then_some(addr)))
         })
+    }
+
+    fn claim(&self, id: uuid::Uuid) -> BackendFuture<()> {
+        self.owners("HSET", id)
+    }
+
+    fn unclaim(&self, id: uuid::Uuid) -> BackendFuture<()> {
+        self.owners("HDEL", id)
     }
 
     fn status(&self) -> Option<BackendStatus> {

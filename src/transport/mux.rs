@@ -226,6 +226,11 @@ impl Muxes {
     }
 }
 
+/// Whether this node holds the stream `id`.
+pub(crate) fn holds(io: &Io, id: MuxId) -> bool {
+    io.extension::<Muxes>().groups.lock().contains_key(&id)
+}
+
 /// Opens a stream: a new session for the carrier, or the detached session
 /// `resume` (a tab that was carried and now carries), on a new group.
 async fn open(
@@ -264,6 +269,11 @@ async fn open(
     });
     muxes.groups.lock().insert(group.id, group.clone());
     muxes.set_home(group.owner, group.id);
+    // On a cluster, the stream's follow-up requests (attachments, polls) may
+    // reach another node, which finds this one through the claim.
+    if let Err(e) = io.hub().backend.claim(group.id).await {
+        tracing::warn!(error = %e, "could not record a shared stream's node");
+    }
     Ok(group)
 }
 
@@ -342,6 +352,11 @@ fn end(io: &Io, group: &Group, reason: DisconnectReason) {
     };
     let muxes = io.extension::<Muxes>();
     muxes.groups.lock().remove(&group.id);
+    if let Err(pending) = crate::backend::ready_now(io.hub().backend.unclaim(group.id)) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(pending);
+        }
+    }
     muxes.forget(members.iter().map(|m| m.session.sid).chain([group.owner]));
     io.hub().disconnect(group.owner, reason);
     let others: Vec<Member> = members

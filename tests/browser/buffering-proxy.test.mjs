@@ -133,13 +133,15 @@ test('a page behind the proxy falls back to polling by itself and shows the righ
 
   const t0 = Date.now();
   const proxied = await openPage(browser, proxy.url + '/');
+  // connectTimeout (3 s) plus a handshake; bounded well inside "a few seconds".
+  await connected(proxied.page, 'polling', 8000);
+  console.log(`fell back to polling ${Date.now() - t0} ms after opening the page`);
+  // Watched from the fallback on: the page's first stream attempt may start
+  // before or after the page has loaded (a shared stream waits for its lock).
   const streams = [];
   proxied.page.on('request', (req) => {
     if (new URL(req.url()).pathname === '/events') streams.push(req.url());
   });
-  // connectTimeout (3 s) plus a handshake; bounded well inside "a few seconds".
-  await connected(proxied.page, 'polling', 8000);
-  console.log(`fell back to polling ${Date.now() - t0} ms after opening the page`);
 
   await allShow([direct.page, proxied.page], 2);
   // The abandoned stream was counted while it lasted; it must not linger.

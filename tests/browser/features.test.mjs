@@ -110,7 +110,9 @@ async function cuttableProxy(port) {
 test('a page whose stream is cut mid-conversation shows every message once, recovered',
   { timeout: TEST_TIMEOUT }, () => withServer(opts, async (server) => {
   const proxy = await cuttableProxy(server.port);
-  const cutOff = await openPage(browser, proxy.url + '/');
+  // A page alone: a shared tab stream re-attaches its sessions instead
+  // (see "Many tabs"), and this test is about the resume.
+  const cutOff = await openPage(browser, proxy.url + '/', { alone: true });
   const sender = await openPage(browser, server.url + '/');
   await connected(cutOff.page, 'sse');
   await connected(sender.page, 'sse');
