@@ -131,8 +131,11 @@ async fn serve(
     // One deadline from accept to the end of the first head.
     let deadline = tokio::time::Instant::now() + config.header_timeout();
     let mut stream = stream;
+    // Boxed: its refusal path holds a 4 KiB drain buffer, and a future
+    // awaited in place would make every connection's task that large for
+    // its whole life, long after the head was read.
     let first = tokio::select! {
-        f = accept::first_head(&mut stream, deadline, config.max_header_bytes, config) => f,
+        f = Box::pin(accept::first_head(&mut stream, deadline, config.max_header_bytes, config)) => f,
         _ = closing.cancelled() => return,
     };
     let prefix = match first {

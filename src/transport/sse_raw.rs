@@ -102,7 +102,9 @@ pub(crate) async fn serve(
     drop(read);
     let origin = handshake.headers.get(hyper::header::ORIGIN);
     let cors = head::cors(io.config(), origin.map(|o| o.as_bytes()));
-    let (sid, mut body) = match sse::open(&io, handshake).await {
+    // Boxed, for the same reason as the first head: starting a session is a
+    // large future, and this task lives as long as the stream.
+    let (sid, mut body) = match Box::pin(sse::open(&io, handshake)).await {
         Ok(ok) => ok,
         Err(e) => {
             io.hub().metrics.rejected(e.status().as_u16());
