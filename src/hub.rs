@@ -200,6 +200,8 @@ pub(crate) struct Hub {
     away: Mutex<AwayTable<Arc<Session>>>,
     /// The incarnation the next session entry gets.
     incarnations: AtomicU64,
+    /// A second trim after the table emptied, and when.
+    retrim_at: Mutex<Option<Instant>>,
     /// What `/metrics` shows; bumped with atomics only.
     pub(crate) metrics: Metrics,
     /// Sessions and new-session rates per client address.
@@ -218,6 +220,9 @@ pub(crate) struct Connected {
     /// failed resume means the client may have missed events.
     pub(crate) recovered: Option<bool>,
 }
+
+/// How long after the session table emptied the reaper trims once more.
+const RETRIM_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// After this many sessions end, the reaper hands free heap pages back to the
 /// kernel, so a flood of abandoned sessions does not pin its peak RSS.
@@ -250,6 +255,7 @@ impl Hub {
             finishing: TaskTracker::new(),
             away: Mutex::new(AwayTable::default()),
             incarnations: AtomicU64::new(0),
+            retrim_at: Mutex::new(None),
         }
     }
 
@@ -567,6 +573,11 @@ impl Hub {
     /// left behind: a map never shrinks by itself, and 100,000 empty slots
     /// are megabytes.
     fn maybe_trim(&self) {
+        let now = Instant::now();
+        let due = self.retrim_at.lock().take_if(|at| *at <= now).is_some();
+        if due {
+            crate::memory::release_free_memory();
+        }
         let ended = self.ended_since_trim.load(Ordering::Relaxed);
         // Also when the table has just emptied: the tail of a flood is
         // smaller than the batch size but still worth giving back.
@@ -582,7 +593,18 @@ impl Hub {
             }
             self.away.lock().shrink();
             crate::memory::release_free_memory();
+            if emptied {
+                // What the last sessions' connections and tasks free after
+                // this moment (they end on other threads, a little later)
+                // is handed back by one more trim.
+                *self.retrim_at.lock() = Some(now + RETRIM_AFTER);
+            }
         }
+    }
+
+    /// When the reaper must come back for a second trim, if one is due.
+    fn retrim_deadline(&self) -> Option<Instant> {
+        *self.retrim_at.lock()
     }
 
     /// This node's fan-out: its log position and room table.
@@ -776,7 +798,7 @@ async fn reap(hub: Weak<Hub>, notify: Arc<Notify>) {
                 let next = hub.purge();
                 // After a mass disconnect, give the freed pages back.
                 hub.maybe_trim();
-                next
+                [next, hub.retrim_deadline()].into_iter().flatten().min()
             }
             _ => return,
         };

@@ -27,6 +27,13 @@ pub(crate) fn release_free_memory() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TUNABLES: &str = "GLIBC_TUNABLES";
 
+/// The per-thread cache off, and a fixed mmap threshold: glibc otherwise
+/// raises the threshold each time a large block is freed, so that after a
+/// flood the session table's next large blocks land in the heap, where they
+/// pin pages, instead of in their own mappings, which a free returns whole.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const THREAD_CACHE_OFF: &str = "glibc.malloc.tcache_count=0:glibc.malloc.mmap_threshold=131072";
+
 /// Re-executes the current program with glibc's per-thread malloc cache
 /// turned off, unless `GLIBC_TUNABLES` is already set (by the operator, or by
 /// this function on the way in). glibc reads its tunables only at start, so
@@ -47,7 +54,7 @@ pub fn without_thread_cache() {
         // exec only returns on failure.
         let _ = std::process::Command::new(exe)
             .args(args)
-            .env(TUNABLES, "glibc.malloc.tcache_count=0")
+            .env(TUNABLES, THREAD_CACHE_OFF)
             .exec();
     }
 }
