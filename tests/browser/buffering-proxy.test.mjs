@@ -3,84 +3,13 @@
 // own, and the server must not keep counting the abandoned stream.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-  SLOW, TEST_TIMEOUT, allShow, closePages, connected, eventually, freePort, launchBrowser,
-  openPage, socketState, statsEqual, withServer, withTimeout,
+  SLOW, TEST_TIMEOUT, allShow, closePages, connected, eventually, launchBrowser, openPage,
+  socketState, startNginx, statsEqual, withServer,
 } from './helpers.mjs';
-
-const NGINX = '/usr/sbin/nginx';
-
-// nginx's own defaults for proxying, spelled out. The upstream request is
-// HTTP/1.0, so the SSE response comes back close-delimited, and a buffered
-// proxy then holds it (headers included) until a buffer fills, which a
-// trickle of small events never does. Over HTTP/1.1 the response would be
-// chunked and nginx forwards each complete chunk even with buffering on, so
-// that would not be a buffering proxy at all. X-Accel-Buffering is ignored
-// so that the server's "no" cannot switch buffering off.
-function nginxConf(dir, port, upstream) {
-  return `daemon off;
-master_process on;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://127.0.0.1:${upstream};
-      proxy_http_version 1.0;
-      proxy_buffering on;
-      proxy_ignore_headers X-Accel-Buffering;
-    }
-  }
-}
-`;
-}
-
-async function startNginx(upstreamPort) {
-  const dir = await mkdtemp(join(tmpdir(), 'ssio-nginx-'));
-  const port = await freePort();
-  await writeFile(join(dir, 'nginx.conf'), nginxConf(dir, port, upstreamPort));
-  const child = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  child.stdout.on('data', (c) => { log += c; });
-  child.stderr.on('data', (c) => { log += c; });
-  const exited = once(child, 'exit').catch(() => {});
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await withTimeout(exited, SLOW, () => `nginx did not exit after SIGTERM:\n${log}`);
-    }
-    await rm(dir, { recursive: true, force: true });
-  };
-  try {
-    await eventually(async () => (await fetch(url + '/stats')).status, (s) => s === 200, SLOW,
-      `nginx on port ${port} to proxy /stats (log: ${log})`);
-  } catch (e) {
-    child.kill('SIGKILL');
-    await stop();
-    throw e;
-  }
-  return { url, stop };
-}
 
 let browser;
 
@@ -97,7 +26,7 @@ function withProxy(body) {
   // A long pingTimeout, so that only the client's own close message can
   // explain a session that ends promptly.
   return withServer({ pingTimeout: 20_000 }, async (server) => {
-    const proxy = await startNginx(server.port);
+    const proxy = await startNginx(server.port, { buffering: true });
     try {
       await body(server, proxy);
     } finally {

@@ -14,7 +14,7 @@ import { after, before, test } from 'node:test';
 
 import {
   SLOW, TEST_TIMEOUT, allShow, connected, eventually, freePort, launchBrowser, openPage,
-  socketState, startServer, withTimeout,
+  nginxPrelude, socketState, startServer, withTimeout,
 } from './helpers.mjs';
 
 const NGINX = '/usr/sbin/nginx';
@@ -62,20 +62,7 @@ async function startNginx(upstreams) {
   const dir = await mkdtemp(join(tmpdir(), 'ssio-nginx-'));
   const port = await freePort();
   const servers = upstreams.map((p) => `    server 127.0.0.1:${p} max_fails=0;`).join('\n');
-  await writeFile(join(dir, 'nginx.conf'), `daemon off;
-master_process off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  upstream ssio {
+  await writeFile(join(dir, 'nginx.conf'), `${nginxPrelude(dir, { connections: 1024, master: false })}  upstream ssio {
 ${servers}
     keepalive 64;
   }

@@ -2,73 +2,28 @@
 // buffered: pages stay on SSE, pollers work, and counts and chat are right.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
   ROOT, SLOW, TEST_TIMEOUT, allShow, closePages, connected, eventually, freePort, launchBrowser,
-  openPage, socketState, statsEqual, withServer, withTimeout,
+  launchNginx, nginxPrelude, openPage, socketState, statsEqual, withServer,
 } from './helpers.mjs';
 
-const NGINX = '/usr/sbin/nginx';
-
-/** deploy/nginx-ssio.conf, pointed at this test's ports, inside an `http` block. */
-async function nginxConf(dir, port, upstream) {
+/** nginx with deploy/nginx-ssio.conf, pointed at this test's ports. */
+async function startNginx(upstream) {
+  const dir = await mkdtemp(join(tmpdir(), 'ssio-deploy-nginx-'));
+  const port = await freePort();
   const site = (await readFile(join(ROOT, 'deploy', 'nginx-ssio.conf'), 'utf8'))
     .replace('server 127.0.0.1:3000;', `server 127.0.0.1:${upstream};`)
     .replace('listen 80;', `listen 127.0.0.1:${port};`);
   assert.match(site, new RegExp(`server 127.0.0.1:${upstream};`));
   assert.match(site, new RegExp(`listen 127.0.0.1:${port};`));
-  return `daemon off;
-master_process on;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-${site}
+  return launchNginx(dir, port, `${nginxPrelude(dir, { connections: 256 })}${site}
 }
-`;
-}
-
-async function startNginx(upstreamPort) {
-  const dir = await mkdtemp(join(tmpdir(), 'ssio-deploy-nginx-'));
-  const port = await freePort();
-  await writeFile(join(dir, 'nginx.conf'), await nginxConf(dir, port, upstreamPort));
-  const child = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  child.stdout.on('data', (c) => { log += c; });
-  child.stderr.on('data', (c) => { log += c; });
-  const exited = once(child, 'exit').catch(() => {});
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await withTimeout(exited, SLOW, () => `nginx did not exit after SIGTERM:\n${log}`);
-    }
-    await rm(dir, { recursive: true, force: true });
-  };
-  try {
-    await eventually(async () => (await fetch(url + '/stats')).status, (s) => s === 200, SLOW,
-      `nginx on port ${port} to proxy /stats (log: ${log})`);
-  } catch (e) {
-    child.kill('SIGKILL');
-    await stop();
-    throw e;
-  }
-  return { url, stop };
+`);
 }
 
 let browser;

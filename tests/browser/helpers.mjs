@@ -242,23 +242,17 @@ export async function outputDir() {
 }
 
 /**
- * nginx in front of `upstreamPort`, speaking HTTP/1.1 to the browser.
- * `buffering` true makes it a buffering proxy as corporate ones are
- * (HTTP/1.0 upstream, so a stream is held whole; X-Accel-Buffering
- * ignored); false passes streams through (HTTP/1.1 upstream, unbuffered).
+ * The part of an nginx config every test nginx shares: in the foreground,
+ * its pid, logs and temporary files in `dir`, then an open `http` block for
+ * the caller's upstreams and servers (and the closing brace).
  */
-export async function startNginx(upstreamPort, { buffering }) {
-  const dir = await mkdtemp(join(tmpdir(), 'ssio-nginx-'));
-  const port = await freePort();
-  const upstream = buffering
-    ? 'proxy_http_version 1.0; proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;'
-    : 'proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 1h;';
-  await writeFile(join(dir, 'nginx.conf'), `daemon off;
-master_process on;
+export function nginxPrelude(dir, { connections = 512, master = true } = {}) {
+  return `daemon off;
+master_process ${master ? 'on' : 'off'};
 worker_processes 1;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
-events { worker_connections 512; }
+events { worker_connections ${connections}; }
 http {
   access_log off;
   client_body_temp_path ${dir}/client_body;
@@ -266,15 +260,16 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://127.0.0.1:${upstreamPort};
-      ${upstream}
-    }
-  }
+`;
 }
-`);
+
+/**
+ * Starts nginx on `config` (written to `dir/nginx.conf`), listening on
+ * `port`, and waits until `/stats` answers through it. `stop` ends it and
+ * removes `dir`.
+ */
+export async function launchNginx(dir, port, config) {
+  await writeFile(join(dir, 'nginx.conf'), config);
   const child = spawn('/usr/sbin/nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -299,4 +294,35 @@ http {
     throw e;
   }
   return { url, stop };
+}
+
+/**
+ * nginx in front of `upstreamPort`, speaking HTTP/1.1 to the browser.
+ *
+ * `buffering` true makes it a buffering proxy as corporate ones are: nginx's
+ * own defaults for proxying, spelled out. The upstream request is HTTP/1.0,
+ * so the SSE response comes back close-delimited, and a buffered proxy then
+ * holds it (headers included) until a buffer fills, which a trickle of small
+ * events never does. Over HTTP/1.1 the response would be chunked and nginx
+ * forwards each complete chunk even with buffering on, so that would not be
+ * a buffering proxy at all. X-Accel-Buffering is ignored so that the
+ * server's "no" cannot switch buffering off.
+ *
+ * `buffering` false passes streams through (HTTP/1.1 upstream, unbuffered).
+ */
+export async function startNginx(upstreamPort, { buffering }) {
+  const dir = await mkdtemp(join(tmpdir(), 'ssio-nginx-'));
+  const port = await freePort();
+  const upstream = buffering
+    ? 'proxy_http_version 1.0; proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;'
+    : 'proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 1h;';
+  return launchNginx(dir, port, `${nginxPrelude(dir)}  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://127.0.0.1:${upstreamPort};
+      ${upstream}
+    }
+  }
+}
+`);
 }
