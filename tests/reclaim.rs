@@ -51,11 +51,21 @@ async fn a_hundred_thousand_abandoned_handshakes_are_reclaimed() {
         r.text()
     );
     wait_stats_zero(p.addr).await;
-    let after = procfs::rss_kib(pid).expect("server gone");
+    // The server trims once when its table empties and once more half a
+    // second later, for what the last connections free on other threads.
+    // Both must have happened within a few seconds of the last session.
+    let bound = base + base / 10;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = procfs::rss_kib(pid).expect("server gone");
+    while after > bound && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = procfs::rss_kib(pid).expect("server gone");
+    }
     eprintln!("RSS KiB: baseline {base}, peak {peak}, after reclaim {after}");
     assert!(
-        after <= base + base / 10,
-        "RSS {after} KiB not back within 10% of baseline {base} KiB (peak {peak})"
+        after <= bound,
+        "RSS {after} KiB not back within 10% of baseline {base} KiB \
+         5 s after the last session ended (peak {peak})"
     );
 }
 
