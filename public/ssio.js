@@ -570,13 +570,30 @@
           reply({ t: 'attached', tab: msg.tab, mux: at, hs: hs });
           if (!watched[msg.tab]) {
             watched[msg.tab] = 1;
-            navigator.locks.request('ssio tab ' + msg.tab, function () {
-              delete watched[msg.tab];
-              navigator.sendBeacon(base + '/close?sid=' + hs.sid);
-            });
+            watch(msg.tab, hs.sid, 0);
           }
         });
       }).catch(function () {});
+    }
+
+    // Closes `sid` once tab `tab` is gone. The tab's own lock request may
+    // reach the lock manager after ours (a new page binds it lazily), and a
+    // free lock would then read as a dead tab: so wait until the tab's
+    // request is seen, held or pending, before queueing behind it. A tab
+    // never seen in 3 s went away mid-attach.
+    function watch(tab, sid, tries) {
+      var name = 'ssio tab ' + tab;
+      function gone() {
+        delete watched[tab];
+        navigator.sendBeacon(base + '/close?sid=' + sid);
+      }
+      navigator.locks.query().then(function (s) {
+        if (s.held.concat(s.pending).some(function (l) { return l.name == name; })) {
+          navigator.locks.request(name, gone);
+        } else if (tries < 30) {
+          setTimeout(function () { watch(tab, sid, tries + 1); }, 100);
+        } else gone();
+      });
     }
 
     chan.onmessage = function (e) {
