@@ -7,13 +7,19 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use http_body_util::BodyExt;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown, Watcher};
 use socket2::{Domain, Socket as RawSocket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::accept::{self, Prefixed};
+use crate::http::ResponseBody;
 use crate::router;
 use crate::session::Peer;
 use crate::socket::Io;
@@ -238,12 +245,16 @@ async fn serve_tls(
         _ = closing.cancelled() => return,
     };
     let Ok(Some(stream)) = first else { return };
+    let open = Arc::new(AtomicUsize::new(0));
     let service = {
-        let io = io.clone();
+        let (io, open) = (io.clone(), open.clone());
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(Peer(peer));
-            let io = io.clone();
-            async move { Ok::<_, Infallible>(router::handle(&io, req).await) }
+            let (io, open) = (io.clone(), open.clone());
+            async move {
+                let res = router::handle(&io, req).await;
+                Ok::<_, Infallible>(res.map(|body| Counted::new(body, open).boxed()))
+            }
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -266,8 +277,98 @@ async fn serve_tls(
         _ => builder,
     };
     let conn = builder.serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    let conn = LastWordsFirst {
+        conn: Box::pin(conn.into_owned()),
+        closing: Box::pin(closing.cancelled_owned()),
+        closing_seen: false,
+        open,
+        asked: false,
+    };
+    // The watcher is not asked to end this connection: `LastWordsFirst`
+    // does, once its streams are done. It only lets shutdown wait for it.
+    drop(watcher);
+    if let Err(e) = conn.await {
         debug!(error = %e, "TLS connection ended with an error");
+    }
+}
+
+/// A response body that counts itself among its connection's open ones.
+struct Counted {
+    body: ResponseBody,
+    open: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    fn new(body: ResponseBody, open: Arc<AtomicUsize>) -> Counted {
+        open.fetch_add(1, Ordering::AcqRel);
+        Counted { body, open }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl hyper::body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A TLS connection that, at shutdown, sends GOAWAY only after every open
+/// response ended: each stream's `disconnect` goes out first, and a client
+/// reading the connection sees its streams end before the connection does.
+/// HTTP/2 writes a pending GOAWAY ahead of buffered stream data, so the
+/// connection is polled once more (which flushes that data) before it is
+/// asked to go away.
+struct LastWordsFirst<C> {
+    conn: Pin<Box<C>>,
+    closing: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    closing_seen: bool,
+    open: Arc<AtomicUsize>,
+    asked: bool,
+}
+
+impl<C> Future for LastWordsFirst<C>
+where
+    C: GracefulConnection,
+{
+    type Output = Result<(), C::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if !this.closing_seen && this.closing.as_mut().poll(cx).is_ready() {
+            this.closing_seen = true;
+        }
+        loop {
+            if let Poll::Ready(r) = this.conn.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            // Streams end on their own tasks, and each end wakes this one
+            // to write it, so this check runs again after the last.
+            if this.closing_seen && !this.asked && this.open.load(Ordering::Acquire) == 0 {
+                this.asked = true;
+                this.conn.as_mut().graceful_shutdown();
+                continue;
+            }
+            return Poll::Pending;
+        }
     }
 }
 

@@ -113,6 +113,27 @@ impl TlsServer {
         (send, tokio::spawn(conn))
     }
 
+    /// Like [`TlsServer::h2`], and records every byte the server sends
+    /// above TLS: its HTTP/2 frames, in order.
+    async fn h2_tapped(
+        &self,
+    ) -> (
+        SendRequest<Full<Bytes>>,
+        JoinHandle<Result<(), hyper::Error>>,
+        Arc<std::sync::Mutex<Vec<u8>>>,
+    ) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tap = Tap {
+            inner: self.tls().await,
+            seen: seen.clone(),
+        };
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tap))
+                .await
+                .unwrap();
+        (send, tokio::spawn(conn), seen)
+    }
+
     async fn shutdown(&mut self, within: Duration) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -125,6 +146,80 @@ impl TlsServer {
         }
     }
 }
+
+/// A stream that keeps a copy of everything read through it.
+struct Tap<S> {
+    inner: S,
+    seen: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tap<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let new = buf.filled()[before..].to_vec();
+        self.seen.lock().unwrap().extend_from_slice(&new);
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tap<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One HTTP/2 frame as the server sent it.
+#[derive(Debug)]
+struct H2Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+/// Splits the server's side of a connection into frames; a torn last
+/// frame fails the test.
+fn frames(mut bytes: &[u8]) -> Vec<H2Frame> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        assert!(bytes.len() >= 9, "a torn frame header: {bytes:?}");
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        assert!(bytes.len() >= 9 + len, "a torn frame of {len} bytes");
+        out.push(H2Frame {
+            kind: bytes[3],
+            flags: bytes[4],
+            stream: u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff,
+            payload: bytes[9..9 + len].to_vec(),
+        });
+        bytes = &bytes[9 + len..];
+    }
+    out
+}
+
+const DATA: u8 = 0x0;
+const GOAWAY: u8 = 0x7;
+const END_STREAM: u8 = 0x1;
 
 /// Waits until `check` holds; fails loudly with `what` after `within`.
 async fn until(within: Duration, what: &str, check: impl Fn() -> bool) {
@@ -407,7 +502,7 @@ async fn plain_http_garbage_and_stalled_handshakes_are_dropped_within_the_header
 #[tokio::test]
 async fn shutdown_ends_every_h2_stream_with_disconnect_then_goaway() {
     let mut server = TlsServer::start(fast_config_slow_pings()).await;
-    let (mut h2, conn) = server.h2().await;
+    let (mut h2, conn, seen) = server.h2_tapped().await;
     let mut bodies = Vec::new();
     for _ in 0..3 {
         bodies.push(send(&mut h2, get("/events")).await.into_body());
@@ -446,4 +541,40 @@ async fn shutdown_ends_every_h2_stream_with_disconnect_then_goaway() {
     assert!(ended.unwrap().is_ok());
     assert!(h2.is_closed() || h2.ready().await.is_err());
     server.shutdown(WAIT).await;
+
+    // On the wire: each stream's `disconnect` and its end come before the
+    // first GOAWAY, which says NO_ERROR and lets every stream through.
+    let frames = frames(&seen.lock().unwrap());
+    let goaway = frames
+        .iter()
+        .position(|f| f.kind == GOAWAY)
+        .expect("a GOAWAY frame");
+    let g = &frames[goaway].payload;
+    assert_eq!(&g[4..8], &[0, 0, 0, 0], "GOAWAY with NO_ERROR");
+    let last_stream = u32::from_be_bytes([g[0], g[1], g[2], g[3]]) & 0x7fff_ffff;
+    let streams: std::collections::BTreeSet<u32> = frames
+        .iter()
+        .filter(|f| f.kind == DATA && f.stream != 0)
+        .map(|f| f.stream)
+        .collect();
+    assert_eq!(streams.len(), 3, "three streams carried data: {streams:?}");
+    for stream in streams {
+        assert!(stream <= last_stream, "GOAWAY cut stream {stream} off");
+        let disconnect = frames.iter().position(|f| {
+            f.stream == stream
+                && f.kind == DATA
+                && String::from_utf8_lossy(&f.payload).contains("event: disconnect\n")
+        });
+        let end = frames
+            .iter()
+            .position(|f| f.stream == stream && f.flags & END_STREAM != 0);
+        let (disconnect, end) = (
+            disconnect.expect("a disconnect on every stream"),
+            end.expect("every stream ended"),
+        );
+        assert!(
+            disconnect <= end && end < goaway,
+            "stream {stream}: disconnect at frame {disconnect}, end at {end}, GOAWAY at {goaway}"
+        );
+    }
 }
