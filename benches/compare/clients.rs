@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::h2::H2Client;
 use crate::support::http::{bad, within, HttpConn};
 use crate::support::loopback::connect;
 use crate::support::poll::PollClient;
@@ -29,6 +30,9 @@ pub enum Kind {
     Sse,
     #[value(name = "ssio-poll")]
     Poll,
+    /// SSE over HTTPS with HTTP/2, many streams per connection.
+    #[value(name = "ssio-h2")]
+    H2,
     #[value(name = "socketio-polling")]
     SioPolling,
     #[value(name = "socketio-websocket")]
@@ -38,12 +42,19 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const COMPARED: [Kind; 4] = [Kind::Sse, Kind::Poll, Kind::SioPolling, Kind::SioWs];
+    pub const COMPARED: [Kind; 5] = [
+        Kind::Sse,
+        Kind::Poll,
+        Kind::H2,
+        Kind::SioPolling,
+        Kind::SioWs,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Sse => "ssio-sse",
             Kind::Poll => "ssio-poll",
+            Kind::H2 => "ssio-h2",
             Kind::SioPolling => "socketio-polling",
             Kind::SioWs => "socketio-websocket",
             Kind::Raw => "raw",
@@ -51,7 +62,7 @@ impl Kind {
     }
 
     pub fn is_ssio(self) -> bool {
-        matches!(self, Kind::Sse | Kind::Poll)
+        matches!(self, Kind::Sse | Kind::Poll | Kind::H2)
     }
 }
 
@@ -79,6 +90,7 @@ const SIO_PATH: &str = "/socket.io/?EIO=4&transport=polling";
 pub enum Client {
     Sse(SseClient),
     Poll(PollClient),
+    H2(H2Client),
     SioPolling(SioPolling),
     SioWs(SioWs),
     Raw(TcpStream),
@@ -97,6 +109,7 @@ impl Client {
             Ok(match kind {
                 Kind::Sse => Client::Sse(SseClient::connect(server, salt).await?),
                 Kind::Poll => Client::Poll(PollClient::connect(server, salt, HELD).await?),
+                Kind::H2 => Client::H2(H2Client::connect(server, salt).await?),
                 Kind::SioPolling => Client::SioPolling(SioPolling::connect(server, salt).await?),
                 Kind::SioWs => Client::SioWs(SioWs::connect(server, salt).await?),
                 Kind::Raw => Client::Raw(connect(server, salt).await?),
@@ -110,6 +123,7 @@ impl Client {
         match self {
             Client::Sse(c) => c.next(out).await,
             Client::Poll(c) => c.next(out).await,
+            Client::H2(c) => c.next(out).await,
             Client::SioPolling(c) => c.next(out).await,
             Client::SioWs(c) => c.next(out).await,
             Client::Raw(s) => {
@@ -131,6 +145,8 @@ impl Client {
                 // Closing the stream is the SSE disconnect.
                 Client::Sse(c) => drop(c),
                 Client::Poll(c) => c.leave().await?,
+                // Resetting the stream (RST_STREAM) is the HTTP/2 disconnect.
+                Client::H2(c) => drop(c),
                 Client::SioPolling(c) => c.leave().await?,
                 Client::SioWs(c) => c.leave().await?,
                 Client::Raw(s) => drop(s),

@@ -18,6 +18,7 @@
 mod clients;
 mod clock;
 mod floor;
+mod h2;
 mod machine;
 mod plan;
 mod procs;

@@ -78,6 +78,10 @@ impl Server {
         } else {
             let mut cmd = process::ssio(&["taskset", "-c", SERVER_CORE], 0);
             cmd.arg("--backlog").arg(BACKLOG.to_string());
+            if kind == Kind::H2 {
+                let (cert, key) = crate::h2::write_certificate()?;
+                cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+            }
             if let Some(hb) = hb {
                 cmd.arg("--ping-interval").arg(hb.interval_ms.to_string());
                 cmd.arg("--ping-timeout").arg(hb.timeout_ms.to_string());

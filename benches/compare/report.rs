@@ -179,6 +179,21 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Goal> {
         fmt(to_floor, 2) + "×",
         to_floor.map(|x| x <= 1.25),
     );
+    // HTTP/2: many streams on one TLS connection, as browsers multiplex.
+    let h2_mem = per(Kind::H2);
+    goal(
+        &format!("idle memory per HTTP/2 stream at N={n}"),
+        "≤ 8 KiB",
+        fmt(h2_mem.map(|b| b / 1024.0), 2) + " KiB",
+        h2_mem.map(|b| b <= 8192.0),
+    );
+    let h2_floor = p99(Kind::H2).zip(floor).map(|(h, fl)| h / fl);
+    goal(
+        &format!("fan-out p99 over HTTP/2 / floor at N={n}"),
+        "≤ 1.25×",
+        fmt(h2_floor, 2) + "×",
+        h2_floor.map(|x| x <= 1.25),
+    );
     let at = [
         common(&r.fanout, Kind::SioWs, n),
         common(&r.fanout, Kind::SioPolling, n),

@@ -75,6 +75,11 @@ pub async fn run(plan: &Plan) -> Results {
     }
     if plan.has(Scenario::Churn) {
         for &kind in &plan.transports {
+            if kind == Kind::H2 {
+                // Its sessions are the SSE ones; what would differ is TLS
+                // handshakes per second, not ssio.
+                continue;
+            }
             eprintln!("bench: churn, {}", kind.name());
             match churn(plan, kind).await {
                 Ok(v) => r.churn.push(v),

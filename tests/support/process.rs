@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 
 /// What ssio, and the socket.io peer of the benches, print on stdout once
 /// they accept connections, followed by the address.
-const LISTENING: &str = "listening on http://";
+const LISTENING: &str = "listening on ";
 
 /// The `ssio` binary on 127.0.0.1:`port`; port 0 lets the kernel pick.
 ///
@@ -58,6 +58,10 @@ pub async fn spawn(mut cmd: Command, within: Duration) -> Result<Spawned, String
     let found = tokio::time::timeout(within, async {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(rest) = line.split(LISTENING).nth(1) {
+                let rest = rest
+                    .strip_prefix("https://")
+                    .or_else(|| rest.strip_prefix("http://"))
+                    .unwrap_or(rest);
                 // The address ends where the line does, or where a JSON log
                 // line closes its string.
                 let addr: String = rest
