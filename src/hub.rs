@@ -301,7 +301,7 @@ impl Hub {
                     recovered = Some(true);
                     carried = Some((old, cursor.broadcast));
                 } else {
-                    self.end_for_good(&old);
+                    self.forget(&old);
                 }
             }
         }
@@ -435,6 +435,31 @@ impl Hub {
         self.fanout.leave_all(session.sid);
     }
 
+    /// Ends an away session for good and drops the backend's record that
+    /// this node holds it, so no other node forwards a resume here for it.
+    fn forget(self: &Arc<Self>, session: &Session) {
+        self.end_for_good(session);
+        if let Err(pending) = ready_now(self.backend.unclaim(session.sid)) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                // Tracked, so that closing the backend waits for it.
+                self.finishing.spawn_on(
+                    async move {
+                        if let Err(e) = pending.await {
+                            tracing::debug!(error = %e, "backend kept an away session's record");
+                        }
+                    },
+                    &rt,
+                );
+            }
+        }
+    }
+
+    /// Whether this node holds `sid`, live or away: a resume for any other
+    /// sid may belong to another node.
+    pub(crate) fn holds(&self, sid: &Sid) -> bool {
+        self.sessions.lock().contains_key(sid) || self.away.lock().contains(sid)
+    }
+
     /// Sessions waiting in the away table.
     pub(crate) fn away_count(&self) -> usize {
         self.away.lock().len()
@@ -514,7 +539,12 @@ impl Hub {
         // As for joins: a leave the backend answers at once runs with its
         // lifecycle under one hold of the ordering lock.
         let order = self.order.lock();
-        match ready_now(self.backend.leave(sid)) {
+        let uncounted = if away {
+            self.backend.away(sid)
+        } else {
+            self.backend.leave(sid)
+        };
+        match ready_now(uncounted) {
             Ok(left) => self.finish_disconnect(&session, reason, left),
             Err(pending) => {
                 drop(order);
@@ -720,7 +750,7 @@ impl Hub {
             let Some((_, gone)) = self.away.lock().pop_expired(now) else {
                 break;
             };
-            self.end_for_good(&gone);
+            self.forget(&gone);
         }
         let away = self.away.lock().next_deadline();
         let aged = if self.config.recovery_window_ms > 0 {
@@ -773,7 +803,7 @@ impl Hub {
         }
         let away = self.away.lock().drain();
         for (_, session) in away {
-            self.end_for_good(&session);
+            self.forget(&session);
         }
         self.reaper.notify_one();
     }

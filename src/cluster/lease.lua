@@ -10,7 +10,9 @@
 -- KEYS[4] nodes    zset of node -> lease expiry (Redis ms)
 -- KEYS[5] owners   hash of sid -> node, so any node finds a session's owner
 -- KEYS[6] addrs    hash of node -> the address other nodes forward to
--- ARGV[1] op: register | join | leave | renew | part
+-- ARGV[1] op: register | join | leave | away | renew | part
+--          (away: uncounted like leave, but its owner record stays so a
+--          resume through any node finds the node holding it)
 -- ARGV[2] the caller's epoch (for register: a fresh one to use if none)
 -- ARGV[3] node id   ARGV[4] lease ms   ARGV[5] count channel
 -- ARGV[6] this node's address   ARGV[7..] sids
@@ -65,9 +67,11 @@ if status == 'ok' and op ~= 'part' then
   redis.call('ZADD', KEYS[4], now + lease, node)
   for i = 7, #ARGV do
     local m = node .. '|' .. ARGV[i]
-    if op == 'leave' then
+    if op == 'leave' or op == 'away' then
       changed = changed + redis.call('ZREM', KEYS[3], m)
-      redis.call('HDEL', KEYS[5], ARGV[i])
+      if op == 'leave' then
+        redis.call('HDEL', KEYS[5], ARGV[i])
+      end
     elseif op ~= 'renew' then
       changed = changed + redis.call('ZADD', KEYS[3], 0, m)
       redis.call('HSET', KEYS[5], ARGV[i], node)

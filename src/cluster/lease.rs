@@ -24,6 +24,9 @@ pub(crate) enum Op {
     Join,
     /// Remove sessions.
     Leave,
+    /// Remove sessions from the count but keep their owner record: they
+    /// are away, and a resume through any node must still find them.
+    Away,
     /// Renew the lease; read the newest count.
     Renew,
     /// Remove this node and all its sessions (clean shutdown).
@@ -36,6 +39,7 @@ impl Op {
             Op::Register => "register",
             Op::Join => "join",
             Op::Leave => "leave",
+            Op::Away => "away",
             Op::Renew => "renew",
             Op::Part => "part",
         }

@@ -164,6 +164,33 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
+    /// A leave (`Op::Leave`) or a going away (`Op::Away`, which keeps the
+    /// session findable through the owners hash for a resume from any node).
+    fn uncount(&self, sid: Sid, op: Op) -> BackendFuture<()> {
+        let s = self.shared.clone();
+        Box::pin(async move {
+            let gate = s.gate.read().await;
+            s.local.lock().remove(&sid);
+            let epoch = s.view.lock().epoch.clone();
+            if epoch.is_empty() || s.dirty.load(Ordering::SeqCst) {
+                // The next registration replaces this node's sessions
+                // wholesale, without this one.
+                s.repair.notify_one();
+                return Ok(());
+            }
+            match s.call(op, &epoch, &[sid]).await? {
+                r if r.current => {
+                    s.apply(r.count, r.version);
+                    Ok(())
+                }
+                _ => {
+                    drop(gate);
+                    s.register().await
+                }
+            }
+        })
+    }
+
     /// `HSET` or `HDEL` of `id` in the owners hash (the one sessions are
     /// found through), bounded in time: how shared streams are found.
     fn owners(&self, op: &'static str, id: uuid::Uuid) -> BackendFuture<()> {
@@ -317,28 +344,11 @@ impl Backend for RedisBackend {
     }
 
     fn leave(&self, sid: Sid) -> BackendFuture<()> {
-        let s = self.shared.clone();
-        Box::pin(async move {
-            let gate = s.gate.read().await;
-            s.local.lock().remove(&sid);
-            let epoch = s.view.lock().epoch.clone();
-            if epoch.is_empty() || s.dirty.load(Ordering::SeqCst) {
-                // The next registration replaces this node's sessions
-                // wholesale, without this one.
-                s.repair.notify_one();
-                return Ok(());
-            }
-            match s.call(Op::Leave, &epoch, &[sid]).await? {
-                r if r.current => {
-                    s.apply(r.count, r.version);
-                    Ok(())
-                }
-                _ => {
-                    drop(gate);
-                    s.register().await
-                }
-            }
-        })
+        self.uncount(sid, Op::Leave)
+    }
+
+    fn away(&self, sid: Sid) -> BackendFuture<()> {
+        self.uncount(sid, Op::Away)
     }
 
     fn count(&self) -> usize {
