@@ -110,6 +110,27 @@ async fn churn(nodes: &[SocketAddr], flags: &Flags) -> (f64, Duration) {
     (done as f64 / took.as_secs_f64(), took)
 }
 
+/// As [`churn`], each cycle an SSE stream opened (its `connect` read) and
+/// dropped: the same work as a socket.io WebSocket cycle.
+async fn churn_sse(nodes: &[SocketAddr], flags: &Flags) -> f64 {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..flags.concurrency {
+        let nodes = nodes.to_vec();
+        let n = flags.cycles / flags.concurrency;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n {
+                drop(Sse::connect(nodes[(t + i) % nodes.len()]).await);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let done = flags.cycles / flags.concurrency * flags.concurrency;
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
 /// Emits from a poller through `via` and times the arrival on `watcher`.
 /// Each call's messages carry their own `tag`, so that a watcher never
 /// takes an earlier call's message, still unread, for this one's.
@@ -150,7 +171,7 @@ async fn exact_after(watchers: &mut [Sse], n: i64) -> Duration {
 async fn main() {
     let flags = Flags::parse();
     let mut out = String::from(
-        "| setup | connect+disconnect /s | every client exact | Redis commands per connect | per disconnect | per broadcast | emit→other client p50 / p99 (ms) |\n|---|---|---|---|---|---|---|\n",
+        "| setup | connect+disconnect /s, poll / SSE | every client exact | Redis commands per connect | per disconnect | per broadcast | emit→other client p50 / p99 (ms) |\n|---|---|---|---|---|---|---|\n",
     );
 
     // One node alone.
@@ -161,10 +182,12 @@ async fn main() {
     let mut watchers = vec![Sse::connect(single.addr).await];
     let (rate, _) = churn(&[single.addr], &flags).await;
     exact_after(&mut watchers, 1).await;
+    let sse_rate = churn_sse(&[single.addr], &flags).await;
+    exact_after(&mut watchers, 1).await;
     let sender = Poller::handshake(single.addr).await;
     let (p50, p99) = latency(&sender, single.addr, &mut watchers[0], flags.messages, "s").await;
     out.push_str(&format!(
-        "| 1 node, no Redis | {rate:.0} | yes | – | – | – | {p50:.2} / {p99:.2} |\n"
+        "| 1 node, no Redis | {rate:.0} / {sse_rate:.0} | yes | – | – | – | {p50:.2} / {p99:.2} |\n"
     ));
     drop(single);
 
@@ -195,6 +218,8 @@ async fn main() {
     let (rate, _) = churn(&addrs, &flags).await;
     let after = commandstats(&redis).await;
     exact_after(&mut watchers, 3).await;
+    let sse_rate = churn_sse(&addrs, &flags).await;
+    exact_after(&mut watchers, 3).await;
     // Connects and disconnects apart, for the per-op figures.
     let s0 = commandstats(&redis).await;
     let mut held = Vec::new();
@@ -214,7 +239,7 @@ async fn main() {
     let (f50, f99) = latency(&sender, addrs[2], &mut watchers[1], flags.messages, "f").await;
     let (l50, l99) = latency(&sender, addrs[0], &mut watchers[0], flags.messages, "l").await;
     out.push_str(&format!(
-        "| 3 nodes, one Redis | {rate:.0} | yes | {} | {} | {} | across nodes {x50:.2} / {x99:.2}; same node {l50:.2} / {l99:.2}; emit forwarded {f50:.2} / {f99:.2} |\n",
+        "| 3 nodes, one Redis | {rate:.0} / {sse_rate:.0} | yes | {} | {} | {} | across nodes {x50:.2} / {x99:.2}; same node {l50:.2} / {l99:.2}; emit forwarded {f50:.2} / {f99:.2} |\n",
         per_op(&s0, &s1, 200),
         per_op(&s1, &s2, 200),
         per_op(&b0, &b1, flags.messages),
