@@ -18,6 +18,7 @@
 //! the owner closes, and the session goes away there again.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -85,9 +86,9 @@ pub(crate) struct Forward<'a> {
     /// The longest the owner may take (a poll is held up to pingInterval);
     /// for a stream, the longest until its head.
     pub(crate) within: Duration,
-    /// Relay the body as it comes (an event stream) instead of reading it
-    /// whole first.
-    pub(crate) stream: bool,
+    /// Relay the body as it comes (an event stream), until this is
+    /// cancelled (this node shuts down), instead of reading it whole first.
+    pub(crate) stream: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Replays `f` on its owner and returns the owner's answer. An owner that
@@ -128,8 +129,11 @@ pub(crate) async fn forward(f: Forward<'_>) -> Result<Response<BoxBody<Bytes, In
     let answer = async {
         let res = sender.send_request(req).await?;
         let (parts, body) = res.into_parts();
-        let body = if stream {
-            BoxBody::new(Relay(Some(body)))
+        let body = if let Some(stop) = stream {
+            BoxBody::new(Relay {
+                inner: Some(body),
+                stop: Box::pin(stop.cancelled_owned()),
+            })
         } else {
             BoxBody::new(Full::new(body.collect().await?.to_bytes()))
         };
@@ -151,9 +155,14 @@ pub(crate) async fn forward(f: Forward<'_>) -> Result<Response<BoxBody<Bytes, In
 }
 
 /// The owner's event stream, relayed frame by frame. The owner going away
-/// mid-stream ends it, as the owner's own end would: the client's
-/// reconnection then resumes from the last id it read.
-struct Relay(Option<hyper::body::Incoming>);
+/// mid-stream ends it, as the owner's own end would, and so does this node
+/// shutting down (the session is not this node's: it goes away on its own
+/// node, and the client's reconnection resumes it through another). Either
+/// way the client then resumes from the last id it read.
+struct Relay {
+    inner: Option<hyper::body::Incoming>,
+    stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
 
 impl Body for Relay {
     type Data = Bytes;
@@ -163,18 +172,21 @@ impl Body for Relay {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let Some(inner) = self.0.as_mut() else {
+        if self.inner.is_some() && self.stop.as_mut().poll(cx).is_ready() {
+            self.inner = None;
+        }
+        let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(Some(Err(e))) => {
                 tracing::debug!(error = %e, "relayed stream broke");
-                self.0 = None;
+                self.inner = None;
                 Poll::Ready(None)
             }
             Poll::Ready(None) => {
-                self.0 = None;
+                self.inner = None;
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
@@ -182,6 +194,6 @@ impl Body for Relay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(Body::is_end_stream)
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 }

@@ -186,6 +186,9 @@ pub(crate) struct Hub {
     reaper: Arc<Notify>,
     /// Set once shutdown begins: no new sessions after that.
     shutting_down: AtomicBool,
+    /// Cancelled when shutdown starts: what streams that hold no session
+    /// here (a resume relayed from another node) end on.
+    stopping: tokio_util::sync::CancellationToken,
     /// Live SSE sessions, for stats.
     sse: AtomicUsize,
     /// Live polling sessions, for stats.
@@ -249,6 +252,7 @@ impl Hub {
             expirations: Mutex::new(BTreeSet::new()),
             reaper: Arc::new(Notify::new()),
             shutting_down: AtomicBool::new(false),
+            stopping: tokio_util::sync::CancellationToken::new(),
             sse: AtomicUsize::new(0),
             polling: AtomicUsize::new(0),
             ended_since_trim: AtomicUsize::new(0),
@@ -785,6 +789,7 @@ impl Hub {
     /// Refuses new sessions and ends every live one with `ServerShutdown`.
     pub(crate) fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.stopping.cancel();
         let all: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         // Every session is marked ended before any disconnect handler runs,
         // so the counts those handlers broadcast on the way down reach no
@@ -806,6 +811,11 @@ impl Hub {
             self.forget(&session);
         }
         self.reaper.notify_one();
+    }
+
+    /// Cancelled when shutdown starts.
+    pub(crate) fn stopping(&self) -> tokio_util::sync::CancellationToken {
+        self.stopping.clone()
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {

@@ -168,7 +168,7 @@ where
     if let SidParam::Valid(sid) = sid {
         if maybe_elsewhere(io, sid, &req) {
             if let Some(addr) = owner_of(io, sid).await {
-                return forward_to_owner(io, &addr, req, false).await;
+                return forward_to_owner(io, &addr, req, None).await;
             }
         }
     }
@@ -184,7 +184,7 @@ where
             && !mux::holds(io, id)
         {
             if let Some(addr) = owner_of(io, id).await {
-                return forward_to_owner(io, &addr, req, false).await;
+                return forward_to_owner(io, &addr, req, None).await;
             }
         }
     }
@@ -192,7 +192,7 @@ where
     // where it waits out its recovery window.
     if let Some(held) = resumes_elsewhere(io, &req, sid, mux) {
         if let Some(addr) = owner_of(io, held).await {
-            let stream = req.uri().path() == "/events";
+            let stream = (req.uri().path() == "/events").then(|| io.hub().stopping());
             return forward_to_owner(io, &addr, req, stream).await;
         }
     }
@@ -382,7 +382,7 @@ async fn forward_to_owner<B>(
     io: &Io,
     addr: &str,
     req: Request<B>,
-    stream: bool,
+    stream: Option<tokio_util::sync::CancellationToken>,
 ) -> Result<Response<ResponseBody>, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,

@@ -768,7 +768,7 @@ async fn a_single_node_names_no_node_and_has_no_cluster_fields() {
 struct Embedded {
     redis: Redis,
     nodes: Vec<(SocketAddr, ssio::Io)>,
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    stops: Vec<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Embedded {
@@ -799,7 +799,7 @@ impl Embedded {
                 let _ = rx.await;
             }));
             nodes.push((addr, io));
-            stops.push(tx);
+            stops.push(Some(tx));
         }
         for (addr, _) in &nodes {
             wait_healthy(*addr, true).await;
@@ -817,6 +817,13 @@ impl Embedded {
 
     fn io(&self, i: usize) -> &ssio::Io {
         &self.nodes[i].1
+    }
+
+    /// Shuts node `i` down, as SIGTERM would.
+    fn stop(&mut self, i: usize) {
+        if let Some(tx) = self.stops[i].take() {
+            let _ = tx.send(());
+        }
     }
 
     /// Waits until every node shows `count` and the sessions, live and
@@ -864,7 +871,7 @@ impl Drop for Embedded {
         for (_, io) in &self.nodes {
             io.shutdown();
         }
-        for tx in self.stops.drain(..) {
+        for tx in self.stops.drain(..).flatten() {
             let _ = tx.send(());
         }
     }
@@ -1297,4 +1304,59 @@ async fn a_resume_through_another_node_with_a_foreign_or_forged_cursor_gets_what
     assert_eq!(again.until("moved").await, vec![]);
     c.settle(6, &[2, 2, 2], &[0, 0, 0]).await;
     c.records(6, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_stream_ends_when_its_relaying_node_shuts_down_and_resumes_through_another() {
+    if !tools_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut c = Embedded::start(3).await;
+    let talker = Poller::handshake(c.addr(2)).await;
+    let (mut r, _) = Reader::open(c.addr(0), &[]).await;
+    let sid = r.sse.sid.clone();
+    emit_through(c.addr(2), &talker.sid, "one").await;
+    let id = r.next_ordinary().await.id.unwrap();
+    r.sse.set_reset_on_drop();
+    drop(r);
+    wait_away(&c, 0, 1).await;
+    // Resumed through B, which relays the stream from A.
+    let (mut r, hs) = Reader::open(c.addr(1), &[("Last-Event-ID", &id)]).await;
+    assert_eq!(
+        (hs["sid"].clone(), hs["recovered"].clone()),
+        (json!(sid), json!(true))
+    );
+    emit_through(c.addr(2), &talker.sid, "two").await;
+    let id = r.next_ordinary().await.id.unwrap();
+    // B shuts down: the relayed stream ends at once, not at B's shutdown
+    // deadline, and the session waits on A again.
+    let t = Instant::now();
+    c.stop(1);
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(chunk) = r.sse.next_chunk_within(WAIT).await {
+            assert!(
+                !String::from_utf8_lossy(&chunk).contains("chat message"),
+                "nothing was sent meanwhile"
+            );
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the relayed stream outlived its node");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    wait_away(&c, 0, 1).await;
+    emit_through(c.addr(2), &talker.sid, "three").await;
+    let (mut r, hs) = Reader::open(c.addr(2), &[("Last-Event-ID", &id)]).await;
+    assert_eq!(
+        (hs["sid"].clone(), hs["recovered"].clone()),
+        (json!(sid), json!(true))
+    );
+    emit_through(c.addr(2), &talker.sid, "four").await;
+    let got: Vec<Value> = r
+        .until("four")
+        .await
+        .into_iter()
+        .map(|(_, d)| serde_json::from_str::<Value>(&d).unwrap()["message"].clone())
+        .collect();
+    assert_eq!(got, vec![json!("three")]);
 }
