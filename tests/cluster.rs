@@ -1108,6 +1108,7 @@ async fn a_client_resumes_through_another_node_with_every_missed_event_once_in_o
     c.settle(1, &[0, 0, 1], &[1, 0, 0]).await;
     // Its record stays in Redis, uncounted: how another node finds it.
     c.records(1, 2).await;
+    assert_eq!(c.redis.cmd(&["ZCARD", "{ssio}:away"]).await.unwrap(), "1");
 
     // Meanwhile: broadcasts and a room event, all through C.
     for n in 5..25 {
@@ -1265,6 +1266,7 @@ async fn a_resume_through_another_node_with_a_foreign_or_forged_cursor_gets_what
     );
     c.settle(4, &[1, 2, 1], &[0, 0, 0]).await;
     c.records(4, 4).await;
+    assert_eq!(c.redis.cmd(&["ZCARD", "{ssio}:away"]).await.unwrap(), "0");
     assert_eq!(
         c.redis
             .cmd(&["HEXISTS", "{ssio}:owners", &victim])
@@ -1359,4 +1361,66 @@ async fn a_relayed_stream_ends_when_its_relaying_node_shuts_down_and_resumes_thr
         .map(|(_, d)| serde_json::from_str::<Value>(&d).unwrap()["message"].clone())
         .collect();
     assert_eq!(got, vec![json!("three")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_away_sessions_leave_no_record_in_redis() {
+    if !tools_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::start(2).await;
+    let watcher = Watched::sse(c.addr(1)).await;
+    // Two clients on node 0 whose streams drop: away there (the binary's
+    // recovery window is two minutes), uncounted, still findable.
+    let mut sids = Vec::new();
+    for _ in 0..2 {
+        let s = Sse::connect(c.addr(0)).await;
+        sids.push(s.sid.clone());
+        drop(s);
+    }
+    converge(&[&watcher], 1, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while c.redis.cmd(&["ZCARD", "{ssio}:away"]).await.unwrap() != "2" {
+        assert!(Instant::now() < deadline, "the sessions never went away");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for sid in &sids {
+        assert_eq!(
+            c.redis.cmd(&["HGET", "{ssio}:owners", sid]).await.unwrap(),
+            "n0"
+        );
+    }
+    // Node 0 dies: once its lease runs out, its away sessions' records go
+    // with its live ones.
+    c.kill(0).await;
+    let deadline = Instant::now() + BOUND + WAIT;
+    loop {
+        let away = c.redis.cmd(&["ZCARD", "{ssio}:away"]).await.unwrap();
+        let owners = c.redis.cmd(&["HLEN", "{ssio}:owners"]).await.unwrap();
+        if (away.as_str(), owners.as_str()) == ("0", "1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records left: {away} away, {owners} owners"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        c.redis
+            .cmd(&["HGET", "{ssio}:owners", &watcher.sid])
+            .await
+            .unwrap(),
+        "n1"
+    );
+    // Its sids resumed through the survivor get fresh sessions, as for any
+    // session that is gone.
+    let r = get(c.addr(1), &format!("/poll?resume={}:0:0", sids[0])).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (r.json()["recovered"].clone(), r.json()["missed"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_ne!(r.json()["sid"], json!(sids[0]));
 }

@@ -69,6 +69,9 @@ pub(crate) struct Keys {
     nodes: String,
     pub(crate) owners: String,
     addrs: String,
+    /// `"node|sid"` of every away session, so that a dead node's away
+    /// sessions' owner records go with it.
+    pub(crate) away: String,
     /// Where every change announces `"<version> <count>"`.
     pub(crate) count_channel: String,
     /// Where every broadcast goes, once per emit.
@@ -86,6 +89,7 @@ impl Keys {
             nodes: format!("{tag}:nodes"),
             owners: format!("{tag}:owners"),
             addrs: format!("{tag}:addrs"),
+            away: format!("{tag}:away"),
             count_channel: format!("{tag}:count"),
             events_channel: format!("{tag}:events"),
         }
@@ -145,6 +149,7 @@ impl LeaseScript {
             .key(&self.keys.nodes)
             .key(&self.keys.owners)
             .key(&self.keys.addrs)
+            .key(&self.keys.away)
             .arg(op.as_str())
             .arg(epoch)
             .arg(node)
@@ -231,7 +236,7 @@ mod tests {
     fn every_key_carries_the_same_hash_tag() {
         let k = Keys::new("ssio");
         for key in [
-            &k.epoch, &k.version, &k.members, &k.nodes, &k.owners, &k.addrs,
+            &k.epoch, &k.version, &k.members, &k.nodes, &k.owners, &k.addrs, &k.away,
         ] {
             assert!(key.starts_with("{ssio}:"), "{key}");
         }

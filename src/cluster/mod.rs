@@ -416,7 +416,27 @@ impl Backend for RedisBackend {
     }
 
     fn unclaim(&self, id: uuid::Uuid) -> BackendFuture<()> {
-        self.owners("HDEL", id)
+        let s = self.shared.clone();
+        Box::pin(async move {
+            // A shared stream's id or an away session's sid: the owner
+            // record goes, and the away entry too (none for a stream).
+            let keys = s.script.keys();
+            let mut pipe = redis::pipe();
+            pipe.cmd("HDEL")
+                .arg(&keys.owners)
+                .arg(id.to_string())
+                .ignore()
+                .cmd("ZREM")
+                .arg(&keys.away)
+                .arg(format!("{}|{id}", s.node))
+                .ignore();
+            let mut conn = s.conn.clone();
+            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn))
+                .await
+                .map_err(|_| BackendError("redis unreachable".into()))?
+                .map_err(|e| BackendError(format!("redis: {e}")))?;
+            Ok(())
+        })
     }
 
     fn status(&self) -> Option<BackendStatus> {
