@@ -191,17 +191,16 @@ impl RedisBackend {
         })
     }
 
-    /// `HSET` or `HDEL` of `id` in the owners hash (the one sessions are
+    /// `HSET` of `id` to this node in the owners hash (the one sessions are
     /// found through), bounded in time: how shared streams are found.
-    fn owners(&self, op: &'static str, id: uuid::Uuid) -> BackendFuture<()> {
+    fn own(&self, id: uuid::Uuid) -> BackendFuture<()> {
         let s = self.shared.clone();
         Box::pin(async move {
             let mut conn = s.conn.clone();
-            let mut cmd = redis::cmd(op);
-            cmd.arg(&s.script.keys().owners).arg(id.to_string());
-            if op == "HSET" {
-                cmd.arg(&s.node);
-            }
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(&s.script.keys().owners)
+                .arg(id.to_string())
+                .arg(&s.node);
             tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<i64>(&mut conn))
                 .await
                 .map_err(|_| BackendError("redis unreachable".into()))?
@@ -412,7 +411,7 @@ impl Backend for RedisBackend {
     }
 
     fn claim(&self, id: uuid::Uuid) -> BackendFuture<()> {
-        self.owners("HSET", id)
+        self.own(id)
     }
 
     fn unclaim(&self, id: uuid::Uuid) -> BackendFuture<()> {
