@@ -10,6 +10,15 @@
 //! time from an emit to its arrival on another client, on one node, across
 //! nodes, and with the emit forwarded from a node that does not hold the
 //! sender's session. Writes target/bench/cluster.md.
+//!
+//! Then the same for socket.io 4.8 with its Redis adapter
+//! (`benches/peer/cluster.js`, installed by `npm ci` the first time): one
+//! node alone next to three on one Redis, over WebSocket, each client
+//! straight to its node. socket.io's long-polling needs sticky sessions,
+//! which ssio's setup does not have, so only its WebSocket transport is
+//! measured. Its count lives in Redis (INCR/DECR) and each node emits the
+//! value its own change produced, so "every client exact" is checked, not
+//! asserted: the last count each watcher shows, once the counts stop.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -22,8 +31,12 @@ use clap::Parser;
 use common::support::cluster::{self, Redis};
 use common::support::process::{self, Spawned};
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 #[derive(Parser)]
 #[command(name = "cluster", bin_name = "cargo bench --bench cluster --")]
@@ -37,6 +50,9 @@ struct Flags {
     /// Broadcasts timed per path.
     #[arg(long, default_value_t = 300)]
     messages: usize,
+    /// Leave socket.io out.
+    #[arg(long)]
+    no_socketio: bool,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -94,17 +110,46 @@ async fn churn(nodes: &[SocketAddr], flags: &Flags) -> (f64, Duration) {
     (done as f64 / took.as_secs_f64(), took)
 }
 
+/// As [`churn`], each cycle an SSE stream opened (its `connect` read) and
+/// dropped: the same work as a socket.io WebSocket cycle.
+async fn churn_sse(nodes: &[SocketAddr], flags: &Flags) -> f64 {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..flags.concurrency {
+        let nodes = nodes.to_vec();
+        let n = flags.cycles / flags.concurrency;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n {
+                drop(Sse::connect(nodes[(t + i) % nodes.len()]).await);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let done = flags.cycles / flags.concurrency * flags.concurrency;
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
 /// Emits from a poller through `via` and times the arrival on `watcher`.
-async fn latency(sender: &Poller, via: SocketAddr, watcher: &mut Sse, n: usize) -> (f64, f64) {
+/// Each call's messages carry their own `tag`, so that a watcher never
+/// takes an earlier call's message, still unread, for this one's.
+async fn latency(
+    sender: &Poller,
+    via: SocketAddr,
+    watcher: &mut Sse,
+    n: usize,
+    tag: &str,
+) -> (f64, f64) {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
-        let body = json!({"event": "chat message", "data": format!("m{i}")}).to_string();
+        let body = json!({"event": "chat message", "data": format!("{tag}{i}")}).to_string();
         let t0 = Instant::now();
         let r = post(via, &format!("/emit?sid={}", sender.sid), body.as_bytes()).await;
         assert_eq!(r.status, 204, "{}", r.text());
         loop {
             let (event, data) = watcher.next_event().await;
-            if event == "chat message" && data.contains(&format!("\"m{i}\"")) {
+            if event == "chat message" && data.contains(&format!("\"{tag}{i}\"")) {
                 break;
             }
         }
@@ -126,20 +171,23 @@ async fn exact_after(watchers: &mut [Sse], n: i64) -> Duration {
 async fn main() {
     let flags = Flags::parse();
     let mut out = String::from(
-        "| setup | connect+disconnect /s | every client exact | Redis commands per connect | per disconnect | per broadcast | emit→other client p50 / p99 (ms) |\n|---|---|---|---|---|---|---|\n",
+        "| setup | connect+disconnect /s, poll / SSE | every client exact | Redis commands per connect | per disconnect | per broadcast | emit→other client p50 / p99 (ms) |\n|---|---|---|---|---|---|---|\n",
     );
 
     // One node alone.
     let mut cmd = process::ssio(&[], 0);
-    cmd.args(["--max-sessions", "1000000"]);
+    // The timed emits come faster than a client may send by default.
+    cmd.args(["--max-sessions", "1000000", "--max-emit-rate", "0"]);
     let single: Spawned = process::spawn(cmd, Duration::from_secs(10)).await.unwrap();
     let mut watchers = vec![Sse::connect(single.addr).await];
     let (rate, _) = churn(&[single.addr], &flags).await;
     exact_after(&mut watchers, 1).await;
+    let sse_rate = churn_sse(&[single.addr], &flags).await;
+    exact_after(&mut watchers, 1).await;
     let sender = Poller::handshake(single.addr).await;
-    let (p50, p99) = latency(&sender, single.addr, &mut watchers[0], flags.messages).await;
+    let (p50, p99) = latency(&sender, single.addr, &mut watchers[0], flags.messages, "s").await;
     out.push_str(&format!(
-        "| 1 node, no Redis | {rate:.0} | yes | – | – | – | {p50:.2} / {p99:.2} |\n"
+        "| 1 node, no Redis | {rate:.0} / {sse_rate:.0} | yes | – | – | – | {p50:.2} / {p99:.2} |\n"
     ));
     drop(single);
 
@@ -148,7 +196,16 @@ async fn main() {
     let redis = Redis::start().await;
     let mut nodes = Vec::new();
     for i in 0..3 {
-        nodes.push(cluster::node(&redis, &format!("b{i}"), 25_000, 20_000).await);
+        nodes.push(
+            cluster::node_with(
+                &redis.url(),
+                &format!("b{i}"),
+                25_000,
+                20_000,
+                &["--max-emit-rate", "0"],
+            )
+            .await,
+        );
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let mut watchers = Vec::new();
@@ -160,6 +217,8 @@ async fn main() {
     let before = commandstats(&redis).await;
     let (rate, _) = churn(&addrs, &flags).await;
     let after = commandstats(&redis).await;
+    exact_after(&mut watchers, 3).await;
+    let sse_rate = churn_sse(&addrs, &flags).await;
     exact_after(&mut watchers, 3).await;
     // Connects and disconnects apart, for the per-op figures.
     let s0 = commandstats(&redis).await;
@@ -175,12 +234,12 @@ async fn main() {
     exact_after(&mut watchers, 3).await;
     let sender = Poller::handshake(addrs[0]).await;
     let b0 = commandstats(&redis).await;
-    let (x50, x99) = latency(&sender, addrs[0], &mut watchers[1], flags.messages).await;
+    let (x50, x99) = latency(&sender, addrs[0], &mut watchers[1], flags.messages, "x").await;
     let b1 = commandstats(&redis).await;
-    let (f50, f99) = latency(&sender, addrs[2], &mut watchers[1], flags.messages).await;
-    let (l50, l99) = latency(&sender, addrs[0], &mut watchers[0], flags.messages).await;
+    let (f50, f99) = latency(&sender, addrs[2], &mut watchers[1], flags.messages, "f").await;
+    let (l50, l99) = latency(&sender, addrs[0], &mut watchers[0], flags.messages, "l").await;
     out.push_str(&format!(
-        "| 3 nodes, one Redis | {rate:.0} | yes | {} | {} | {} | across nodes {x50:.2} / {x99:.2}; same node {l50:.2} / {l99:.2}; emit forwarded {f50:.2} / {f99:.2} |\n",
+        "| 3 nodes, one Redis | {rate:.0} / {sse_rate:.0} | yes | {} | {} | {} | across nodes {x50:.2} / {x99:.2}; same node {l50:.2} / {l99:.2}; emit forwarded {f50:.2} / {f99:.2} |\n",
         per_op(&s0, &s1, 200),
         per_op(&s1, &s2, 200),
         per_op(&b0, &b1, flags.messages),
@@ -191,8 +250,246 @@ async fn main() {
         flags.concurrency,
         per_op(&before, &after, flags.cycles)
     ));
+    if !flags.no_socketio {
+        out.push_str(&socketio(&flags).await);
+    }
     println!("{out}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cluster.md"), &out).unwrap();
+}
+
+/// One socket.io client over WebSocket (engine.io v4), answering pings.
+struct Sio {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl Sio {
+    async fn connect(addr: SocketAddr) -> Sio {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let _ = tcp.set_nodelay(true);
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+        let mut c = Sio { ws };
+        let open = c.recv().await;
+        assert!(
+            open.starts_with('0'),
+            "expected engine.io open, got {open:?}"
+        );
+        c.send("40").await;
+        loop {
+            let m = c.recv().await;
+            if m.starts_with("40") {
+                return c;
+            }
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next engine.io message that is not a ping.
+    async fn recv(&mut self) -> String {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("socket.io said nothing")
+                .expect("socket.io closed")
+                .unwrap();
+            if let Message::Text(t) = m {
+                if t.as_str() == "2" {
+                    self.send("3").await;
+                    continue;
+                }
+                return t.as_str().to_owned();
+            }
+        }
+    }
+
+    /// The next event: its name and data.
+    async fn next_event(&mut self) -> (String, serde_json::Value) {
+        loop {
+            let m = self.recv().await;
+            if let Some(body) = m.strip_prefix("42") {
+                let v: serde_json::Value = serde_json::from_str(body).unwrap();
+                return (v[0].as_str().unwrap().to_string(), v[1].clone());
+            }
+        }
+    }
+
+    async fn emit(&mut self, event: &str, data: &str) {
+        self.send(&format!("42{}", json!([event, data]))).await;
+    }
+
+    async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A socket.io node: `cluster.js` alone, or on `redis`.
+async fn sio_node(redis: Option<&Redis>) -> Spawned {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/cluster.js");
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(script).arg("0");
+    if let Some(r) = redis {
+        cmd.arg(r.url());
+    }
+    process::spawn(cmd, Duration::from_secs(20)).await.unwrap()
+}
+
+/// Watchers that record every count they see, one per node.
+struct SioWatchers {
+    last: Vec<std::sync::Arc<std::sync::Mutex<(i64, Instant)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SioWatchers {
+    async fn start(addrs: &[SocketAddr]) -> SioWatchers {
+        let mut last = Vec::new();
+        let mut tasks = Vec::new();
+        for a in addrs {
+            let mut c = Sio::connect(*a).await;
+            let slot = std::sync::Arc::new(std::sync::Mutex::new((0, Instant::now())));
+            let rec = slot.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let (event, data) = c.next_event().await;
+                    if event == "user count" {
+                        *rec.lock().unwrap() = (data.as_i64().unwrap(), Instant::now());
+                    }
+                }
+            }));
+            last.push(slot);
+        }
+        SioWatchers { last, tasks }
+    }
+
+    /// Waits until no count has arrived for a second, then returns the
+    /// last count each watcher shows.
+    async fn settled(&self) -> Vec<i64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let newest = self.last.iter().map(|l| l.lock().unwrap().1).max().unwrap();
+            if newest.elapsed() > Duration::from_secs(1) || Instant::now() > deadline {
+                return self.last.iter().map(|l| l.lock().unwrap().0).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for SioWatchers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn sio_churn(nodes: &[SocketAddr], flags: &Flags) -> f64 {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..flags.concurrency {
+        let nodes = nodes.to_vec();
+        let n = flags.cycles / flags.concurrency;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n {
+                Sio::connect(nodes[(t + i) % nodes.len()])
+                    .await
+                    .close()
+                    .await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let done = flags.cycles / flags.concurrency * flags.concurrency;
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Emits from `sender` and times the arrival on `watcher`.
+/// Tagged as [`latency`] is.
+async fn sio_latency(sender: &mut Sio, watcher: &mut Sio, n: usize, tag: &str) -> (f64, f64) {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let want = format!("{tag}{i}");
+        let t0 = Instant::now();
+        sender.emit("chat message", &want).await;
+        loop {
+            let (event, data) = watcher.next_event().await;
+            if event == "chat message" && data == json!(want) {
+                break;
+            }
+        }
+        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (samples[n / 2], samples[n * 99 / 100])
+}
+
+/// Drains what a sender gets back (its own broadcasts) so its socket never
+/// backs up; returns it when told.
+async fn drained<T>(c: &mut Sio, work: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = c.ws.next() => {}
+        }
+    }
+}
+
+/// socket.io alone and with its Redis adapter on three nodes: table rows.
+async fn socketio(flags: &Flags) -> String {
+    if let Err(e) = process::ensure_peer() {
+        return format!("\nsocket.io not measured: {e}\n");
+    }
+    let mut out = String::from(
+        "\n| socket.io 4.8, WebSocket | connect+disconnect /s | every client exact (last counts, want 3) | emit→other client p50 / p99 (ms) |\n|---|---|---|---|\n",
+    );
+    // One node alone: the three watchers on it.
+    let single = sio_node(None).await;
+    let addrs = vec![single.addr; 3];
+    let watchers = SioWatchers::start(&addrs).await;
+    let rate = sio_churn(&[single.addr], flags).await;
+    let lasts = watchers.settled().await;
+    drop(watchers);
+    let mut sender = Sio::connect(single.addr).await;
+    let mut watcher = Sio::connect(single.addr).await;
+    let (p50, p99) = sio_latency(&mut sender, &mut watcher, flags.messages, "s").await;
+    out.push_str(&format!(
+        "| 1 node, no adapter | {rate:.0} | {} {lasts:?} | {p50:.2} / {p99:.2} |\n",
+        if lasts.iter().all(|&l| l == 3) {
+            "yes"
+        } else {
+            "no"
+        }
+    ));
+    drop(single);
+
+    let redis = Redis::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(sio_node(Some(&redis)).await);
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let watchers = SioWatchers::start(&addrs).await;
+    let rate = sio_churn(&addrs, flags).await;
+    let lasts = watchers.settled().await;
+    drop(watchers);
+    let mut sender = Sio::connect(addrs[0]).await;
+    let mut across = Sio::connect(addrs[1]).await;
+    let mut same = Sio::connect(addrs[0]).await;
+    let (x50, x99) = sio_latency(&mut sender, &mut across, flags.messages, "x").await;
+    let (l50, l99) = {
+        let work = sio_latency(&mut sender, &mut same, flags.messages, "l");
+        drained(&mut across, work).await
+    };
+    out.push_str(&format!(
+        "| 3 nodes, Redis adapter | {rate:.0} | {} {lasts:?} | across nodes {x50:.2} / {x99:.2}; same node {l50:.2} / {l99:.2} |\n",
+        if lasts.iter().all(|&l| l == 3) { "yes" } else { "no" }
+    ));
+    out
 }

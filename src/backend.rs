@@ -64,6 +64,13 @@ pub trait Backend: Send + Sync + 'static {
     /// A live session on this node ended. When it resolves, `count` no
     /// longer includes it.
     fn leave(&self, sid: Sid) -> BackendFuture<()>;
+    /// A live session on this node went away: its transport dropped and it
+    /// waits out the recovery window. Uncounted as by [`Backend::leave`],
+    /// but still found by [`Backend::locate`] until [`Backend::unclaim`],
+    /// so that a resume through another node reaches it.
+    fn away(&self, sid: Sid) -> BackendFuture<()> {
+        self.leave(sid)
+    }
     /// Live sessions everywhere the backend reaches, as of the newest value
     /// it has; a plain read, because connection handlers call it.
     fn count(&self) -> usize;
@@ -85,7 +92,8 @@ pub trait Backend: Send + Sync + 'static {
         let _ = id;
         Box::pin(std::future::ready(Ok(())))
     }
-    /// Forgets a [`Backend::claim`].
+    /// Forgets a [`Backend::claim`], or the record an away session kept
+    /// ([`Backend::away`]) once it ends for good.
     fn unclaim(&self, id: uuid::Uuid) -> BackendFuture<()> {
         let _ = id;
         Box::pin(std::future::ready(Ok(())))

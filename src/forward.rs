@@ -9,11 +9,22 @@
 //! and exactly-once delivery simple. A forwarded request carries
 //! `X-Ssio-Forwarded`, and a node never forwards such a request again, so
 //! a stale owner record cannot make requests bounce between nodes.
+//!
+//! A resume (a cursor in `Last-Event-ID` or `resume=`) is forwarded the same
+//! way, to the node where the session waits out its recovery window: the
+//! cursor's broadcast position is a place in that node's own log, and its
+//! mailbox and handlers live there. An event stream is relayed as it comes
+//! ([`Forward::stream`]); when the client goes, the relay's connection to
+//! the owner closes, and the session goes away there again.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::{Body, Frame};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderValue};
@@ -31,12 +42,32 @@ pub(crate) const FORWARDED: &str = "x-ssio-forwarded";
 /// so longer means it is gone.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Headers that belong to one connection, not to the request: never
+/// replayed.
+const HOP_BY_HOP: &[header::HeaderName] = &[
+    header::HOST,
+    header::CONNECTION,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::EXPECT,
+];
+
 /// Headers of the owner's answer that the client needs.
-const RELAYED: &[header::HeaderName] = &[
-    header::CONTENT_TYPE,
-    header::CACHE_CONTROL,
-    header::RETRY_AFTER,
-    header::ALLOW,
+const RELAYED: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "retry-after",
+    "allow",
+    // A resume's answer: the session it got, where to resume next, and
+    // the permission for a page to read both.
+    "x-session-id",
+    "x-ssio-cursor",
+    "x-accel-buffering",
+    "access-control-expose-headers",
 ];
 
 /// One request to replay on the owner.
@@ -46,12 +77,18 @@ pub(crate) struct Forward<'a> {
     pub(crate) method: Method,
     /// Path and query, as the client sent them.
     pub(crate) target: &'a str,
-    pub(crate) content_type: Option<HeaderValue>,
+    /// The client's headers (`Last-Event-ID`, credentials a middleware
+    /// reads), replayed less the hop-by-hop ones.
+    pub(crate) headers: header::HeaderMap,
     pub(crate) body: Bytes,
     /// This node's id, for the marker header.
     pub(crate) from: &'a str,
-    /// The longest the owner may take (a poll is held up to pingInterval).
+    /// The longest the owner may take (a poll is held up to pingInterval);
+    /// for a stream, the longest until its head.
     pub(crate) within: Duration,
+    /// Relay the body as it comes (an event stream), until this is
+    /// cancelled (this node shuts down), instead of reading it whole first.
+    pub(crate) stream: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Replays `f` on its owner and returns the owner's answer. An owner that
@@ -71,31 +108,92 @@ pub(crate) async fn forward(f: Forward<'_>) -> Result<Response<BoxBody<Bytes, In
         .await
         .map_err(|e| unreachable(&e))?;
     tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(f.method)
-        .uri(f.target)
-        .header(header::HOST, f.addr)
-        .header(FORWARDED, f.from);
-    if let Some(ct) = f.content_type {
-        req = req.header(header::CONTENT_TYPE, ct);
+    let mut req = Request::builder().method(f.method).uri(f.target);
+    if let Some(h) = req.headers_mut() {
+        for (name, value) in &f.headers {
+            if !HOP_BY_HOP.contains(name) && name.as_str() != FORWARDED {
+                h.append(name.clone(), value.clone());
+            }
+        }
+        h.insert(
+            header::HOST,
+            HeaderValue::from_str(f.addr).map_err(|e| unreachable(&e))?,
+        );
+        h.insert(
+            FORWARDED,
+            HeaderValue::from_str(f.from).map_err(|e| unreachable(&e))?,
+        );
     }
     let req = req.body(Full::new(f.body)).map_err(|e| unreachable(&e))?;
+    let stream = f.stream;
     let answer = async {
         let res = sender.send_request(req).await?;
         let (parts, body) = res.into_parts();
-        let bytes = body.collect().await?.to_bytes();
-        Ok::<_, hyper::Error>((parts, bytes))
+        let body = if let Some(stop) = stream {
+            BoxBody::new(Relay {
+                inner: Some(body),
+                stop: Box::pin(stop.cancelled_owned()),
+            })
+        } else {
+            BoxBody::new(Full::new(body.collect().await?.to_bytes()))
+        };
+        Ok::<_, hyper::Error>((parts, body))
     };
-    let (parts, bytes) = tokio::time::timeout(f.within, answer)
+    let (parts, body) = tokio::time::timeout(f.within, answer)
         .await
         .map_err(|e| unreachable(&e))?
         .map_err(|e| unreachable(&e))?;
-    let mut res = Response::new(BoxBody::new(Full::new(bytes)));
+    let mut res = Response::new(body);
     *res.status_mut() = parts.status;
     for name in RELAYED {
-        if let Some(v) = parts.headers.get(name) {
-            res.headers_mut().insert(name.clone(), v.clone());
+        if let Some(v) = parts.headers.get(*name) {
+            res.headers_mut()
+                .insert(header::HeaderName::from_static(name), v.clone());
         }
     }
     Ok(res)
+}
+
+/// The owner's event stream, relayed frame by frame. The owner going away
+/// mid-stream ends it, as the owner's own end would, and so does this node
+/// shutting down (the session is not this node's: it goes away on its own
+/// node, and the client's reconnection resumes it through another). Either
+/// way the client then resumes from the last id it read.
+struct Relay {
+    inner: Option<hyper::body::Incoming>,
+    stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl Body for Relay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.inner.is_some() && self.stop.as_mut().poll(cx).is_ready() {
+            self.inner = None;
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(e))) => {
+                tracing::debug!(error = %e, "relayed stream broke");
+                self.inner = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.inner = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
 }

@@ -186,6 +186,9 @@ pub(crate) struct Hub {
     reaper: Arc<Notify>,
     /// Set once shutdown begins: no new sessions after that.
     shutting_down: AtomicBool,
+    /// Cancelled when shutdown starts: what streams that hold no session
+    /// here (a resume relayed from another node) end on.
+    stopping: tokio_util::sync::CancellationToken,
     /// Live SSE sessions, for stats.
     sse: AtomicUsize,
     /// Live polling sessions, for stats.
@@ -249,6 +252,7 @@ impl Hub {
             expirations: Mutex::new(BTreeSet::new()),
             reaper: Arc::new(Notify::new()),
             shutting_down: AtomicBool::new(false),
+            stopping: tokio_util::sync::CancellationToken::new(),
             sse: AtomicUsize::new(0),
             polling: AtomicUsize::new(0),
             ended_since_trim: AtomicUsize::new(0),
@@ -301,7 +305,7 @@ impl Hub {
                     recovered = Some(true);
                     carried = Some((old, cursor.broadcast));
                 } else {
-                    self.end_for_good(&old);
+                    self.forget(&old);
                 }
             }
         }
@@ -435,6 +439,31 @@ impl Hub {
         self.fanout.leave_all(session.sid);
     }
 
+    /// Ends an away session for good and drops the backend's record that
+    /// this node holds it, so no other node forwards a resume here for it.
+    fn forget(self: &Arc<Self>, session: &Session) {
+        self.end_for_good(session);
+        if let Err(pending) = ready_now(self.backend.unclaim(session.sid)) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                // Tracked, so that closing the backend waits for it.
+                self.finishing.spawn_on(
+                    async move {
+                        if let Err(e) = pending.await {
+                            tracing::debug!(error = %e, "backend kept an away session's record");
+                        }
+                    },
+                    &rt,
+                );
+            }
+        }
+    }
+
+    /// Whether this node holds `sid`, live or away: a resume for any other
+    /// sid may belong to another node.
+    pub(crate) fn holds(&self, sid: &Sid) -> bool {
+        self.sessions.lock().contains_key(sid) || self.away.lock().contains(sid)
+    }
+
     /// Sessions waiting in the away table.
     pub(crate) fn away_count(&self) -> usize {
         self.away.lock().len()
@@ -514,7 +543,12 @@ impl Hub {
         // As for joins: a leave the backend answers at once runs with its
         // lifecycle under one hold of the ordering lock.
         let order = self.order.lock();
-        match ready_now(self.backend.leave(sid)) {
+        let uncounted = if away {
+            self.backend.away(sid)
+        } else {
+            self.backend.leave(sid)
+        };
+        match ready_now(uncounted) {
             Ok(left) => self.finish_disconnect(&session, reason, left),
             Err(pending) => {
                 drop(order);
@@ -720,7 +754,7 @@ impl Hub {
             let Some((_, gone)) = self.away.lock().pop_expired(now) else {
                 break;
             };
-            self.end_for_good(&gone);
+            self.forget(&gone);
         }
         let away = self.away.lock().next_deadline();
         let aged = if self.config.recovery_window_ms > 0 {
@@ -755,6 +789,7 @@ impl Hub {
     /// Refuses new sessions and ends every live one with `ServerShutdown`.
     pub(crate) fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.stopping.cancel();
         let all: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         // Every session is marked ended before any disconnect handler runs,
         // so the counts those handlers broadcast on the way down reach no
@@ -773,9 +808,14 @@ impl Hub {
         }
         let away = self.away.lock().drain();
         for (_, session) in away {
-            self.end_for_good(&session);
+            self.forget(&session);
         }
         self.reaper.notify_one();
+    }
+
+    /// Cancelled when shutdown starts.
+    pub(crate) fn stopping(&self) -> tokio_util::sync::CancellationToken {
+        self.stopping.clone()
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {

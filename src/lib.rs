@@ -31,7 +31,9 @@
 //! [`RedisBackend`] (`cluster`) is the [`Backend`] for several nodes: one
 //! exact count and every broadcast shared through Redis. With it, `router`
 //! hands a request for a session another node holds to `forward`, which
-//! replays it on that node, so no load balancer needs sticky sessions.
+//! replays it on that node, so no load balancer needs sticky sessions; a
+//! resume of a session away on another node is forwarded (and its stream
+//! relayed) the same way.
 //!
 //! Beside the chain: `config`, `tls` (certificate and acceptor), `error`, `head` (response header tables shared
 //! by hyper and the raw path, CORS included), `limits` (token buckets and

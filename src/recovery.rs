@@ -104,6 +104,11 @@ impl<T> AwayTable<T> {
         earliest
     }
 
+    /// Whether `sid` has an entry.
+    pub(crate) fn contains(&self, sid: &Sid) -> bool {
+        self.entries.contains_key(sid)
+    }
+
     /// Takes `sid`'s entry out, if it is there.
     pub(crate) fn take(&mut self, sid: &Sid) -> Option<T> {
         let (value, at) = self.entries.remove(sid)?;

@@ -168,7 +168,7 @@ where
     if let SidParam::Valid(sid) = sid {
         if maybe_elsewhere(io, sid, &req) {
             if let Some(addr) = owner_of(io, sid).await {
-                return forward_to_owner(io, &addr, req).await;
+                return forward_to_owner(io, &addr, req, None).await;
             }
         }
     }
@@ -184,8 +184,16 @@ where
             && !mux::holds(io, id)
         {
             if let Some(addr) = owner_of(io, id).await {
-                return forward_to_owner(io, &addr, req).await;
+                return forward_to_owner(io, &addr, req, None).await;
             }
+        }
+    }
+    // A resume for a session this node does not hold goes to the node
+    // where it waits out its recovery window.
+    if let Some(held) = resumes_elsewhere(io, &req, sid, mux) {
+        if let Some(addr) = owner_of(io, held).await {
+            let stream = (req.uri().path() == "/events").then(|| io.hub().stopping());
+            return forward_to_owner(io, &addr, req, stream).await;
         }
     }
     let path = req.uri().path();
@@ -337,6 +345,27 @@ fn maybe_elsewhere<B>(io: &Io, sid: Sid, req: &Request<B>) -> bool {
         && io.hub().get(&sid).is_none()
 }
 
+/// The session a session-starting request resumes, when this node does not
+/// hold it (live or away): another node may. A malformed cursor is left to
+/// this node, which refuses it.
+fn resumes_elsewhere<B>(io: &Io, req: &Request<B>, sid: SidParam, mux: MuxParam) -> Option<Sid> {
+    let starts = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/events") => true,
+        (&Method::GET, "/poll") => sid == SidParam::Absent,
+        _ => false,
+    };
+    if !starts
+        || mux != MuxParam::Absent
+        || io.config().cluster_node().is_none()
+        || io.config().recovery_window_ms == 0
+        || req.headers().contains_key(forward::FORWARDED)
+    {
+        return None;
+    }
+    let cursor = crate::socket::resume_cursor(req.headers(), req.uri().query()).ok()??;
+    (!io.hub().holds(&cursor.sid)).then_some(cursor.sid)
+}
+
 /// The address of the other node holding `sid`, if one does.
 async fn owner_of(io: &Io, sid: Sid) -> Option<String> {
     match io.hub().backend.locate(sid).await {
@@ -353,6 +382,7 @@ async fn forward_to_owner<B>(
     io: &Io,
     addr: &str,
     req: Request<B>,
+    stream: Option<tokio_util::sync::CancellationToken>,
 ) -> Result<Response<ResponseBody>, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -364,7 +394,7 @@ where
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
-    let content_type = req.headers().get(hyper::header::CONTENT_TYPE).cloned();
+    let headers = req.headers().clone();
     let body = if method == Method::POST {
         http::read_body(io.config(), req).await?
     } else {
@@ -375,11 +405,12 @@ where
         addr,
         method,
         target: &target,
-        content_type,
+        headers,
         body,
         from: config.cluster_node().unwrap_or_default(),
         // A poll is held up to pingInterval; the rest is slack for the hop.
         within: config.ping_interval() + config.ping_timeout(),
+        stream,
     })
     .await
 }

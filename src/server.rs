@@ -147,7 +147,10 @@ async fn serve(
     };
     let prefix = match first {
         accept::First::Request { buf, head_len } => {
-            if sse_raw::sniff(&buf[..head_len]).is_some() {
+            // A cluster node routes resumes, which may belong to another
+            // node, through the router.
+            let routed = io.config().cluster_node().is_some() && sse_raw::resumes(&buf[..head_len]);
+            if !routed && sse_raw::sniff(&buf[..head_len]).is_some() {
                 sse_raw::serve(stream, buf, head_len, peer, io.clone()).await;
                 return;
             }

@@ -142,6 +142,26 @@ impl Handlers {
 }
 
 /// The value of the first `name=` pair in a query string.
+/// The resume cursor a session-starting request presents, in
+/// `Last-Event-ID` or `resume=`: none, a cursor, or a refusal when it is
+/// malformed.
+pub(crate) fn resume_cursor(
+    headers: &hyper::HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<Cursor>, Error> {
+    match headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("\n"))
+        .or_else(|| query_param(query, "resume"))
+    {
+        None | Some("") => Ok(None),
+        Some(text) => {
+            let text = text.replace("%3A", ":").replace("%3a", ":");
+            Ok(Some(Cursor::parse(&text).ok_or(Error::BadCursor)?))
+        }
+    }
+}
+
 fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
@@ -374,18 +394,7 @@ impl Io {
     ) -> Result<Connected, Error> {
         let query = request.query.clone();
         let query = query.as_deref();
-        let resume = match request
-            .headers
-            .get("last-event-id")
-            .map(|v| v.to_str().unwrap_or("\n"))
-            .or_else(|| query_param(query, "resume"))
-        {
-            None | Some("") => None,
-            Some(text) => {
-                let text = text.replace("%3A", ":").replace("%3a", ":");
-                Some(Cursor::parse(&text).ok_or(Error::BadCursor)?)
-            }
-        };
+        let resume = resume_cursor(&request.headers, query)?;
         let handshake = match query_param(query, "ticket") {
             Some(ticket) => {
                 let id = uuid::Uuid::try_parse(ticket)

@@ -3,12 +3,17 @@
 //! free loopback ports. One exact count everywhere, broadcasts exactly once,
 //! polls and emits on any node, a killed node's clients gone within the
 //! heartbeat bound, and a Redis restart or a killed subscription repaired.
+//! Rooms span the nodes, and a client that comes back through another node
+//! resumes its session where it was, missing nothing.
 //!
 //! Needs `redis-server` and `nginx`; without them the tests skip, unless
 //! SSIO_REQUIRE_CLUSTER=1 (the full test command sets it) makes that a
 //! failure. The tests run one at a time: each starts five processes.
 
 mod common;
+
+#[path = "common/features.rs"]
+mod features;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -755,4 +760,667 @@ async fn a_single_node_names_no_node_and_has_no_cluster_fields() {
     assert_eq!(header_in(&s.head, "x-ssio-node"), None);
     let stats = get(server.addr, "/stats").await.json();
     assert_eq!(stats.get("node"), None);
+}
+
+/// Three nodes in this process, each running the test app (rooms, acks,
+/// `whoami`) on the Redis backend, with a recovery window: what the room
+/// and resume tests need, which the demo binary does not serve.
+struct Embedded {
+    redis: Redis,
+    nodes: Vec<(SocketAddr, ssio::Io)>,
+    stops: Vec<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Embedded {
+    async fn start(n: usize) -> Embedded {
+        let redis = Redis::start().await;
+        let mut nodes = Vec::new();
+        let mut stops = Vec::new();
+        for i in 0..n {
+            let id = format!("n{i}");
+            let config = ssio::Config {
+                redis: Some(redis.url()),
+                node_id: Some(id.clone()),
+                ping_interval_ms: PING_INTERVAL,
+                ping_timeout_ms: PING_TIMEOUT,
+                recovery_window_ms: 30_000,
+                ..fast_config()
+            };
+            let listener = ssio::bind("127.0.0.1:0".parse().unwrap(), config.backlog).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let settings = ssio::ClusterSettings::new(&redis.url(), &id, &addr.to_string(), BOUND)
+                .unwrap()
+                .count_event("user count");
+            let io =
+                ssio::Io::with_backend(config, |fanout| ssio::RedisBackend::new(fanout, settings));
+            features::install(&io);
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(ssio::run(listener, io.clone(), async move {
+                let _ = rx.await;
+            }));
+            nodes.push((addr, io));
+            stops.push(Some(tx));
+        }
+        for (addr, _) in &nodes {
+            wait_healthy(*addr, true).await;
+        }
+        Embedded {
+            redis,
+            nodes,
+            stops,
+        }
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].0
+    }
+
+    fn io(&self, i: usize) -> &ssio::Io {
+        &self.nodes[i].1
+    }
+
+    /// Shuts node `i` down, as SIGTERM would.
+    fn stop(&mut self, i: usize) {
+        if let Some(tx) = self.stops[i].take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits until every node shows `count` and the sessions, live and
+    /// away, are where the test expects them.
+    async fn settle(&self, count: usize, sessions: &[usize], away: &[usize]) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats: Vec<_> = self.nodes.iter().map(|(_, io)| io.stats()).collect();
+            let ok = stats
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.count == count && s.sessions == sessions[i] && s.away == away[i]);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "want count {count}, sessions {sessions:?}, away {away:?}; have {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Asserts that Redis counts exactly `members` sessions and holds an
+    /// owner record for exactly `owners` (live plus away) sessions.
+    async fn records(&self, members: usize, owners: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let m = self.redis.cmd(&["ZCARD", "{ssio}:members"]).await.unwrap();
+            let o = self.redis.cmd(&["HLEN", "{ssio}:owners"]).await.unwrap();
+            if (m.as_str(), o.as_str()) == (&*members.to_string(), &*owners.to_string()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis holds {m} members and {o} owners, want {members} and {owners}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        for (_, io) in &self.nodes {
+            io.shutdown();
+        }
+        for tx in self.stops.drain(..).flatten() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One SSE block: its id (if any), event and data.
+#[derive(Debug)]
+struct Block {
+    id: Option<String>,
+    event: String,
+    data: String,
+}
+
+/// Reads whole blocks from a stream, keeping `id:` fields.
+struct Reader {
+    sse: Sse,
+    buf: String,
+}
+
+impl Reader {
+    async fn open(addr: SocketAddr, headers: &[(&str, &str)]) -> (Reader, Value) {
+        let mut r = Reader {
+            sse: Sse::open_with(addr, "/events", headers).await,
+            buf: String::new(),
+        };
+        let c = r.next().await;
+        assert_eq!(c.event, "connect");
+        (r, serde_json::from_str(&c.data).unwrap())
+    }
+
+    async fn next(&mut self) -> Block {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = v.to_string();
+                    }
+                }
+                if let Some(event) = event {
+                    return Block { id, event, data };
+                }
+                continue;
+            }
+            let chunk = self
+                .sse
+                .next_chunk_within(WAIT)
+                .await
+                .expect("stream ended");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next block that is not a `user count`.
+    async fn next_ordinary(&mut self) -> Block {
+        loop {
+            let b = self.next().await;
+            if b.event != "user count" {
+                return b;
+            }
+        }
+    }
+
+    /// Every ordinary event up to the chat message `sentinel`, which ends
+    /// the list (without it).
+    async fn until(&mut self, sentinel: &str) -> Vec<(String, String)> {
+        let mut got = Vec::new();
+        loop {
+            let b = self.next_ordinary().await;
+            let v: Value = serde_json::from_str(&b.data).unwrap();
+            if b.event == "chat message" && v["message"] == json!(sentinel) {
+                return got;
+            }
+            got.push((b.event, b.data));
+        }
+    }
+}
+
+/// An event with an acknowledgement, sent through `addr`; returns its data.
+async fn ack_through(addr: SocketAddr, sid: &str, event: &str, data: Value) -> Value {
+    let body = json!({ "event": event, "data": data, "ack": true }).to_string();
+    let r = post(addr, &format!("/emit?sid={sid}"), body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["data"].clone()
+}
+
+async fn emit_event(addr: SocketAddr, sid: &str, event: &str, data: Value) {
+    let body = json!({ "event": event, "data": data }).to_string();
+    let r = post(addr, &format!("/emit?sid={sid}"), body.as_bytes()).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_emit_reaches_exactly_its_members_on_every_node_once_and_a_leave_stops_it() {
+    if !tools_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let c = Embedded::start(3).await;
+    // Members on every node (a0 is the sender), and a non-member on each.
+    let mut members = Vec::new();
+    let mut others = Vec::new();
+    for (name, node) in [("a0", 0), ("a1", 0), ("b", 1), ("c", 2)] {
+        members.push((name, node, Reader::open(c.addr(node), &[]).await.0));
+    }
+    for (name, node) in [("x0", 0), ("x1", 1), ("x2", 2)] {
+        others.push((name, node, Reader::open(c.addr(node), &[]).await.0));
+    }
+    c.settle(7, &[3, 2, 2], &[0, 0, 0]).await;
+    for (_, node, r) in &members {
+        let sid = r.sse.sid.clone();
+        assert_eq!(
+            ack_through(c.addr(*node), &sid, "join?", json!("r")).await,
+            json!("ok")
+        );
+    }
+    let sender = members[0].2.sse.sid.clone();
+    assert_eq!(c.io(0).in_("r").count(), 2);
+    assert_eq!(c.io(1).in_("r").count(), 1);
+
+    // Round one: from A, to room r. The sentinel is a broadcast from the
+    // same sender, so every node delivers it after the room event.
+    emit_event(
+        c.addr(0),
+        &sender,
+        "say",
+        json!({"room": "r", "text": "one"}),
+    )
+    .await;
+    emit_event(c.addr(0), &sender, "chat message", json!("end 1")).await;
+    let said = |text: &str| vec![("said".to_string(), format!("\"{text}\""))];
+    for (name, _, r) in members.iter_mut() {
+        let want = if *name == "a0" { vec![] } else { said("one") };
+        assert_eq!(r.until("end 1").await, want, "{name}");
+    }
+    for (name, _, r) in others.iter_mut() {
+        assert_eq!(r.until("end 1").await, vec![], "{name}");
+    }
+
+    // The member on B leaves; round two reaches A's and C's members only,
+    // and round one came to nobody a second time.
+    let b = members[2].2.sse.sid.clone();
+    emit_event(c.addr(1), &b, "leave", json!("r")).await;
+    assert_eq!(c.io(1).in_("r").count(), 0);
+    emit_event(
+        c.addr(0),
+        &sender,
+        "say",
+        json!({"room": "r", "text": "two"}),
+    )
+    .await;
+    emit_event(c.addr(0), &sender, "chat message", json!("end 2")).await;
+    for (name, _, r) in members.iter_mut() {
+        let want = if matches!(*name, "a0" | "b") {
+            vec![]
+        } else {
+            said("two")
+        };
+        assert_eq!(r.until("end 2").await, want, "{name}");
+    }
+    for (name, _, r) in others.iter_mut() {
+        assert_eq!(r.until("end 2").await, vec![], "{name}");
+    }
+    // A room emit from the server side of another node reaches the same
+    // members, the sender's socket included this time.
+    c.io(2).to("r").emit("said", "three");
+    c.io(2).emit("chat message", json!({"message": "end 3"}));
+    for (name, _, r) in members.iter_mut() {
+        let want = if *name == "b" { vec![] } else { said("three") };
+        assert_eq!(r.until("end 3").await, want, "{name}");
+    }
+    for (name, _, r) in others.iter_mut() {
+        assert_eq!(r.until("end 3").await, vec![], "{name}");
+    }
+    c.settle(7, &[3, 2, 2], &[0, 0, 0]).await;
+}
+
+/// Waits until node `i` holds `n` away sessions.
+async fn wait_away(c: &Embedded, i: usize, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while c.io(i).stats().away != n {
+        assert!(
+            Instant::now() < deadline,
+            "node {i} never had {n} away: {:?}",
+            c.io(i).stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_through_another_node_with_every_missed_event_once_in_order() {
+    if !tools_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let c = Embedded::start(3).await;
+    // A talker on C, in room r too.
+    let talker = Poller::handshake(c.addr(2)).await;
+    assert_eq!(
+        ack_through(c.addr(2), &talker.sid, "join?", json!("r")).await,
+        json!("ok")
+    );
+    // The client on A, in room r, with some data to keep.
+    let (mut r, hs) = Reader::open(c.addr(0), &[]).await;
+    let sid = r.sse.sid.clone();
+    assert_eq!(hs.get("recovered"), None);
+    assert_eq!(
+        ack_through(c.addr(0), &sid, "join?", json!("r")).await,
+        json!("ok")
+    );
+    emit_event(c.addr(0), &sid, "set", json!({"name": "ann"})).await;
+    c.settle(2, &[1, 0, 1], &[0, 0, 0]).await;
+    for n in 0..5 {
+        emit_through(c.addr(2), &talker.sid, &format!("m{n}")).await;
+    }
+    let mut last = String::new();
+    for n in 0..5 {
+        let b = r.next_ordinary().await;
+        assert_eq!(b.event, "chat message");
+        let v: Value = serde_json::from_str(&b.data).unwrap();
+        assert_eq!(v["message"], json!(format!("m{n}")));
+        last = b.id.expect("ordinary events carry an id");
+    }
+    // The stream dies as on a dead network; the session waits on A.
+    r.sse.set_reset_on_drop();
+    drop(r);
+    wait_away(&c, 0, 1).await;
+    c.settle(1, &[0, 0, 1], &[1, 0, 0]).await;
+    // Its record stays in Redis, uncounted: how another node finds it.
+    c.records(1, 2).await;
+    assert_eq!(c.redis.cmd(&["ZCARD", "{ssio}:away"]).await.unwrap(), "1");
+
+    // Meanwhile: broadcasts and a room event, all through C.
+    for n in 5..25 {
+        emit_through(c.addr(2), &talker.sid, &format!("m{n}")).await;
+        if n == 12 {
+            emit_event(
+                c.addr(2),
+                &talker.sid,
+                "say",
+                json!({"room": "r", "text": "while away"}),
+            )
+            .await;
+        }
+    }
+
+    // Back through B with its Last-Event-ID.
+    let (mut r, hs) = Reader::open(c.addr(1), &[("Last-Event-ID", &last)]).await;
+    assert_eq!(hs["sid"], json!(sid));
+    assert_eq!(hs["recovered"], json!(true));
+    assert_eq!(hs.get("missed"), None);
+    assert_eq!(header_in(&r.sse.head, "x-session-id"), Some(sid.clone()));
+    emit_through(c.addr(2), &talker.sid, "live").await;
+    let mut want: Vec<(String, Value)> = Vec::new();
+    for n in 5..25 {
+        want.push((
+            "chat message".into(),
+            json!({"message": format!("m{n}"), "sid": talker_tag(&talker.sid)}),
+        ));
+        if n == 12 {
+            want.push(("said".into(), json!("while away")));
+        }
+    }
+    let got: Vec<(String, Value)> = r
+        .until("live")
+        .await
+        .into_iter()
+        .map(|(e, d)| (e, serde_json::from_str(&d).unwrap()))
+        .collect();
+    assert_eq!(got, want);
+    // Exactly once: the next event is the next one sent, nothing replayed.
+    emit_through(c.addr(2), &talker.sid, "after").await;
+    assert_eq!(r.until("after").await, vec![]);
+    // The session still lives on A, counted once, with its rooms and data.
+    c.settle(2, &[1, 0, 1], &[0, 0, 0]).await;
+    c.records(2, 2).await;
+    let who = ack_through(c.addr(1), &sid, "whoami", json!(null)).await;
+    assert_eq!(who["rooms"], json!(["r"]));
+    assert_eq!(who["data"], json!({"name": "ann"}));
+    assert_eq!(who["recovered"], json!(true));
+
+    // The relayed stream drops in turn: the session is away on A again, and
+    // a polling resume through C gets what it missed and the same sid.
+    r.sse.set_reset_on_drop();
+    let last = loop {
+        // The last id this stream delivered: the one to resume from.
+        emit_through(c.addr(2), &talker.sid, "mark").await;
+        let b = r.next_ordinary().await;
+        if let Some(id) = b.id {
+            break id;
+        }
+    };
+    drop(r);
+    wait_away(&c, 0, 1).await;
+    emit_through(c.addr(2), &talker.sid, "polled").await;
+    let hs = get(c.addr(2), &format!("/poll?resume={last}")).await;
+    assert_eq!(hs.status, 200, "{}", hs.text());
+    assert_eq!(hs.json()["sid"], json!(sid));
+    assert_eq!(hs.json()["recovered"], json!(true));
+    assert_eq!(hs.header("x-session-id"), Some(sid.clone()));
+    assert!(hs.header("x-ssio-cursor").is_some());
+    let p = Poller {
+        addr: c.addr(2),
+        sid: sid.clone(),
+    };
+    let chats: Vec<Value> = p
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["event"] == "chat message")
+        .map(|e| e["data"]["message"].clone())
+        .collect();
+    assert_eq!(chats, vec![json!("polled")]);
+    c.settle(2, &[1, 0, 1], &[0, 0, 0]).await;
+}
+
+/// The public tag the chat handler stamps on a session's messages.
+fn talker_tag(sid: &str) -> String {
+    sid.replace('-', "")[..8].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_through_another_node_with_a_foreign_or_forged_cursor_gets_what_one_node_gives() {
+    if !tools_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let c = Embedded::start(3).await;
+    // A victim away on A, with history.
+    let talker = Poller::handshake(c.addr(2)).await;
+    let (mut v, _) = Reader::open(c.addr(0), &[]).await;
+    let victim = v.sse.sid.clone();
+    emit_through(c.addr(2), &talker.sid, "secret").await;
+    let id = v.next_ordinary().await.id.unwrap();
+    v.sse.set_reset_on_drop();
+    drop(v);
+    wait_away(&c, 0, 1).await;
+    c.settle(1, &[0, 0, 1], &[1, 0, 0]).await;
+    emit_through(c.addr(2), &talker.sid, "secret 2").await;
+
+    // A sid no node holds: a fresh session on the node asked, marked
+    // missed, reading nothing old.
+    let stranger = "0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10";
+    let (mut s, hs) =
+        Reader::open(c.addr(1), &[("Last-Event-ID", &format!("{stranger}:0:0"))]).await;
+    assert_ne!(hs["sid"], json!(stranger));
+    assert_eq!(
+        (hs["recovered"].clone(), hs["missed"].clone()),
+        (json!(false), json!(true))
+    );
+    c.settle(2, &[0, 1, 1], &[1, 0, 0]).await;
+    emit_through(c.addr(2), &talker.sid, "live").await;
+    assert_eq!(s.until("live").await, vec![]);
+
+    // Malformed cursors: refused by the node asked, nothing forwarded.
+    for bad in ["x", &format!("{victim}:01:0"), &format!("{victim}:1:2:3")] {
+        let r = request(c.addr(1), "GET", "/events", &[("Last-Event-ID", bad)], b"").await;
+        assert_eq!(
+            (r.status, r.json()),
+            (400, json!({ "error": "invalid resume cursor" })),
+            "{bad}"
+        );
+        let r = get(c.addr(2), &format!("/poll?resume={bad}")).await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    // A forwarding marker from a client is not a way around that: the node
+    // answers for itself, with a fresh session.
+    let (_f, hs) = Reader::open(
+        c.addr(1),
+        &[("Last-Event-ID", &id), ("X-Ssio-Forwarded", "n0")],
+    )
+    .await;
+    assert_ne!(hs["sid"], json!(victim));
+    assert_eq!(hs["recovered"], json!(false));
+    c.settle(3, &[0, 2, 1], &[1, 0, 0]).await;
+
+    // The victim's sid with a position past anything sent: refused by the
+    // node holding it, as on one node: the away session ends for good and
+    // its record goes; the client gets a fresh session, on that node.
+    let forged = format!("{victim}:999999:0");
+    let (_g, hs) = Reader::open(c.addr(1), &[("Last-Event-ID", &forged)]).await;
+    assert_ne!(hs["sid"], json!(victim));
+    assert_eq!(
+        (hs["recovered"].clone(), hs["missed"].clone()),
+        (json!(false), json!(true))
+    );
+    c.settle(4, &[1, 2, 1], &[0, 0, 0]).await;
+    c.records(4, 4).await;
+    assert_eq!(c.redis.cmd(&["ZCARD", "{ssio}:away"]).await.unwrap(), "0");
+    assert_eq!(
+        c.redis
+            .cmd(&["HEXISTS", "{ssio}:owners", &victim])
+            .await
+            .unwrap(),
+        "0"
+    );
+    // Now the right cursor is too late: nobody holds the victim any more.
+    let (_h, hs) = Reader::open(c.addr(2), &[("Last-Event-ID", &id)]).await;
+    assert_ne!(hs["sid"], json!(victim));
+    assert_eq!(hs["recovered"], json!(false));
+    c.settle(5, &[1, 2, 2], &[0, 0, 0]).await;
+
+    // A live session on A, resumed through B by its own cursor: as on one
+    // node, its old stream ends and the session moves to the new one,
+    // counted once throughout.
+    let (mut l, _) = Reader::open(c.addr(0), &[]).await;
+    let live = l.sse.sid.clone();
+    c.settle(6, &[2, 2, 2], &[0, 0, 0]).await;
+    emit_through(c.addr(2), &talker.sid, "to live").await;
+    let lid = l.next_ordinary().await.id.unwrap();
+    let (mut again, hs) = Reader::open(c.addr(1), &[("Last-Event-ID", &lid)]).await;
+    assert_eq!(hs["sid"], json!(live));
+    assert_eq!(hs["recovered"], json!(true));
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match l.sse.next_chunk_within(WAIT).await {
+                None => return,
+                Some(chunk) if String::from_utf8_lossy(&chunk).contains("disconnect") => return,
+                Some(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the replaced stream never ended");
+    emit_through(c.addr(2), &talker.sid, "moved").await;
+    assert_eq!(again.until("moved").await, vec![]);
+    c.settle(6, &[2, 2, 2], &[0, 0, 0]).await;
+    c.records(6, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_stream_ends_when_its_relaying_node_shuts_down_and_resumes_through_another() {
+    if !tools_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut c = Embedded::start(3).await;
+    let talker = Poller::handshake(c.addr(2)).await;
+    let (mut r, _) = Reader::open(c.addr(0), &[]).await;
+    let sid = r.sse.sid.clone();
+    emit_through(c.addr(2), &talker.sid, "one").await;
+    let id = r.next_ordinary().await.id.unwrap();
+    r.sse.set_reset_on_drop();
+    drop(r);
+    wait_away(&c, 0, 1).await;
+    // Resumed through B, which relays the stream from A.
+    let (mut r, hs) = Reader::open(c.addr(1), &[("Last-Event-ID", &id)]).await;
+    assert_eq!(
+        (hs["sid"].clone(), hs["recovered"].clone()),
+        (json!(sid), json!(true))
+    );
+    emit_through(c.addr(2), &talker.sid, "two").await;
+    let id = r.next_ordinary().await.id.unwrap();
+    // B shuts down: the relayed stream ends at once, not at B's shutdown
+    // deadline, and the session waits on A again.
+    let t = Instant::now();
+    c.stop(1);
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(chunk) = r.sse.next_chunk_within(WAIT).await {
+            assert!(
+                !String::from_utf8_lossy(&chunk).contains("chat message"),
+                "nothing was sent meanwhile"
+            );
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the relayed stream outlived its node");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    wait_away(&c, 0, 1).await;
+    emit_through(c.addr(2), &talker.sid, "three").await;
+    let (mut r, hs) = Reader::open(c.addr(2), &[("Last-Event-ID", &id)]).await;
+    assert_eq!(
+        (hs["sid"].clone(), hs["recovered"].clone()),
+        (json!(sid), json!(true))
+    );
+    emit_through(c.addr(2), &talker.sid, "four").await;
+    let got: Vec<Value> = r
+        .until("four")
+        .await
+        .into_iter()
+        .map(|(_, d)| serde_json::from_str::<Value>(&d).unwrap()["message"].clone())
+        .collect();
+    assert_eq!(got, vec![json!("three")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_away_sessions_leave_no_record_in_redis() {
+    if !tools_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::start(2).await;
+    let watcher = Watched::sse(c.addr(1)).await;
+    // Two clients on node 0 whose streams drop: away there (the binary's
+    // recovery window is two minutes), uncounted, still findable.
+    let mut sids = Vec::new();
+    for _ in 0..2 {
+        let s = Sse::connect(c.addr(0)).await;
+        sids.push(s.sid.clone());
+        drop(s);
+    }
+    converge(&[&watcher], 1, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while c.redis.cmd(&["ZCARD", "{ssio}:away"]).await.unwrap() != "2" {
+        assert!(Instant::now() < deadline, "the sessions never went away");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for sid in &sids {
+        assert_eq!(
+            c.redis.cmd(&["HGET", "{ssio}:owners", sid]).await.unwrap(),
+            "n0"
+        );
+    }
+    // Node 0 dies: once its lease runs out, its away sessions' records go
+    // with its live ones.
+    c.kill(0).await;
+    let deadline = Instant::now() + BOUND + WAIT;
+    loop {
+        let away = c.redis.cmd(&["ZCARD", "{ssio}:away"]).await.unwrap();
+        let owners = c.redis.cmd(&["HLEN", "{ssio}:owners"]).await.unwrap();
+        if (away.as_str(), owners.as_str()) == ("0", "1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records left: {away} away, {owners} owners"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        c.redis
+            .cmd(&["HGET", "{ssio}:owners", &watcher.sid])
+            .await
+            .unwrap(),
+        "n1"
+    );
+    // Its sids resumed through the survivor get fresh sessions, as for any
+    // session that is gone.
+    let r = get(c.addr(1), &format!("/poll?resume={}:0:0", sids[0])).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (r.json()["recovered"].clone(), r.json()["missed"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_ne!(r.json()["sid"], json!(sids[0]));
 }

@@ -29,20 +29,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Installs the socket.io peer from its lockfile the first time.
 pub fn ensure_peer() -> Result<(), String> {
-    let peer = repo_root().join("benches/peer");
-    if peer.join("node_modules/socket.io").exists() {
-        return Ok(());
-    }
-    eprintln!("bench: installing the socket.io peer (npm ci)");
-    let st = std::process::Command::new("npm")
-        .args(["ci", "--silent", "--no-audit", "--no-fund"])
-        .current_dir(&peer)
-        .status()
-        .map_err(|e| format!("npm: {e}"))?;
-    if !st.success() {
-        return Err(format!("npm ci failed: {st}"));
-    }
-    Ok(())
+    process::ensure_peer()
 }
 
 /// A server under test.

@@ -10,7 +10,12 @@
 -- KEYS[4] nodes    zset of node -> lease expiry (Redis ms)
 -- KEYS[5] owners   hash of sid -> node, so any node finds a session's owner
 -- KEYS[6] addrs    hash of node -> the address other nodes forward to
--- ARGV[1] op: register | join | leave | renew | part
+-- KEYS[7] away     zset of "node|sid" of sessions away (uncounted, kept
+--                  for a resume), all scores 0: their owner records go
+--                  when their node dies or parts
+-- ARGV[1] op: register | join | leave | away | renew | part
+--          (away: uncounted like leave, but its owner record stays so a
+--          resume through any node finds the node holding it)
 -- ARGV[2] the caller's epoch (for register: a fresh one to use if none)
 -- ARGV[3] node id   ARGV[4] lease ms   ARGV[5] count channel
 -- ARGV[6] this node's address   ARGV[7..] sids
@@ -30,7 +35,7 @@ elseif epoch ~= ARGV[2] then
   return {'stale', epoch or '', 0, 0}
 end
 local changed = 0
-local function drop(n)
+local function drop(n, with_away)
   local lo, hi = '[' .. n .. '|', '[' .. n .. '|\255'
   local members = redis.call('ZRANGEBYLEX', KEYS[3], lo, hi)
   for _, m in ipairs(members) do
@@ -39,19 +44,30 @@ local function drop(n)
   if #members > 0 then
     redis.call('ZREMRANGEBYLEX', KEYS[3], lo, hi)
   end
+  -- A node registering again keeps its away sessions findable; a dead or
+  -- parting node's go with it.
+  if with_away then
+    local away = redis.call('ZRANGEBYLEX', KEYS[7], lo, hi)
+    for _, m in ipairs(away) do
+      redis.call('HDEL', KEYS[5], string.sub(m, #n + 2))
+    end
+    if #away > 0 then
+      redis.call('ZREMRANGEBYLEX', KEYS[7], lo, hi)
+    end
+  end
   return #members
 end
 -- Leases that ran out: a crashed node never leaves, so whoever calls next
 -- removes its sessions. Bounded per call; the rest go on the next call.
 local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 64)
 for _, d in ipairs(dead) do
-  changed = changed + drop(d)
+  changed = changed + drop(d, true)
   redis.call('ZREM', KEYS[4], d)
   redis.call('HDEL', KEYS[6], d)
 end
 local status = 'ok'
 if op == 'register' or op == 'part' then
-  changed = changed + drop(node) + 1
+  changed = changed + drop(node, op == 'part') + 1
   if op == 'part' then
     redis.call('ZREM', KEYS[4], node)
     redis.call('HDEL', KEYS[6], node)
@@ -65,12 +81,18 @@ if status == 'ok' and op ~= 'part' then
   redis.call('ZADD', KEYS[4], now + lease, node)
   for i = 7, #ARGV do
     local m = node .. '|' .. ARGV[i]
-    if op == 'leave' then
+    if op == 'leave' or op == 'away' then
       changed = changed + redis.call('ZREM', KEYS[3], m)
-      redis.call('HDEL', KEYS[5], ARGV[i])
+      if op == 'leave' then
+        redis.call('HDEL', KEYS[5], ARGV[i])
+      else
+        redis.call('ZADD', KEYS[7], 0, m)
+      end
     elseif op ~= 'renew' then
       changed = changed + redis.call('ZADD', KEYS[3], 0, m)
       redis.call('HSET', KEYS[5], ARGV[i], node)
+      -- A join of an away sid is its resume on this node.
+      redis.call('ZREM', KEYS[7], m)
     end
   end
 end

@@ -24,6 +24,9 @@ pub(crate) enum Op {
     Join,
     /// Remove sessions.
     Leave,
+    /// Remove sessions from the count but keep their owner record: they
+    /// are away, and a resume through any node must still find them.
+    Away,
     /// Renew the lease; read the newest count.
     Renew,
     /// Remove this node and all its sessions (clean shutdown).
@@ -36,6 +39,7 @@ impl Op {
             Op::Register => "register",
             Op::Join => "join",
             Op::Leave => "leave",
+            Op::Away => "away",
             Op::Renew => "renew",
             Op::Part => "part",
         }
@@ -65,6 +69,9 @@ pub(crate) struct Keys {
     nodes: String,
     pub(crate) owners: String,
     addrs: String,
+    /// `"node|sid"` of every away session, so that a dead node's away
+    /// sessions' owner records go with it.
+    pub(crate) away: String,
     /// Where every change announces `"<version> <count>"`.
     pub(crate) count_channel: String,
     /// Where every broadcast goes, once per emit.
@@ -82,6 +89,7 @@ impl Keys {
             nodes: format!("{tag}:nodes"),
             owners: format!("{tag}:owners"),
             addrs: format!("{tag}:addrs"),
+            away: format!("{tag}:away"),
             count_channel: format!("{tag}:count"),
             events_channel: format!("{tag}:events"),
         }
@@ -141,6 +149,7 @@ impl LeaseScript {
             .key(&self.keys.nodes)
             .key(&self.keys.owners)
             .key(&self.keys.addrs)
+            .key(&self.keys.away)
             .arg(op.as_str())
             .arg(epoch)
             .arg(node)
@@ -227,7 +236,7 @@ mod tests {
     fn every_key_carries_the_same_hash_tag() {
         let k = Keys::new("ssio");
         for key in [
-            &k.epoch, &k.version, &k.members, &k.nodes, &k.owners, &k.addrs,
+            &k.epoch, &k.version, &k.members, &k.nodes, &k.owners, &k.addrs, &k.away,
         ] {
             assert!(key.starts_with("{ssio}:"), "{key}");
         }

@@ -164,17 +164,43 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// `HSET` or `HDEL` of `id` in the owners hash (the one sessions are
+    /// A leave (`Op::Leave`) or a going away (`Op::Away`, which keeps the
+    /// session findable through the owners hash for a resume from any node).
+    fn uncount(&self, sid: Sid, op: Op) -> BackendFuture<()> {
+        let s = self.shared.clone();
+        Box::pin(async move {
+            let gate = s.gate.read().await;
+            s.local.lock().remove(&sid);
+            let epoch = s.view.lock().epoch.clone();
+            if epoch.is_empty() || s.dirty.load(Ordering::SeqCst) {
+                // The next registration replaces this node's sessions
+                // wholesale, without this one.
+                s.repair.notify_one();
+                return Ok(());
+            }
+            match s.call(op, &epoch, &[sid]).await? {
+                r if r.current => {
+                    s.apply(r.count, r.version);
+                    Ok(())
+                }
+                _ => {
+                    drop(gate);
+                    s.register().await
+                }
+            }
+        })
+    }
+
+    /// `HSET` of `id` to this node in the owners hash (the one sessions are
     /// found through), bounded in time: how shared streams are found.
-    fn owners(&self, op: &'static str, id: uuid::Uuid) -> BackendFuture<()> {
+    fn own(&self, id: uuid::Uuid) -> BackendFuture<()> {
         let s = self.shared.clone();
         Box::pin(async move {
             let mut conn = s.conn.clone();
-            let mut cmd = redis::cmd(op);
-            cmd.arg(&s.script.keys().owners).arg(id.to_string());
-            if op == "HSET" {
-                cmd.arg(&s.node);
-            }
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(&s.script.keys().owners)
+                .arg(id.to_string())
+                .arg(&s.node);
             tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<i64>(&mut conn))
                 .await
                 .map_err(|_| BackendError("redis unreachable".into()))?
@@ -317,28 +343,11 @@ impl Backend for RedisBackend {
     }
 
     fn leave(&self, sid: Sid) -> BackendFuture<()> {
-        let s = self.shared.clone();
-        Box::pin(async move {
-            let gate = s.gate.read().await;
-            s.local.lock().remove(&sid);
-            let epoch = s.view.lock().epoch.clone();
-            if epoch.is_empty() || s.dirty.load(Ordering::SeqCst) {
-                // The next registration replaces this node's sessions
-                // wholesale, without this one.
-                s.repair.notify_one();
-                return Ok(());
-            }
-            match s.call(Op::Leave, &epoch, &[sid]).await? {
-                r if r.current => {
-                    s.apply(r.count, r.version);
-                    Ok(())
-                }
-                _ => {
-                    drop(gate);
-                    s.register().await
-                }
-            }
-        })
+        self.uncount(sid, Op::Leave)
+    }
+
+    fn away(&self, sid: Sid) -> BackendFuture<()> {
+        self.uncount(sid, Op::Away)
     }
 
     fn count(&self) -> usize {
@@ -402,11 +411,31 @@ impl Backend for RedisBackend {
     }
 
     fn claim(&self, id: uuid::Uuid) -> BackendFuture<()> {
-        self.owners("HSET", id)
+        self.own(id)
     }
 
     fn unclaim(&self, id: uuid::Uuid) -> BackendFuture<()> {
-        self.owners("HDEL", id)
+        let s = self.shared.clone();
+        Box::pin(async move {
+            // A shared stream's id or an away session's sid: the owner
+            // record goes, and the away entry too (none for a stream).
+            let keys = s.script.keys();
+            let mut pipe = redis::pipe();
+            pipe.cmd("HDEL")
+                .arg(&keys.owners)
+                .arg(id.to_string())
+                .ignore()
+                .cmd("ZREM")
+                .arg(&keys.away)
+                .arg(format!("{}|{id}", s.node))
+                .ignore();
+            let mut conn = s.conn.clone();
+            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn))
+                .await
+                .map_err(|_| BackendError("redis unreachable".into()))?
+                .map_err(|e| BackendError(format!("redis: {e}")))?;
+            Ok(())
+        })
     }
 
     fn status(&self) -> Option<BackendStatus> {

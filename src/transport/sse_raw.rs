@@ -67,6 +67,21 @@ pub(crate) fn sniff(head: &[u8]) -> Option<usize> {
     plain.then_some(len)
 }
 
+/// Whether `head` asks for a resume (`Last-Event-ID` or `resume=`).
+pub(crate) fn resumes(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    if req.parse(head).is_err() {
+        return false;
+    }
+    let query = req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q);
+    query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("resume=")))
+        || req
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("last-event-id"))
+}
+
 /// The handshake a sniffed head carries: its headers and query.
 fn handshake(head: &[u8], peer: SocketAddr) -> Option<Handshake> {
     let mut headers = [httparse::EMPTY_HEADER; 32];

@@ -384,7 +384,19 @@ async fn pump(
 
 /// An ssio node on the Redis at `url` (a relay, say).
 pub async fn node_at(url: &str, id: &str, ping_interval_ms: u64, ping_timeout_ms: u64) -> Spawned {
+    node_with(url, id, ping_interval_ms, ping_timeout_ms, &[]).await
+}
+
+/// [`node_at`] with more flags.
+pub async fn node_with(
+    url: &str,
+    id: &str,
+    ping_interval_ms: u64,
+    ping_timeout_ms: u64,
+    extra: &[&str],
+) -> Spawned {
     let mut cmd = process::ssio(&[], 0);
+    cmd.args(extra);
     cmd.args(["--redis", url, "--node-id", id])
         .args(["--ping-interval", &ping_interval_ms.to_string()])
         .args(["--ping-timeout", &ping_timeout_ms.to_string()]);

@@ -89,3 +89,26 @@ pub async fn spawn(mut cmd: Command, within: Duration) -> Result<Spawned, String
         line,
     })
 }
+
+/// Installs the benches' socket.io peer (`benches/peer`) from its lockfile
+/// when a package it needs is missing: idempotent and quiet.
+pub fn ensure_peer() -> Result<(), String> {
+    let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer");
+    let needed = ["socket.io", "@socket.io/redis-adapter", "redis"];
+    if needed
+        .iter()
+        .all(|p| peer.join("node_modules").join(p).exists())
+    {
+        return Ok(());
+    }
+    eprintln!("bench: installing the socket.io peer (npm ci)");
+    let st = std::process::Command::new("npm")
+        .args(["ci", "--silent", "--no-audit", "--no-fund"])
+        .current_dir(&peer)
+        .status()
+        .map_err(|e| format!("npm: {e}"))?;
+    if !st.success() {
+        return Err(format!("npm ci failed: {st}"));
+    }
+    Ok(())
+}
