@@ -499,6 +499,19 @@ impl Config {
         Duration::from_millis(self.reconnect_grace_ms)
     }
 
+    /// How long the kernel waits for a peer to acknowledge data before it
+    /// fails the socket: pingTimeout less the reconnect grace, so that a
+    /// half-open stream, which then waits out the grace like any dropped
+    /// one, still leaves the count within pingInterval + pingTimeout. At
+    /// least half of pingTimeout, so that a grace as long as pingTimeout
+    /// cannot make the kernel give up on a slow but live peer.
+    pub fn user_timeout(&self) -> Duration {
+        let timeout = self.ping_timeout();
+        timeout
+            .saturating_sub(self.reconnect_grace())
+            .max(timeout / 2)
+    }
+
     /// Whether a client can come back to its session with a cursor: during
     /// the blip grace, or the recovery window.
     pub fn resumable(&self) -> bool {
@@ -537,5 +550,22 @@ impl Config {
             Ok(ip) => Ok(SocketAddr::new(ip, self.port)),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_timeout_leaves_room_for_the_grace_but_never_less_than_half() {
+        let c = |ping_timeout_ms, reconnect_grace_ms| Config {
+            ping_timeout_ms,
+            reconnect_grace_ms,
+            ..Config::default()
+        };
+        assert_eq!(c(20_000, 500).user_timeout(), Duration::from_millis(19_500));
+        assert_eq!(c(20_000, 0).user_timeout(), Duration::from_millis(20_000));
+        assert_eq!(c(1_000, 900).user_timeout(), Duration::from_millis(500));
     }
 }
