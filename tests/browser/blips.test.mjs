@@ -121,6 +121,13 @@ async function blips(options, transport) {
       // The proxy did cut: each page's transport at least twice.
       assert.ok(cuts.every((n) => n >= 2), `cuts ${JSON.stringify(cuts)}`);
       for (const p of pages) assert.deepEqual(p.errors, []);
+      // And the server's handlers saw no disconnect and no second connect
+      // (a count the pages cannot see when it flickers between two polls).
+      const metrics = await (await fetch(server.url + '/metrics')).text();
+      const total = (name) => metrics.split('\n').filter((l) => l.startsWith(name))
+        .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+      assert.deepEqual({ connects: total('ssio_connects_total'), disconnects: total('ssio_disconnects_total') },
+        { connects: 2, disconnects: 0 });
     } finally {
       for (const p of pages) await p.context.close();
       await proxy.stop();
@@ -168,7 +175,8 @@ for (const options of [{}, { alone: true }]) {
       pages.push(killed);
       await allShow([watcher.page, killed.page], 2);
       await watch(watcher.page);
-      // No goodbye of any kind can get out.
+      // No goodbye of any kind can get out, as when the browser is killed.
+      await killed.page.evaluate(() => { navigator.sendBeacon = () => true; });
       await killed.context.route('**/close*', (r) => r.abort());
       const t0 = Date.now();
       await killed.context.close();
