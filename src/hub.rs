@@ -904,6 +904,12 @@ impl Hub {
     /// Refuses new sessions and ends every live one with `ServerShutdown`.
     pub(crate) fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        // A stream that had already dropped ended because of its transport;
+        // only its grace kept it live. It ends with the reason it had.
+        let graced = self.graced.lock().drain();
+        for (sid, incarnation) in graced {
+            self.disconnect_incarnation(sid, incarnation, DisconnectReason::TransportClose);
+        }
         let all: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         // Every session is marked ended before any disconnect handler runs,
         // so the counts those handlers broadcast on the way down reach no
@@ -920,7 +926,6 @@ impl Hub {
         for s in all {
             self.disconnect(s.sid, DisconnectReason::ServerShutdown);
         }
-        self.graced.lock().drain();
         let away = self.away.lock().drain();
         for (_, session) in away {
             self.end_for_good(&session);

@@ -394,8 +394,11 @@ async fn churn_racing_across_nodes_never_shows_a_stale_count_and_ends_exact() {
     assert_eq!(expected, 3 + 15);
     let all: Vec<&Watched> = watchers.iter().collect();
     let reached = converge(&all, expected, WAIT).await;
+    // The streams dropped without a close leave once their reconnect grace
+    // is over; from then on, the same bound.
+    let grace = Duration::from_millis(ssio::config::DEFAULT_RECONNECT_GRACE_MS);
     assert!(
-        reached.saturating_duration_since(churn_stopped) <= CONVERGE,
+        reached.saturating_duration_since(churn_stopped) <= grace + CONVERGE,
         "exact only {:?} after churn stopped",
         reached - churn_stopped
     );

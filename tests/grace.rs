@@ -601,3 +601,24 @@ async fn a_sid_held_by_an_open_stream_cannot_be_taken_and_a_replayed_cursor_is_r
     );
     assert_eq!(log.lock().len(), 2, "{:?}", log.lock());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_within_its_grace_at_shutdown_ends_with_the_transport_close_it_had() {
+    let (mut server, log) = start(config()).await;
+    let mut watcher = Sse::connect(server.addr).await;
+    let (a, _) = open(&server).await;
+    let sid = a.sse.sid.clone();
+    watcher.wait_count(2, WAIT).await;
+    cut(a);
+    until(&server, "no grace", |s| s.graced == 1).await;
+    server.shutdown(WAIT).await;
+    let log = log.lock().clone();
+    assert!(
+        log.contains(&format!("disconnect {} transport close", tag(&sid))),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(&format!("disconnect {} server shutdown", tag(&watcher.sid))),
+        "{log:?}"
+    );
+}
