@@ -1070,6 +1070,45 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_dropped_stream_stays_counted_until_its_grace_ends_then_ends_with_transport_close() {
+        let recorder = Arc::new(Recorder::default());
+        let config = Config {
+            reconnect_grace_ms: 500,
+            recovery_window_ms: 0,
+            ..Config::default()
+        };
+        let fanout = Fanout::new(16);
+        let backend = Arc::new(LocalBackend::new(fanout.clone()));
+        let weak: Weak<Recorder> = Arc::downgrade(&recorder);
+        let hub = Arc::new(Hub::new(config, fanout, backend, weak));
+        let a = hub.connect(Transport::Sse, &hs(), None).await.unwrap();
+        let sid = a.session.sid;
+        let started = Instant::now();
+        hub.dropped(sid, a.session.incarnation);
+        // A second drop report of the same stream changes nothing.
+        hub.dropped(sid, a.session.incarnation);
+        assert_eq!((hub.graced_count(), hub.backend.count()), (1, 1));
+        tokio::time::advance(Duration::from_millis(499)).await;
+        assert_eq!(hub.purge(), Some(started + Duration::from_millis(500)));
+        assert_eq!(hub.backend.count(), 1);
+        assert_eq!(a.session.closed_reason(), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(hub.purge(), None);
+        assert_eq!((hub.graced_count(), hub.backend.count()), (0, 0));
+        assert_eq!(
+            a.session.closed_reason(),
+            Some(DisconnectReason::TransportClose)
+        );
+        // A drop reported for an incarnation that is not live is ignored.
+        hub.dropped(sid, a.session.incarnation);
+        assert_eq!(hub.graced_count(), 0);
+        assert_eq!(
+            recorder.0.lock().clone(),
+            vec![(sid, None), (sid, Some(DisconnectReason::TransportClose))]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_cursor_is_never_parked_in_an_ended_session() {
         let recorder = Arc::new(Recorder::default());
         let hub = hub(&recorder);
