@@ -311,17 +311,18 @@ async fn a_polling_client_whose_poll_was_cut_continues_its_session() {
     watcher.wait_count(2, WAIT).await;
     // A poll the server holds, then cut (a proxy's read timeout): the
     // server may or may not have noticed when the client comes back.
-    let held = held_poll(server.addr, &sid).await;
-    timeout(WAIT, async {
+    let held = timeout(WAIT, async {
         loop {
+            let held = held_poll(server.addr, &sid).await;
             let probe = p.poll().await;
             if probe.status == 400 {
                 assert_eq!(
                     probe.json(),
                     json!({ "error": "a poll is already pending for this session" })
                 );
-                break;
+                return held;
             }
+            // The probe came first and was the held one: try again.
         }
     })
     .await
