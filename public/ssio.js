@@ -141,7 +141,7 @@
       pollLimit = hs.pingInterval + hs.pingTimeout || pollLimit;
       // The server continued the session: nothing happened, as far as the
       // page can tell.
-      if (blips && hs.sid == socket.id) return (blips = 0);
+      if (blips && hs.sid == socket.id) return (blips = 0, socket.recovered = !!hs.recovered);
       // Back too late: that session ended, this is a new one.
       if (blips) fire('disconnect', 'transport close');
       blips = 0;
