@@ -37,6 +37,9 @@
     var outbox = [];
     var sending = Promise.resolve();
     var attempts = 0;
+    // Quick attempts since a working transport dropped (a blip); the page
+    // stays connected meanwhile.
+    var blips = 0;
     var sseWorked = false;
     var stopped = false;
     var hidden = false;
@@ -134,11 +137,17 @@
 
     function up(hs, tr) {
       if (tr) socket.transport = tr;
+      attempts = 0;
+      pollLimit = hs.pingInterval + hs.pingTimeout || pollLimit;
+      // The server continued the session: nothing happened, as far as the
+      // page can tell.
+      if (blips && hs.sid == socket.id) return (blips = 0, socket.recovered = !!hs.recovered);
+      // Back too late: that session ended, this is a new one.
+      if (blips) fire('disconnect', 'transport close');
+      blips = 0;
       socket.id = hs.sid;
       socket.connected = true;
       socket.recovered = !!hs.recovered;
-      attempts = 0;
-      pollLimit = hs.pingInterval + hs.pingTimeout || pollLimit;
       var queued = outbox;
       outbox = [];
       queued.forEach(post);
@@ -148,6 +157,7 @@
     // The session is over, whoever noticed first.
     function down(reason) {
       stop();
+      blips = 0;
       var was = socket.connected;
       socket.connected = false;
       socket.id = null;
@@ -169,9 +179,15 @@
     // attempt has failed. Covers "unknown session" (expired, or a restarted
     // server): the session is gone, so the next attempt is a new handshake.
     // No goodbye: the session stays resumable, and the next handshake's
-    // cursor takes it over at once.
+    // cursor takes it over at once. A transport that worked and dropped (a
+    // proxy's cut, a reset) is a blip: the server keeps the session for a
+    // short grace, so come back at once, a few times, with the cursor.
     function lost(err) {
-      if (socket.connected) {
+      if (socket.connected && lastId && blips < 3) {
+        stop();
+        blips++;
+        timer = setTimeout(open, Math.random() * 100);
+      } else if (socket.connected) {
         down('transport close');
       } else {
         fail(err);
@@ -475,8 +491,10 @@
       members.forEach(function (m) { m.frame(id, f); });
     }
 
-    // The carrier: the stream itself, owned by `owner`, key 0.
-    function carry() {
+    // The carrier: the stream itself, owned by `owner`, key 0. `tries`:
+    // quick attempts to bring back a stream that worked and dropped.
+    function carry(tries) {
+      tries = tries || 0;
       var owner = members[0];
       var t = owner.api;
       var sid = owner.sid ? '&sid=' + owner.sid : '';
@@ -499,15 +517,20 @@
         close();
         owner.lost(err);
       }
-      function poll() {
+      // A poll that a proxy cut is a blip: the stream lives on, so poll
+      // again at once, a few times, before giving up on it.
+      function poll(tries) {
         ctl = new AbortController();
         fetch(base + '/poll?mux=' + mux, { cache: 'no-store', signal: ctl.signal }).then(function (r) {
           return r.json().then(function (b) {
             if (!r.ok) throw new Error(b.error);
             b.forEach(got);
-            if (!c.closed) poll();
+            if (!c.closed) poll(0);
           });
-        }).catch(failed);
+        }).catch(function (e) {
+          if (c.closed || tries > 2) return failed(e);
+          setTimeout(function () { if (!c.closed) poll(tries + 1); }, Math.random() * 100);
+        });
       }
       function polling() {
         if (c.closed) return;
@@ -518,7 +541,7 @@
           return r.json().then(function (hs) {
             if (!r.ok) throw new Error(hs.error);
             named0(hs, 'polling');
-            poll();
+            poll(0);
           });
         }).catch(failed);
       }
@@ -547,6 +570,16 @@
         };
         es.onerror = function () {
           if (c.closed) return;
+          // A stream that worked and dropped (a proxy's cut) is a blip: the
+          // server keeps the owner's session for a short grace, so open a
+          // new one with its sid at once, a few times.
+          var n = worked ? 0 : tries;
+          if ((worked || tries) && n < 3 && owner.sid) {
+            close();
+            return setTimeout(function () {
+              if (leading && !carrier && members.length) carry(members[0] == owner ? n + 1 : 0);
+            }, Math.random() * 100);
+          }
           // Once SSE worked here, or for a session being resumed, an error
           // is an outage or a lost session, not a blocked path.
           if (worked || self.sse || owner.sid) failed(new Error('sse stream failed'));

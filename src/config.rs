@@ -101,6 +101,11 @@ pub const DEFAULT_MAX_MUX_SESSIONS: usize = 64;
 /// Default time, in milliseconds, that the sessions of a shared stream
 /// whose carrier went away wait for a new carrier before they end.
 pub const DEFAULT_MUX_GRACE_MS: u64 = 1_000;
+/// Default time, in milliseconds, that a session whose stream dropped
+/// without a close (a proxy's cut, a reset) stays counted, its events kept,
+/// for its client to come back and continue it unseen. Short enough that a
+/// client that really left still drops from every count within a second.
+pub const DEFAULT_RECONNECT_GRACE_MS: u64 = 500;
 
 /// Server configuration: the CLI flags, their environment fallbacks, and the
 /// limits the hub enforces.
@@ -310,6 +315,12 @@ pub struct Config {
     /// re-attached to a new one before they end with "transport close".
     #[arg(long = "mux-grace", env = "MUX_GRACE", default_value_t = DEFAULT_MUX_GRACE_MS, value_name = "MS")]
     pub mux_grace_ms: u64,
+
+    /// How long (ms) a session whose stream dropped without a close stays
+    /// counted, its events kept, for its client to come back unseen; 0 ends
+    /// it at once.
+    #[arg(long = "reconnect-grace", env = "RECONNECT_GRACE", default_value_t = DEFAULT_RECONNECT_GRACE_MS, value_name = "MS")]
+    pub reconnect_grace_ms: u64,
 }
 
 /// An address range given to `--trusted-proxy`: `10.0.0.0/8`, `::1`, ...
@@ -431,6 +442,7 @@ impl Default for Config {
             tls_self_signed: false,
             max_mux_sessions: DEFAULT_MAX_MUX_SESSIONS,
             mux_grace_ms: DEFAULT_MUX_GRACE_MS,
+            reconnect_grace_ms: DEFAULT_RECONNECT_GRACE_MS,
         }
     }
 }
@@ -482,6 +494,30 @@ impl Config {
         Duration::from_millis(self.mux_grace_ms)
     }
 
+    /// The blip grace of a dropped stream as a `Duration`.
+    pub fn reconnect_grace(&self) -> Duration {
+        Duration::from_millis(self.reconnect_grace_ms)
+    }
+
+    /// How long the kernel waits for a peer to acknowledge data before it
+    /// fails the socket: pingTimeout less the reconnect grace, so that a
+    /// half-open stream, which then waits out the grace like any dropped
+    /// one, still leaves the count within pingInterval + pingTimeout. At
+    /// least half of pingTimeout, so that a grace as long as pingTimeout
+    /// cannot make the kernel give up on a slow but live peer.
+    pub fn user_timeout(&self) -> Duration {
+        let timeout = self.ping_timeout();
+        timeout
+            .saturating_sub(self.reconnect_grace())
+            .max(timeout / 2)
+    }
+
+    /// Whether a client can come back to its session with a cursor: during
+    /// the blip grace, or the recovery window.
+    pub fn resumable(&self) -> bool {
+        self.recovery_window_ms > 0 || self.reconnect_grace_ms > 0
+    }
+
     /// Shutdown deadline as a `Duration`.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
@@ -514,5 +550,22 @@ impl Config {
             Ok(ip) => Ok(SocketAddr::new(ip, self.port)),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_timeout_leaves_room_for_the_grace_but_never_less_than_half() {
+        let c = |ping_timeout_ms, reconnect_grace_ms| Config {
+            ping_timeout_ms,
+            reconnect_grace_ms,
+            ..Config::default()
+        };
+        assert_eq!(c(20_000, 500).user_timeout(), Duration::from_millis(19_500));
+        assert_eq!(c(20_000, 0).user_timeout(), Duration::from_millis(20_000));
+        assert_eq!(c(1_000, 900).user_timeout(), Duration::from_millis(500));
     }
 }

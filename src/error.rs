@@ -51,6 +51,16 @@ pub enum Error {
     /// another transport) rather than waiting for a new carrier.
     #[error("session is not waiting to be re-attached")]
     NotDetached,
+    /// A resume named a live session with a position that session was never
+    /// sent (a forged cursor, or one spliced from another session's): it is
+    /// refused and the session it names carries on untouched.
+    #[error("resume cursor does not match the session")]
+    CursorMismatch,
+    /// A resume named a session whose stream is still open: the sid is
+    /// held by that connection, and two holders must not take it from each
+    /// other in turn.
+    #[error("session is connected on another stream")]
+    SessionHeld,
     /// `--max-sessions` live sessions already exist.
     #[error("server is full, retry later")]
     Full,
@@ -135,6 +145,7 @@ impl Error {
             | Error::BadRoom(_)
             | Error::UnknownMux
             | Error::NotDetached => StatusCode::BAD_REQUEST,
+            Error::CursorMismatch | Error::SessionHeld => StatusCode::CONFLICT,
             Error::MuxFull => StatusCode::TOO_MANY_REQUESTS,
             Error::EmitRate | Error::AddressFull | Error::AddressRate => {
                 StatusCode::TOO_MANY_REQUESTS

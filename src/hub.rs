@@ -22,6 +22,16 @@
 //! mailbox, rooms and socket state wait in the away table until the window
 //! passes. A client that comes back in time with its cursor gets the same
 //! sid back and everything it missed; see `recovery`.
+//!
+//! Before that, a stream that drops without a close (a proxy's cut, a
+//! reset) gets a short grace, `--reconnect-grace`: the session stays in the
+//! live table, counted, its events piling up in its mailbox and the log,
+//! and nothing is told to the backend or the lifecycle. A client that comes
+//! back in time with its cursor, on either transport, is re-attached to the
+//! very same session: a new entry (a new incarnation) with the same sid,
+//! mailbox and socket state, and no connect or disconnect anywhere. If it
+//! does not come back, the reaper ends the session at the deadline with
+//! `transport close`, and it goes away for the recovery window as above.
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
@@ -40,7 +50,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::{Delivery, Fanout};
 use crate::limits::{client_ip, AddressTable, Bucket, Rate};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Unresumable};
 use crate::metrics::Metrics;
 use crate::packet::Packet;
 use crate::recovery::{AwayTable, Cursor};
@@ -201,6 +211,9 @@ pub(crate) struct Hub {
     /// Sessions whose transport dropped, kept for a resume until the
     /// recovery window passes.
     away: Mutex<AwayTable<Arc<Session>>>,
+    /// Live sessions whose stream dropped without a close, by the
+    /// incarnation that dropped, until their reconnect grace ends.
+    graced: Mutex<AwayTable<u64>>,
     /// The incarnation the next session entry gets.
     incarnations: AtomicU64,
     /// A second trim after the table emptied, and when.
@@ -258,6 +271,7 @@ impl Hub {
             ended_since_trim: AtomicUsize::new(0),
             finishing: TaskTracker::new(),
             away: Mutex::new(AwayTable::default()),
+            graced: Mutex::new(AwayTable::default()),
             incarnations: AtomicU64::new(0),
             retrim_at: Mutex::new(None),
         }
@@ -289,6 +303,11 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
+        if let Some(cursor) = resume.filter(|_| self.config.reconnect_grace_ms > 0) {
+            if let Some(connected) = self.reattach(transport, handshake, cursor)? {
+                return Ok(connected);
+            }
+        }
         let client = client_ip(handshake, &self.config.trusted_proxy);
         self.addresses.lock().admit(client, Instant::now())?;
         let mut recovered = None;
@@ -300,7 +319,7 @@ impl Hub {
             if let Some(old) = old {
                 let ok = cursor.broadcast >= old.start
                     && self.fanout.can_resume_at(cursor.broadcast)
-                    && old.mailbox.reopen(cursor.direct).is_some();
+                    && old.mailbox.reopen(cursor.direct).is_ok();
                 if ok {
                     recovered = Some(true);
                     carried = Some((old, cursor.broadcast));
@@ -386,6 +405,92 @@ impl Hub {
         Ok(self.finish_connect(session, handshake, from, recovered, carried.is_some()))
     }
 
+    /// Continues the live session `cursor` names on a new transport, if it
+    /// is one whose client may come back to it: a stream that dropped within
+    /// its grace, or a polling session (whose client gives up on a poll that
+    /// a proxy cut, and whose old poll then ends). Nothing is counted,
+    /// joined or told to the lifecycle: the session never ended.
+    ///
+    /// `Ok(None)`: no live session to continue (unknown, or its events are
+    /// gone), and the ordinary resume path decides. A cursor the session
+    /// was never sent, or a sid whose stream is still open, is refused and
+    /// the session carries on untouched.
+    fn reattach(
+        &self,
+        transport: Transport,
+        handshake: &Arc<Handshake>,
+        cursor: Cursor,
+    ) -> Result<Option<Connected>, Error> {
+        let sid = cursor.sid;
+        let mut sessions = self.sessions.lock();
+        let Some(old) = sessions.get(&sid).cloned() else {
+            return Ok(None);
+        };
+        let graced = self.graced.lock().get(&sid) == Some(&old.incarnation);
+        // A polling session's own polls (never a shared stream's) set
+        // `polled`; a shared stream's sessions are re-attached by the stream.
+        let polling = old.transport == Transport::Polling && old.polled.load(Ordering::Relaxed);
+        if !graced && !polling {
+            return Err(Error::SessionHeld);
+        }
+        if cursor.broadcast < old.start || cursor.broadcast > self.fanout.end() {
+            return Err(Error::CursorMismatch);
+        }
+        if !self.fanout.can_resume_at(cursor.broadcast) {
+            return Ok(None);
+        }
+        match old.mailbox.reopen(cursor.direct) {
+            Ok(_) => {}
+            Err(Unresumable::Impossible) => return Err(Error::CursorMismatch),
+            Err(Unresumable::Gone) => return Ok(None),
+        }
+        // The reopen has ended the old transport's reads (a new epoch); the
+        // new entry goes in under the same lock, so that transport's own end
+        // finds another incarnation and ends nothing.
+        let incarnation = self.incarnations.fetch_add(1, Ordering::Relaxed);
+        let session = Session::new(
+            sid,
+            transport,
+            handshake.address,
+            // Still counted against the address it was admitted for.
+            old.client,
+            old.mailbox.clone(),
+            old.start,
+            incarnation,
+        );
+        if let Some(ext) = old.ext.get() {
+            let _ = session.ext.set(ext.clone());
+        }
+        let session = Arc::new(session);
+        sessions.insert(sid, session.clone());
+        drop(sessions);
+        self.graced.lock().take(&sid);
+        if let Some(at) = old.expires_at.lock().take() {
+            self.expirations.lock().remove(&(at, sid));
+        }
+        old.parked.lock().take();
+        if old.transport != transport {
+            self.by_transport(old.transport)
+                .fetch_sub(1, Ordering::SeqCst);
+            self.by_transport(transport).fetch_add(1, Ordering::SeqCst);
+        }
+        let delivery =
+            self.fanout
+                .subscribe_at(sid, session.mailbox.clone(), Some(cursor.broadcast));
+        tracing::debug!(
+            target: "ssio::session",
+            sid = %tag(sid),
+            transport = transport.as_str(),
+            was_graced = graced,
+            "session continued"
+        );
+        Ok(Some(Connected {
+            session,
+            delivery,
+            recovered: Some(true),
+        }))
+    }
+
     /// The rest of a connect once the backend has counted it: subscribe the
     /// cursor, then the connection lifecycle, under the ordering lock.
     fn finish_connect(
@@ -413,7 +518,7 @@ impl Hub {
 
     /// How many handed-out mailbox events a session keeps for a resume.
     fn retain(&self) -> usize {
-        if self.config.recovery_window_ms == 0 {
+        if !self.config.resumable() {
             0
         } else {
             self.config.max_pending_events
@@ -479,6 +584,38 @@ impl Hub {
             )
     }
 
+    /// A stream of `sid`'s incarnation `incarnation` dropped without a
+    /// close: the session stays live and counted for `--reconnect-grace`,
+    /// its events kept, for its client to come back; then the reaper ends
+    /// it with `transport close`. Without a grace it ends now.
+    pub(crate) fn dropped(self: &Arc<Self>, sid: Sid, incarnation: u64) {
+        let grace = self.config.reconnect_grace();
+        if grace.is_zero() || self.is_shutting_down() {
+            self.disconnect_incarnation(sid, incarnation, DisconnectReason::TransportClose);
+            return;
+        }
+        let live = self
+            .sessions
+            .lock()
+            .get(&sid)
+            .is_some_and(|s| s.incarnation == incarnation && s.closed_reason().is_none());
+        // A stale entry (the session continued or ended meanwhile) only
+        // ever ends its own incarnation, which is gone: harmless.
+        if live
+            && self
+                .graced
+                .lock()
+                .insert(sid, incarnation, Instant::now() + grace)
+        {
+            self.reaper.notify_one();
+        }
+    }
+
+    /// Sessions within their reconnect grace.
+    pub(crate) fn graced_count(&self) -> usize {
+        self.graced.lock().len()
+    }
+
     /// Ends a session: removes it, uncounts it, wakes its transport with the
     /// reason, and runs the disconnect lifecycle. Returns false if it had
     /// already ended, so every caller may call it without checking.
@@ -525,6 +662,7 @@ impl Hub {
             duration_ms = session.started.elapsed().as_millis() as u64,
             "session ended"
         );
+        self.graced.lock().take(&sid);
         let away = self.recoverable(reason) && session.polled.load(Ordering::Relaxed);
         session.mailbox.close(reason, away);
         if let Some(at) = session.expires_at.lock().take() {
@@ -751,6 +889,13 @@ impl Hub {
         let now = Instant::now();
         let polls = self.purge_polls(now);
         loop {
+            let Some((sid, incarnation)) = self.graced.lock().pop_expired(now) else {
+                break;
+            };
+            self.disconnect_incarnation(sid, incarnation, DisconnectReason::TransportClose);
+        }
+        let graced = self.graced.lock().next_deadline();
+        loop {
             let Some((_, gone)) = self.away.lock().pop_expired(now) else {
                 break;
             };
@@ -762,27 +907,31 @@ impl Hub {
         } else {
             None
         };
-        [away, aged, polls].into_iter().flatten().min()
+        [away, aged, polls, graced].into_iter().flatten().min()
     }
 
     /// Disconnects every expired polling session; returns the next deadline.
     fn purge_polls(self: &Arc<Self>, now: Instant) -> Option<Instant> {
         loop {
-            let sid = {
+            let (at, sid) = {
                 let mut set = self.expirations.lock();
                 match set.first().copied() {
                     Some((at, sid)) if at <= now => {
                         set.remove(&(at, sid));
-                        sid
+                        (at, sid)
                     }
                     Some((at, _)) => return Some(at),
                     None => return None,
                 }
             };
-            if let Some(s) = self.get(&sid) {
-                s.expires_at.lock().take();
-            }
-            self.disconnect(sid, DisconnectReason::PingTimeout);
+            // Only the entry that armed this deadline: a session continued
+            // on a new incarnation has its own, and an old poll's late park
+            // may have left one behind for the sid.
+            let Some(s) = self.get(&sid).filter(|s| *s.expires_at.lock() == Some(at)) else {
+                continue;
+            };
+            s.expires_at.lock().take();
+            self.disconnect_incarnation(sid, s.incarnation, DisconnectReason::PingTimeout);
         }
     }
 
@@ -790,6 +939,12 @@ impl Hub {
     pub(crate) fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.stopping.cancel();
+        // A stream that had already dropped ended because of its transport;
+        // only its grace kept it live. It ends with the reason it had.
+        let graced = self.graced.lock().drain();
+        for (sid, incarnation) in graced {
+            self.disconnect_incarnation(sid, incarnation, DisconnectReason::TransportClose);
+        }
         let all: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         // Every session is marked ended before any disconnect handler runs,
         // so the counts those handlers broadcast on the way down reach no
@@ -951,6 +1106,45 @@ mod tests {
                 (c.sid, None),
                 (a.sid, Some(DisconnectReason::PingTimeout)),
             ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_stream_stays_counted_until_its_grace_ends_then_ends_with_transport_close() {
+        let recorder = Arc::new(Recorder::default());
+        let config = Config {
+            reconnect_grace_ms: 500,
+            recovery_window_ms: 0,
+            ..Config::default()
+        };
+        let fanout = Fanout::new(16);
+        let backend = Arc::new(LocalBackend::new(fanout.clone()));
+        let weak: Weak<Recorder> = Arc::downgrade(&recorder);
+        let hub = Arc::new(Hub::new(config, fanout, backend, weak));
+        let a = hub.connect(Transport::Sse, &hs(), None).await.unwrap();
+        let sid = a.session.sid;
+        let started = Instant::now();
+        hub.dropped(sid, a.session.incarnation);
+        // A second drop report of the same stream changes nothing.
+        hub.dropped(sid, a.session.incarnation);
+        assert_eq!((hub.graced_count(), hub.backend.count()), (1, 1));
+        tokio::time::advance(Duration::from_millis(499)).await;
+        assert_eq!(hub.purge(), Some(started + Duration::from_millis(500)));
+        assert_eq!(hub.backend.count(), 1);
+        assert_eq!(a.session.closed_reason(), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(hub.purge(), None);
+        assert_eq!((hub.graced_count(), hub.backend.count()), (0, 0));
+        assert_eq!(
+            a.session.closed_reason(),
+            Some(DisconnectReason::TransportClose)
+        );
+        // A drop reported for an incarnation that is not live is ignored.
+        hub.dropped(sid, a.session.incarnation);
+        assert_eq!(hub.graced_count(), 0);
+        assert_eq!(
+            recorder.0.lock().clone(),
+            vec![(sid, None), (sid, Some(DisconnectReason::TransportClose))]
         );
     }
 

@@ -47,7 +47,8 @@
 //! The socket.io features sit in their own files: `rooms` (the membership
 //! table the fan-out delivers room events through, and a broadcast's
 //! [`Target`]), `recovery` (the resume [`Cursor`] and the away table the hub
-//! keeps dropped sessions in), `ack` ([`Ack`], a handler's answer carried by
+//! keeps dropped sessions in, both through their short reconnect grace,
+//! still counted, and after it), `ack` ([`Ack`], a handler's answer carried by
 //! the `/emit` response), `middleware` ([`Rejection`]), `tickets` (how an
 //! `auth` payload reaches a transport that cannot send one) and `tower`
 //! ([`IoService`], `Io` mounted in another app).

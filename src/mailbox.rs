@@ -113,21 +113,25 @@ impl Mailbox {
     }
 
     /// Reopens an away mailbox for a resumed session whose client has read
-    /// up to (not including) event `from`. Returns the new epoch, or `None`
-    /// if `from` is not an event this mailbox can replay from.
-    pub(crate) fn reopen(&self, from: u64) -> Option<u64> {
+    /// up to (not including) event `from`. Returns the new epoch, or why
+    /// `from` is not an event this mailbox can replay from.
+    pub(crate) fn reopen(&self, from: u64) -> Result<u64, Unresumable> {
         let mut st = self.state.lock();
         let end = st.first + st.queue.len() as u64;
-        // Not before what is kept, and not past what was handed out: a
-        // client cannot have read what was never sent to it.
-        if st.ended || st.overflowed || from < st.first || from > st.read.min(end) {
-            return None;
+        // Not past what was handed out: a client cannot have read what was
+        // never sent to it.
+        if from > st.read.min(end) {
+            return Err(Unresumable::Impossible);
+        }
+        // Not before what is kept.
+        if st.ended || st.overflowed || from < st.first {
+            return Err(Unresumable::Gone);
         }
         st.read = from;
         st.closed = None;
         st.epoch += 1;
         st.waker = None;
-        Some(st.epoch)
+        Ok(st.epoch)
     }
 
     /// The current epoch, for a new cursor.
@@ -196,6 +200,17 @@ impl Mailbox {
         }
         Poll::Pending
     }
+}
+
+/// Why a mailbox cannot resume from a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unresumable {
+    /// The position is past anything this mailbox handed out: the cursor
+    /// was never this session's.
+    Impossible,
+    /// The events from there on are no longer held (dropped, overflowed,
+    /// or the session is over).
+    Gone,
 }
 
 impl State {

@@ -14,8 +14,8 @@
 //!
 //! The away table is keyed by sid with one deadline per entry, purged by
 //! the hub's reaper like idle polls: no timer per session. It is generic
-//! over what it holds so that any layer above can reuse it (a grace period
-//! for blips would hold the same entries with a shorter deadline).
+//! over what it holds: the hub keeps a second one for the blip grace, whose
+//! entries are sessions still live and counted, for a much shorter time.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -107,6 +107,11 @@ impl<T> AwayTable<T> {
     /// Whether `sid` has an entry.
     pub(crate) fn contains(&self, sid: &Sid) -> bool {
         self.entries.contains_key(sid)
+    }
+
+    /// `sid`'s entry, if it is there.
+    pub(crate) fn get(&self, sid: &Sid) -> Option<&T> {
+        self.entries.get(sid).map(|(v, _)| v)
     }
 
     /// Takes `sid`'s entry out, if it is there.

@@ -479,7 +479,7 @@ fn sid_header(sid: Sid) -> HeaderValue {
 /// `x-ssio-cursor`: where a polling client resumes once it has read this
 /// response (only while recovery is on).
 fn cursor_header(io: &Io, res: &mut Response<ResponseBody>, cursor: Cursor) {
-    if io.config().recovery_window_ms == 0 {
+    if !io.config().resumable() {
         return;
     }
     let h = res.headers_mut();

@@ -392,11 +392,12 @@ where
 
 /// Small SSE events must leave at once, and a peer that stops acknowledging
 /// data for pingTimeout is dead: the kernel then fails the socket, hyper
-/// drops the body, and the session ends with "transport close".
+/// drops the body, and the session ends with "transport close" once its
+/// reconnect grace is over (which is why the kernel gets the grace less).
 fn tune(stream: &TcpStream, io: &Io) -> io::Result<()> {
     stream.set_nodelay(true)?;
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
-    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(io.config().ping_timeout()))?;
+    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(io.config().user_timeout()))?;
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
     let _ = io;
     Ok(())

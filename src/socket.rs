@@ -200,6 +200,9 @@ pub struct Stats {
     /// Sessions whose transport dropped, waiting out the recovery window
     /// (not counted).
     pub away: usize,
+    /// Live sessions whose stream dropped without a close, still counted
+    /// while their client has `--reconnect-grace` to come back.
+    pub graced: usize,
 }
 
 impl Io {
@@ -372,6 +375,7 @@ impl Io {
             polling: hub.transport_count(Transport::Polling),
             count: self.count(),
             away: hub.away_count(),
+            graced: hub.graced_count(),
         }
     }
 

@@ -29,6 +29,7 @@ fn help_lists_every_flag_with_its_env_and_default() {
         ("--body-timeout", "BODY_TIMEOUT", "10000"),
         ("--shutdown-timeout", "SHUTDOWN_TIMEOUT", "10000"),
         ("--backlog", "BACKLOG", "4096"),
+        ("--reconnect-grace", "RECONNECT_GRACE", "500"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         assert!(

@@ -320,7 +320,8 @@ async fn when_the_carrier_goes_its_sessions_wait_and_a_new_carrier_takes_them_wi
     let (a_sid, b_sid) = (a["sid"].as_str().unwrap(), b["sid"].as_str().unwrap());
     server.wait_sessions(3, WAIT).await;
 
-    // The carrier's tab dies: its session ends at once; the others wait.
+    // The carrier's tab dies: its session ends after the reconnect grace;
+    // the others wait for the mux grace.
     drop(first);
     server.wait_sessions(2, WAIT).await;
 

@@ -31,9 +31,12 @@
 //! still live and counted, their events waiting in their own cursors, for
 //! `--mux-grace`; a new carrier re-attaches them with their sids and they
 //! lose nothing. Sessions not re-attached by then end with `transport
-//! close`. A tab that goes away while its stream lives is ended by its
-//! client (`/close` on `pagehide`, or the carrier tab noticing that the
-//! tab's lock was released).
+//! close`. A stream cut without a close (a proxy's timeout, a reset) is a
+//! blip: the carrier's own session waits too, for `--reconnect-grace`, and
+//! the carrier tab opens a new stream with its sid at once. A tab that
+//! goes away while its stream lives is ended by its client (`/close` on
+//! `pagehide`, or the carrier tab noticing that the tab's lock was
+//! released).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -358,11 +361,22 @@ fn end(io: &Io, group: &Group, reason: DisconnectReason) {
         }
     }
     muxes.forget(members.iter().map(|m| m.session.sid).chain([group.owner]));
-    io.hub().disconnect(group.owner, reason);
-    let others: Vec<Member> = members
+    // A stream cut without a close is a blip: its carrier's session waits
+    // for `--reconnect-grace`, counted, for the carrier tab to open a new
+    // stream with its sid, as the other sessions wait for `--mux-grace`.
+    let grace = io.config().reconnect_grace();
+    let blip = reason == DisconnectReason::TransportClose
+        && !grace.is_zero()
+        && !io.hub().is_shutting_down();
+    let (owner, others): (Vec<Member>, Vec<Member>) = members
         .into_iter()
-        .filter(|m| m.session.sid != group.owner && m.session.closed_reason().is_none())
-        .collect();
+        .filter(|m| m.session.closed_reason().is_none())
+        .partition(|m| m.session.sid == group.owner);
+    if blip && !owner.is_empty() {
+        detach(io, owner, grace);
+    } else {
+        io.hub().disconnect(group.owner, reason);
+    }
     if io.hub().is_shutting_down() {
         for m in others {
             io.hub()

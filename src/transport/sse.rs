@@ -77,7 +77,7 @@ impl SseBody {
         } = connected;
         let config = io.config();
         let period = config.ping_interval();
-        let ids = config.recovery_window_ms > 0;
+        let ids = config.resumable();
         let handshake = handshake_json(
             session.sid,
             config.ping_interval_ms,
@@ -209,13 +209,15 @@ impl Body for SseBody {
 impl Drop for SseBody {
     fn drop(&mut self) {
         self.report();
-        // A no-op if the session already ended for another reason, or was
-        // resumed on another connection.
-        self.io.hub().disconnect_incarnation(
-            self.session.sid,
-            self.session.incarnation,
-            DisconnectReason::TransportClose,
-        );
+        // The stream ended without the session ending first: a cut or a
+        // reset, which starts the reconnect grace. A no-op if the session
+        // already ended for another reason, or continues on another
+        // connection.
+        if !self.done {
+            self.io
+                .hub()
+                .dropped(self.session.sid, self.session.incarnation);
+        }
     }
 }
 
