@@ -142,11 +142,11 @@ impl Client {
     pub async fn leave(self) -> io::Result<()> {
         within(STEP, async {
             match self {
-                // Closing the stream is the SSE disconnect.
-                Client::Sse(c) => drop(c),
+                // `/close`, then the stream goes: what `socket.close()` and
+                // a page's beacon do.
+                Client::Sse(c) => c.leave().await?,
                 Client::Poll(c) => c.leave().await?,
-                // Resetting the stream (RST_STREAM) is the HTTP/2 disconnect.
-                Client::H2(c) => drop(c),
+                Client::H2(c) => c.leave().await?,
                 Client::SioPolling(c) => c.leave().await?,
                 Client::SioWs(c) => c.leave().await?,
                 Client::Raw(s) => drop(s),

@@ -23,7 +23,7 @@ use tokio_rustls::TlsConnector;
 use crate::procs::repo_root;
 use crate::support::http::bad;
 use crate::support::loopback::connect;
-use crate::support::sse::Events;
+use crate::support::sse::{connect_sid, Events};
 
 /// Streams per connection: the most the server allows at once (hyper's
 /// default of 200 concurrent streams), as a browser would fill it.
@@ -118,6 +118,8 @@ async fn sender(server: SocketAddr, salt: u32) -> io::Result<Sender> {
 
 /// One event stream on a shared HTTP/2 connection.
 pub struct H2Client {
+    sid: String,
+    send: Sender,
     body: hyper::body::Incoming,
     events: Events,
     /// Counts that arrived before `connect` returned.
@@ -143,6 +145,8 @@ impl H2Client {
             return Err(bad(format!("GET /events answered {}", res.status())));
         }
         let mut c = H2Client {
+            sid: String::new(),
+            send: send.clone(),
             body: res.into_body(),
             events: Events::with_capacity(256),
             pending: Vec::new(),
@@ -151,11 +155,36 @@ impl H2Client {
         while !connected {
             c.read().await?;
             while let Some(e) = c.events.next_event()? {
-                connected |= e.event == "connect";
+                if e.event == "connect" {
+                    connected = true;
+                    c.sid = connect_sid(&e.data)?;
+                }
                 c.pending.extend(e.user_count()?);
             }
         }
         Ok(c)
+    }
+
+    /// Leaves on purpose: `POST /close` on the same connection, then the
+    /// stream is reset. A reset alone is a cut, held for the reconnect
+    /// grace.
+    pub async fn leave(mut self) -> io::Result<()> {
+        self.send
+            .ready()
+            .await
+            .map_err(|e| bad(format!("h2 not ready: {e}")))?;
+        let req = Request::post(format!("https://localhost/close?sid={}", self.sid))
+            .body(Empty::new())
+            .expect("a valid request");
+        let res = self
+            .send
+            .send_request(req)
+            .await
+            .map_err(|e| bad(format!("POST /close: {e}")))?;
+        if res.status() != 204 {
+            return Err(bad(format!("close answered {}", res.status())));
+        }
+        Ok(())
     }
 
     /// Reads the stream's next DATA frame into the event buffer.

@@ -29,7 +29,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::sse::{self, SseBody};
 use crate::head;
-use crate::session::Handshake;
+use crate::session::{Handshake, Sid};
 use crate::socket::Io;
 
 /// Bytes a client may send after its `GET /events` head (a stray CRLF)
@@ -129,17 +129,13 @@ pub(crate) async fn serve(
     };
     // Written here, after each batch went out, not when it was gathered.
     body.settle_after_writes();
-    let mut response_head = head::sse(sid);
-    response_head.extend(cors);
-    if let Some(node) = io.config().cluster_node() {
-        response_head.push((head::NODE, node.to_string().into()));
-    }
-    let response_head = head::raw(
-        hyper::StatusCode::OK,
-        &response_head,
-        "transfer-encoding: chunked\r\n",
-    );
-    if stream.write_all(response_head.as_bytes()).await.is_err() {
+    // Built, written and freed in one statement: a local would hold its
+    // few hundred bytes for the whole life of the stream.
+    if stream
+        .write_all(response_head(&io, sid, cors).as_bytes())
+        .await
+        .is_err()
+    {
         return;
     }
     let mut scratch = [0u8; TRAILING_ALLOWANCE + 1];
@@ -171,6 +167,20 @@ pub(crate) async fn serve(
         }
     }
     // Dropping `body` ends the session if it has not ended already.
+}
+
+/// The response head of a raw stream, as HTTP/1.1 bytes.
+fn response_head(io: &Io, sid: Sid, cors: head::Head) -> String {
+    let mut fields = head::sse(sid);
+    fields.extend(cors);
+    if let Some(node) = io.config().cluster_node() {
+        fields.push((head::NODE, node.to_string().into()));
+    }
+    head::raw(
+        hyper::StatusCode::OK,
+        &fields,
+        "transfer-encoding: chunked\r\n",
+    )
 }
 
 /// Polls the body until it has nothing more ready, framing every frame as

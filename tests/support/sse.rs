@@ -67,6 +67,16 @@ impl Events {
     }
 }
 
+/// The `sid` of a `connect` event's data.
+pub fn connect_sid(data: &str) -> io::Result<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(data).map_err(|_| bad(format!("connect data {data:?}")))?;
+    v["sid"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| bad(format!("connect data without a sid: {data:?}")))
+}
+
 /// One block's `event` and `data` fields, as the SSE format defines them.
 fn parse_block(block: &str) -> Option<Event> {
     let mut event = None;
@@ -88,6 +98,10 @@ fn parse_block(block: &str) -> Option<Event> {
 
 /// An ssio client over Server-Sent Events on one connection.
 pub struct SseClient {
+    /// The session's id, from its `connect` event.
+    pub sid: String,
+    server: SocketAddr,
+    salt: u32,
     conn: HttpConn,
     dec: Chunked,
     events: Events,
@@ -105,6 +119,9 @@ impl SseClient {
             return Err(bad(format!("GET /events answered {}", head.status)));
         }
         let mut c = SseClient {
+            sid: String::new(),
+            server,
+            salt,
             conn,
             dec: Chunked::default(),
             events: Events::with_capacity(256),
@@ -115,11 +132,28 @@ impl SseClient {
         while !connected {
             c.conn.read_stream(&mut c.dec, c.events.buffer()).await?;
             while let Some(e) = c.events.next_event()? {
-                connected |= e.event == "connect";
+                if e.event == "connect" {
+                    connected = true;
+                    c.sid = connect_sid(&e.data)?;
+                }
                 c.pending.extend(e.user_count()?);
             }
         }
         Ok(c)
+    }
+
+    /// Leaves as a page does on purpose: `POST /close` (its beacon), then
+    /// the stream goes. Dropping the stream alone is a cut, which the
+    /// server holds for its reconnect grace before the count changes.
+    pub async fn leave(self) -> io::Result<()> {
+        let mut c = HttpConn::open(self.server, self.salt).await?;
+        let (status, _) = c
+            .request("POST", &format!("/close?sid={}", self.sid), b"")
+            .await?;
+        if status != 204 {
+            return Err(bad(format!("close answered {status}")));
+        }
+        Ok(())
     }
 
     /// Moves every count of the events already received to `out`.
