@@ -905,67 +905,12 @@ impl Drop for Embedded {
     }
 }
 
-/// One SSE block: its id (if any), event and data.
-#[derive(Debug)]
-struct Block {
-    id: Option<String>,
-    event: String,
-    data: String,
-}
-
-/// Reads whole blocks from a stream, keeping `id:` fields.
-struct Reader {
-    sse: Sse,
-    buf: String,
-}
-
 impl Reader {
     async fn open(addr: SocketAddr, headers: &[(&str, &str)]) -> (Reader, Value) {
-        let mut r = Reader {
-            sse: Sse::open_with(addr, "/events", headers).await,
-            buf: String::new(),
-        };
+        let mut r = Reader::new(Sse::open_with(addr, "/events", headers).await);
         let c = r.next().await;
         assert_eq!(c.event, "connect");
         (r, serde_json::from_str(&c.data).unwrap())
-    }
-
-    async fn next(&mut self) -> Block {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (None, None, String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id: ") {
-                        id = Some(v.to_string());
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        event = Some(v.to_string());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data = v.to_string();
-                    }
-                }
-                if let Some(event) = event {
-                    return Block { id, event, data };
-                }
-                continue;
-            }
-            let chunk = self
-                .sse
-                .next_chunk_within(WAIT)
-                .await
-                .expect("stream ended");
-            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-
-    /// The next block that is not a `user count`.
-    async fn next_ordinary(&mut self) -> Block {
-        loop {
-            let b = self.next().await;
-            if b.event != "user count" {
-                return b;
-            }
-        }
     }
 
     /// Every ordinary event up to the chat message `sentinel`, which ends

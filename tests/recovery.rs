@@ -15,68 +15,6 @@ use common::*;
 use serde_json::{json, Value};
 use ssio::Config;
 
-/// One SSE block: its id (if any), event and data.
-#[derive(Debug)]
-struct Block {
-    id: Option<String>,
-    event: String,
-    data: String,
-}
-
-/// Reads whole blocks from a stream, keeping `id:` fields.
-struct Reader {
-    sse: Sse,
-    buf: String,
-}
-
-impl Reader {
-    fn new(sse: Sse) -> Reader {
-        Reader {
-            sse,
-            buf: String::new(),
-        }
-    }
-
-    async fn next(&mut self) -> Block {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (None, None, String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id: ") {
-                        id = Some(v.to_string());
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        event = Some(v.to_string());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data = v.to_string();
-                    }
-                }
-                if let Some(event) = event {
-                    return Block { id, event, data };
-                }
-                continue;
-            }
-            let chunk = self
-                .sse
-                .next_chunk_within(WAIT)
-                .await
-                .expect("stream ended");
-            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-
-    /// The next block that is not a `user count`.
-    async fn next_ordinary(&mut self) -> Block {
-        loop {
-            let b = self.next().await;
-            if b.event != "user count" {
-                return b;
-            }
-            assert!(b.id.is_none(), "latest values carry no id");
-        }
-    }
-}
-
 fn config() -> Config {
     Config {
         ping_interval_ms: 2_000,

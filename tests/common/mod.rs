@@ -553,3 +553,67 @@ async fn pipelined_handshakes(addr: SocketAddr, n: usize) {
     }
     drop(writer.await.unwrap());
 }
+
+/// One SSE block: its id (if any), event and data.
+#[derive(Debug)]
+pub struct Block {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+/// Reads whole blocks from a stream, keeping `id:` fields: what the resume
+/// tests need, where [`Sse::next_event`] drops them.
+pub struct Reader {
+    pub sse: Sse,
+    buf: String,
+}
+
+impl Reader {
+    pub fn new(sse: Sse) -> Reader {
+        Reader {
+            sse,
+            buf: String::new(),
+        }
+    }
+
+    pub async fn next(&mut self) -> Block {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = v.to_string();
+                    }
+                }
+                if let Some(event) = event {
+                    return Block { id, event, data };
+                }
+                continue;
+            }
+            let chunk = self
+                .sse
+                .next_chunk_within(WAIT)
+                .await
+                .expect("stream ended");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next block that is not a `user count`; counts, being latest
+    /// values, never carry an id.
+    pub async fn next_ordinary(&mut self) -> Block {
+        loop {
+            let b = self.next().await;
+            if b.event != "user count" {
+                return b;
+            }
+            assert!(b.id.is_none(), "latest values carry no id");
+        }
+    }
+}
