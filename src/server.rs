@@ -94,10 +94,10 @@ async fn serve_all(listener: TcpListener, io: Io, tls: Option<Tls>, shutdown: im
                     if let Err(e) = tune(&stream, &io) {
                         debug!(%peer, error = %e, "could not set socket options");
                     }
-                    let (io, watcher, closing) = (io.clone(), graceful.watcher(), closing.clone());
+                    let (io, closing) = (io.clone(), closing.clone());
                     match &tls {
-                        Some(tls) => tracker.spawn(serve_tls(stream, peer, tls.clone(), io, watcher, closing)),
-                        None => tracker.spawn(serve(stream, peer, io, watcher, closing)),
+                        Some(tls) => tracker.spawn(serve_tls(stream, peer, tls.clone(), io, closing)),
+                        None => tracker.spawn(serve(stream, peer, io, graceful.watcher(), closing)),
                     };
                 }
                 Err(e) => accept_error(e).await,
@@ -226,7 +226,6 @@ async fn serve_tls(
     peer: SocketAddr,
     tls: Tls,
     io: Io,
-    watcher: Watcher,
     closing: CancellationToken,
 ) {
     let config = io.config().clone();
@@ -287,9 +286,8 @@ async fn serve_tls(
         open,
         asked: false,
     };
-    // The watcher is not asked to end this connection: `LastWordsFirst`
-    // does, once its streams are done. It only lets shutdown wait for it.
-    drop(watcher);
+    // Not handed to the graceful-shutdown watcher: `LastWordsFirst` ends
+    // the connection itself, and the task tracker lets shutdown wait.
     if let Err(e) = conn.await {
         debug!(error = %e, "TLS connection ended with an error");
     }
