@@ -23,6 +23,9 @@ async fn start() -> (Server, std::sync::Arc<features::Seen>) {
         Config {
             ack_timeout_ms: 300,
             max_payload: 1024,
+            // The pollers here never poll: a handler's panic report on a
+            // loaded machine must not outlast their first-poll deadline.
+            ping_timeout_ms: 5000,
             ..fast_config()
         },
         |io| seen = Some(features::install(io)),
