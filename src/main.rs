@@ -8,10 +8,23 @@ use tracing::info;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Before any thread exists: the allocator reads its settings at start.
     ssio::memory::without_thread_cache();
-    serve()
+    // On one core (a pinned process) a second scheduler thread only adds
+    // hand-offs between threads that take turns on the same core: every
+    // wake-up of a stream's task then goes through shared queues. One
+    // thread runs the same tasks with none of that.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(serve())
 }
 
-#[tokio::main]
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::parse();
     ssio::logging::init(config.log_format);

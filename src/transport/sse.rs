@@ -53,8 +53,12 @@ pub(crate) struct SseBody {
     ids: bool,
     /// The session's read position.
     delivery: Delivery,
-    /// Fires after `period` without a write; reset by every event.
+    /// Fires at least `period` after the last write. Not reset by every
+    /// event: moving a timer costs a trip through the timer wheel per
+    /// event per stream, so it is moved only when it fires early.
     keep_alive: Pin<Box<Sleep>>,
+    /// When the last frame was handed out.
+    last_sent: Instant,
     /// The idle time before a keep-alive: pingInterval.
     period: Duration,
     /// Set after the `disconnect` event went out; the next poll ends the body.
@@ -103,6 +107,7 @@ impl SseBody {
             session,
             delivery,
             keep_alive: Box::pin(tokio::time::sleep(period)),
+            last_sent: Instant::now(),
             period,
             done: false,
             unreported: (0, 0),
@@ -125,9 +130,23 @@ impl SseBody {
         &mut self,
         bytes: Bytes,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
-        self.keep_alive.as_mut().reset(Instant::now() + self.period);
+        self.last_sent = Instant::now();
         self.unreported.1 += bytes.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+
+    /// Ready once `period` has passed since the last frame went out.
+    fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            std::task::ready!(self.keep_alive.as_mut().poll(cx));
+            let due = self.last_sent + self.period;
+            if due <= Instant::now() {
+                return Poll::Ready(());
+            }
+            // Something went out since the timer was set: wait out the
+            // rest of the period from that write.
+            self.keep_alive.as_mut().reset(due);
+        }
     }
 
     fn report(&mut self) {
@@ -185,8 +204,12 @@ impl Body for SseBody {
                 this.unreported.1 += bye.len() as u64;
                 Poll::Ready(Some(Ok(Frame::data(bye))))
             }
-            Poll::Pending => match this.keep_alive.as_mut().poll(cx) {
-                Poll::Ready(()) => this.sent(Bytes::from_static(KEEP_ALIVE)),
+            Poll::Pending => match this.poll_keep_alive(cx) {
+                Poll::Ready(()) => {
+                    let next = Instant::now() + this.period;
+                    this.keep_alive.as_mut().reset(next);
+                    this.sent(Bytes::from_static(KEEP_ALIVE))
+                }
                 Poll::Pending => {
                     if !this.explicit_writes {
                         this.written();
