@@ -45,17 +45,29 @@ pub(crate) enum First {
     Gone,
 }
 
-/// Reads the first request head on `stream` until `deadline`.
+/// Reads a request head on `stream` until `deadline`: the first of a
+/// connection, or the next one after a poll answered on the raw path, in
+/// which case `start` holds what the client already sent of it.
 pub(crate) async fn first_head(
     stream: &mut TcpStream,
     deadline: Instant,
     max: usize,
     config: &Config,
+    start: Vec<u8>,
 ) -> First {
     let read = async {
-        // Nothing is allocated for a connection that sends nothing.
-        stream.readable().await?;
-        let mut buf = Vec::new();
+        let mut buf = start;
+        if buf.is_empty() {
+            // Nothing is allocated for a connection that sends nothing.
+            stream.readable().await?;
+        } else {
+            match check(&buf, max) {
+                Check::More => {}
+                Check::Complete(head_len) => return Ok(First::Request { buf, head_len }),
+                Check::Other => return Ok(First::Other(buf)),
+                Check::Refuse(e) => return Ok(refuse(stream, &e, config).await),
+            }
+        }
         loop {
             let old = buf.len();
             let want = if old == 0 { FIRST_READ } else { old * 2 };

@@ -462,18 +462,28 @@ impl Delivery {
             return Poll::Ready(item);
         }
         if let Some(p) = self.ready.pop() {
+            if self.ready.is_empty() {
+                self.ready = Vec::new();
+            }
             return Poll::Ready(Item::Latest(p));
         }
         {
             let st = self.shared.lock();
             if st.latest_version > self.latest_seen {
-                for entry in st.latest.iter().rev() {
-                    if entry.version > self.latest_seen {
-                        self.ready.push(entry.packet.clone());
-                    }
-                }
+                let seen = self.latest_seen;
+                let mut changed = st
+                    .latest
+                    .iter()
+                    .filter(|e| e.version > seen)
+                    .map(|e| e.packet.clone());
+                let first = changed.next();
+                // Usually one value changed (the count): handed out at
+                // once, so an idle cursor keeps no buffer for the rest.
+                let mut rest: Vec<Packet> = changed.collect();
+                rest.reverse();
+                self.ready = rest;
                 self.latest_seen = st.latest_version;
-                if let Some(p) = self.ready.pop() {
+                if let Some(p) = first {
                     return Poll::Ready(Item::Latest(p));
                 }
             }

@@ -61,12 +61,28 @@ pub(crate) fn sse(sid: Sid) -> Head {
     ]
 }
 
+/// The content headers of every JSON response: never cached, since each
+/// answers one request about live state.
+pub(crate) const JSON: [(&str, &str); 2] = [
+    ("content-type", "application/json"),
+    ("cache-control", "no-store"),
+];
+
+/// `x-ssio-cursor`: where a polling client resumes once it has read the
+/// response, readable from another origin.
+pub(crate) fn cursor(cursor: &str) -> Head {
+    vec![
+        ("x-ssio-cursor", cursor.to_string().into()),
+        (
+            "access-control-expose-headers",
+            "X-Session-Id, X-Ssio-Cursor".into(),
+        ),
+    ]
+}
+
 /// The head of every error response, besides its JSON body.
 pub(crate) fn error(e: &Error) -> Head {
-    let mut head: Head = vec![
-        ("content-type", "application/json".into()),
-        ("cache-control", "no-store".into()),
-    ];
+    let mut head: Head = JSON.iter().map(|&(n, v)| (n, v.into())).collect();
     if let Error::MethodNotAllowed(allow) = e {
         head.push(("allow", Cow::Borrowed(allow)));
     }
@@ -110,8 +126,17 @@ pub(crate) fn raw(status: StatusCode, head: &Head, extra: &str) -> String {
 /// A complete error response for a connection that closes after it, with
 /// the CORS headers `cors` gave.
 pub(crate) fn raw_error(e: &Error, cors: Head) -> Vec<u8> {
+    raw_answer(e, cors, "connection: close\r\n")
+}
+
+/// [`raw_error`] on a connection that stays open for the next request.
+pub(crate) fn raw_error_open(e: &Error, cors: Head) -> Vec<u8> {
+    raw_answer(e, cors, "")
+}
+
+fn raw_answer(e: &Error, cors: Head, connection: &str) -> Vec<u8> {
     let body = e.body();
-    let extra = format!("content-length: {}\r\nconnection: close\r\n", body.len());
+    let extra = format!("content-length: {}\r\n{connection}", body.len());
     let mut head = error(e);
     head.extend(cors);
     let mut out = raw(e.status(), &head, &extra);

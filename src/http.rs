@@ -36,12 +36,13 @@ pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
 pub(crate) fn json_body(status: StatusCode, body: ResponseBody) -> Response<ResponseBody> {
     let mut res = Response::new(body);
     *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+    crate::head::apply(
+        &mut res,
+        crate::head::JSON
+            .iter()
+            .map(|&(n, v)| (n, v.into()))
+            .collect(),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
@@ -90,12 +91,13 @@ where
     F: std::future::Future<Output = Bytes> + Send + Sync + 'static,
 {
     let mut res = Response::new(BoxBody::new(Deferred(Some(Box::pin(body)))));
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+    crate::head::apply(
+        &mut res,
+        crate::head::JSON
+            .iter()
+            .map(|&(n, v)| (n, v.into()))
+            .collect(),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 

@@ -21,7 +21,7 @@ use crate::hub::Session;
 use crate::metrics;
 use crate::probe;
 use crate::recovery::Cursor;
-use crate::session::{DisconnectReason, Handshake, Peer, Sid};
+use crate::session::{DisconnectReason, Handshake, Peer, Sid, SidParam};
 use crate::socket::Io;
 use crate::statics;
 use crate::transport::mux::{self, MuxParam};
@@ -38,46 +38,6 @@ fn allowed(path: &str) -> Option<&'static str> {
         "/emit" | "/close" | "/handshake" | "/mux/attach" => Some("POST, OPTIONS"),
         p if statics::lookup(p).is_some() => Some("GET, HEAD, OPTIONS"),
         _ => None,
-    }
-}
-
-/// The request's `sid` query parameter, parsed once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SidParam {
-    /// No `sid=` at all: a handshake, where that means anything.
-    Absent,
-    /// A `sid=` that is not a session ID we could have issued.
-    Malformed,
-    /// A well-formed session ID (which may or may not be live).
-    Valid(Sid),
-}
-
-impl SidParam {
-    /// Finds the first `sid=` pair in a query string.
-    pub(crate) fn parse(query: Option<&str>) -> SidParam {
-        let Some(value) = query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .find_map(|pair| pair.strip_prefix("sid="))
-        else {
-            return SidParam::Absent;
-        };
-        // Exactly the hyphenated form we issue; anything else is not ours.
-        if value.len() != 36 {
-            return SidParam::Malformed;
-        }
-        match Sid::try_parse(value) {
-            Ok(sid) => SidParam::Valid(sid),
-            Err(_) => SidParam::Malformed,
-        }
-    }
-
-    /// The sid, or the error every route gives for a missing or bad one.
-    fn sid(self) -> Result<Sid, Error> {
-        match self {
-            SidParam::Valid(sid) => Ok(sid),
-            SidParam::Absent | SidParam::Malformed => Err(Error::UnknownSession),
-        }
     }
 }
 
@@ -106,7 +66,7 @@ where
     let mut res = match route(io, req, origin.as_ref()).await {
         Ok(res) => res,
         Err(e) => {
-            refused(io, &method, uri.path(), &e);
+            io.refused(method.as_str(), uri.path(), &e);
             http::error(&e)
         }
     };
@@ -123,18 +83,6 @@ where
         }
     }
     res
-}
-
-/// Counts and logs a refused request: method and path, never the query,
-/// which carries sids.
-fn refused(io: &Io, method: &Method, path: &str, e: &Error) {
-    let status = e.status();
-    io.hub().metrics.rejected(status.as_u16());
-    if status.is_server_error() {
-        tracing::warn!(target: "ssio::request", %method, path, status = status.as_u16(), error = %e, "request refused");
-    } else {
-        tracing::info!(target: "ssio::request", %method, path, status = status.as_u16(), error = %e, "request refused");
-    }
 }
 
 /// A preflight from an origin the allow-list does not name is refused
@@ -482,15 +430,7 @@ fn cursor_header(io: &Io, res: &mut Response<ResponseBody>, cursor: Cursor) {
     if !io.config().resumable() {
         return;
     }
-    let h = res.headers_mut();
-    h.insert(
-        "x-ssio-cursor",
-        HeaderValue::from_str(&cursor.to_string()).expect("a cursor is ASCII"),
-    );
-    h.insert(
-        "access-control-expose-headers",
-        HeaderValue::from_static("X-Session-Id, X-Ssio-Cursor"),
-    );
+    head::apply(res, head::cursor(&cursor.to_string()));
 }
 
 /// `{"data": reply}` or `{"error": why}`: an acknowledgement's body.

@@ -32,7 +32,7 @@ use crate::router;
 use crate::session::Peer;
 use crate::socket::Io;
 use crate::tls::Tls;
-use crate::transport::sse_raw;
+use crate::transport::{poll_raw, sse_raw};
 
 /// Binds a listener with `backlog` pending connections (tokio's default of
 /// 128 drops bursts of clients reconnecting together).
@@ -97,7 +97,10 @@ async fn serve_all(listener: TcpListener, io: Io, tls: Option<Tls>, shutdown: im
                     let (io, closing) = (io.clone(), closing.clone());
                     match &tls {
                         Some(tls) => tracker.spawn(serve_tls(stream, peer, tls.clone(), io, closing)),
-                        None => tracker.spawn(serve(stream, peer, io, graceful.watcher(), closing)),
+                        None => {
+                            let watcher = graceful.watcher();
+                            tracker.spawn(serve(stream, peer, io, watcher, closing, tracker.clone()))
+                        }
                     };
                 }
                 Err(e) => accept_error(e).await,
@@ -133,44 +136,92 @@ async fn serve(
     io: Io,
     watcher: Watcher,
     closing: CancellationToken,
+    tracker: TaskTracker,
 ) {
     let config = io.config();
     // One deadline from accept to the end of the first head.
-    let deadline = tokio::time::Instant::now() + config.header_timeout();
+    let mut deadline = tokio::time::Instant::now() + config.header_timeout();
     let mut stream = stream;
-    // Boxed: its refusal path holds a 4 KiB drain buffer, and a future
-    // awaited in place would make every connection's task that large for
-    // its whole life, long after the head was read.
-    let first = tokio::select! {
-        f = Box::pin(accept::first_head(&mut stream, deadline, config.max_header_bytes, config)) => f,
-        _ = closing.cancelled() => return,
-    };
-    let prefix = match first {
-        accept::First::Request { buf, head_len } => {
-            // A cluster node routes resumes, which may belong to another
-            // node, through the router.
-            let routed = io.config().cluster_node().is_some() && sse_raw::resumes(&buf[..head_len]);
-            if !routed && sse_raw::sniff(&buf[..head_len]).is_some() {
-                sse_raw::serve(stream, buf, head_len, peer, io.clone()).await;
-                return;
+    // What a client sent after a poll answered on the raw path: the start
+    // of its next request.
+    let mut rest = Vec::new();
+    let prefix = loop {
+        // Boxed: its refusal path holds a 4 KiB drain buffer, and a future
+        // awaited in place would make every connection's task that large
+        // for its whole life, long after the head was read.
+        let max = config.max_header_bytes;
+        let first = tokio::select! {
+            f = Box::pin(accept::first_head(&mut stream, deadline, max, config, rest)) => f,
+            _ = closing.cancelled() => return,
+        };
+        match first {
+            accept::First::Request { buf, head_len } => {
+                // A cluster node routes resumes, which may belong to
+                // another node, through the router.
+                let head = &buf[..head_len];
+                let routed = config.cluster_node().is_some() && sse_raw::resumes(head);
+                if !routed && sse_raw::sniff(head).is_some() {
+                    // Boxed, as every long wait here is: a task is as large
+                    // as the largest state of its future, so one path
+                    // awaited in place would make every connection pay for
+                    // it, whichever path it takes.
+                    let start = sse_raw::start(stream, buf, head_len, peer, io.clone());
+                    if let Some(streaming) = Box::pin(start).await {
+                        // The stream gets a task of its own, exactly its
+                        // size, and this one ends.
+                        tracker.spawn(streaming);
+                    }
+                    return;
+                }
+                let ask = if routed {
+                    None
+                } else {
+                    poll_raw::sniff(head, &io, peer)
+                };
+                if let Some(ask) = ask {
+                    let after = buf[head_len..].to_vec();
+                    drop(buf);
+                    match Box::pin(poll_raw::serve(&mut stream, ask, after, &io, &closing)).await {
+                        poll_raw::After::Next(next) => {
+                            rest = next;
+                            // As hyper times a keep-alive connection's next
+                            // head: from the end of the last response.
+                            deadline = tokio::time::Instant::now() + config.header_timeout();
+                            continue;
+                        }
+                        poll_raw::After::Close => return,
+                    }
+                }
+                break buf;
             }
-            buf
+            accept::First::Other(buf) => break buf,
+            accept::First::Refused | accept::First::Gone => return,
         }
-        accept::First::Other(buf) => buf,
-        accept::First::Refused | accept::First::Gone => return,
     };
-    let service = {
+    Box::pin(serve_hyper(stream, prefix, peer, io, watcher)).await;
+}
+
+/// Serves a connection through hyper, which reads `prefix` (what was read
+/// of its first request) before the socket, and times later heads on a
+/// keep-alive connection itself.
+async fn serve_hyper(
+    stream: TcpStream,
+    prefix: Vec<u8>,
+    peer: SocketAddr,
+    io: Io,
+    watcher: Watcher,
+) {
+    let header_timeout = io.config().header_timeout();
+    let max_buf = io.config().max_header_bytes.max(8192);
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(Peer(peer));
         let io = io.clone();
-        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(Peer(peer));
-            let io = io.clone();
-            async move { Ok::<_, Infallible>(router::handle(&io, req).await) }
-        })
-    };
+        async move { Ok::<_, Infallible>(router::handle(&io, req).await) }
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout())
-        .max_buf_size(config.max_header_bytes.max(8192))
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_buf)
         .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), service);
     if let Err(e) = watcher.watch(conn).await {
         debug!(error = %e, "connection ended with an error");

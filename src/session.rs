@@ -115,6 +115,23 @@ pub struct Handshake {
 }
 
 impl Handshake {
+    /// The handshake a complete HTTP/1 request head carries (its headers
+    /// and query), for a request answered on the raw path; `None` if a
+    /// header is not one hyper would accept either.
+    pub(crate) fn from_head(head: &[u8], peer: SocketAddr) -> Option<Handshake> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(head).ok()?;
+        let query = req.path?.split_once('?').map(|(_, q)| q.to_string());
+        let mut map = HeaderMap::with_capacity(req.headers.len());
+        for h in req.headers.iter() {
+            let name = hyper::header::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+            let value = hyper::header::HeaderValue::from_bytes(h.value).ok()?;
+            map.append(name, value);
+        }
+        Some(Handshake::new(map, query, peer))
+    }
+
     /// A handshake from request parts, stamped now.
     pub fn new(headers: HeaderMap, query: Option<String>, address: SocketAddr) -> Handshake {
         Handshake {
@@ -139,3 +156,43 @@ impl Handshake {
 /// (crate::Io::handle) itself should insert it too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub SocketAddr);
+
+/// The request's `sid` query parameter, parsed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SidParam {
+    /// No `sid=` at all: a handshake, where that means anything.
+    Absent,
+    /// A `sid=` that is not a session ID we could have issued.
+    Malformed,
+    /// A well-formed session ID (which may or may not be live).
+    Valid(Sid),
+}
+
+impl SidParam {
+    /// Finds the first `sid=` pair in a query string.
+    pub(crate) fn parse(query: Option<&str>) -> SidParam {
+        let Some(value) = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("sid="))
+        else {
+            return SidParam::Absent;
+        };
+        // Exactly the hyphenated form we issue; anything else is not ours.
+        if value.len() != 36 {
+            return SidParam::Malformed;
+        }
+        match Sid::try_parse(value) {
+            Ok(sid) => SidParam::Valid(sid),
+            Err(_) => SidParam::Malformed,
+        }
+    }
+
+    /// The sid, or the error every route gives for a missing or bad one.
+    pub(crate) fn sid(self) -> Result<Sid, crate::error::Error> {
+        match self {
+            SidParam::Valid(sid) => Ok(sid),
+            SidParam::Absent | SidParam::Malformed => Err(crate::error::Error::UnknownSession),
+        }
+    }
+}

@@ -206,6 +206,18 @@ pub struct Stats {
 }
 
 impl Io {
+    /// Counts and logs a refused request: method and path, never the
+    /// query, which carries sids.
+    pub(crate) fn refused(&self, method: &str, path: &str, e: &Error) {
+        let status = e.status();
+        self.hub().metrics.rejected(status.as_u16());
+        if status.is_server_error() {
+            tracing::warn!(target: "ssio::request", method, path, status = status.as_u16(), error = %e, "request refused");
+        } else {
+            tracing::info!(target: "ssio::request", method, path, status = status.as_u16(), error = %e, "request refused");
+        }
+    }
+
     /// A single-node server with the given limits.
     ///
     /// Must be called inside a tokio runtime: it starts the task that reaps

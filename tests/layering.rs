@@ -17,6 +17,7 @@ const ORDER: &[(&str, u32)] = &[
     ("accept", 9),
     ("transport", 9),
     ("transport/sse_raw", 8),
+    ("transport/poll_raw", 8),
     ("transport/sse", 7),
     ("probe", 7),
     ("transport/poll", 7),

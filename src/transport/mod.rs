@@ -5,6 +5,8 @@
 //! - [`sse_raw`]: that same response written straight on the socket, for
 //!   plain requests, without hyper's per-connection buffers;
 //! - [`poll`]: long-polling, one `GET /poll?sid=` response per batch;
+//! - [`poll_raw`]: a plain held poll answered straight on the socket, the
+//!   way [`sse_raw`] writes a plain stream;
 //! - [`mux`]: either of the first and last carrying several sessions at
 //!   once, so that the tabs of one browser share one connection.
 //!
@@ -14,5 +16,6 @@
 
 pub(crate) mod mux;
 pub(crate) mod poll;
+pub(crate) mod poll_raw;
 pub(crate) mod sse;
 pub(crate) mod sse_raw;

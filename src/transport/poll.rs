@@ -79,6 +79,11 @@ pub(crate) struct PollBody {
 }
 
 impl PollBody {
+    /// The answer's pieces, for a transport that writes them itself.
+    pub(crate) fn into_frames(self) -> VecDeque<Bytes> {
+        self.frames
+    }
+
     fn push(&mut self, bytes: Bytes) {
         self.remaining += bytes.len() as u64;
         self.frames.push_back(bytes);

@@ -15,17 +15,16 @@
 //! costs one small read, not a loop over megabytes.
 
 use std::fmt::Write as _;
-use std::future::poll_fn;
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use http_body::Body;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use std::net::SocketAddr;
-
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::sse::{self, SseBody};
 use crate::head;
@@ -82,91 +81,119 @@ pub(crate) fn resumes(head: &[u8]) -> bool {
             .any(|h| h.name.eq_ignore_ascii_case("last-event-id"))
 }
 
-/// The handshake a sniffed head carries: its headers and query.
-fn handshake(head: &[u8], peer: SocketAddr) -> Option<Handshake> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    req.parse(head).ok()?;
-    let query = req.path?.split_once('?').map(|(_, q)| q.to_string());
-    let mut map = HeaderMap::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(h.value).ok()?;
-        map.append(name, value);
-    }
-    Some(Handshake::new(map, query, peer))
-}
-
-/// Serves one SSE stream on `stream`, whose first bytes were read into
+/// Starts one SSE stream on `stream`, whose first bytes were read into
 /// `read`: the request head already sniffed (`head_len` bytes), then
-/// whatever the client sent after it.
-pub(crate) async fn serve(
+/// whatever the client sent after it. Opens the session and writes the
+/// response head; the returned future then serves the stream for as long
+/// as it lives. `None` if the stream ended before that (refused, gone).
+pub(crate) async fn start(
     mut stream: TcpStream,
     read: Vec<u8>,
     head_len: usize,
     peer: SocketAddr,
     io: Io,
-) {
-    let mut trailing = read.len() - head_len;
+) -> Option<Streaming> {
+    let trailing = read.len() - head_len;
     if trailing > TRAILING_ALLOWANCE {
-        return;
+        return None;
     }
-    let Some(handshake) = handshake(&read[..head_len], peer) else {
-        return;
-    };
+    let handshake = Handshake::from_head(&read[..head_len], peer)?;
     drop(read);
     let origin = handshake.headers.get(hyper::header::ORIGIN);
     let cors = head::cors(io.config(), origin.map(|o| o.as_bytes()));
-    // Boxed, for the same reason as the first head: starting a session is a
-    // large future, and this task lives as long as the stream.
+    // Boxed: starting a session is a large future.
     let (sid, mut body) = match Box::pin(sse::open(&io, handshake)).await {
         Ok(ok) => ok,
         Err(e) => {
             io.hub().metrics.rejected(e.status().as_u16());
             let _ = stream.write_all(&head::raw_error(&e, cors)).await;
-            return;
+            return None;
         }
     };
     // Written here, after each batch went out, not when it was gathered.
     body.settle_after_writes();
     // Built, written and freed in one statement: a local would hold its
     // few hundred bytes for the whole life of the stream.
-    if stream
+    stream
         .write_all(response_head(&io, sid, cors).as_bytes())
         .await
-        .is_err()
-    {
-        return;
-    }
-    let mut scratch = [0u8; TRAILING_ALLOWANCE + 1];
-    loop {
-        tokio::select! {
-            // Everything ready now goes out in one write.
-            out = poll_fn(|cx| next_batch(&mut body, cx)) => {
-                let Some(out) = out else {
-                    let _ = stream.write_all(b"0\r\n\r\n").await;
-                    return;
-                };
-                if stream.write_all(&out).await.is_err() {
-                    return;
-                }
-                body.written();
-            }
-            // The client sends nothing after its request; a read that
-            // returns means it closed or reset the connection, or sent
-            // input nobody reads.
-            r = stream.read(&mut scratch) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    trailing += n;
-                    if trailing > TRAILING_ALLOWANCE {
-                        return;
+        .ok()?;
+    Some(Streaming {
+        stream,
+        body,
+        out: None,
+        ending: false,
+        trailing,
+    })
+}
+
+/// One raw SSE stream after its head: what it holds for hours is exactly
+/// these fields. A hand-written future rather than an `async` loop, whose
+/// state would also keep every temporary of every branch (a read buffer,
+/// the write in progress, the select's bookkeeping) for the stream's whole
+/// life.
+pub(crate) struct Streaming {
+    stream: TcpStream,
+    body: SseBody,
+    /// A batch being written, from its first unwritten byte.
+    out: Option<BytesMut>,
+    /// `out` is the terminating chunk: the stream ends once it is written.
+    ending: bool,
+    /// Bytes the client sent after its head.
+    trailing: usize,
+}
+
+impl Future for Streaming {
+    type Output = ();
+
+    // Dropping the body at the end ends the session if it has not ended
+    // already.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        // The client sends nothing after its request; a read that returns
+        // means it closed or reset the connection, or sent input nobody
+        // reads.
+        loop {
+            let mut scratch = [0u8; TRAILING_ALLOWANCE + 1];
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {
+                    this.trailing += buf.filled().len();
+                    if this.trailing > TRAILING_ALLOWANCE {
+                        return Poll::Ready(());
                     }
                 }
-            },
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            if let Some(out) = &mut this.out {
+                while !out.is_empty() {
+                    match Pin::new(&mut this.stream).poll_write(cx, out) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Ready(Ok(n)) => out.advance(n),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                this.out = None;
+                if this.ending {
+                    return Poll::Ready(());
+                }
+                this.body.written();
+            }
+            // Everything ready now goes out in one write.
+            match next_batch(&mut this.body, cx) {
+                Poll::Ready(Some(batch)) => this.out = Some(batch),
+                Poll::Ready(None) => {
+                    this.out = Some(BytesMut::from(&b"0\r\n\r\n"[..]));
+                    this.ending = true;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
-    // Dropping `body` ends the session if it has not ended already.
 }
 
 /// The response head of a raw stream, as HTTP/1.1 bytes.
@@ -185,11 +212,7 @@ fn response_head(io: &Io, sid: Sid, cors: head::Head) -> String {
 
 /// Polls the body until it has nothing more ready, framing every frame as
 /// an HTTP chunk. `None` once the body has ended.
-fn next_batch(
-    body: &mut SseBody,
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<Option<BytesMut>> {
-    use std::task::Poll;
+fn next_batch(body: &mut SseBody, cx: &mut Context<'_>) -> Poll<Option<BytesMut>> {
     let mut out: Option<BytesMut> = None;
     loop {
         match Pin::new(&mut *body).poll_frame(cx) {

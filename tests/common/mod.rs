@@ -187,11 +187,14 @@ async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R) -> String {
     }
 }
 
-async fn read_response<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Resp {
+/// Reads one whole response from `r`.
+pub async fn read_response<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Resp {
     let head = read_head(r).await;
     let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
     let mut body = Vec::new();
-    if let Some(len) = header_in(&head, "content-length") {
+    if status == 204 || status == 304 {
+        // No body, by definition: nothing to read up to a close.
+    } else if let Some(len) = header_in(&head, "content-length") {
         let mut buf = vec![0; len.parse().unwrap()];
         r.read_exact(&mut buf).await.unwrap();
         body = buf;
