@@ -598,16 +598,16 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
     if !r.ramp.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Ramp: N clients opened at once\n\nEvery generator process opens its share at the same moment, with no connect limit. Connects per second are clients over the time from the first connect to the last session confirmed; the exact count is the time from the first connect until every client holds N.\n"
+            "\n## Ramp: N clients opened at once\n\nEvery generator process opens its share at the same moment, with no connect limit. Connects per second are clients over the time from the first connect to the last session confirmed; the exact count is the time from the first connect until every client holds N. Listen overflows are the machine's count (any process's) of SYNs dropped for want of room in a listen queue during the ramp; each is retried a second later, so it slows the ramp without failing a connect.\n"
         );
         let _ = writeln!(
             s,
-            "| transport | N | generators | opened | refused / failed | took (s) | connects/s | server / generator CPU (s) | every client at N after (ms) | pass |\n|---|---|---|---|---|---|---|---|---|---|"
+            "| transport | N | generators | opened | refused / failed | took (s) | connects/s | server / generator CPU (s) | listen overflows | every client at N after (ms) | pass |\n|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for v in &r.ramp {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} |",
                 v.transport.name(),
                 v.n,
                 v.generators,
@@ -617,6 +617,7 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
                 fmt(num(v.connects_per_s), 0),
                 fmt(num(v.server_cpu_s), 1),
                 fmt(num(v.generator_cpu_s), 1),
+                v.listen_overflows,
                 fmt(num(v.exact_count_ms), 0),
                 if v.pass { "yes" } else { "**no**" },
             );

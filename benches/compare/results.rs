@@ -166,6 +166,9 @@ pub struct RampRow {
     /// limit; a generator near it (one core for all workers) is.
     pub server_cpu_s: f64,
     pub generator_cpu_s: f64,
+    /// SYNs the machine's listen queues dropped meanwhile (any process's:
+    /// others on the machine count too); each one is a retry a second later.
+    pub listen_overflows: u64,
     pub connects_per_s: f64,
     /// Whether every client came to hold the count N.
     pub converged: bool,

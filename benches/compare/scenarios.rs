@@ -780,8 +780,10 @@ async fn ramp(plan: &Plan, kind: Kind, n: usize) -> Result<RampRow, String> {
             w.call("wait 0 0 0", Duration::from_secs(10)).await?;
         }
         let cpu0 = Cpu::read(&server, &workers);
+        let overflows0 = listen_overflows();
         let o = open_on(&mut workers, n, true).await?;
         let cpu = Cpu::read(&server, &workers).since(&cpu0);
+        let overflows = listen_overflows().saturating_sub(overflows0);
         let c = wait_all(
             &mut workers,
             n as i64,
@@ -800,6 +802,7 @@ async fn ramp(plan: &Plan, kind: Kind, n: usize) -> Result<RampRow, String> {
             connect_s,
             server_cpu_s: cpu.server,
             generator_cpu_s: cpu.generator,
+            listen_overflows: overflows,
             connects_per_s: if connect_s > 0.0 {
                 o.ok as f64 / connect_s
             } else {
@@ -848,4 +851,27 @@ impl Cpu {
             generator: self.generator - before.generator,
         }
     }
+}
+
+/// The machine's count of connections its listen queues had no room for
+/// (`TcpExt: ListenOverflows`): the client's SYN is dropped and sent again a
+/// second later, so a ramp slows down without any connect failing.
+fn listen_overflows() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/net/netstat") else {
+        return 0;
+    };
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let i = names
+            .split_whitespace()
+            .position(|w| w == "ListenOverflows");
+        return i
+            .and_then(|i| values.split_whitespace().nth(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+    }
+    0
 }
