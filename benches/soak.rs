@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use support::http::HttpConn;
 use support::poll::PollClient;
-use support::sse::SseClient;
+use support::sse::{Seen, SseClient};
 use support::{process, procfs};
 
 const PING_INTERVAL_MS: u64 = 5_000;
@@ -83,7 +83,7 @@ fn spawn_sse(server: SocketAddr, n: u64, tally: Arc<Tally>) -> Client {
             return;
         };
         tally.connects.fetch_add(1, Ordering::Relaxed);
-        let mut counts = Vec::new();
+        let mut seen = Seen::default();
         loop {
             tokio::select! {
                 _ = &mut rx => {
@@ -94,16 +94,16 @@ fn spawn_sse(server: SocketAddr, n: u64, tally: Arc<Tally>) -> Client {
                     tally.leaves.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                r = c.next(&mut counts) => match r {
+                r = c.next(&mut seen) => match r {
                     Err(_) => {
                         tally.errors.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
                     Ok(()) => {
-                        if let Some(&v) = counts.last() {
+                        if let Some(&v) = seen.counts.last() {
                             l.store(v, Ordering::Relaxed);
                         }
-                        counts.clear();
+                        seen.clear();
                     }
                 }
             }

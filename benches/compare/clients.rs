@@ -1,6 +1,8 @@
 //! One client per transport, each reduced to the three things the scenarios
 //! need: connect until the server confirms the session, hand over every
-//! `user count` value as it arrives, and leave the way a real client does.
+//! `user count` value (and, over SSE and socket.io, every `chat message`)
+//! as it arrives, and leave the way a real client does. The chat scenario's
+//! one sender is a `Talker`.
 //!
 //! ssio's two clients are the shared ones of `tests/support`; socket.io's
 //! two (engine.io v4 over polling and over WebSocket) live here.
@@ -20,7 +22,7 @@ use crate::h2::H2Client;
 use crate::support::http::{bad, within, HttpConn};
 use crate::support::loopback::connect;
 use crate::support::poll::PollClient;
-use crate::support::sse::SseClient;
+use crate::support::sse::{Seen, SseClient};
 
 /// What is being measured: the four transports under comparison, plus bare
 /// TCP for the floor.
@@ -118,12 +120,13 @@ impl Client {
         .await
     }
 
-    /// Waits for the next batch of `user count` values, appended to `out`.
-    pub async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+    /// Waits for the next batch of `user count` values (and chat messages,
+    /// over SSE and socket.io), appended to `out`.
+    pub async fn next(&mut self, out: &mut Seen) -> io::Result<()> {
         match self {
             Client::Sse(c) => c.next(out).await,
-            Client::Poll(c) => c.next(out).await,
-            Client::H2(c) => c.next(out).await,
+            Client::Poll(c) => c.next(&mut out.counts).await,
+            Client::H2(c) => c.next(&mut out.counts).await,
             Client::SioPolling(c) => c.next(out).await,
             Client::SioWs(c) => c.next(out).await,
             Client::Raw(s) => {
@@ -157,19 +160,27 @@ impl Client {
     }
 }
 
-/// Parses one socket.io packet carried in an engine.io message; returns the
-/// count of a `user count` event.
-fn sio_event(packet: &str) -> io::Result<Option<i64>> {
+/// How a socket.io `chat message` event starts, as socket.io writes it.
+const SIO_CHAT: &str = "42[\"chat message\",";
+
+/// Hands one socket.io packet carried in an engine.io message over to
+/// `out`: the count of a `user count` event, the argument of a `chat
+/// message` (undecoded JSON, as `Seen` keeps it).
+fn sio_event(packet: &str, out: &mut Seen) -> io::Result<()> {
+    if let Some(arg) = packet.strip_prefix(SIO_CHAT) {
+        let arg = arg.strip_suffix(']').ok_or_else(|| bad("chat packet"))?;
+        out.chats.push(arg.to_string());
+        return Ok(());
+    }
     let Some(json) = packet.strip_prefix("42") else {
-        return Ok(None);
+        return Ok(());
     };
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
     if v[0] == "user count" {
-        return Ok(Some(
-            v[1].as_i64().ok_or_else(|| bad("count not a number"))?,
-        ));
+        out.counts
+            .push(v[1].as_i64().ok_or_else(|| bad("count not a number"))?);
     }
-    Ok(None)
+    Ok(())
 }
 
 /// What one batch of engine.io packets asked of the client.
@@ -180,7 +191,7 @@ struct Batch {
     closed: bool,
 }
 
-fn engine_packets(payload: &str, out: &mut Vec<i64>) -> io::Result<Batch> {
+fn engine_packets(payload: &str, out: &mut Seen) -> io::Result<Batch> {
     let mut b = Batch::default();
     for p in payload.split('\x1e') {
         match p.as_bytes().first() {
@@ -188,7 +199,7 @@ fn engine_packets(payload: &str, out: &mut Vec<i64>) -> io::Result<Batch> {
             Some(b'1') => b.closed = true,
             Some(b'4') if p.starts_with("40") => b.connected = true,
             Some(b'4') if p.starts_with("44") => return Err(bad(format!("connect error {p}"))),
-            Some(b'4') => out.extend(sio_event(p)?),
+            Some(b'4') => sio_event(p, out)?,
             _ => {}
         }
     }
@@ -203,7 +214,7 @@ pub struct SioPolling {
     server: SocketAddr,
     salt: u32,
     path: String,
-    pending: Vec<i64>,
+    pending: Seen,
 }
 
 impl SioPolling {
@@ -227,13 +238,13 @@ impl SioPolling {
             server,
             salt,
             path,
-            pending: Vec::new(),
+            pending: Seen::default(),
         };
         c.post("40").await?;
         loop {
-            let mut counts = Vec::new();
-            let b = c.poll(&mut counts).await?;
-            c.pending.extend(counts);
+            let mut seen = Seen::default();
+            let b = c.poll(&mut seen).await?;
+            c.pending.append(&mut seen);
             if b.connected {
                 return Ok(c);
             }
@@ -251,7 +262,7 @@ impl SioPolling {
         Ok(())
     }
 
-    async fn poll(&mut self, out: &mut Vec<i64>) -> io::Result<Batch> {
+    async fn poll(&mut self, out: &mut Seen) -> io::Result<Batch> {
         let (status, body) = within(HELD, self.conn.request("GET", &self.path, b"")).await?;
         if status != 200 {
             return Err(bad(format!("engine.io poll answered {status}")));
@@ -270,7 +281,7 @@ impl SioPolling {
         Ok(b)
     }
 
-    async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+    async fn next(&mut self, out: &mut Seen) -> io::Result<()> {
         if !self.pending.is_empty() {
             out.append(&mut self.pending);
             return Ok(());
@@ -301,7 +312,7 @@ impl SioPolling {
 /// socket.io (engine.io v4) over WebSocket.
 pub struct SioWs {
     ws: WebSocketStream<TcpStream>,
-    pending: Vec<i64>,
+    pending: Seen,
 }
 
 impl SioWs {
@@ -318,11 +329,11 @@ impl SioWs {
             .map_err(|e| io::Error::other(e.to_string()))?;
         let mut c = SioWs {
             ws,
-            pending: Vec::new(),
+            pending: Seen::default(),
         };
         let mut opened = false;
         loop {
-            let mut counts = Vec::new();
+            let mut seen = Seen::default();
             let text = c.recv().await?;
             if !opened {
                 if !text.starts_with('0') {
@@ -332,8 +343,8 @@ impl SioWs {
                 c.send("40").await?;
                 continue;
             }
-            let b = engine_packets(&text, &mut counts)?;
-            c.pending.extend(counts);
+            let b = engine_packets(&text, &mut seen)?;
+            c.pending.append(&mut seen);
             if b.ping {
                 c.send("3").await?;
             }
@@ -372,7 +383,7 @@ impl SioWs {
         }
     }
 
-    async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+    async fn next(&mut self, out: &mut Seen) -> io::Result<()> {
         if !self.pending.is_empty() {
             out.append(&mut self.pending);
             return Ok(());
@@ -411,4 +422,58 @@ pub async fn handshake(conn: &mut HttpConn, kind: Kind) -> io::Result<()> {
         return Err(bad(format!("handshake answered {status}")));
     }
     Ok(())
+}
+
+/// The chat scenario's one sender: a client of its own (it is counted and
+/// hears its own messages, as in a page) that emits `chat message`.
+pub struct Talker {
+    client: Client,
+    /// ssio's emits go as `POST /emit` beside the stream, on one keep-alive
+    /// connection, as the browser client sends them one at a time.
+    emits: Option<HttpConn>,
+}
+
+impl Talker {
+    /// Connects over SSE or socket.io's WebSocket, the two the chat
+    /// scenario compares.
+    pub async fn connect(kind: Kind, server: SocketAddr, salt: u32) -> io::Result<Talker> {
+        let client = Client::connect(kind, server, salt, STEP).await?;
+        let emits = match &client {
+            Client::Sse(_) => Some(within(STEP, HttpConn::open(server, salt)).await?),
+            Client::SioWs(_) => None,
+            _ => return Err(bad(format!("no chat sender over {}", kind.name()))),
+        };
+        Ok(Talker { client, emits })
+    }
+
+    /// Emits `chat message` with `text` (a JSON string on both servers);
+    /// returns once the server has taken it.
+    pub async fn say(&mut self, text: &str) -> io::Result<()> {
+        let arg = serde_json::Value::from(text).to_string();
+        within(STEP, async {
+            match (&mut self.client, &mut self.emits) {
+                (Client::Sse(c), Some(conn)) => {
+                    let body = format!(r#"{{"event":"chat message","data":{arg}}}"#);
+                    let path = format!("/emit?sid={}", c.sid);
+                    let (status, _) = conn.request("POST", &path, body.as_bytes()).await?;
+                    if status != 204 {
+                        return Err(bad(format!("emit answered {status}")));
+                    }
+                    Ok(())
+                }
+                (Client::SioWs(c), _) => c.send(&format!("{SIO_CHAT}{arg}]")).await,
+                _ => Err(bad("not a chat sender")),
+            }
+        })
+        .await
+    }
+
+    /// Reads its own stream, as any client must to stay live.
+    pub async fn next(&mut self, out: &mut Seen) -> io::Result<()> {
+        self.client.next(out).await
+    }
+
+    pub async fn leave(self) -> io::Result<()> {
+        self.client.leave().await
+    }
 }

@@ -1,8 +1,17 @@
 //! ssio side by side with socket.io 4.8 on this machine.
 //!
 //! `cargo bench --bench compare -- [--quick] [--n 1000,5000] [--transports
-//! ssio-sse,socketio-websocket] [--scenarios floor,idle,churn,abandoned]`;
-//! `-- --help` lists every flag.
+//! ssio-sse,socketio-websocket] [--scenarios
+//! floor,idle,churn,abandoned,chat,ramp]`; `-- --help` lists every flag.
+//!
+//! `chat` (SSE and socket.io's WebSocket): one sender emits `chat message`
+//! at `--chat-rate` (100 /s) for `--chat-ms`, each message stamped with its
+//! sequence number and send time; `--chat-n` clients (10k) record every one:
+//! deliveries per second sustained, messages lost, latency. socket.io is
+//! opened to `--sio-chat-n` (2k) only, and ssio runs at that N too.
+//! `ramp`: `--ramp-n` SSE clients (19k) opened by every worker at once with
+//! no connect limit: connects per second, refused connects, time until every
+//! client holds the exact count; socket.io to `--sio-ramp-n` (2k).
 //!
 //! The same binary plays three roles: the coordinator (no subcommand), a
 //! generator worker (`worker`), and the floor writer (`floor`); the

@@ -16,6 +16,12 @@ pub enum Scenario {
     Churn,
     /// Long-poll handshakes never polled again.
     Abandoned,
+    /// One sender's chat messages to N clients: deliveries per second,
+    /// losses, latency.
+    Chat,
+    /// N clients opened all at once: connects per second and the time until
+    /// every client holds the final count.
+    Ramp,
 }
 
 /// The coordinator's flags; each one left out keeps the preset's value.
@@ -44,12 +50,36 @@ pub struct Flags {
     /// Standing clients during churn [full: 10000; quick: 500]
     #[arg(long)]
     pub churn_standing: Option<usize>,
-    /// Largest N socket.io is opened to [full: 5000; quick: 1000]
+    /// Largest N socket.io is opened to for idle and fan-out [full: 5000;
+    /// quick: 1000]
     #[arg(long)]
     pub sio_max_n: Option<usize>,
     /// Abandoned long-poll handshakes [full: 100000; quick: 10000]
     #[arg(long)]
     pub abandon: Option<u64>,
+    /// Clients hearing the chat [full: 10000; quick: 1000]
+    #[arg(long)]
+    pub chat_n: Option<usize>,
+    /// Chat messages per second from the one sender [default: 100]
+    #[arg(long)]
+    pub chat_rate: Option<u64>,
+    /// How long the sender sends, in ms [full: 5000; quick: 2000]
+    #[arg(long)]
+    pub chat_ms: Option<u64>,
+    /// Longest wait after the last send for every delivery, in ms [full:
+    /// 30000; quick: 10000]
+    #[arg(long)]
+    pub chat_drain_ms: Option<u64>,
+    /// Clients opened at once in the ramp [full: 19000; quick: 1000]
+    #[arg(long)]
+    pub ramp_n: Option<usize>,
+    /// Largest N socket.io is opened to in the chat; ssio runs at this N
+    /// too [full: 2000; quick: 1000]
+    #[arg(long)]
+    pub sio_chat_n: Option<usize>,
+    /// Largest N socket.io is opened to in the ramp [full: 2000; quick: 1000]
+    #[arg(long)]
+    pub sio_ramp_n: Option<usize>,
 }
 
 /// Which scenarios, sizes and transports one run covers.
@@ -73,6 +103,19 @@ pub struct Plan {
     pub churn_rates: Vec<u64>,
     pub churn_ms: u64,
     pub abandon: u64,
+    /// Clients hearing the chat; socket.io's are capped at `sio_chat_n`.
+    pub chat_n: usize,
+    pub chat_rate: u64,
+    pub chat_ms: u64,
+    pub chat_drain_ms: u64,
+    /// Bytes of every chat message's text, the same on both servers.
+    pub chat_bytes: usize,
+    /// Clients opened at once; socket.io's are capped at `sio_ramp_n`.
+    pub ramp_n: usize,
+    /// socket.io's caps in the chat and the ramp: both open all their
+    /// clients before measuring, and socket.io's connect ramp is quadratic.
+    pub sio_chat_n: usize,
+    pub sio_ramp_n: usize,
 }
 
 impl Plan {
@@ -92,6 +135,14 @@ impl Plan {
             churn_rates: vec![50, 100, 200, 500, 1000, 2000, 5000, 10_000],
             churn_ms: 3000,
             abandon: 100_000,
+            chat_n: 10_000,
+            chat_rate: 100,
+            chat_ms: 5000,
+            chat_drain_ms: 30_000,
+            chat_bytes: 64,
+            ramp_n: 19_000,
+            sio_chat_n: 2000,
+            sio_ramp_n: 2000,
         }
     }
 
@@ -109,6 +160,12 @@ impl Plan {
             churn_rates: vec![1000, 5000],
             churn_ms: 1000,
             abandon: 10_000,
+            chat_n: 1000,
+            chat_ms: 2000,
+            chat_drain_ms: 10_000,
+            ramp_n: 1000,
+            sio_chat_n: 1000,
+            sio_ramp_n: 1000,
             ..Plan::full()
         }
     }
@@ -124,9 +181,18 @@ impl Plan {
         plan.churn_standing = f.churn_standing.unwrap_or(plan.churn_standing);
         plan.sio_max_n = f.sio_max_n.unwrap_or(plan.sio_max_n);
         plan.abandon = f.abandon.unwrap_or(plan.abandon);
+        plan.chat_n = f.chat_n.unwrap_or(plan.chat_n);
+        plan.chat_rate = f.chat_rate.unwrap_or(plan.chat_rate).max(1);
+        plan.chat_ms = f.chat_ms.unwrap_or(plan.chat_ms);
+        plan.chat_drain_ms = f.chat_drain_ms.unwrap_or(plan.chat_drain_ms);
+        plan.ramp_n = f.ramp_n.unwrap_or(plan.ramp_n);
+        plan.sio_chat_n = f.sio_chat_n.unwrap_or(plan.sio_chat_n);
+        plan.sio_ramp_n = f.sio_ramp_n.unwrap_or(plan.sio_ramp_n);
         // A server process may hold 20,000 open files; one connection per
-        // client leaves room for little more than 19,000 clients.
-        if let Some(n) = plan.ns.iter().find(|&&n| n > 19_000) {
+        // client leaves room for little more than 19,000 clients (the chat
+        // adds its sender's two).
+        let sizes = plan.ns.iter().chain([&plan.ramp_n, &plan.chat_n]);
+        if let Some(n) = sizes.max().filter(|&&n| n > 19_000) {
             return Err(format!(
                 "N={n} exceeds what one server process can hold open"
             ));

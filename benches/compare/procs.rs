@@ -51,6 +51,15 @@ pub struct Heartbeat {
 
 impl Server {
     pub async fn start(kind: Kind, hb: Option<Heartbeat>) -> Result<Server, String> {
+        Server::start_with(kind, hb, &[]).await
+    }
+
+    /// `start`, with flags of ssio's own (the peer takes none).
+    pub async fn start_with(
+        kind: Kind,
+        hb: Option<Heartbeat>,
+        ssio_flags: &[String],
+    ) -> Result<Server, String> {
         let node = !kind.is_ssio();
         let mut cmd = if node {
             let mut cmd = Command::new("taskset");
@@ -73,6 +82,7 @@ impl Server {
                 cmd.arg("--ping-interval").arg(hb.interval_ms.to_string());
                 cmd.arg("--ping-timeout").arg(hb.timeout_ms.to_string());
             }
+            cmd.args(ssio_flags);
             cmd
         };
         cmd.stderr(Stdio::inherit()).stdin(Stdio::null());

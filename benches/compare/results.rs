@@ -104,6 +104,79 @@ pub struct AbandonedRow {
     pub pass: bool,
 }
 
+/// One sender's chat to N clients of one server.
+#[derive(Serialize)]
+pub struct ChatRow {
+    pub transport: Kind,
+    pub n: usize,
+    /// The N asked for; socket.io is opened to fewer (`n` says how many).
+    pub n_planned: usize,
+    pub rate: u64,
+    pub send_ms: u64,
+    pub message_bytes: usize,
+    pub sent: u64,
+    pub send_failed: u64,
+    /// Messages per second the sender achieved (it never skips a late one).
+    pub sent_per_s: f64,
+    /// `rate` × N.
+    pub offered_per_s: f64,
+    /// N × sent.
+    pub expected: u64,
+    pub received: u64,
+    /// Per client, messages sent that it never received, summed.
+    pub lost: u64,
+    /// Deliveries out of order, twice, or not of this run.
+    pub disorder: u64,
+    /// Clients whose session failed, and clients that received nothing:
+    /// which of the two a loss is.
+    pub clients_failed: u64,
+    pub clients_silent: u64,
+    /// How long the N clients took to open before the chat.
+    pub open_s: f64,
+    /// CPU seconds from just before the sender connects until every
+    /// receiving worker has answered (the drain included): the server's,
+    /// and the receiving workers' (the sender's is apart).
+    pub server_cpu_s: f64,
+    pub receivers_cpu_s: f64,
+    /// From the first send to the last receipt.
+    pub span_s: f64,
+    /// `received` ÷ `span_s`.
+    pub delivered_per_s: f64,
+    /// Whether every delivery came within the drain window.
+    pub drained: bool,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub pass: bool,
+}
+
+/// N clients of one server opened all at once.
+#[derive(Serialize)]
+pub struct RampRow {
+    pub transport: Kind,
+    pub n: usize,
+    /// The N asked for; socket.io is opened to fewer (`n` says how many).
+    pub n_planned: usize,
+    pub generators: usize,
+    pub opened: u64,
+    pub failed: u64,
+    /// From the first connect to the last session confirmed.
+    pub connect_s: f64,
+    /// CPU seconds over the same time: a server near `connect_s` is the
+    /// limit; a generator near it (one core for all workers) is.
+    pub server_cpu_s: f64,
+    pub generator_cpu_s: f64,
+    /// SYNs the machine's listen queues dropped meanwhile (any process's:
+    /// others on the machine count too); each one is a retry a second later.
+    pub listen_overflows: u64,
+    pub connects_per_s: f64,
+    /// Whether every client came to hold the count N.
+    pub converged: bool,
+    /// From the first connect until every client held the count N.
+    pub exact_count_ms: f64,
+    pub pass: bool,
+}
+
 /// Everything one run measured.
 #[derive(Default)]
 pub struct Results {
@@ -112,6 +185,8 @@ pub struct Results {
     pub fanout: Vec<FanoutRow>,
     pub churn: Vec<ChurnRow>,
     pub abandoned: Vec<AbandonedRow>,
+    pub chat: Vec<ChatRow>,
+    pub ramp: Vec<RampRow>,
     pub notes: Vec<String>,
     /// Load average when the run started; other work on the machine shows
     /// up here, and a high figure means the run was disturbed.

@@ -1,4 +1,4 @@
-//! The four measurements and the floor, driven from the coordinator.
+//! The measurements and the floor, driven from the coordinator.
 //!
 //! Every server start is fresh, so one scenario's leftovers (heap growth,
 //! lingering sessions) never show up in the next one's figures.
@@ -12,7 +12,9 @@ use crate::clock::now_ns;
 use crate::machine;
 use crate::plan::{Plan, Scenario};
 use crate::procs::{self, word, Heartbeat, Server, Worker};
-use crate::results::{AbandonedRow, ChurnRow, ChurnStep, FanoutRow, FloorRow, IdleRow, Results};
+use crate::results::{
+    AbandonedRow, ChatRow, ChurnRow, ChurnStep, FanoutRow, FloorRow, IdleRow, RampRow, Results,
+};
 use crate::support::procfs::ticks_per_second;
 
 /// Most standing clients one worker holds: its 20,000 open files must also
@@ -34,6 +36,10 @@ const ABANDON_HB: Heartbeat = Heartbeat {
 };
 /// Margin after interval + timeout before abandoned sessions must be gone.
 const ABANDON_MARGIN: Duration = Duration::from_secs(3);
+/// Longest the chat's clients may take to all see the sender join.
+const CHAT_SETTLE: Duration = Duration::from_secs(60);
+/// Salt of the chat sender's worker, apart from the receivers' (0, 50, ..).
+const TALKER_SALT: u32 = 997;
 
 /// Runs every scenario of the plan; a scenario that fails becomes a note.
 pub async fn run(plan: &Plan) -> Results {
@@ -99,10 +105,59 @@ pub async fn run(plan: &Plan) -> Results {
             }
         }
     }
+    if plan.has(Scenario::Chat) {
+        for &kind in &plan.transports {
+            if !matches!(kind, Kind::Sse | Kind::SioWs) {
+                continue;
+            }
+            // ssio also runs at socket.io's smaller N, so that the two are
+            // compared at the same N too.
+            let mut ns = vec![capped(plan.sio_chat_n, kind, plan.chat_n, "chat", &mut r)];
+            let sio_n = plan.chat_n.min(plan.sio_chat_n);
+            if kind == Kind::Sse && plan.transports.contains(&Kind::SioWs) && sio_n < plan.chat_n {
+                ns.push(sio_n);
+            }
+            for n in ns {
+                eprintln!("bench: chat, {} N={n}", kind.name());
+                match chat(plan, kind, n).await {
+                    Ok(v) => r.chat.push(v),
+                    Err(e) => r.notes.push(format!("chat {} N={n}: {e}", kind.name())),
+                }
+            }
+        }
+    }
+    if plan.has(Scenario::Ramp) {
+        for &kind in &plan.transports {
+            if !matches!(kind, Kind::Sse | Kind::SioWs) {
+                continue;
+            }
+            let n = capped(plan.sio_ramp_n, kind, plan.ramp_n, "ramp", &mut r);
+            eprintln!("bench: ramp, {} N={n}", kind.name());
+            match ramp(plan, kind, n).await {
+                Ok(v) => r.ramp.push(v),
+                Err(e) => r.notes.push(format!("ramp {} N={n}: {e}", kind.name())),
+            }
+        }
+    }
     for n in &r.notes {
         eprintln!("bench: note: {n}");
     }
     r
+}
+
+/// The N a transport is opened to: socket.io's at most `cap`, since its app
+/// emits the count to everyone on every connect; a note says so.
+fn capped(cap: usize, kind: Kind, n: usize, what: &str, r: &mut Results) -> usize {
+    if kind.is_ssio() || n <= cap {
+        return n;
+    }
+    r.notes.push(format!(
+        "{what}: {} opened to N={cap} instead of {n}: every connect emits the count to all \
+         connected clients, so opening N clients costs N²/2 writes (here 5,000 took almost 4 \
+         minutes to open, and 3,000 opened at once had connects time out after 90 s)",
+        kind.name(),
+    ));
+    cap
 }
 
 /// Starts enough workers for `n` standing clients and opens them.
@@ -111,26 +166,67 @@ async fn open_clients(
     server: std::net::SocketAddr,
     n: usize,
 ) -> Result<Vec<Worker>, String> {
+    let mut workers = spawn_workers(kind, server, n)?;
+    let opened = open_on(&mut workers, n, false).await;
+    match opened {
+        Ok(o) if o.failed == 0 => Ok(workers),
+        Ok(o) => {
+            quit_all(workers).await;
+            Err(format!("{} of {n} clients failed to connect", o.failed))
+        }
+        Err(e) => {
+            quit_all(workers).await;
+            Err(e)
+        }
+    }
+}
+
+/// Enough workers for `n` standing clients, none opened yet.
+fn spawn_workers(
+    kind: Kind,
+    server: std::net::SocketAddr,
+    n: usize,
+) -> Result<Vec<Worker>, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let count = n.div_ceil(PER_WORKER).max(1);
-    let mut workers = Vec::with_capacity(count);
-    for i in 0..count {
-        workers.push(Worker::spawn(&exe, kind, server, i as u32 * 50)?);
-    }
+    (0..count)
+        .map(|i| Worker::spawn(&exe, kind, server, i as u32 * 50))
+        .collect()
+}
+
+/// The workers' answers to one `open`.
+struct Opened {
+    ok: u64,
+    failed: u64,
+    /// When the first worker began to connect.
+    t_start: u64,
+    /// When the last session was confirmed.
+    t_last: u64,
+}
+
+/// Opens `n` clients shared over `workers`, all workers at once; `at_once`
+/// lifts each worker's connect limit too.
+async fn open_on(workers: &mut [Worker], n: usize, at_once: bool) -> Result<Opened, String> {
+    let count = workers.len();
     for (i, w) in workers.iter_mut().enumerate() {
         let share = n / count + usize::from(i < n % count);
-        w.send(&format!("open {share}")).await?;
+        let all = if at_once { " all" } else { "" };
+        w.send(&format!("open {share}{all}")).await?;
     }
-    let mut failed = 0u64;
+    let mut o = Opened {
+        ok: 0,
+        failed: 0,
+        t_start: u64::MAX,
+        t_last: 0,
+    };
     for w in workers.iter_mut() {
         let reply = w.recv(OPEN_LIMIT).await?;
-        failed += word::<u64>(&reply, 2);
+        o.ok += word::<u64>(&reply, 1);
+        o.failed += word::<u64>(&reply, 2);
+        o.t_start = o.t_start.min(word(&reply, 3));
+        o.t_last = o.t_last.max(word(&reply, 4));
     }
-    if failed > 0 {
-        quit_all(workers).await;
-        return Err(format!("{failed} of {n} clients failed to connect"));
-    }
-    Ok(workers)
+    Ok(o)
 }
 
 async fn quit_all(workers: Vec<Worker>) {
@@ -517,4 +613,265 @@ async fn abandoned(plan: &Plan, kind: Kind) -> Result<AbandonedRow, String> {
         sessions_after: left,
         pass: left == Some(0) && (rss1 as f64) <= rss0 as f64 * 1.10,
     })
+}
+
+async fn chat(plan: &Plan, kind: Kind, n: usize) -> Result<ChatRow, String> {
+    // ssio holds each session to a client-event rate (50 /s by default); the
+    // one sender here is meant to send faster than that, so its limit is
+    // raised. socket.io has none.
+    let flags = [
+        "--max-emit-rate".to_string(),
+        (plan.chat_rate * 2).to_string(),
+    ];
+    let server = Server::start_with(kind, None, &flags).await?;
+    let opening = std::time::Instant::now();
+    let mut workers = match open_clients(kind, server.addr, n).await {
+        Ok(w) => w,
+        Err(e) => {
+            server.stop().await;
+            return Err(e);
+        }
+    };
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut talker = match Worker::spawn(&exe, kind, server.addr, TALKER_SALT) {
+        Ok(w) => w,
+        Err(e) => {
+            quit_all(workers).await;
+            server.stop().await;
+            return Err(e);
+        }
+    };
+    let result = async {
+        let c = wait_all(
+            &mut workers,
+            n as i64,
+            0,
+            now_ns() + OPEN_LIMIT.as_nanos() as u64,
+        )
+        .await?;
+        if !c.all() {
+            return Err(format!(
+                "only {} of {} clients saw the count {n} ({c:?})",
+                c.converged, c.total
+            ));
+        }
+        let open_s = opening.elapsed().as_secs_f64();
+        eprintln!(
+            "bench: chat {}: {n} clients open in {open_s:.1} s",
+            kind.name()
+        );
+        let limit = Duration::from_millis(plan.chat_ms + plan.chat_drain_ms) + CHAT_SETTLE;
+        let cmd = format!(
+            "talk {} {} {} {}",
+            plan.chat_rate, plan.chat_ms, plan.chat_bytes, plan.chat_drain_ms
+        );
+        let cpu0 = Cpu::read(&server, &workers);
+        let t = talker.call(&cmd, limit).await?;
+        let (sent, send_failed, t_first, t_last): (u64, u64, u64, u64) =
+            (word(&t, 1), word(&t, 2), word(&t, 3), word(&t, 4));
+        if sent == 0 {
+            return Err(format!("the sender sent nothing ({send_failed} failed)"));
+        }
+        let deadline = t_last + plan.chat_drain_ms * 1_000_000;
+        for w in workers.iter_mut() {
+            w.send(&format!("chats {sent} {deadline}")).await?;
+        }
+        let limit =
+            Duration::from_nanos(deadline.saturating_sub(now_ns())) + Duration::from_secs(30);
+        let (mut received, mut lost, mut disorder, mut last) = (0u64, 0u64, 0u64, 0u64);
+        let (mut gone, mut silent) = (0u64, 0u64);
+        // Each worker's order statistics stand for its own deliveries, so
+        // they are weighted by them when merged.
+        let mut lat: Vec<(f64, f64)> = Vec::new();
+        for w in workers.iter_mut() {
+            let r = w.recv(limit).await?;
+            let got: u64 = word(&r, 1);
+            received += got;
+            lost += word::<u64>(&r, 2);
+            disorder += word::<u64>(&r, 3);
+            last = last.max(word(&r, 5));
+            gone += word::<u64>(&r, 6);
+            silent += word::<u64>(&r, 7);
+            let k: usize = word(&r, 8);
+            let weight = got as f64 / k.max(1) as f64;
+            lat.extend((0..k).map(|j| (word::<f64>(&r, 9 + j) / 1000.0, weight)));
+        }
+        let cpu = Cpu::read(&server, &workers).since(&cpu0);
+        lat.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let expected = n as u64 * sent;
+        let span_s = last.saturating_sub(t_first) as f64 / 1e9;
+        let send_span = t_last.saturating_sub(t_first) as f64 / 1e9;
+        let row = ChatRow {
+            transport: kind,
+            n,
+            n_planned: plan.chat_n,
+            rate: plan.chat_rate,
+            send_ms: plan.chat_ms,
+            message_bytes: plan.chat_bytes,
+            sent,
+            send_failed,
+            sent_per_s: if send_span > 0.0 {
+                (sent - 1) as f64 / send_span
+            } else {
+                f64::NAN
+            },
+            offered_per_s: (plan.chat_rate * n as u64) as f64,
+            expected,
+            received,
+            lost,
+            disorder,
+            clients_failed: gone,
+            clients_silent: silent,
+            open_s,
+            server_cpu_s: cpu.server,
+            receivers_cpu_s: cpu.generator,
+            span_s,
+            delivered_per_s: if span_s > 0.0 {
+                received as f64 / span_s
+            } else {
+                f64::NAN
+            },
+            drained: received >= expected && lost == 0,
+            p50_ms: weighted_percentile(&lat, 0.5),
+            p99_ms: weighted_percentile(&lat, 0.99),
+            max_ms: lat.last().map_or(f64::NAN, |l| l.0),
+            pass: lost == 0 && disorder == 0 && send_failed == 0,
+        };
+        eprintln!(
+            "bench: chat {}: {}",
+            kind.name(),
+            serde_json::to_string(&row).map_err(|e| e.to_string())?
+        );
+        Ok(row)
+    }
+    .await;
+    talker.quit().await;
+    quit_all(workers).await;
+    server.stop().await;
+    result
+}
+
+/// The value below which a share `q` of the total weight lies.
+fn weighted_percentile(sorted: &[(f64, f64)], q: f64) -> f64 {
+    let total: f64 = sorted.iter().map(|s| s.1).sum();
+    let mut acc = 0.0;
+    for &(v, w) in sorted {
+        acc += w;
+        if acc >= q * total {
+            return v;
+        }
+    }
+    f64::NAN
+}
+
+async fn ramp(plan: &Plan, kind: Kind, n: usize) -> Result<RampRow, String> {
+    let server = Server::start(kind, None).await?;
+    let mut workers = match spawn_workers(kind, server.addr, n) {
+        Ok(w) => w,
+        Err(e) => {
+            server.stop().await;
+            return Err(e);
+        }
+    };
+    let result = async {
+        // Workers start in a few ms each; the ramp begins once all are up,
+        // so none of them measures another's start.
+        for w in workers.iter_mut() {
+            w.call("wait 0 0 0", Duration::from_secs(10)).await?;
+        }
+        let cpu0 = Cpu::read(&server, &workers);
+        let overflows0 = listen_overflows();
+        let o = open_on(&mut workers, n, true).await?;
+        let cpu = Cpu::read(&server, &workers).since(&cpu0);
+        let overflows = listen_overflows().saturating_sub(overflows0);
+        let c = wait_all(
+            &mut workers,
+            n as i64,
+            0,
+            o.t_start + OPEN_LIMIT.as_nanos() as u64,
+        )
+        .await?;
+        let connect_s = o.t_last.saturating_sub(o.t_start) as f64 / 1e9;
+        let row = RampRow {
+            transport: kind,
+            n,
+            n_planned: plan.ramp_n,
+            generators: workers.len(),
+            opened: o.ok,
+            failed: o.failed,
+            connect_s,
+            server_cpu_s: cpu.server,
+            generator_cpu_s: cpu.generator,
+            listen_overflows: overflows,
+            connects_per_s: if connect_s > 0.0 {
+                o.ok as f64 / connect_s
+            } else {
+                f64::NAN
+            },
+            converged: c.all(),
+            exact_count_ms: if c.all() {
+                ms(c.max_t.saturating_sub(o.t_start))
+            } else {
+                f64::NAN
+            },
+            pass: o.failed == 0 && c.all(),
+        };
+        eprintln!(
+            "bench: ramp {}: {}",
+            kind.name(),
+            serde_json::to_string(&row).map_err(|e| e.to_string())?
+        );
+        Ok(row)
+    }
+    .await;
+    quit_all(workers).await;
+    server.stop().await;
+    result
+}
+
+/// CPU seconds of the server and of the generator workers, so that a rate
+/// says whose limit it is.
+struct Cpu {
+    server: f64,
+    generator: f64,
+}
+
+impl Cpu {
+    fn read(server: &Server, workers: &[Worker]) -> Cpu {
+        let secs = |ticks: u64| ticks as f64 / ticks_per_second() as f64;
+        Cpu {
+            server: secs(server.cpu_ticks()),
+            generator: secs(workers.iter().map(|w| procs::cpu_ticks(w.pid)).sum()),
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            server: self.server - before.server,
+            generator: self.generator - before.generator,
+        }
+    }
+}
+
+/// The machine's count of connections its listen queues had no room for
+/// (`TcpExt: ListenOverflows`): the client's SYN is dropped and sent again a
+/// second later, so a ramp slows down without any connect failing.
+fn listen_overflows() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/net/netstat") else {
+        return 0;
+    };
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let i = names
+            .split_whitespace()
+            .position(|w| w == "ListenOverflows");
+        return i
+            .and_then(|i| values.split_whitespace().nth(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+    }
+    0
 }

@@ -15,9 +15,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::clients::{handshake, Client, Kind, OPENING, STEP};
+use crate::clients::{handshake, Client, Kind, Talker, OPENING, STEP};
 use crate::clock::now_ns;
 use crate::support::http::HttpConn;
+use crate::support::sse::Seen;
 
 /// Value of `latest` before a client's first count arrives.
 const UNSEEN: i64 = -1;
@@ -29,6 +30,70 @@ const OPEN_CONCURRENCY: usize = 256;
 /// Churn cycles in flight per worker; beyond this the server is not keeping
 /// up and the step counts as failed rather than piling up sockets.
 const CHURN_IN_FLIGHT: usize = 3000;
+/// Latencies one worker reports for the chat scenario: evenly spaced order
+/// statistics of all its deliveries, enough for a p99 and a short line.
+const CHAT_SAMPLES: usize = 2000;
+/// How every chat message's text starts: `chat SEQ SENT_NS `, then padding.
+const CHAT_TAG: &str = "chat ";
+
+/// The sequence number and send time of a chat message, found in the raw
+/// JSON a client handed over (ssio wraps the text in `{"message":..,
+/// "sid":..}`, socket.io sends it bare).
+fn chat_stamp(raw: &str) -> Option<(u64, u64)> {
+    let at = raw.find(CHAT_TAG)? + CHAT_TAG.len();
+    let mut words = raw[at..].split(' ');
+    Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+}
+
+/// A chat message's text: tag, sequence number, send time, and padding up to
+/// `size` bytes, so both servers carry the same text.
+fn chat_text(seq: u64, t: u64, size: usize) -> String {
+    let mut text = format!("{CHAT_TAG}{seq} {t} ");
+    while text.len() < size {
+        text.push('x');
+    }
+    text
+}
+
+/// What the standing clients of one worker received of the chat.
+#[derive(Default)]
+struct ChatLog {
+    /// Messages each client received.
+    got: Vec<u32>,
+    /// The highest sequence number each client has seen, +1 (0: none yet).
+    next_seq: Vec<u64>,
+    total: u64,
+    /// Deliveries that came out of order or twice, or whose text was not a
+    /// chat message of this run.
+    disorder: u64,
+    first_t: u64,
+    last_t: u64,
+    /// Receipt minus send time of every delivery, in µs.
+    lat_us: Vec<u32>,
+}
+
+impl ChatLog {
+    fn see(&mut self, i: usize, raw: &[String], t: u64) {
+        for r in raw {
+            let Some((seq, sent)) = chat_stamp(r) else {
+                self.disorder += 1;
+                continue;
+            };
+            if seq < self.next_seq[i] {
+                self.disorder += 1;
+            }
+            self.next_seq[i] = self.next_seq[i].max(seq + 1);
+            self.got[i] += 1;
+            self.total += 1;
+            if self.first_t == 0 {
+                self.first_t = t;
+            }
+            self.last_t = t;
+            self.lat_us
+                .push((t.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32);
+        }
+    }
+}
 
 /// The newest count each standing client has seen, and when.
 ///
@@ -41,6 +106,7 @@ struct Tracker {
     since: u64,
     converged: usize,
     changed: Rc<Notify>,
+    chat: ChatLog,
 }
 
 impl Tracker {
@@ -87,19 +153,19 @@ async fn standing(
     salt: u32,
     idx: usize,
     tracker: Shared,
-    ready: oneshot::Sender<bool>,
+    ready: oneshot::Sender<Option<u64>>,
 ) {
     let mut client = match Client::connect(kind, server, salt, OPENING).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("worker: connect failed: {e}");
             tracker.borrow_mut().see(idx, LOST, now_ns());
-            let _ = ready.send(false);
+            let _ = ready.send(None);
             return;
         }
     };
-    let _ = ready.send(true);
-    let mut seen = Vec::new();
+    let _ = ready.send(Some(now_ns()));
+    let mut seen = Seen::default();
     loop {
         seen.clear();
         if let Err(e) = client.next(&mut seen).await {
@@ -111,8 +177,13 @@ async fn standing(
             tracker.borrow_mut().see(idx, LOST, now_ns());
             return;
         }
-        if let Some(&v) = seen.last() {
-            tracker.borrow_mut().see(idx, v, now_ns());
+        let t = now_ns();
+        let mut tr = tracker.borrow_mut();
+        if let Some(&v) = seen.counts.last() {
+            tr.see(idx, v, t);
+        }
+        if !seen.chats.is_empty() {
+            tr.chat.see(idx, &seen.chats, t);
         }
     }
 }
@@ -121,7 +192,7 @@ async fn standing(
 /// It reads like any other client so that the server treats it as live.
 async fn extra(mut client: Client, leave: oneshot::Receiver<oneshot::Sender<u64>>) {
     let mut leave = leave;
-    let mut seen = Vec::new();
+    let mut seen = Seen::default();
     loop {
         tokio::select! {
             r = &mut leave => {
@@ -176,6 +247,7 @@ async fn serve(kind: Kind, server: SocketAddr, salt: u32) {
         since: 0,
         converged: 0,
         changed: changed.clone(),
+        chat: ChatLog::default(),
     }));
     let mut leave_tx: Option<oneshot::Sender<oneshot::Sender<u64>>> = None;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -184,14 +256,26 @@ async fn serve(kind: Kind, server: SocketAddr, salt: u32) {
         let num = |i: usize| -> u64 { words.get(i).and_then(|w| w.parse().ok()).unwrap_or(0) };
         match words.first().copied() {
             Some("open") => {
+                // open N [all]: `all` opens every client at once, without
+                // the connect limit. Replies with the clients opened and
+                // failed, when the first connect began and when the last
+                // session was confirmed.
                 let n = num(1) as usize;
+                let at_once = words.get(2) == Some(&"all");
                 let base = tracker.borrow().latest.len();
                 {
                     let mut t = tracker.borrow_mut();
                     t.latest.resize(base + n, UNSEEN);
                     t.at.resize(base + n, 0);
+                    t.chat.got.resize(base + n, 0);
+                    t.chat.next_seq.resize(base + n, 0);
                 }
-                let gate = std::sync::Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+                let gate = std::sync::Arc::new(Semaphore::new(if at_once {
+                    n.max(1)
+                } else {
+                    OPEN_CONCURRENCY
+                }));
+                let t_start = now_ns();
                 let mut waits = Vec::with_capacity(n);
                 for i in 0..n {
                     let permit = gate.clone().acquire_owned().await.expect("semaphore");
@@ -205,18 +289,63 @@ async fn serve(kind: Kind, server: SocketAddr, salt: u32) {
                         tx,
                     ));
                     waits.push(tokio::task::spawn_local(async move {
-                        let ok = rx.await.unwrap_or(false);
+                        let ok = rx.await.unwrap_or(None);
                         drop(permit);
                         ok
                     }));
                 }
-                let mut ok = 0;
+                let (mut ok, mut t_last) = (0, 0u64);
                 for w in waits {
-                    if w.await.unwrap_or(false) {
+                    if let Some(t) = w.await.unwrap_or(None) {
                         ok += 1;
+                        t_last = t_last.max(t);
                     }
                 }
-                reply(format!("opened {ok} {}", n - ok));
+                reply(format!("opened {ok} {} {t_start} {t_last}", n - ok));
+            }
+            Some("talk") => {
+                // talk RATE_PER_S DURATION_MS SIZE DRAIN_MS: one sender
+                // emits RATE×DURATION chat messages on schedule (late ones
+                // go at once, none is skipped). Replies with messages sent,
+                // failed, and the first and last send times.
+                let (rate, ms, size, drain) = (num(1).max(1), num(2), num(3) as usize, num(4));
+                reply(talk(kind, server, salt, rate, ms, size, drain).await);
+            }
+            Some("chats") => {
+                // chats SENT DEADLINE_NS: until every standing client has
+                // SENT chat messages, or the deadline. Replies with messages
+                // received and lost, deliveries out of order, first and
+                // last receipt, clients whose session failed, clients that
+                // received none, and the latency sample (µs).
+                let (sent, deadline) = (num(1), num(2));
+                loop {
+                    let (total, n) = {
+                        let t = tracker.borrow();
+                        (t.chat.total, t.latest.len() as u64)
+                    };
+                    if total >= n * sent || now_ns() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let mut t = tracker.borrow_mut();
+                let gone = t.latest.iter().filter(|&&x| x == LOST).count();
+                let c = &mut t.chat;
+                let lost: u64 = c.got.iter().map(|&g| sent.saturating_sub(g as u64)).sum();
+                let silent = c.got.iter().filter(|&&g| g == 0).count();
+                c.lat_us.sort_unstable();
+                let k = c.lat_us.len().min(CHAT_SAMPLES);
+                let samples: Vec<String> = (0..k)
+                    .map(|j| c.lat_us[j * c.lat_us.len() / k].to_string())
+                    .collect();
+                reply(format!(
+                    "chats {} {lost} {} {} {} {gone} {silent} {k} {}",
+                    c.total,
+                    c.disorder,
+                    c.first_t,
+                    c.last_t,
+                    samples.join(" ")
+                ));
             }
             Some("wait") => {
                 // wait VALUE SINCE_NS DEADLINE_NS: until every standing
@@ -372,4 +501,96 @@ fn tally(
         }
         Err(_) => *failed += 1,
     }
+}
+
+/// The `talk` command: connects the sender, emits on schedule while reading
+/// its own stream, and leaves once its own last message has come back (or
+/// after `drain` ms). Leaving earlier would lose messages: a socket closed
+/// with unread data in it is reset, and a reset throws away what the server
+/// had not yet read of it.
+async fn talk(
+    kind: Kind,
+    server: SocketAddr,
+    salt: u32,
+    rate: u64,
+    ms: u64,
+    size: usize,
+    drain: u64,
+) -> String {
+    let mut talker = match Talker::connect(kind, server, salt).await {
+        Ok(t) => t,
+        Err(e) => return format!("error talker connect {e}"),
+    };
+    let total = rate * ms / 1000;
+    let interval = 1_000_000_000 / rate;
+    let start = tokio::time::Instant::now();
+    let (mut sent, mut failed, mut t_first, mut t_last) = (0u64, 0u64, 0u64, 0u64);
+    let mut seen = Seen::default();
+    // One past the highest of its own messages heard back.
+    let mut heard = 0u64;
+    // A server that takes each message slowly must not hold the sender
+    // for ever: what is not sent by then counts as failed.
+    let give_up = start + Duration::from_millis(2 * ms) + 2 * STEP;
+    for seq in 0..total {
+        if tokio::time::Instant::now() > give_up {
+            failed += total - seq;
+            break;
+        }
+        let due = start + Duration::from_nanos(seq * interval);
+        // Its own stream is read until the message is due: the server
+        // writes it every message too.
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => break,
+                r = talker.next(&mut seen) => {
+                    if let Err(e) = r {
+                        return format!("error talker lost {e}");
+                    }
+                    heard = heard_back(heard, &mut seen);
+                }
+            }
+        }
+        let t = now_ns();
+        match talker.say(&chat_text(seq, t, size)).await {
+            Ok(()) => {
+                sent += 1;
+                if t_first == 0 {
+                    t_first = t;
+                }
+                t_last = t;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("worker: chat send failed: {e}");
+            }
+        }
+    }
+    let until = tokio::time::Instant::now() + Duration::from_millis(drain);
+    while heard < total {
+        match tokio::time::timeout_at(until, talker.next(&mut seen)).await {
+            Ok(Ok(())) => heard = heard_back(heard, &mut seen),
+            Ok(Err(e)) => return format!("error talker lost {e}"),
+            Err(_) => {
+                eprintln!("worker: the sender heard {heard} of its {total} messages back");
+                break;
+            }
+        }
+    }
+    if let Err(e) = talker.leave().await {
+        eprintln!("worker: talker leave failed: {e}");
+    }
+    format!("talked {sent} {failed} {t_first} {t_last}")
+}
+
+/// One past the highest sequence number among the chats of `seen`, or
+/// `heard` if higher; empties `seen`.
+fn heard_back(heard: u64, seen: &mut Seen) -> u64 {
+    let top = seen
+        .chats
+        .iter()
+        .filter_map(|c| chat_stamp(c))
+        .map(|(seq, _)| seq + 1)
+        .max();
+    seen.clear();
+    heard.max(top.unwrap_or(0))
 }

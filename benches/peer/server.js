@@ -1,6 +1,6 @@
 'use strict';
-// The socket.io server ssio is compared with: the same user-count app, so the
-// two differ only in the transport stack underneath.
+// The socket.io server ssio is compared with: the same user-count app and
+// chat, so the two differ only in the transport stack underneath.
 //
 // Usage: node server.js [port]   (or PORT=...; 0 picks a free port)
 // PING_INTERVAL / PING_TIMEOUT (ms) override socket.io's heartbeat, so that
@@ -41,6 +41,7 @@ let currentUsers = 0;
 io.on('connection', (socket) => {
   ++currentUsers;
   io.emit('user count', currentUsers);
+  socket.on('chat message', (msg) => io.emit('chat message', msg));
   socket.on('disconnect', () => {
     --currentUsers;
     io.emit('user count', currentUsers);

@@ -1,5 +1,5 @@
 //! Reading an ssio SSE stream: the event parser every reader shares, and a
-//! client that connects and hands over each `user count`.
+//! client that connects and hands over each `user count` and `chat message`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +23,45 @@ impl Event {
         let n = self.data.trim().parse();
         n.map(Some)
             .map_err(|_| bad(format!("count {:?}", self.data)))
+    }
+
+    /// Hands a `user count` or `chat message` over to `seen`; any other
+    /// event is not the demo app's and is dropped.
+    pub fn hand_over(self, seen: &mut Seen) -> io::Result<()> {
+        if self.event == "chat message" {
+            seen.chats.push(self.data);
+            return Ok(());
+        }
+        seen.counts.extend(self.user_count()?);
+        Ok(())
+    }
+}
+
+/// What a reader hands over: the demo app's two events, each in arrival
+/// order.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub counts: Vec<i64>,
+    /// Each `chat message`'s data as it came, undecoded: a generator reading
+    /// a million deliveries a second cannot afford to decode them all, and
+    /// the reader knows what it looks for.
+    pub chats: Vec<String>,
+}
+
+impl Seen {
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.chats.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.counts.clear();
+        self.chats.clear();
+    }
+
+    /// Moves everything of `other` to the end of `self`.
+    pub fn append(&mut self, other: &mut Seen) {
+        self.counts.append(&mut other.counts);
+        self.chats.append(&mut other.chats);
     }
 }
 
@@ -105,8 +144,8 @@ pub struct SseClient {
     conn: HttpConn,
     dec: Chunked,
     events: Events,
-    /// Counts that arrived before `connect` returned.
-    pending: Vec<i64>,
+    /// Events that arrived before `connect` returned.
+    pending: Seen,
 }
 
 impl SseClient {
@@ -125,9 +164,9 @@ impl SseClient {
             conn,
             dec: Chunked::default(),
             events: Events::with_capacity(256),
-            pending: Vec::new(),
+            pending: Seen::default(),
         };
-        // Counts that arrive with or before `connect` are kept for `next`.
+        // Events that arrive with or before `connect` are kept for `next`.
         let mut connected = false;
         while !connected {
             c.conn.read_stream(&mut c.dec, c.events.buffer()).await?;
@@ -136,7 +175,7 @@ impl SseClient {
                     connected = true;
                     c.sid = connect_sid(&e.data)?;
                 }
-                c.pending.extend(e.user_count()?);
+                e.hand_over(&mut c.pending)?;
             }
         }
         Ok(c)
@@ -156,16 +195,9 @@ impl SseClient {
         Ok(())
     }
 
-    /// Moves every count of the events already received to `out`.
-    fn drain(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
-        while let Some(e) = self.events.next_event()? {
-            out.extend(e.user_count()?);
-        }
-        Ok(())
-    }
-
-    /// Waits for the next batch of `user count` values, appended to `out`.
-    pub async fn next(&mut self, out: &mut Vec<i64>) -> io::Result<()> {
+    /// Waits for the next batch of `user count` values and chat messages,
+    /// appended to `out`.
+    pub async fn next(&mut self, out: &mut Seen) -> io::Result<()> {
         if !self.pending.is_empty() {
             out.append(&mut self.pending);
             return Ok(());
@@ -174,9 +206,11 @@ impl SseClient {
             self.conn
                 .read_stream(&mut self.dec, self.events.buffer())
                 .await?;
-            let before = out.len();
-            self.drain(out)?;
-            if out.len() > before {
+            let before = out.counts.len() + out.chats.len();
+            while let Some(e) = self.events.next_event()? {
+                e.hand_over(out)?;
+            }
+            if out.counts.len() + out.chats.len() > before {
                 return Ok(());
             }
         }
