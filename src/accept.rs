@@ -145,7 +145,9 @@ async fn refuse(stream: &mut TcpStream, e: &Error, config: &Config) -> First {
         stream.shutdown().await?;
         // Closing with unread input would reset the connection and could
         // destroy the answer before the client reads it.
-        let mut scratch = [0u8; 4096];
+        // On the heap: in the future's state it would make every
+        // connection's wait for a head that large.
+        let mut scratch = vec![0u8; 4096];
         let mut drained = 0;
         while drained < LINGER_BYTES {
             match stream.read(&mut scratch).await? {

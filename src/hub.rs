@@ -90,7 +90,9 @@ pub(crate) struct Session {
     pub(crate) start: u64,
     /// A polling session's cursor while no poll is pending. `None` while a
     /// poll holds it, which is how a second concurrent poll is detected.
-    parked: Mutex<Option<Delivery>>,
+    /// Boxed: a cursor is a few hundred bytes, and an SSE session, whose
+    /// cursor lives in its stream, never parks one.
+    parked: Mutex<Option<Box<Delivery>>>,
     /// Whether its client has shown life since the handshake (an SSE
     /// stream is one; a polling session must have polled). A session that
     /// never did is abandoned, not dropped, and is not kept for a resume.
@@ -806,7 +808,7 @@ impl Hub {
     /// Takes a polling session's cursor for one poll; the session must then
     /// poll again within pingTimeout of [`Hub::park`].
     pub(crate) fn take_cursor(&self, session: &Session) -> Result<Delivery, TakeError> {
-        let Some(delivery) = session.parked.lock().take() else {
+        let Some(delivery) = session.parked.lock().take().map(|d| *d) else {
             return Err(if session.closed_reason().is_some() {
                 TakeError::Closed
             } else {
@@ -847,7 +849,7 @@ impl Hub {
         if session.closed_reason().is_some() {
             return;
         }
-        *slot = Some(delivery);
+        *slot = Some(Box::new(delivery));
         drop(slot);
         self.arm(session, within);
     }

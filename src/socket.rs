@@ -31,7 +31,6 @@
 //! ```
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,9 +100,9 @@ fn state_of(session: &Session) -> Option<Arc<SocketState>> {
 struct SocketState {
     /// `socket.on` handlers by event name; cleared when a session ends or
     /// goes away (a resume runs the connection handlers again).
-    handlers: Handlers,
+    handlers: Table<Handler>,
     /// `socket.on_ack` handlers by event name.
-    ack_handlers: Mutex<HashMap<Box<str>, Vec<AckHandler>>>,
+    ack_handlers: Table<AckHandler>,
     /// `socket.data`: the app's own per-socket value, kept across a resume.
     data: Mutex<Value>,
     /// The handshake of the connection now serving the socket.
@@ -115,8 +114,8 @@ struct SocketState {
 impl SocketState {
     fn new(handshake: &Arc<Handshake>) -> SocketState {
         SocketState {
-            handlers: Handlers::default(),
-            ack_handlers: Mutex::new(HashMap::new()),
+            handlers: Table::default(),
+            ack_handlers: Table::default(),
             data: Mutex::new(Value::Null),
             handshake: Mutex::new(handshake.clone()),
             recovered: AtomicBool::new(false),
@@ -124,20 +123,42 @@ impl SocketState {
     }
 
     fn clear(&self) {
-        self.handlers.0.lock().clear();
-        self.ack_handlers.lock().clear();
+        self.handlers.clear();
+        self.ack_handlers.clear();
     }
 }
 
-/// One session's `socket.on` handlers by event name.
-#[derive(Default)]
-struct Handlers(Mutex<HashMap<Box<str>, Vec<Handler>>>);
+/// One session's handlers of one kind, with their event names, in the
+/// order they were registered. A list, not a map: a socket has a handful
+/// of handlers, and scanning them costs less than a hash table per
+/// session, which at thousands of sessions is real memory.
+struct Table<H>(Mutex<Vec<(Box<str>, H)>>);
 
-impl Handlers {
+impl<H> Default for Table<H> {
+    fn default() -> Self {
+        Table(Mutex::new(Vec::new()))
+    }
+}
+
+impl<H: Clone> Table<H> {
     /// The handlers for `event`, cloned out so that none runs under the lock
     /// (a handler may register another).
-    fn get(&self, event: &str) -> Vec<Handler> {
-        self.0.lock().get(event).cloned().unwrap_or_default()
+    fn get(&self, event: &str) -> Vec<H> {
+        let table = self.0.lock();
+        let named = table.iter().filter(|(name, _)| &**name == event);
+        named.map(|(_, h)| h.clone()).collect()
+    }
+
+    fn add(&self, event: &str, handler: H) {
+        self.0.lock().push((Box::from(event), handler));
+    }
+
+    fn remove(&self, event: &str) {
+        self.0.lock().retain(|(name, _)| &**name != event);
+    }
+
+    fn clear(&self) {
+        *self.0.lock() = Vec::new();
     }
 }
 
@@ -505,13 +526,7 @@ impl Io {
                 result = Err(e);
             }
         }
-        let ack_handlers = socket
-            .state
-            .ack_handlers
-            .lock()
-            .get(event)
-            .cloned()
-            .unwrap_or_default();
+        let ack_handlers = socket.state.ack_handlers.get(event);
         for h in ack_handlers {
             let ack = ack.clone();
             if let Err(e) = guarded(|| h(&socket, data, ack)) {
@@ -712,13 +727,7 @@ impl Socket {
             return;
         }
         let handler: Handler = Arc::new(handler);
-        self.state
-            .handlers
-            .0
-            .lock()
-            .entry(Box::from(event))
-            .or_default()
-            .push(handler);
+        self.state.handlers.add(event, handler);
     }
 
     /// Registers `handler` for `event` with an answer slot: when the client
@@ -733,18 +742,13 @@ impl Socket {
         if self.session.closed_reason().is_some() {
             return;
         }
-        self.state
-            .ack_handlers
-            .lock()
-            .entry(Box::from(event))
-            .or_default()
-            .push(Arc::new(handler));
+        self.state.ack_handlers.add(event, Arc::new(handler));
     }
 
     /// Removes every handler for `event`.
     pub fn off(&self, event: &str) {
-        self.state.handlers.0.lock().remove(event);
-        self.state.ack_handlers.lock().remove(event);
+        self.state.handlers.remove(event);
+        self.state.ack_handlers.remove(event);
     }
 
     /// Adds this socket to `room`. It stays there until it leaves, or its
