@@ -12,8 +12,8 @@
 //!   [`Error`] to a status and a JSON body; `http` builds the responses and
 //!   reads bodies within their limits;
 //! - `transport` serves a session: `sse` (one endless response),
-//!   `sse_raw` (the same, straight on the socket) or `poll` (one response
-//!   per batch);
+//!   `sse_raw` (the same, straight on the socket), `poll` (one response
+//!   per batch) or `poll_raw` (plain polls, straight on the socket);
 //! - `socket` is the socket.io-style API, [`Io`] and [`Socket`]: the only
 //!   layer that knows event names; it runs handlers when the hub says a
 //!   session started or ended;

@@ -60,9 +60,14 @@ pub struct Flags {
     /// Clients hearing the chat [full: 10000; quick: 1000]
     #[arg(long)]
     pub chat_n: Option<usize>,
-    /// Chat messages per second from the one sender [default: 100]
+    /// Chat messages per second, from all senders together [default: 100]
     #[arg(long)]
     pub chat_rate: Option<u64>,
+    /// Clients sending the chat, taking turns, each from its own session
+    /// and connection, as the people in a chat room do [default: 10, at
+    /// most 16]
+    #[arg(long)]
+    pub chat_senders: Option<usize>,
     /// How long the sender sends, in ms [full: 5000; quick: 2000]
     #[arg(long)]
     pub chat_ms: Option<u64>,
@@ -106,6 +111,7 @@ pub struct Plan {
     /// Clients hearing the chat; socket.io's are capped at `sio_chat_n`.
     pub chat_n: usize,
     pub chat_rate: u64,
+    pub chat_senders: usize,
     pub chat_ms: u64,
     pub chat_drain_ms: u64,
     /// Bytes of every chat message's text, the same on both servers.
@@ -137,6 +143,7 @@ impl Plan {
             abandon: 100_000,
             chat_n: 10_000,
             chat_rate: 100,
+            chat_senders: 10,
             chat_ms: 5000,
             chat_drain_ms: 30_000,
             chat_bytes: 64,
@@ -183,6 +190,7 @@ impl Plan {
         plan.abandon = f.abandon.unwrap_or(plan.abandon);
         plan.chat_n = f.chat_n.unwrap_or(plan.chat_n);
         plan.chat_rate = f.chat_rate.unwrap_or(plan.chat_rate).max(1);
+        plan.chat_senders = f.chat_senders.unwrap_or(plan.chat_senders).clamp(1, 16);
         plan.chat_ms = f.chat_ms.unwrap_or(plan.chat_ms);
         plan.chat_drain_ms = f.chat_drain_ms.unwrap_or(plan.chat_drain_ms);
         plan.ramp_n = f.ramp_n.unwrap_or(plan.ramp_n);

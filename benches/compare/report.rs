@@ -571,8 +571,8 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
         let c = &r.chat[0];
         let _ = writeln!(
             s,
-            "\n## Chat: one sender, every message to N clients\n\n{} messages/s of {} bytes for {} ms, each stamped with its send time; every client records every one. Latency is receipt minus send time over all deliveries; the sustained rate is deliveries over the time from the first send to the last receipt (drain window {} ms). The sender never skips a message: a sent rate below the planned one means it fell behind (ssio's emits wait for the server's answer, as the browser client's do; socket.io's do not). A server whose CPU seconds are well below the span was not the limit: the generator core, which reads every delivery, was.\n",
-            c.rate, c.message_bytes, c.send_ms, plan.chat_drain_ms
+            "\n## Chat: {} senders, every message to N clients\n\n{} messages/s in all, taking turns, of {} bytes for {} ms, each stamped with its sender and send time; every client records every one, and each sender's messages must arrive in that sender's order. Latency is receipt minus send time over all deliveries; the sustained rate is deliveries over the time from the first send to the last receipt (drain window {} ms). The senders never skip a message: a sent rate below the planned one means they fell behind (ssio's emits wait for the server's answer, as the browser client's do; socket.io's do not). A server whose CPU seconds are well below the span was not the limit: the generator core, which reads every delivery, was.\n",
+            plan.chat_senders, c.rate, c.message_bytes, c.send_ms, plan.chat_drain_ms
         );
         let _ = writeln!(
             s,

@@ -662,8 +662,8 @@ async fn chat(plan: &Plan, kind: Kind, n: usize) -> Result<ChatRow, String> {
         );
         let limit = Duration::from_millis(plan.chat_ms + plan.chat_drain_ms) + CHAT_SETTLE;
         let cmd = format!(
-            "talk {} {} {} {}",
-            plan.chat_rate, plan.chat_ms, plan.chat_bytes, plan.chat_drain_ms
+            "talk {} {} {} {} {}",
+            plan.chat_rate, plan.chat_ms, plan.chat_bytes, plan.chat_drain_ms, plan.chat_senders
         );
         let cpu0 = Cpu::read(&server, &workers);
         let t = talker.call(&cmd, limit).await?;

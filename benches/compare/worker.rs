@@ -39,16 +39,26 @@ const CHAT_TAG: &str = "chat ";
 /// The sequence number and send time of a chat message, found in the raw
 /// JSON a client handed over (ssio wraps the text in `{"message":..,
 /// "sid":..}`, socket.io sends it bare).
-fn chat_stamp(raw: &str) -> Option<(u64, u64)> {
+fn chat_stamp(raw: &str) -> Option<(usize, u64, u64)> {
     let at = raw.find(CHAT_TAG)? + CHAT_TAG.len();
     let mut words = raw[at..].split(' ');
-    Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+    let sender: usize = words.next()?.parse().ok()?;
+    (sender < MAX_SENDERS).then_some(())?;
+    Some((
+        sender,
+        words.next()?.parse().ok()?,
+        words.next()?.parse().ok()?,
+    ))
 }
 
-/// A chat message's text: tag, sequence number, send time, and padding up to
-/// `size` bytes, so both servers carry the same text.
-fn chat_text(seq: u64, t: u64, size: usize) -> String {
-    let mut text = format!("{CHAT_TAG}{seq} {t} ");
+/// The most chat senders a run may have: each client keeps one order
+/// position per sender.
+pub const MAX_SENDERS: usize = 16;
+
+/// A chat message's text: tag, sender, sequence number, send time, and
+/// padding up to `size` bytes, so both servers carry the same text.
+fn chat_text(sender: usize, seq: u64, t: u64, size: usize) -> String {
+    let mut text = format!("{CHAT_TAG}{sender} {seq} {t} ");
     while text.len() < size {
         text.push('x');
     }
@@ -60,7 +70,9 @@ fn chat_text(seq: u64, t: u64, size: usize) -> String {
 struct ChatLog {
     /// Messages each client received.
     got: Vec<u32>,
-    /// The highest sequence number each client has seen, +1 (0: none yet).
+    /// The highest sequence number each client has seen from each sender,
+    /// +1 (0: none yet): `MAX_SENDERS` slots per client. Senders emit
+    /// concurrently, so only each one's own messages have an order.
     next_seq: Vec<u64>,
     total: u64,
     /// Deliveries that came out of order or twice, or whose text was not a
@@ -75,14 +87,15 @@ struct ChatLog {
 impl ChatLog {
     fn see(&mut self, i: usize, raw: &[String], t: u64) {
         for r in raw {
-            let Some((seq, sent)) = chat_stamp(r) else {
+            let Some((sender, seq, sent)) = chat_stamp(r) else {
                 self.disorder += 1;
                 continue;
             };
-            if seq < self.next_seq[i] {
+            let slot = i * MAX_SENDERS + sender;
+            if seq < self.next_seq[slot] {
                 self.disorder += 1;
             }
-            self.next_seq[i] = self.next_seq[i].max(seq + 1);
+            self.next_seq[slot] = self.next_seq[slot].max(seq + 1);
             self.got[i] += 1;
             self.total += 1;
             if self.first_t == 0 {
@@ -268,7 +281,7 @@ async fn serve(kind: Kind, server: SocketAddr, salt: u32) {
                     t.latest.resize(base + n, UNSEEN);
                     t.at.resize(base + n, 0);
                     t.chat.got.resize(base + n, 0);
-                    t.chat.next_seq.resize(base + n, 0);
+                    t.chat.next_seq.resize((base + n) * MAX_SENDERS, 0);
                 }
                 let gate = std::sync::Arc::new(Semaphore::new(if at_once {
                     n.max(1)
@@ -304,12 +317,21 @@ async fn serve(kind: Kind, server: SocketAddr, salt: u32) {
                 reply(format!("opened {ok} {} {t_start} {t_last}", n - ok));
             }
             Some("talk") => {
-                // talk RATE_PER_S DURATION_MS SIZE DRAIN_MS: one sender
-                // emits RATE×DURATION chat messages on schedule (late ones
-                // go at once, none is skipped). Replies with messages sent,
-                // failed, and the first and last send times.
+                // talk RATE_PER_S DURATION_MS SIZE DRAIN_MS SENDERS: the
+                // senders together emit RATE×DURATION chat messages on
+                // schedule, taking turns (late ones go at once, none is
+                // skipped). Replies with messages sent, failed, and the
+                // first and last send times.
                 let (rate, ms, size, drain) = (num(1).max(1), num(2), num(3) as usize, num(4));
-                reply(talk(kind, server, salt, rate, ms, size, drain).await);
+                let senders = (num(5) as usize).clamp(1, MAX_SENDERS);
+                let plan = TalkPlan {
+                    rate,
+                    ms,
+                    size,
+                    drain,
+                    senders,
+                };
+                reply(talk(kind, server, salt, plan).await);
             }
             Some("chats") => {
                 // chats SENT DEADLINE_NS: until every standing client has
@@ -503,37 +525,73 @@ fn tally(
     }
 }
 
-/// The `talk` command: connects the sender, emits on schedule while reading
-/// its own stream, and leaves once its own last message has come back (or
-/// after `drain` ms). Leaving earlier would lose messages: a socket closed
-/// with unread data in it is reset, and a reset throws away what the server
-/// had not yet read of it.
-async fn talk(
-    kind: Kind,
-    server: SocketAddr,
-    salt: u32,
+/// What the `talk` command was asked for.
+struct TalkPlan {
     rate: u64,
     ms: u64,
     size: usize,
     drain: u64,
-) -> String {
-    let mut talker = match Talker::connect(kind, server, salt).await {
-        Ok(t) => t,
-        Err(e) => return format!("error talker connect {e}"),
-    };
-    let total = rate * ms / 1000;
-    let interval = 1_000_000_000 / rate;
+    senders: usize,
+}
+
+/// The `talk` command: connects the senders, and each emits its turns on
+/// schedule while reading its own stream, then leaves once every one of
+/// its own messages has come back (or after `drain` ms). Leaving earlier
+/// would lose messages: a socket closed with unread data in it is reset,
+/// and a reset throws away what the server had not yet read of it.
+async fn talk(kind: Kind, server: SocketAddr, salt: u32, plan: TalkPlan) -> String {
+    let mut talkers = Vec::with_capacity(plan.senders);
+    for _ in 0..plan.senders {
+        match Talker::connect(kind, server, salt).await {
+            Ok(t) => talkers.push(t),
+            Err(e) => return format!("error talker connect {e}"),
+        }
+    }
+    let total = plan.rate * plan.ms / 1000;
     let start = tokio::time::Instant::now();
+    let runs = talkers
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| one_sender(i, t, &plan, total, start));
+    let (mut sent, mut failed, mut t_first, mut t_last) = (0u64, 0u64, u64::MAX, 0u64);
+    for r in futures_util::future::join_all(runs).await {
+        let Ok((s, f, first, last)) = r else {
+            return r.err().unwrap_or_default();
+        };
+        sent += s;
+        failed += f;
+        if s > 0 {
+            t_first = t_first.min(first);
+            t_last = t_last.max(last);
+        }
+    }
+    if sent == 0 {
+        t_first = 0;
+    }
+    format!("talked {sent} {failed} {t_first} {t_last}")
+}
+
+/// Sender `i` of the `talk` command: it emits the messages whose sequence
+/// numbers are `i`, `i + senders`, ...; sent, failed, first and last send.
+async fn one_sender(
+    i: usize,
+    mut talker: Talker,
+    plan: &TalkPlan,
+    total: u64,
+    start: tokio::time::Instant,
+) -> Result<(u64, u64, u64, u64), String> {
+    let interval = 1_000_000_000 / plan.rate;
     let (mut sent, mut failed, mut t_first, mut t_last) = (0u64, 0u64, 0u64, 0u64);
     let mut seen = Seen::default();
-    // One past the highest of its own messages heard back.
-    let mut heard = 0u64;
+    let mine: Vec<u64> = (i as u64..total).step_by(plan.senders).collect();
+    // Its own messages heard back.
+    let mut heard = 0usize;
     // A server that takes each message slowly must not hold the sender
     // for ever: what is not sent by then counts as failed.
-    let give_up = start + Duration::from_millis(2 * ms) + 2 * STEP;
-    for seq in 0..total {
+    let give_up = start + Duration::from_millis(2 * plan.ms) + 2 * STEP;
+    for (k, &seq) in mine.iter().enumerate() {
         if tokio::time::Instant::now() > give_up {
-            failed += total - seq;
+            failed += (mine.len() - k) as u64;
             break;
         }
         let due = start + Duration::from_nanos(seq * interval);
@@ -544,14 +602,14 @@ async fn talk(
                 _ = tokio::time::sleep_until(due) => break,
                 r = talker.next(&mut seen) => {
                     if let Err(e) = r {
-                        return format!("error talker lost {e}");
+                        return Err(format!("error talker lost {e}"));
                     }
-                    heard = heard_back(heard, &mut seen);
+                    heard += heard_own(i, &mut seen);
                 }
             }
         }
         let t = now_ns();
-        match talker.say(&chat_text(seq, t, size)).await {
+        match talker.say(&chat_text(i, seq, t, plan.size)).await {
             Ok(()) => {
                 sent += 1;
                 if t_first == 0 {
@@ -565,13 +623,13 @@ async fn talk(
             }
         }
     }
-    let until = tokio::time::Instant::now() + Duration::from_millis(drain);
-    while heard < total {
+    let until = tokio::time::Instant::now() + Duration::from_millis(plan.drain);
+    while (heard as u64) < sent {
         match tokio::time::timeout_at(until, talker.next(&mut seen)).await {
-            Ok(Ok(())) => heard = heard_back(heard, &mut seen),
-            Ok(Err(e)) => return format!("error talker lost {e}"),
+            Ok(Ok(())) => heard += heard_own(i, &mut seen),
+            Ok(Err(e)) => return Err(format!("error talker lost {e}")),
             Err(_) => {
-                eprintln!("worker: the sender heard {heard} of its {total} messages back");
+                eprintln!("worker: sender {i} heard {heard} of its {sent} messages back");
                 break;
             }
         }
@@ -579,18 +637,17 @@ async fn talk(
     if let Err(e) = talker.leave().await {
         eprintln!("worker: talker leave failed: {e}");
     }
-    format!("talked {sent} {failed} {t_first} {t_last}")
+    Ok((sent, failed, t_first, t_last))
 }
 
-/// One past the highest sequence number among the chats of `seen`, or
-/// `heard` if higher; empties `seen`.
-fn heard_back(heard: u64, seen: &mut Seen) -> u64 {
-    let top = seen
+/// How many of sender `i`'s own messages `seen` holds; empties `seen`.
+fn heard_own(i: usize, seen: &mut Seen) -> usize {
+    let n = seen
         .chats
         .iter()
         .filter_map(|c| chat_stamp(c))
-        .map(|(seq, _)| seq + 1)
-        .max();
+        .filter(|&(sender, _, _)| sender == i)
+        .count();
     seen.clear();
-    heard.max(top.unwrap_or(0))
+    n
 }
