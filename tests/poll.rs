@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 use ssio::Config;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn handshake_then_count_at_once_then_a_held_poll_released_by_a_connect() {
@@ -186,23 +188,38 @@ async fn a_second_concurrent_poll_is_refused_and_the_first_keeps_waiting() {
     })
     .await;
     let p = Poller::handshake(server.addr).await;
-    p.events().await;
-    let (addr, sid) = (server.addr, p.sid.clone());
-    let first = tokio::spawn(async move { Poller { addr, sid }.poll().await.text() });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two polls pipelined on one connection: the first answers at once
+    // with the count, and the server takes up the second before it waits
+    // for anything, so once the first answer is read the second is held.
+    let mut held = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    let one = format!("GET /poll?sid={} HTTP/1.1\r\nHost: x\r\n\r\n", p.sid);
+    held.get_mut()
+        .write_all(format!("{one}{one}").as_bytes())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, read_response(&mut held))
+        .await
+        .unwrap();
+    assert_eq!(first.text(), r#"[{"event":"user count","data":1}]"#);
+
     let second = p.poll().await;
     assert_eq!(second.status, 400);
     assert_eq!(
         second.text(),
         r#"{"error":"a poll is already pending for this session"}"#
     );
-    assert!(!first.is_finished());
+    // The held poll has not answered: nothing to read on its connection.
+    assert!(held.buffer().is_empty());
+    let mut probe = [0u8; 1];
+    assert!(matches!(
+        held.get_ref().try_read(&mut probe),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    ));
     let _other = Sse::connect(server.addr).await;
-    let body = tokio::time::timeout(Duration::from_secs(1), first)
+    let r = tokio::time::timeout(WAIT, read_response(&mut held))
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(body, r#"[{"event":"user count","data":2}]"#);
+    assert_eq!(r.text(), r#"[{"event":"user count","data":2}]"#);
     // The session is intact.
     assert_eq!(p.poll().await.status, 200);
 }

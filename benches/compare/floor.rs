@@ -5,6 +5,15 @@
 
 use std::io::{BufRead, Write};
 use std::net::TcpListener;
+
+/// A blocking listener on 127.0.0.1:0 with `backlog`.
+fn listen(backlog: i32) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
 use std::time::Instant;
 
 /// The bytes of one `user count` event, as ssio frames it without chunking.
@@ -15,7 +24,9 @@ pub const EVENT: &[u8] = b"event: user count\ndata: 10000\n\n";
 /// Prints `port P`, accepts N connections, prints `ready`, waits for `go` on
 /// stdin, then prints one `round NANOS` line per round and `end`.
 pub fn main(n: usize, rounds: usize) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind floor listener");
+    // The servers' backlog: std's default of 128 drops SYNs when the
+    // generators open thousands of connections at once.
+    let listener = listen(4096).expect("bind floor listener");
     println!("port {}", listener.local_addr().expect("addr").port());
     let mut socks = Vec::with_capacity(n);
     while socks.len() < n {

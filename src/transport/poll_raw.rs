@@ -261,6 +261,7 @@ async fn answer_error(
     close: bool,
 ) -> After {
     io.refused("GET", "/poll", &e);
+    io.hub().metrics.response_bytes(e.body().len() as u64);
     let answer = if close {
         head::raw_error(&e, cors)
     } else {
