@@ -114,6 +114,15 @@ pub struct Handshake {
     pub auth: serde_json::Value,
 }
 
+/// Whether a request header makes a GET more than a plain one (a body, an
+/// upgrade, an expectation): such requests are left to hyper, which
+/// handles every case, rather than answered on the raw socket path.
+pub(crate) fn unplain_header(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "upgrade", "expect"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+}
+
 impl Handshake {
     /// The handshake a complete HTTP/1 request head carries (its headers
     /// and query), for a request answered on the raw path; `None` if a

@@ -64,19 +64,13 @@ fn config() -> Config {
     }
 }
 
-/// A polling session with a poll held on its own connection. Two polls go
-/// out pipelined: the first answers at once with the first count, and the
-/// server takes up the second before it waits for anything, so once the
-/// first answer is read the second is held; a third poll proves it.
+/// A polling session with a poll held on its own connection (see
+/// `Poller::hold`); a third poll proves it is held.
 async fn held(addr: SocketAddr) -> (Poller, Conn) {
     let p = Poller::handshake(addr).await;
-    let mut c = Conn::open(addr).await;
-    let one = format!("GET /poll?sid={} HTTP/1.1\r\nHost: x\r\n\r\n", p.sid);
-    c.send(format!("{one}{one}").as_bytes()).await;
-    assert_eq!(
-        c.response().await.text(),
-        r#"[{"event":"user count","data":1}]"#
-    );
+    let (first, r) = p.hold().await;
+    assert_eq!(first.text(), r#"[{"event":"user count","data":1}]"#);
+    let c = Conn { r };
     let r = p.poll().await;
     assert_eq!(
         (r.status, r.text()),

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 use ssio::Config;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn handshake_then_count_at_once_then_a_held_poll_released_by_a_connect() {
@@ -188,18 +186,7 @@ async fn a_second_concurrent_poll_is_refused_and_the_first_keeps_waiting() {
     })
     .await;
     let p = Poller::handshake(server.addr).await;
-    // Two polls pipelined on one connection: the first answers at once
-    // with the count, and the server takes up the second before it waits
-    // for anything, so once the first answer is read the second is held.
-    let mut held = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
-    let one = format!("GET /poll?sid={} HTTP/1.1\r\nHost: x\r\n\r\n", p.sid);
-    held.get_mut()
-        .write_all(format!("{one}{one}").as_bytes())
-        .await
-        .unwrap();
-    let first = tokio::time::timeout(WAIT, read_response(&mut held))
-        .await
-        .unwrap();
+    let (first, mut held) = p.hold().await;
     assert_eq!(first.text(), r#"[{"event":"user count","data":1}]"#);
 
     let second = p.poll().await;

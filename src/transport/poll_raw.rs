@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,8 +31,9 @@ use super::mux::MuxParam;
 use super::poll;
 use crate::error::Error;
 use crate::head;
+use crate::hub::Session;
 use crate::recovery::Cursor;
-use crate::session::{Handshake, Sid, SidParam, Transport};
+use crate::session::{unplain_header, Handshake, SidParam, Transport};
 use crate::socket::Io;
 
 /// A plain request this module can answer.
@@ -48,7 +50,7 @@ enum What {
     /// `GET /poll`: a new session.
     Handshake(Box<Handshake>),
     /// `GET /poll?sid=`: a poll of this session.
-    Poll(Sid),
+    Poll(Arc<Session>),
 }
 
 /// How a connection goes on after a poll answered here.
@@ -96,10 +98,7 @@ pub(crate) fn sniff(head: &[u8], io: &Io, peer: SocketAddr) -> Option<Ask> {
     let mut close = false;
     for h in req.headers.iter() {
         let name = h.name;
-        if ["content-length", "transfer-encoding", "upgrade", "expect"]
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n))
-        {
+        if unplain_header(name) {
             return None;
         }
         if name.eq_ignore_ascii_case("connection") {
@@ -122,7 +121,7 @@ pub(crate) fn sniff(head: &[u8], io: &Io, peer: SocketAddr) -> Option<Ask> {
             if session.transport != Transport::Polling {
                 return None;
             }
-            What::Poll(sid)
+            What::Poll(session)
         }
         None => What::Handshake(Box::new(Handshake::from_head(head, peer)?)),
     };
@@ -149,8 +148,8 @@ pub(crate) async fn serve(
     // Closing after the answer: asked for, or the server is shutting down.
     let close = |ask_close: bool| ask_close || closing.is_cancelled();
     let asked = ask.close;
-    let sid = match ask.what {
-        What::Poll(sid) => sid,
+    let session = match ask.what {
+        What::Poll(session) => session,
         What::Handshake(handshake) => {
             // Boxed: starting a session is a large future, and in place it
             // would make every held poll's future that large.
@@ -173,9 +172,6 @@ pub(crate) async fn serve(
                 Err(e) => answer_error(stream, io, e, cors, rest, close(asked)).await,
             };
         }
-    };
-    let Some(session) = io.hub().get(&sid) else {
-        return answer_error(stream, io, Error::UnknownSession, cors, rest, close(asked)).await;
     };
     let held = poll::poll(io, session);
     tokio::pin!(held);

@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 
 use super::sse::{self, SseBody};
 use crate::head;
-use crate::session::{Handshake, Sid};
+use crate::session::{unplain_header, Handshake, Sid};
 use crate::socket::Io;
 
 /// Bytes a client may send after its `GET /events` head (a stray CRLF)
@@ -58,11 +58,7 @@ pub(crate) fn sniff(head: &[u8]) -> Option<usize> {
     if path.contains("mux=") {
         return None;
     }
-    let plain = req.headers.iter().all(|h| {
-        !["content-length", "transfer-encoding", "upgrade", "expect"]
-            .iter()
-            .any(|n| h.name.eq_ignore_ascii_case(n))
-    });
+    let plain = req.headers.iter().all(|h| !unplain_header(h.name));
     plain.then_some(len)
 }
 

@@ -444,6 +444,24 @@ impl Poller {
         .await
     }
 
+    /// Holds a poll of this session on a connection of its own, and
+    /// returns that connection with the answer that came first. Two polls go
+    /// out pipelined: the first answers at once with what is queued, and the
+    /// server takes up the second before it waits for anything, so once the
+    /// first answer is read the second is held, with no sleep to guess it.
+    pub async fn hold(&self) -> (Resp, BufReader<TcpStream>) {
+        let mut conn = BufReader::new(TcpStream::connect(self.addr).await.unwrap());
+        let one = format!("GET /poll?sid={} HTTP/1.1\r\nHost: x\r\n\r\n", self.sid);
+        conn.get_mut()
+            .write_all(format!("{one}{one}").as_bytes())
+            .await
+            .unwrap();
+        let first = timeout(WAIT, read_response(&mut conn))
+            .await
+            .expect("the first of two pipelined polls did not answer");
+        (first, conn)
+    }
+
     pub async fn close(&self) -> Resp {
         post(self.addr, &format!("/close?sid={}", self.sid), b"").await
     }
