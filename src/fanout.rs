@@ -27,6 +27,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -89,7 +90,7 @@ struct State {
     /// Tasks waiting for anything new, by cursor, so that a cursor polled
     /// again registers once and a dropped cursor takes its waker (and the
     /// task it keeps alive) with it.
-    waiters: HashMap<u64, Waker>,
+    waiters: Waiters,
     /// The id the next cursor gets.
     next_cursor: u64,
 }
@@ -140,7 +141,7 @@ impl Fanout {
                 mailbox_limit: max_lag.max(1),
                 latest: Vec::new(),
                 latest_version: 0,
-                waiters: HashMap::new(),
+                waiters: Waiters::default(),
                 next_cursor: 0,
             })),
             rooms: Arc::new(Mutex::new(Rooms::default())),
@@ -341,17 +342,52 @@ impl State {
         }
     }
 
-    fn drain_waiters(&mut self) -> HashMap<u64, Waker> {
+    fn drain_waiters(&mut self) -> Waiters {
         // The same readers will wait again at once: give the new table their
         // room up front instead of growing it one rehash at a time.
         let room = self.waiters.len();
-        std::mem::replace(&mut self.waiters, HashMap::with_capacity(room))
+        std::mem::replace(
+            &mut self.waiters,
+            HashMap::with_capacity_and_hasher(room, Default::default()),
+        )
+    }
+}
+
+/// Waiting tasks by cursor id. Every delivery registers its task here again,
+/// so the hash is on the fan-out's hot path; cursor ids are a counter, never
+/// chosen by a client, so spreading them needs one multiply, not SipHash.
+type Waiters = HashMap<u64, Waker, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a cursor id by Fibonacci multiplication.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
 /// Wakes outside the lock, so woken tasks on the other core do not queue
 /// behind it.
-fn wake(waiters: HashMap<u64, Waker>) {
+///
+/// In cursor order, which is the order the sessions started in: their
+/// sockets and tasks were allocated in that order too, so the writes that
+/// follow walk memory (the kernel's as well as ours) mostly forwards instead
+/// of at random, as the hash table's order would.
+fn wake(waiters: Waiters) {
+    let mut waiters: Vec<(u64, Waker)> = waiters.into_iter().collect();
+    waiters.sort_unstable_by_key(|(id, _)| *id);
     for (_, w) in waiters {
         w.wake();
     }
@@ -667,6 +703,32 @@ mod tests {
             .is_pending());
         fanout.publish_latest("count", p("count", 1));
         assert_eq!(woken(&second), 2);
+    }
+
+    struct Order(u32, Arc<parking_lot::Mutex<Vec<u32>>>);
+
+    impl std::task::Wake for Order {
+        fn wake(self: Arc<Self>) {
+            self.1.lock().push(self.0);
+        }
+    }
+
+    #[test]
+    fn waiting_cursors_are_woken_in_the_order_they_subscribed() {
+        let fanout = Fanout::new(8);
+        let woke = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut cursors: Vec<Delivery> = (0..200)
+            .map(|_| fanout.subscribe(Arc::new(Mailbox::default())))
+            .collect();
+        // Registered in a scrambled order, so that only the wake-up's own
+        // ordering can put them back in line.
+        for i in (0..200u32).map(|i| (i * 7919) % 200) {
+            let waker = Waker::from(Arc::new(Order(i, woke.clone())));
+            let d = &mut cursors[i as usize];
+            assert!(d.poll_next(&mut Context::from_waker(&waker)).is_pending());
+        }
+        fanout.publish_latest("count", p("count", 1));
+        assert_eq!(*woke.lock(), (0..200).collect::<Vec<u32>>());
     }
 
     #[test]

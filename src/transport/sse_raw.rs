@@ -164,6 +164,9 @@ impl Future for Streaming {
                 Poll::Pending => break,
             }
         }
+        // The body said `Pending` after the batch being written, in this
+        // same call.
+        let mut drained = false;
         loop {
             if let Some(out) = &mut this.out {
                 while !out.is_empty() {
@@ -178,10 +181,19 @@ impl Future for Streaming {
                     return Poll::Ready(());
                 }
                 this.body.written();
+                if drained {
+                    // Its wake-ups are registered and none has been used
+                    // since: asking again would find nothing, at the cost
+                    // of every source's locks.
+                    return Poll::Pending;
+                }
             }
             // Everything ready now goes out in one write.
             match next_batch(&mut this.body, cx) {
-                Poll::Ready(Some(batch)) => this.out = Some(batch),
+                Poll::Ready(Some((batch, pending))) => {
+                    this.out = Some(batch);
+                    drained = pending;
+                }
                 Poll::Ready(None) => {
                     this.out = Some(BytesMut::from(&b"0\r\n\r\n"[..]));
                     this.ending = true;
@@ -207,8 +219,10 @@ fn response_head(io: &Io, sid: Sid, cors: head::Head) -> String {
 }
 
 /// Polls the body until it has nothing more ready, framing every frame as
-/// an HTTP chunk. `None` once the body has ended.
-fn next_batch(body: &mut SseBody, cx: &mut Context<'_>) -> Poll<Option<BytesMut>> {
+/// an HTTP chunk. `None` once the body has ended; with a batch, whether the
+/// body said `Pending` after it (rather than the batch reaching its bound or
+/// the body's end coming next).
+fn next_batch(body: &mut SseBody, cx: &mut Context<'_>) -> Poll<Option<(BytesMut, bool)>> {
     let mut out: Option<BytesMut> = None;
     loop {
         match Pin::new(&mut *body).poll_frame(cx) {
@@ -221,20 +235,15 @@ fn next_batch(body: &mut SseBody, cx: &mut Context<'_>) -> Poll<Option<BytesMut>
                 buf.put_slice(&data);
                 buf.put_slice(b"\r\n");
                 if buf.len() >= 64 * 1024 {
-                    return Poll::Ready(out);
+                    return Poll::Ready(out.map(|b| (b, false)));
                 }
             }
             Poll::Ready(Some(Err(never))) => match never {},
-            Poll::Ready(None) => {
-                return match out {
-                    // Send what we have; the next call sees the end again.
-                    Some(buf) => Poll::Ready(Some(buf)),
-                    None => Poll::Ready(None),
-                };
-            }
+            // Send what we have; the next call sees the end again.
+            Poll::Ready(None) => return Poll::Ready(out.map(|b| (b, false))),
             Poll::Pending => {
                 return match out {
-                    Some(buf) => Poll::Ready(Some(buf)),
+                    Some(buf) => Poll::Ready(Some((buf, true))),
                     None => Poll::Pending,
                 };
             }
