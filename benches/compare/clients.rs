@@ -95,7 +95,8 @@ pub enum Client {
     H2(H2Client),
     SioPolling(SioPolling),
     SioWs(SioWs),
-    Raw(TcpStream),
+    /// A floor socket, and the part of an event not yet read whole.
+    Raw(TcpStream, Vec<u8>),
 }
 
 impl Client {
@@ -114,7 +115,7 @@ impl Client {
                 Kind::H2 => Client::H2(H2Client::connect(server, salt).await?),
                 Kind::SioPolling => Client::SioPolling(SioPolling::connect(server, salt).await?),
                 Kind::SioWs => Client::SioWs(SioWs::connect(server, salt).await?),
-                Kind::Raw => Client::Raw(connect(server, salt).await?),
+                Kind::Raw => Client::Raw(connect(server, salt).await?, Vec::new()),
             })
         })
         .await
@@ -129,14 +130,28 @@ impl Client {
             Client::H2(c) => c.next(&mut out.counts).await,
             Client::SioPolling(c) => c.next(out).await,
             Client::SioWs(c) => c.next(out).await,
-            Client::Raw(s) => {
-                // The floor's clients only drain what the floor writes.
+            Client::Raw(s, carry) => {
+                // The floor writes bare `data: V` events; its clients read
+                // the values as the servers' clients read counts.
                 use tokio::io::AsyncReadExt;
                 let mut buf = [0u8; 4096];
-                match s.read(&mut buf).await? {
-                    0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
-                    _ => Ok(()),
+                let got = s.read(&mut buf).await?;
+                if got == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
                 }
+                carry.extend_from_slice(&buf[..got]);
+                while let Some(end) = carry.windows(2).position(|w| w == b"\n\n") {
+                    let event: Vec<u8> = carry.drain(..end + 2).collect();
+                    let value = std::str::from_utf8(&event)
+                        .ok()
+                        .and_then(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+                        .and_then(|v| v.trim().parse().ok());
+                    match value {
+                        Some(v) => out.counts.push(v),
+                        None => return Err(io::Error::other("floor event without a value")),
+                    }
+                }
+                Ok(())
             }
         }
     }
@@ -152,7 +167,7 @@ impl Client {
                 Client::H2(c) => c.leave().await?,
                 Client::SioPolling(c) => c.leave().await?,
                 Client::SioWs(c) => c.leave().await?,
-                Client::Raw(s) => drop(s),
+                Client::Raw(s, _) => drop(s),
             }
             Ok(())
         })

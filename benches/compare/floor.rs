@@ -2,6 +2,12 @@
 //! nothing but blocking writes of one small SSE event to N loopback sockets
 //! whose readers sit in the generator, as the servers' clients do. No server
 //! can deliver one event to N clients faster than N of these writes.
+//!
+//! Each round is timed twice: by the writer (its N writes, the figure per
+//! write) and the way a server's fan-out is timed, from just before the
+//! round is asked for until the last client has read it, over as many
+//! rounds as the fan-out has changes. A server's p99 is compared with the
+//! second: both then include the readers' side and the same tail.
 
 use std::io::{BufRead, Write};
 use std::net::TcpListener;
@@ -16,14 +22,18 @@ fn listen(backlog: i32) -> std::io::Result<TcpListener> {
 }
 use std::time::Instant;
 
-/// The bytes of one `user count` event, as ssio frames it without chunking.
-pub const EVENT: &[u8] = b"event: user count\ndata: 10000\n\n";
+/// One `user count` event carrying `value`, as ssio frames it without
+/// chunking: 31 bytes for a five-digit count.
+pub fn event(value: u64) -> Vec<u8> {
+    format!("event: user count\ndata: {value}\n\n").into_bytes()
+}
 
-/// Child-process entry: `floor N ROUNDS`.
+/// Child-process entry: `floor N`.
 ///
-/// Prints `port P`, accepts N connections, prints `ready`, waits for `go` on
-/// stdin, then prints one `round NANOS` line per round and `end`.
-pub fn main(n: usize, rounds: usize) {
+/// Prints `port P`, accepts N connections, prints `ready`; then for every
+/// `go V` line on stdin writes the event with value V to every socket and
+/// prints `round NANOS`, the time its writes took. Ends at `end` or EOF.
+pub fn main(n: usize) {
     // The servers' backlog: std's default of 128 drops SYNs when the
     // generators open thousands of connections at once.
     let listener = listen(4096).expect("bind floor listener");
@@ -43,22 +53,21 @@ pub fn main(n: usize, rounds: usize) {
     }
     println!("ready");
     std::io::stdout().flush().ok();
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).is_err() || line.trim() != "go" {
-        return;
-    }
-    for _ in 0..rounds {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { return };
+        let Some(value) = line.trim().strip_prefix("go ").and_then(|v| v.parse().ok()) else {
+            break;
+        };
+        let event = event(value);
         let start = Instant::now();
         for s in socks.iter_mut() {
-            if s.write_all(EVENT).is_err() {
+            if s.write_all(&event).is_err() {
                 eprintln!("floor: a reader went away");
                 return;
             }
         }
         println!("round {}", start.elapsed().as_nanos());
         std::io::stdout().flush().ok();
-        // Let the readers drain before the next round, as between changes.
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     println!("end");
 }

@@ -73,9 +73,9 @@ enum Role {
         server: SocketAddr,
         salt: u32,
     },
-    /// The floor writer: `rounds` blocking writes to `n` sockets.
+    /// The floor writer: rounds of blocking writes to `n` sockets.
     #[command(hide = true)]
-    Floor { n: usize, rounds: usize },
+    Floor { n: usize },
 }
 
 /// Keeps the coordinator off the server's core.
@@ -92,7 +92,7 @@ fn main() {
     let cli = Cli::parse();
     match cli.role {
         Some(Role::Worker { kind, server, salt }) => worker::main(kind, server, salt),
-        Some(Role::Floor { n, rounds }) => floor::main(n, rounds),
+        Some(Role::Floor { n }) => floor::main(n),
         None => {
             let plan = Plan::new(cli.flags).unwrap_or_else(|e| {
                 eprintln!("compare: {e}");

@@ -93,10 +93,8 @@ pub struct Plan {
     pub ns: Vec<usize>,
     pub transports: Vec<Kind>,
     pub scenarios: Vec<Scenario>,
-    /// Count changes per fan-out measurement.
+    /// Count changes per fan-out measurement, and rounds of the floor's.
     pub changes: usize,
-    /// Rounds of writes in the floor measurement.
-    pub floor_rounds: usize,
     /// Seconds of idle CPU sampling.
     pub idle_secs: u64,
     pub churn_standing: usize,
@@ -133,7 +131,6 @@ impl Plan {
             transports: Kind::COMPARED.to_vec(),
             scenarios: Scenario::value_variants().to_vec(),
             changes: 100,
-            floor_rounds: 20,
             idle_secs: 4,
             churn_standing: 10_000,
             sio_max_n: 5000,
@@ -159,7 +156,6 @@ impl Plan {
             quick: true,
             ns: vec![1000],
             changes: 10,
-            floor_rounds: 5,
             idle_secs: 1,
             churn_standing: 500,
             sio_max_n: 1000,

@@ -88,6 +88,14 @@ fn floor_at(floor: &[FloorRow], n: usize) -> Option<f64> {
         .and_then(|v| num(v.fanout_floor_ms))
 }
 
+/// The floor's p99 at `n`, timed as a fan-out is (last read), in ms.
+fn floor_p99_at(floor: &[FloorRow], n: usize) -> Option<f64> {
+    floor
+        .iter()
+        .find(|v| v.n == n)
+        .and_then(|v| num(v.last_p99_ms))
+}
+
 /// A figure, or nothing when it could not be measured (NaN).
 fn num(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
@@ -198,6 +206,13 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Goal> {
         "≤ 1.25×",
         fmt(to_floor, 2) + "×",
         to_floor.map(|x| x <= 1.25),
+    );
+    let to_floor_p99 = sse.zip(floor_p99_at(&r.floor, n)).map(|(s, fl)| s / fl);
+    goal(
+        &format!("fan-out p99 SSE / floor p99 (both to the last read) at N={n}"),
+        "≤ 1.25×",
+        fmt(to_floor_p99, 2) + "×",
+        to_floor_p99.map(|x| x <= 1.25),
     );
     // HTTP/2: many streams on one TLS connection, as browsers multiplex.
     let h2_mem = per(Kind::H2);
@@ -432,20 +447,23 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
     if !r.floor.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Floor: blocking writes of a {}-byte event from core 0\n",
-            crate::floor::EVENT.len()
+            "\n## Floor: blocking writes of one `user count` event from core 0\n\nEach round writes the count (N+1, then N, as the fan-out's changes) to every socket; it is timed by the writer, and the way a fan-out is timed: from just before the round is asked for until the last client has read it. The event is {} bytes at N=10000.\n",
+            crate::floor::event(10_001).len()
         );
         let _ = writeln!(
             s,
-            "| N | per write (µs) | fan-out floor (ms) |\n|---|---|---|"
+            "| N | rounds | per write (µs) | writer's round, median (ms) | last read p50 (ms) | last read p99 (ms) |\n|---|---|---|---|---|---|"
         );
         for v in &r.floor {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 v.n,
+                v.rounds,
                 fmt(num(v.per_write_ns).map(|x| x / 1000.0), 2),
-                fmt(num(v.fanout_floor_ms), 1)
+                fmt(num(v.fanout_floor_ms), 1),
+                fmt(num(v.last_p50_ms), 1),
+                fmt(num(v.last_p99_ms), 1),
             );
         }
     }
@@ -477,19 +495,20 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
     if !r.fanout.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Fan-out: one count change until the last of N clients has it\n\nMeasured from just before the extra client starts to connect (or to leave).\n"
+            "\n## Fan-out: one count change until the last of N clients has it\n\nMeasured from just before the extra client starts to connect (or to leave). `/ floor` divides by the writer's median round; `/ floor p99` divides the p99 by the floor's p99 timed the same way (last read).\n"
         );
         let _ = writeln!(
             s,
-            "| transport | N | changes | timeouts | p50 (ms) | p99 (ms) | max (ms) | p99 × SSE | p99 / floor | server CPU / change (ms) | generator CPU / change (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|"
+            "| transport | N | changes | timeouts | p50 (ms) | p99 (ms) | max (ms) | p99 × SSE | p99 / floor | p99 / floor p99 | server CPU / change (ms) | generator CPU / change (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for v in &r.fanout {
             let sse = find(&r.fanout, Kind::Sse, Some(v.n)).and_then(|x| num(x.p99_ms));
             let floor = floor_at(&r.floor, v.n);
+            let floor_p99 = floor_p99_at(&r.floor, v.n);
             let p99 = num(v.p99_ms);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 v.transport.name(),
                 v.n,
                 v.changes,
@@ -499,6 +518,7 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
                 fmt(num(v.max_ms), 1),
                 fmt(p99.zip(sse).map(|(a, b)| a / b), 1),
                 fmt(p99.zip(floor).map(|(a, b)| a / b), 2),
+                fmt(p99.zip(floor_p99).map(|(a, b)| a / b), 2),
                 fmt(num(v.server_cpu_ms_per_change), 1),
                 fmt(num(v.generator_cpu_ms_per_change), 1),
             );

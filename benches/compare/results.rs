@@ -16,6 +16,12 @@ pub struct FloorRow {
     pub per_write_ns: f64,
     /// `per_write_ns` times N: the least a fan-out to N clients can take.
     pub fanout_floor_ms: f64,
+    /// Rounds timed as a fan-out is: from just before the round was asked
+    /// for until the last client read it.
+    pub last_p50_ms: f64,
+    pub last_p99_ms: f64,
+    /// In round order.
+    pub last_samples_ms: Vec<f64>,
 }
 
 /// Idle memory and CPU of one server with N standing clients.

@@ -50,7 +50,7 @@ pub async fn run(plan: &Plan) -> Results {
     };
     if plan.has(Scenario::Floor) {
         for &n in &plan.ns {
-            match floor(n, plan.floor_rounds).await {
+            match floor(n, plan.changes).await {
                 Ok(v) => r.floor.push(v),
                 Err(e) => {
                     eprintln!("bench: floor N={n} failed: {e}");
@@ -302,7 +302,7 @@ async fn floor(n: usize, rounds: usize) -> Result<FloorRow, String> {
     let mut child = tokio::process::Command::new("taskset")
         .args(["-c", procs::SERVER_CORE])
         .arg(&exe)
-        .args(["floor", &n.to_string(), &rounds.to_string()])
+        .args(["floor", &n.to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -322,29 +322,56 @@ async fn floor(n: usize, rounds: usize) -> Result<FloorRow, String> {
         .trim_start_matches("port ")
         .parse()
         .map_err(|_| "floor port")?;
-    let workers = open_clients(Kind::Raw, ([127, 0, 0, 1], port).into(), n).await?;
-    if next_line(&mut lines).await? != "ready" {
-        return Err("floor writer not ready".into());
-    }
-    stdin.write_all(b"go\n").await.map_err(|e| e.to_string())?;
-    let mut rounds_ns = Vec::new();
-    loop {
-        let line = next_line(&mut lines).await?;
-        match line.strip_prefix("round ") {
-            Some(v) => rounds_ns.push(v.parse::<f64>().map_err(|_| "floor round")?),
-            None => break,
+    let mut workers = open_clients(Kind::Raw, ([127, 0, 0, 1], port).into(), n).await?;
+    let measured = async {
+        if next_line(&mut lines).await? != "ready" {
+            return Err("floor writer not ready".to_string());
         }
+        // Rounds as the fan-out's changes: the count goes up by one and
+        // back, at the same pace, and a round ends when the last client has
+        // read it.
+        let (mut writes_ns, mut last_ms) = (Vec::new(), Vec::new());
+        for i in 0..rounds {
+            let value = n as i64 + 1 - (i % 2) as i64;
+            let t0 = now_ns();
+            stdin
+                .write_all(format!("go {value}\n").as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let c = wait_all(&mut workers, value, t0, t0 + CHANGE_LIMIT.as_nanos() as u64).await?;
+            if !c.all() {
+                return Err(format!(
+                    "round {i} not read by {} of {} clients",
+                    c.total - c.converged,
+                    c.total
+                ));
+            }
+            last_ms.push(ms(c.max_t.saturating_sub(t0)));
+            let line = next_line(&mut lines).await?;
+            let round = line.strip_prefix("round ").ok_or("floor round")?;
+            writes_ns.push(round.parse::<f64>().map_err(|_| "floor round")?);
+            let next = t0 + CHANGE_EVERY.as_nanos() as u64;
+            tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
+        }
+        Ok((writes_ns, last_ms))
     }
+    .await;
+    let _ = stdin.write_all(b"end\n").await;
     quit_all(workers).await;
     let _ = child.wait().await;
-    rounds_ns.sort_by(f64::total_cmp);
-    let median = percentile(&rounds_ns, 0.5);
-    let per_write = median / n as f64;
+    let (mut writes_ns, mut last_ms) = measured?;
+    writes_ns.sort_by(f64::total_cmp);
+    let in_order = last_ms.clone();
+    last_ms.sort_by(f64::total_cmp);
+    let per_write = percentile(&writes_ns, 0.5) / n as f64;
     Ok(FloorRow {
         n,
-        rounds: rounds_ns.len(),
+        rounds: writes_ns.len(),
         per_write_ns: per_write,
         fanout_floor_ms: per_write * n as f64 / 1e6,
+        last_p50_ms: percentile(&last_ms, 0.5),
+        last_p99_ms: percentile(&last_ms, 0.99),
+        last_samples_ms: in_order,
     })
 }
 
