@@ -13,7 +13,8 @@
 //!
 //! A cursor is two numbers (its next sequence number and the latest-value
 //! version it has seen), so an idle session costs a few words here. Publishing
-//! either kind is O(1) plus one wake-up per *waiting* session; a session that
+//! either kind is O(1) plus one wake-up per *waiting* session, given in the
+//! order the sessions subscribed (a sort of the waiting ones); a session that
 //! has not yet caught up is not woken again.
 //!
 //! Room events are not in the log: the fan-out keeps the room table and
