@@ -343,6 +343,28 @@ impl State {
         }
     }
 
+    /// The first latest value changed after version `seen`, which moves to
+    /// now; the others changed wait in `ready`.
+    fn latest_since(&self, seen: &mut u64, ready: &mut Vec<Packet>) -> Option<Packet> {
+        if self.latest_version <= *seen {
+            return None;
+        }
+        let since = *seen;
+        let mut changed = self
+            .latest
+            .iter()
+            .filter(|e| e.version > since)
+            .map(|e| e.packet.clone());
+        let first = changed.next();
+        // Usually one value changed (the count): handed out at once, so an
+        // idle cursor keeps no buffer for the rest.
+        let mut rest: Vec<Packet> = changed.collect();
+        rest.reverse();
+        *ready = rest;
+        *seen = self.latest_version;
+        first
+    }
+
     fn drain_waiters(&mut self) -> Waiters {
         // The same readers will wait again at once: give the new table their
         // room up front instead of growing it one rehash at a time.
@@ -506,23 +528,8 @@ impl Delivery {
         }
         {
             let st = self.shared.lock();
-            if st.latest_version > self.latest_seen {
-                let seen = self.latest_seen;
-                let mut changed = st
-                    .latest
-                    .iter()
-                    .filter(|e| e.version > seen)
-                    .map(|e| e.packet.clone());
-                let first = changed.next();
-                // Usually one value changed (the count): handed out at
-                // once, so an idle cursor keeps no buffer for the rest.
-                let mut rest: Vec<Packet> = changed.collect();
-                rest.reverse();
-                self.ready = rest;
-                self.latest_seen = st.latest_version;
-                if let Some(p) = first {
-                    return Poll::Ready(Item::Latest(p));
-                }
+            if let Some(p) = st.latest_since(&mut self.latest_seen, &mut self.ready) {
+                return Poll::Ready(Item::Latest(p));
             }
         }
         // Room and direct events sent before the next broadcast go first.
@@ -539,6 +546,12 @@ impl Delivery {
                 if e.except != Some(self.sid) {
                     return Poll::Ready(Item::Packet(e.packet.clone()));
                 }
+            }
+            // A latest value published since the first look found no waiter
+            // to wake (this one registers only now): hand it out rather than
+            // wait for the next publish.
+            if let Some(p) = st.latest_since(&mut self.latest_seen, &mut self.ready) {
+                return Poll::Ready(Item::Latest(p));
             }
             // A polling session's cursor moves from one request's task to
             // the next, so the waker is compared, not just its presence.
@@ -730,6 +743,75 @@ mod tests {
         }
         fanout.publish_latest("count", p("count", 1));
         assert_eq!(*woke.lock(), (0..200).collect::<Vec<u32>>());
+    }
+
+    /// A waker a thread can block on.
+    #[derive(Default)]
+    struct Flag(std::sync::Mutex<bool>, std::sync::Condvar);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            *self.0.lock().unwrap() = true;
+            self.1.notify_one();
+        }
+    }
+
+    #[test]
+    fn a_latest_value_published_while_a_cursor_looks_is_never_missed() {
+        // One thread publishes a count and waits until the reader has it;
+        // the reader polls, and on Pending sleeps until woken. A publish
+        // landing between the cursor's first look at the latest values and
+        // its waiter's registration used to find no waiter and be left for
+        // the next publish: here there is none, so it would hang.
+        const ROUNDS: i64 = 100_000;
+        let fanout = Fanout::new(8);
+        let mut d = fanout.subscribe(Arc::new(Mailbox::default()));
+        let seen = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let reader = {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let flag = Arc::new(Flag::default());
+                let waker = Waker::from(flag.clone());
+                let mut cx = Context::from_waker(&waker);
+                while seen.load(std::sync::atomic::Ordering::SeqCst) < ROUNDS {
+                    match d.poll_next(&mut cx) {
+                        Poll::Ready(Item::Latest(p)) => {
+                            let v = serde_json::from_slice::<Value>(&p.json).expect("json")["data"]
+                                .as_i64()
+                                .expect("a count");
+                            seen.store(v, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Poll::Ready(other) => panic!("unexpected {other:?}"),
+                        Poll::Pending => {
+                            let mut woken = flag.0.lock().unwrap();
+                            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                            while !*woken {
+                                let left =
+                                    deadline.saturating_duration_since(std::time::Instant::now());
+                                assert!(!left.is_zero(), "a publish was missed: never woken");
+                                woken = flag.1.wait_timeout(woken, left).unwrap().0;
+                            }
+                            *woken = false;
+                        }
+                    }
+                }
+            })
+        };
+        for n in 1..=ROUNDS {
+            fanout.publish_latest("count", p("count", n));
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while seen.load(std::sync::atomic::Ordering::SeqCst) < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "count {n} never reached the reader"
+                );
+                if reader.is_finished() {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        reader.join().expect("the reader saw every count");
     }
 
     #[test]

@@ -5,6 +5,9 @@
 
 mod common;
 
+#[path = "common/features.rs"]
+mod features;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -262,6 +265,44 @@ impl Backend for Switchable {
             lag: Some(Duration::from_millis(250)),
         })
     }
+}
+
+#[tokio::test]
+async fn a_broadcast_that_leaves_out_its_sender_is_timed_once_the_others_wrote_it() {
+    // Heartbeats far away: neither stream writes anything else meanwhile.
+    let config = Config {
+        ping_interval_ms: 60_000,
+        ping_timeout_ms: 60_000,
+        ..fast_config()
+    };
+    let server = Server::start_with("127.0.0.1:0".parse().unwrap(), config, |io| {
+        features::install(io);
+    })
+    .await;
+    let mut a = Sse::connect(server.addr).await;
+    let mut b = Sse::connect(server.addr).await;
+    a.wait_count(2, WAIT).await;
+    b.wait_count(2, WAIT).await;
+    // Two counts, each written by everyone it went to.
+    wait_metrics(server.addr, &[("ssio_fanout_seconds_count", 2.0)], WAIT).await;
+
+    let body = json!({ "event": "shout", "data": "hey" }).to_string();
+    let r = post(
+        server.addr,
+        &format!("/emit?sid={}", a.sid),
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(b.next_event().await, ("shouted".into(), "\"hey\"".into()));
+    // The sender's stream owes it nothing: the broadcast is done once b has
+    // written it, not when a next writes (a minute away here).
+    wait_metrics(
+        server.addr,
+        &[("ssio_fanout_seconds_count", 3.0)],
+        Duration::from_secs(3),
+    )
+    .await;
 }
 
 async fn probe(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
