@@ -198,7 +198,14 @@ impl Future for Streaming {
                     this.out = Some(BytesMut::from(&b"0\r\n\r\n"[..]));
                     this.ending = true;
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Nothing to write, yet the cursor may have moved past
+                    // broadcasts that leave this session out: it owes them
+                    // nothing, and should not wait for its next write to
+                    // say so.
+                    this.body.written();
+                    return Poll::Pending;
+                }
             }
         }
     }
