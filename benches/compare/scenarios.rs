@@ -356,9 +356,19 @@ async fn floor(n: usize, rounds: usize) -> Result<FloorRow, String> {
         Ok((writes_ns, last_ms))
     }
     .await;
-    let _ = stdin.write_all(b"end\n").await;
+    if measured.is_ok() {
+        let _ = stdin.write_all(b"end\n").await;
+    } else {
+        // It may still be accepting, and never read `end`.
+        let _ = child.start_kill();
+    }
     quit_all(workers).await;
-    let _ = child.wait().await;
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
     let (mut writes_ns, mut last_ms) = measured?;
     writes_ns.sort_by(f64::total_cmp);
     let in_order = last_ms.clone();
