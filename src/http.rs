@@ -90,15 +90,7 @@ pub(crate) fn deferred_json<F>(body: F) -> Response<ResponseBody>
 where
     F: std::future::Future<Output = Bytes> + Send + Sync + 'static,
 {
-    let mut res = Response::new(BoxBody::new(Deferred(Some(Box::pin(body)))));
-    crate::head::apply(
-        &mut res,
-        crate::head::JSON
-            .iter()
-            .map(|&(n, v)| (n, v.into()))
-            .collect(),
-    );
-    res
+    json_body(StatusCode::OK, BoxBody::new(Deferred(Some(Box::pin(body)))))
 }
 
 type DeferredFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Bytes> + Send + Sync>>;

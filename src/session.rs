@@ -177,14 +177,18 @@ pub(crate) enum SidParam {
     Valid(Sid),
 }
 
+/// The value of the first `name=` pair in a query string, as it came.
+pub(crate) fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
 impl SidParam {
     /// Finds the first `sid=` pair in a query string.
     pub(crate) fn parse(query: Option<&str>) -> SidParam {
-        let Some(value) = query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .find_map(|pair| pair.strip_prefix("sid="))
-        else {
+        let Some(value) = query_value(query, "sid") else {
             return SidParam::Absent;
         };
         // Exactly the hyphenated form we issue; anything else is not ours.

@@ -173,7 +173,7 @@ pub(crate) fn resume_cursor(
     match headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("\n"))
-        .or_else(|| query_param(query, "resume"))
+        .or_else(|| crate::session::query_value(query, "resume"))
     {
         None | Some("") => Ok(None),
         Some(text) => {
@@ -181,13 +181,6 @@ pub(crate) fn resume_cursor(
             Ok(Some(Cursor::parse(&text).ok_or(Error::BadCursor)?))
         }
     }
-}
-
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then_some(v)
-    })
 }
 
 /// Runs `f`, turning a panic into [`Error::HandlerFailed`]: one bad handler
@@ -432,7 +425,7 @@ impl Io {
         let query = request.query.clone();
         let query = query.as_deref();
         let resume = resume_cursor(&request.headers, query)?;
-        let handshake = match query_param(query, "ticket") {
+        let handshake = match crate::session::query_value(query, "ticket") {
             Some(ticket) => {
                 let id = uuid::Uuid::try_parse(ticket)
                     .ok()

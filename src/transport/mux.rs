@@ -88,11 +88,7 @@ pub(crate) enum MuxParam {
 impl MuxParam {
     /// Finds the first `mux=` pair in a query string.
     pub(crate) fn parse(query: Option<&str>) -> MuxParam {
-        let Some(value) = query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .find_map(|pair| pair.strip_prefix("mux="))
-        else {
+        let Some(value) = crate::session::query_value(query, "mux") else {
             return MuxParam::Absent;
         };
         if value == "1" {

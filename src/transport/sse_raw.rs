@@ -70,7 +70,7 @@ pub(crate) fn resumes(head: &[u8]) -> bool {
         return false;
     }
     let query = req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q);
-    query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("resume=")))
+    crate::session::query_value(query, "resume").is_some()
         || req
             .headers
             .iter()
