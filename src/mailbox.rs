@@ -149,6 +149,16 @@ impl Mailbox {
         self.state.lock().closed
     }
 
+    /// Whether a cursor of `epoch` has nothing to read here and may go on:
+    /// no event waiting, no close, no overflow, no resume elsewhere.
+    pub(crate) fn is_idle(&self, epoch: u64) -> bool {
+        let st = self.state.lock();
+        st.closed.is_none()
+            && st.epoch == epoch
+            && !st.overflowed
+            && st.read == st.first + st.queue.len() as u64
+    }
+
     /// Why a cursor of `epoch` must stop, if it must: its transport ended,
     /// or a resume has replaced it.
     pub(crate) fn closed_for(&self, epoch: u64) -> Option<DisconnectReason> {

@@ -257,6 +257,11 @@ impl Metrics {
             "Events written to sessions, one per receiver",
             metrics.deliveries.clone(),
         );
+        r.register(
+            "fanout_swept",
+            "Latest values written to idle streams by the fan-out's sweeper, without waking each stream's task",
+            metrics.clock.swept.clone(),
+        );
         r.register_with_unit(
             "written",
             "Response body bytes written",
@@ -445,6 +450,8 @@ pub(crate) struct FanoutClock {
     histogram: Histogram,
     /// Broadcasts published: ordinary, latest-value.
     published: [Counter; 2],
+    /// Latest values the fan-out's sweeper wrote to idle streams itself.
+    pub(crate) swept: Counter,
     /// Fan-outs recorded, for unit tests (the histogram keeps its count
     /// private).
     #[cfg(test)]
@@ -460,6 +467,7 @@ impl Default for FanoutClock {
             epoch: Instant::now(),
             histogram: Histogram::new(latency_buckets()),
             published: Default::default(),
+            swept: Counter::default(),
             #[cfg(test)]
             recorded: AtomicU64::new(0),
         }
@@ -478,8 +486,9 @@ const LEAVE_SETTLE_MAX: u64 = 16;
 
 impl FanoutClock {
     /// Publishes through `send` (a latest-value event if `latest`), counts
-    /// it and starts timing it; returns what `send` returns.
-    pub(crate) fn publish<T>(&self, latest: bool, send: impl FnOnce() -> T) -> T {
+    /// it and starts timing it; `send` gets the broadcast's generation and
+    /// its answer is returned.
+    pub(crate) fn publish<T>(&self, latest: bool, send: impl FnOnce(u64) -> T) -> T {
         self.published[latest as usize].inc();
         let subscribers = self.subscribers.lock();
         let started = self.epoch.elapsed().as_nanos() as u64;
@@ -489,7 +498,7 @@ impl FanoutClock {
         slot.started_ns.store(started, Ordering::SeqCst);
         slot.generation.store(generation, Ordering::SeqCst);
         slot.owed.store(*subscribers, Ordering::SeqCst);
-        let out = send();
+        let out = send(generation);
         self.generation.store(generation, Ordering::SeqCst);
         out
     }
@@ -572,8 +581,8 @@ mod tests {
         let clock = FanoutClock::default();
         let (mut a, ()) = clock.subscribe(|| ());
         let (mut b, ()) = clock.subscribe(|| ());
-        clock.publish(false, || ());
-        clock.publish(false, || ());
+        clock.publish(false, |_| ());
+        clock.publish(false, |_| ());
         let newest = clock.newest();
         clock.settle(&mut a, newest);
         assert_eq!(clock.recorded(), 0);
@@ -584,7 +593,7 @@ mod tests {
         // b leaving settles what it owed.
         clock.unsubscribe(&mut b);
         assert_eq!(clock.recorded(), 2);
-        clock.publish(false, || ());
+        clock.publish(false, |_| ());
         clock.unsubscribe(&mut a);
         assert_eq!(clock.recorded(), 2);
         clock.settle(&mut c, clock.newest());
@@ -594,7 +603,7 @@ mod tests {
     #[test]
     fn a_broadcast_nobody_owes_is_not_timed() {
         let clock = FanoutClock::default();
-        clock.publish(false, || ());
+        clock.publish(false, |_| ());
         let (mut a, ()) = clock.subscribe(|| ());
         clock.unsubscribe(&mut a);
         assert_eq!(clock.recorded(), 0);

@@ -85,6 +85,12 @@ async fn serve_all(listener: TcpListener, io: Io, tls: Option<Tls>, shutdown: im
             Err(e) => error!(%addr, error = %e, "could not listen for metrics"),
         }
     }
+    // One thread runs every task: let idle streams take latest values from
+    // one sweeper rather than each waking its own task for them. Ends with
+    // this function, however it ends.
+    let _sweeper = (tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread)
+        .then(|| AbortOnDrop(tokio::spawn(io.hub().fanout().clone().sweep())));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -123,6 +129,15 @@ async fn serve_all(listener: TcpListener, io: Io, tls: Option<Tls>, shutdown: im
     }
     if let Err(e) = io.close().await {
         warn!(error = %e, "backend did not close cleanly");
+    }
+}
+
+/// A task that ends when this guard does.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -321,7 +321,9 @@ async fn a_handshake_flood_from_one_address_locks_nobody_out() {
     let let_in = t0.elapsed();
     let sid = common::support::poll::handshake_sid(&other.body).unwrap();
     let other = Poller { addr, sid };
-    other.events().await;
+    // Its first answer may already hold its count, when the ghosts went
+    // before it was polled.
+    let first = common::support::poll::counts(&other.events().await).unwrap();
     // Every ghost is gone well before a pingTimeout; the real one stays.
     server.wait_sessions(1, Duration::from_secs(1)).await;
     let ghosts_gone = t0.elapsed();
@@ -330,7 +332,9 @@ async fn a_handshake_flood_from_one_address_locks_nobody_out() {
          ghosts gone by {ghosts_gone:?}"
     );
     assert!(ghosts_gone < Duration::from_millis(2_000) + flooded + Duration::from_millis(900));
-    other.wait_count(1, WAIT).await;
+    if first.last() != Some(&1) {
+        other.wait_count(1, WAIT).await;
+    }
 }
 
 #[tokio::test]

@@ -171,3 +171,162 @@ async fn a_head_that_arrives_in_pieces_gets_the_same_stream() {
     drop(r);
     server.wait_sessions(0, Duration::from_secs(1)).await;
 }
+
+/// A counter's value in `/metrics`.
+async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let text = get(addr, "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+/// Waits until the counter `name` reads `want`.
+async fn wait_metric(addr: std::net::SocketAddr, name: &str, want: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = metric(addr, name).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} is {got}, want {want}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// One thread, as the binary runs on one core: idle streams then take a
+// new count from the fan-out's sweeper instead of each waking its task.
+#[tokio::test]
+async fn idle_streams_take_a_new_count_from_the_sweeper_in_the_same_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(Config {
+        ping_interval_ms: 60_000,
+        ping_timeout_ms: 60_000,
+        ..fast_config()
+    })
+    .await;
+    let addr = server.addr;
+    // One stream read byte for byte.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let one = b"1b\r\nevent: user count\ndata: 1\n\n\r\n";
+    tokio::time::timeout(WAIT, async {
+        while !seen.ends_with(one) {
+            let mut buf = [0u8; 4096];
+            let n = raw.read(&mut buf).await.unwrap();
+            assert!(n > 0, "stream ended");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("count 1 never came");
+    let mut streams = Vec::new();
+    for n in 2..=3 {
+        let mut s = Sse::connect(addr).await;
+        s.wait_count(n, WAIT).await;
+        streams.push(s);
+    }
+    streams[0].wait_count(3, WAIT).await;
+    let mut exact = [0u8; 2 * 33];
+    tokio::time::timeout(WAIT, raw.read_exact(&mut exact))
+        .await
+        .expect("counts 2 and 3 never came")
+        .unwrap();
+    assert_eq!(
+        &exact[..],
+        b"1b\r\nevent: user count\ndata: 2\n\n\r\n1b\r\nevent: user count\ndata: 3\n\n\r\n"
+    );
+    // Every stream is idle now; a fourth session is one publish.
+    let swept = metric(addr, "ssio_fanout_swept_total").await;
+    let timed = metric(addr, "ssio_fanout_seconds_count").await;
+    let delivered = metric(addr, "ssio_deliveries_total").await;
+    let mut fourth = Sse::connect(addr).await;
+    fourth.wait_count(4, WAIT).await;
+    let mut exact = [0u8; 33];
+    tokio::time::timeout(WAIT, raw.read_exact(&mut exact))
+        .await
+        .expect("count 4 never came")
+        .unwrap();
+    assert_eq!(&exact[..], b"1b\r\nevent: user count\ndata: 4\n\n\r\n");
+    for s in streams.iter_mut() {
+        assert_eq!(s.next_event().await, ("user count".into(), "4".into()));
+        s.assert_quiet(Duration::from_millis(50)).await;
+    }
+    // The three earlier streams were written by the sweeper; each write is
+    // counted once, and the broadcast is timed once all four wrote it.
+    wait_metric(addr, "ssio_fanout_swept_total", swept + 3).await;
+    wait_metric(addr, "ssio_fanout_seconds_count", timed + 1).await;
+    // And the fourth wrote the count itself (its connect event is not a
+    // delivery).
+    wait_metric(addr, "ssio_deliveries_total", delivered + 4).await;
+}
+
+// A stream that stops reading fills its socket: the sweeper cannot write to
+// it and wakes its task instead, which holds the rest; once the client
+// reads again it gets every byte in order, intact, and then the newest value.
+#[tokio::test]
+async fn a_stream_whose_socket_is_full_is_woken_instead_and_loses_nothing() {
+    let server = Server::start(Config {
+        ping_interval_ms: 60_000,
+        ping_timeout_ms: 60_000,
+        ..fast_config()
+    })
+    .await;
+    let addr = server.addr;
+    server.io.latest_value("ticker");
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    let stalled = sock.connect(addr).await.unwrap();
+    let mut stalled = Sse::open_on(stalled, addr, "/events", &[]).await;
+    assert_eq!(stalled.next_event().await.0, "connect");
+    stalled.wait_count(1, WAIT).await;
+    let mut reader = Sse::connect(addr).await;
+    reader.wait_count(2, WAIT).await;
+    stalled.wait_count(2, WAIT).await;
+
+    let payload = "x".repeat(16_000);
+    let mut last = 0;
+    let mut full_at = None;
+    for n in 1..=2_000u64 {
+        let swept = metric(addr, "ssio_fanout_swept_total").await;
+        server
+            .io
+            .emit("ticker", serde_json::json!({ "n": n, "p": payload }));
+        loop {
+            let (event, data) = reader.next_event().await;
+            if event == "ticker" {
+                let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+                assert_eq!(v["n"], n);
+                break;
+            }
+        }
+        last = n;
+        // The reader is always swept; the stalled one until its socket fills.
+        let now = metric(addr, "ssio_fanout_swept_total").await;
+        if now - swept < 2 && full_at.is_none() {
+            full_at = Some(n);
+        }
+        if full_at.is_some_and(|f| n >= f + 5) {
+            break;
+        }
+    }
+    let full_at = full_at.expect("the stalled socket never filled");
+    eprintln!("the stalled socket was full at ticker {full_at}");
+    assert!(full_at > 1, "the stalled stream was never swept");
+    // Reading again: every ticker in order, none garbled, ending on the
+    // newest (those published while it was full are conflated to it).
+    let mut n_seen = Vec::new();
+    while n_seen.last() != Some(&last) {
+        let (event, data) = stalled.next_event().await;
+        assert_eq!(event, "ticker", "{data}");
+        let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(v["p"], payload);
+        n_seen.push(v["n"].as_u64().unwrap());
+    }
+    assert!(n_seen.windows(2).all(|w| w[0] < w[1]), "{n_seen:?}");
+    assert!(n_seen.len() as u64 >= full_at - 1, "{n_seen:?}");
+    stalled.assert_quiet(Duration::from_millis(50)).await;
+    assert_eq!(server.io.stats().sessions, 2);
+}

@@ -18,7 +18,7 @@ use hyper::Response;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::Error;
-use crate::fanout::{Delivery, Item};
+use crate::fanout::{Delivery, DirectWrite, Item, Newest};
 use crate::head;
 use crate::hub::{Connected, Session};
 use crate::packet::{Packet, KEEP_ALIVE};
@@ -118,6 +118,41 @@ impl SseBody {
     /// The caller will call [`SseBody::written`] after each write.
     pub(crate) fn settle_after_writes(&mut self) {
         self.explicit_writes = true;
+    }
+
+    /// Lets the publisher of a latest value write it to `direct`, the
+    /// stream that carries this body, while the body is idle.
+    pub(crate) fn write_directly(&mut self, direct: std::sync::Weak<dyn DirectWrite>) {
+        self.delivery.write_directly(direct);
+    }
+
+    /// The one value of `newest` that may be written past this body, if
+    /// it has handed out everything else and that value is all its cursor
+    /// owes.
+    pub(crate) fn owes_only(&self, newest: &Newest) -> Option<usize> {
+        if self.first.is_some() || self.done || !self.explicit_writes {
+            return None;
+        }
+        self.delivery.owes_only(newest)
+    }
+
+    /// Value `i` of `newest` was written past this body (whole, or in part
+    /// with the rest left for the caller to write and then call
+    /// [`SseBody::written`]); the body counts it as its own frame.
+    pub(crate) fn took(&mut self, newest: &Newest, i: usize, whole: bool) {
+        self.delivery.took(newest, whole);
+        self.unreported.0 += 1;
+        self.unreported.1 += newest.packet(i).sse.len() as u64;
+        self.last_sent = Instant::now();
+        if whole {
+            self.report();
+        }
+    }
+
+    /// Waits for the next event with `waker` after a direct write; false
+    /// if one came meanwhile and the stream's task must be woken for it.
+    pub(crate) fn wait_again(&self, waker: &std::task::Waker) -> bool {
+        self.delivery.wait_again(waker)
     }
 
     /// Everything this body has yielded is written to the socket.

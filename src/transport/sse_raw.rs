@@ -17,16 +17,19 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::Body;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use std::net::SocketAddr;
 
 use super::sse::{self, SseBody};
+use crate::fanout::{DirectWrite, Newest};
 use crate::head;
 use crate::session::{unplain_header, Handshake, Sid};
 use crate::socket::Io;
@@ -114,13 +117,71 @@ pub(crate) async fn start(
         .write_all(response_head(&io, sid, cors).as_bytes())
         .await
         .ok()?;
-    Some(Streaming {
-        stream,
-        body,
-        out: None,
-        ending: false,
-        trailing,
-    })
+    let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
+        let me: std::sync::Weak<dyn DirectWrite> = me.clone();
+        body.write_directly(me);
+        Shared(Mutex::new(Some(Stream {
+            stream,
+            body,
+            out: None,
+            ending: false,
+            trailing,
+        })))
+    });
+    Some(Streaming(shared))
+}
+
+/// One raw SSE stream after its head, as its task's future.
+///
+/// The stream itself is shared with the fan-out, whose publisher of a
+/// latest value writes it to an idle stream without waking this task
+/// ([`DirectWrite`]). Only this task ever drops the stream, so that ending
+/// a session never runs inside a publisher.
+pub(crate) struct Streaming(Arc<Shared>);
+
+/// The stream behind its lock; `None` once this task has ended it.
+struct Shared(Mutex<Option<Stream>>);
+
+impl Future for Streaming {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut slot = self.0 .0.lock();
+        let Some(stream) = slot.as_mut() else {
+            return Poll::Ready(());
+        };
+        std::task::ready!(Pin::new(stream).poll(cx));
+        // Dropped here, outside the lock: ending the body ends the session,
+        // which publishes a count to every other stream.
+        let ended = slot.take();
+        drop(slot);
+        drop(ended);
+        Poll::Ready(())
+    }
+}
+
+impl Drop for Streaming {
+    // A task dropped before its stream ended (the server stopping) still
+    // ends the stream here, never in a publisher holding the last
+    // reference for a moment.
+    fn drop(&mut self) {
+        let ended = self.0 .0.lock().take();
+        drop(ended);
+    }
+}
+
+impl DirectWrite for Shared {
+    fn write_latest(&self, newest: &Newest, waker: &Waker) -> bool {
+        // Held: this stream's task is running it right now, and will find
+        // the value itself once woken.
+        let Some(mut slot) = self.0.try_lock() else {
+            return false;
+        };
+        let Some(stream) = slot.as_mut() else {
+            return false;
+        };
+        stream.write_latest(newest, waker)
+    }
 }
 
 /// One raw SSE stream after its head: what it holds for hours is exactly
@@ -128,7 +189,7 @@ pub(crate) async fn start(
 /// state would also keep every temporary of every branch (a read buffer,
 /// the write in progress, the select's bookkeeping) for the stream's whole
 /// life.
-pub(crate) struct Streaming {
+struct Stream {
     stream: TcpStream,
     body: SseBody,
     /// A batch being written, from its first unwritten byte.
@@ -139,7 +200,35 @@ pub(crate) struct Streaming {
     trailing: usize,
 }
 
-impl Future for Streaming {
+impl Stream {
+    /// Writes the one value of `newest` the stream owes, if it is idle and
+    /// that is all it owes; false if its task must be woken instead. A
+    /// write the socket takes only in part is left for the task to finish.
+    fn write_latest(&mut self, newest: &Newest, waker: &Waker) -> bool {
+        if self.out.is_some() || self.ending {
+            return false;
+        }
+        let Some(i) = self.body.owes_only(newest) else {
+            return false;
+        };
+        let chunk = newest.framed(i, |p| chunk(&p.sse));
+        match self.stream.try_write(chunk) {
+            Ok(n) if n == chunk.len() => {
+                self.body.took(newest, i, true);
+                self.body.wait_again(waker)
+            }
+            Ok(n) => {
+                self.body.took(newest, i, false);
+                self.out = Some(BytesMut::from(&chunk[n..]));
+                false
+            }
+            // Full, or broken: the task finds out for itself.
+            Err(_) => false,
+        }
+    }
+}
+
+impl Future for Stream {
     type Output = ();
 
     // Dropping the body at the end ends the session if it has not ended
@@ -223,6 +312,15 @@ fn response_head(io: &Io, sid: Sid, cors: head::Head) -> String {
         &fields,
         "transfer-encoding: chunked\r\n",
     )
+}
+
+/// `data` as one HTTP/1.1 chunk.
+fn chunk(data: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(data.len() + 16);
+    let _ = write!(buf, "{:x}\r\n", data.len());
+    buf.put_slice(data);
+    buf.put_slice(b"\r\n");
+    buf.freeze()
 }
 
 /// Polls the body until it has nothing more ready, framing every frame as

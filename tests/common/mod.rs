@@ -261,13 +261,27 @@ impl Sse {
     /// Opens a stream at `target` (path and query) with extra headers and
     /// reads only the response head, which must be a 200.
     pub async fn open_with(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Sse {
+        let s = timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .unwrap();
+        Sse::open_on(s, addr, target, headers).await
+    }
+
+    /// [`Sse::open_with`] on a socket already connected to `addr` (with
+    /// its own buffer sizes, say).
+    pub async fn open_on(
+        mut s: TcpStream,
+        addr: SocketAddr,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Sse {
         let mut raw = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n");
         for (k, v) in headers {
             raw.push_str(&format!("{k}: {v}\r\n"));
         }
         raw.push_str("\r\n");
         let fut = async {
-            let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(raw.as_bytes()).await.unwrap();
             let mut reader = BufReader::new(s);
             let head = read_head(&mut reader).await;
