@@ -174,7 +174,7 @@ impl Fanout {
             return;
         }
         // The clock must know of the event before anyone is woken for it.
-        let waiters = self.clock.publish(false, |_| {
+        let waiters = self.clock.publish(false, || {
             let mut st = self.shared.lock();
             st.bytes += size(&packet);
             let now = Instant::now();
@@ -259,7 +259,7 @@ impl Fanout {
 
     /// Replaces the newest value of a latest-value event.
     pub fn publish_latest(&self, name: &str, packet: Packet) {
-        let waiters = self.clock.publish(true, |_| {
+        let waiters = self.clock.publish(true, || {
             let mut st = self.shared.lock();
             st.latest_version += 1;
             let version = st.latest_version;
@@ -387,7 +387,7 @@ impl State {
 type Waiters = HashMap<u64, Waiter, BuildHasherDefault<IdHasher>>;
 
 /// A waiting cursor's task, and the stream it feeds if that stream can take
-/// a latest value straight from the publisher.
+/// a latest value from the fan-out's sweeper.
 struct Waiter {
     waker: Waker,
     direct: Option<Weak<dyn DirectWrite>>,
@@ -409,10 +409,19 @@ struct Waiter {
 /// woken tasks, each stream getting the newest value once.
 pub(crate) trait DirectWrite: Send + Sync {
     /// Writes the one latest value in `newest` the stream owes, if that is
-    /// all it owes and it is idle, and waits again with `waker`; false if
-    /// the stream's task must be woken instead (to write it, or to finish
-    /// a write this one started).
-    fn write_latest(&self, newest: &Newest, waker: &Waker) -> bool;
+    /// all it owes and it is idle, and then waits again with `waker`.
+    fn write_latest(&self, newest: &Newest, waker: &Waker) -> Swept;
+}
+
+/// What a [`DirectWrite`] did with a latest value.
+pub(crate) enum Swept {
+    /// Written whole; the stream waits again without its task.
+    Waiting,
+    /// Written, whole or in part; the task must be woken, to finish the
+    /// write or for something published meanwhile.
+    Wake,
+    /// Not written: the task must be woken to find it the usual way.
+    Untouched,
 }
 
 /// The latest values as the sweeper found them, for one sweep.
@@ -471,7 +480,8 @@ impl Fanout {
     /// Writes latest values to idle streams that allow it
     /// ([`DirectWrite`]) until dropped; streams queued for it then are
     /// woken. For a one-thread runtime: with several threads, woken tasks
-    /// spread the writes over them, and one sweeper would not.
+    /// spread the writes over them, and one sweeper would not. One sweeper
+    /// per fan-out: a second call returns at once.
     pub(crate) async fn sweep(self) {
         {
             let mut q = self.sweep.queue.lock();
@@ -480,33 +490,59 @@ impl Fanout {
             }
             q.running = true;
         }
-        let _stop = StopSweep(&self.sweep);
-        let mut batch = Vec::new();
+        // Owns the batch in hand, so that whatever stops the sweep, every
+        // stream in it is still woken.
+        let mut stop = StopSweep {
+            sweep: &self.sweep,
+            batch: Vec::new(),
+        };
         loop {
             self.sweep.ready.notified().await;
-            std::mem::swap(&mut batch, &mut self.sweep.queue.lock().streams);
-            if batch.is_empty() {
+            std::mem::swap(&mut stop.batch, &mut self.sweep.queue.lock().streams);
+            if stop.batch.is_empty() {
                 continue;
             }
-            // Queued by several publishes, maybe twice.
-            batch.sort_unstable_by_key(|(id, _)| *id);
-            batch.dedup_by_key(|(id, _)| *id);
-            let newest = self.newest();
+            // Queued by several publishes, maybe twice; taken from the end,
+            // in the order they subscribed.
+            stop.batch
+                .sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
+            stop.batch.dedup_by_key(|(id, _)| *id);
+            let mut newest = self.newest();
             let mut swept = 0;
-            for (_, w) in batch.drain(..) {
-                if let Some(direct) = w.direct.as_ref().and_then(Weak::upgrade) {
-                    if direct.write_latest(&newest, &w.waker) {
+            let mut done = 0;
+            while let Some((_, w)) = stop.batch.pop() {
+                let direct = w.direct.as_ref().and_then(Weak::upgrade);
+                match direct.map_or(Swept::Untouched, |d| d.write_latest(&newest, &w.waker)) {
+                    Swept::Waiting => swept += 1,
+                    Swept::Wake => {
                         swept += 1;
-                        continue;
+                        w.waker.wake();
                     }
+                    Swept::Untouched => w.waker.wake(),
                 }
-                w.waker.wake();
+                done += 1;
+                // Let timers, accepts and requests in now and then; what
+                // was published meanwhile is what the rest then get.
+                if done % SWEEP_SLICE == 0 && !stop.batch.is_empty() {
+                    self.clock.swept.inc_by(std::mem::take(&mut swept));
+                    tokio::task::yield_now().await;
+                    newest = self.newest();
+                }
             }
             self.clock.swept.inc_by(swept);
-            if batch.capacity() > 4 * 1024 {
-                batch = Vec::new();
+            // The queue gets this buffer at the next swap. A large one is
+            // given back instead: held between sweeps, two buffers the size
+            // of every stream cost each idle stream about 80 bytes, and a
+            // sweep that size is far dearer than allocating them again.
+            if stop.batch.capacity() > SWEEP_SLICE {
+                stop.batch = Vec::new();
             }
         }
+    }
+
+    /// Whether a sweeper is running.
+    pub(crate) fn sweeping(&self) -> bool {
+        self.sweep.queue.lock().running
     }
 
     fn newest(&self) -> Newest {
@@ -526,17 +562,23 @@ impl Fanout {
     }
 }
 
-/// Ends a sweep: nothing queued is left without a wake-up.
-struct StopSweep<'a>(&'a Sweep);
+/// Streams the sweeper writes between two yields.
+const SWEEP_SLICE: usize = 1024;
+
+/// Ends a sweep: nothing queued or in hand is left without a wake-up.
+struct StopSweep<'a> {
+    sweep: &'a Sweep,
+    batch: Vec<(u64, Waiter)>,
+}
 
 impl Drop for StopSweep<'_> {
     fn drop(&mut self) {
         let streams = {
-            let mut q = self.0.queue.lock();
+            let mut q = self.sweep.queue.lock();
             q.running = false;
             std::mem::take(&mut q.streams)
         };
-        for (_, w) in streams {
+        for (_, w) in streams.into_iter().chain(self.batch.drain(..)) {
             w.waker.wake();
         }
     }
@@ -575,36 +617,34 @@ impl Hasher for IdHasher {
 fn wake(waiters: Waiters, sweep: Option<&Sweep>) {
     let mut waiters: Vec<(u64, Waiter)> = waiters.into_iter().collect();
     waiters.sort_unstable_by_key(|(id, _)| *id);
-    let sweeping = sweep.filter(|s| s.queue.lock().running);
-    let mut direct = Vec::new();
-    for (id, w) in waiters {
-        if sweeping.is_some() && w.direct.is_some() {
-            direct.push((id, w));
-        } else {
-            w.waker.wake();
-        }
-    }
-    let Some(sweep) = sweeping else { return };
-    if direct.is_empty() {
-        return;
-    }
-    let stranded = {
+    // Straight into the sweeper's queue, whose buffer is reused from sweep
+    // to sweep; the rest are woken once the queue's lock is let go, since
+    // a waker may run anything.
+    if let Some(sweep) = sweep {
         let mut q = sweep.queue.lock();
         if q.running {
-            q.streams.append(&mut direct);
-            None
-        } else {
-            // The sweeper stopped meanwhile.
-            Some(direct)
-        }
-    };
-    match stranded {
-        None => sweep.ready.notify_one(),
-        Some(streams) => {
-            for (_, w) in streams {
+            let mut others = Vec::new();
+            let mut queued = false;
+            for (id, w) in waiters {
+                if w.direct.is_some() {
+                    q.streams.push((id, w));
+                    queued = true;
+                } else {
+                    others.push(w);
+                }
+            }
+            drop(q);
+            if queued {
+                sweep.ready.notify_one();
+            }
+            for w in others {
                 w.waker.wake();
             }
+            return;
         }
+    }
+    for (_, w) in waiters {
+        w.waker.wake();
     }
 }
 
@@ -664,7 +704,7 @@ pub(crate) struct Delivery {
     /// call yields it first. Boxed: rare, and every idle cursor would
     /// otherwise carry its size.
     held: Option<Box<(Item, (u64, u64))>>,
-    /// The stream this cursor feeds, if the publisher may write to it.
+    /// The stream this cursor feeds, if the sweeper may write to it.
     direct: Option<Weak<dyn DirectWrite>>,
 }
 
@@ -708,7 +748,7 @@ impl Delivery {
         self.held = Some(Box::new((item, before)));
     }
 
-    /// Lets the publisher of a latest value write it to `direct`, the
+    /// Lets the fan-out's sweeper write a latest value to `direct`, the
     /// stream this cursor feeds, when that is all the cursor owes.
     pub(crate) fn write_directly(&mut self, direct: Weak<dyn DirectWrite>) {
         self.direct = Some(direct);
@@ -999,17 +1039,21 @@ mod tests {
     }
 
     impl DirectWrite for Fake {
-        fn write_latest(&self, newest: &Newest, waker: &Waker) -> bool {
+        fn write_latest(&self, newest: &Newest, waker: &Waker) -> Swept {
             if self.refuses {
-                return false;
+                return Swept::Untouched;
             }
             let mut d = self.delivery.lock();
             let Some(i) = d.owes_only(newest) else {
-                return false;
+                return Swept::Untouched;
             };
             self.wrote.lock().push(newest.packet(i).clone());
             d.took(newest, true);
-            d.wait_again(waker)
+            if d.wait_again(waker) {
+                Swept::Waiting
+            } else {
+                Swept::Wake
+            }
         }
     }
 
@@ -1059,7 +1103,7 @@ mod tests {
         assert_eq!(*idle.wrote.lock(), vec![p("count", 5), p("count", 6)]);
         assert_eq!((woken(&idle_woken), woken(&full_woken)), (0, 1));
         // Anything but one latest value is for the task: an ordinary event
-        // wakes it at once, whatever it could take.
+        // wakes a waiting stream at once.
         fanout.publish(p("chat", 1));
         assert_eq!(woken(&idle_woken), 1);
         {

@@ -259,7 +259,7 @@ impl Metrics {
         );
         r.register(
             "fanout_swept",
-            "Latest values written to idle streams by the fan-out's sweeper, without waking each stream's task",
+            "Latest values the fan-out's sweeper wrote to idle streams itself, without waking each stream's task",
             metrics.clock.swept.clone(),
         );
         r.register_with_unit(
@@ -486,9 +486,8 @@ const LEAVE_SETTLE_MAX: u64 = 16;
 
 impl FanoutClock {
     /// Publishes through `send` (a latest-value event if `latest`), counts
-    /// it and starts timing it; `send` gets the broadcast's generation and
-    /// its answer is returned.
-    pub(crate) fn publish<T>(&self, latest: bool, send: impl FnOnce(u64) -> T) -> T {
+    /// it and starts timing it; returns what `send` returns.
+    pub(crate) fn publish<T>(&self, latest: bool, send: impl FnOnce() -> T) -> T {
         self.published[latest as usize].inc();
         let subscribers = self.subscribers.lock();
         let started = self.epoch.elapsed().as_nanos() as u64;
@@ -498,7 +497,7 @@ impl FanoutClock {
         slot.started_ns.store(started, Ordering::SeqCst);
         slot.generation.store(generation, Ordering::SeqCst);
         slot.owed.store(*subscribers, Ordering::SeqCst);
-        let out = send(generation);
+        let out = send();
         self.generation.store(generation, Ordering::SeqCst);
         out
     }
@@ -581,8 +580,8 @@ mod tests {
         let clock = FanoutClock::default();
         let (mut a, ()) = clock.subscribe(|| ());
         let (mut b, ()) = clock.subscribe(|| ());
-        clock.publish(false, |_| ());
-        clock.publish(false, |_| ());
+        clock.publish(false, || ());
+        clock.publish(false, || ());
         let newest = clock.newest();
         clock.settle(&mut a, newest);
         assert_eq!(clock.recorded(), 0);
@@ -593,7 +592,7 @@ mod tests {
         // b leaving settles what it owed.
         clock.unsubscribe(&mut b);
         assert_eq!(clock.recorded(), 2);
-        clock.publish(false, |_| ());
+        clock.publish(false, || ());
         clock.unsubscribe(&mut a);
         assert_eq!(clock.recorded(), 2);
         clock.settle(&mut c, clock.newest());
@@ -603,7 +602,7 @@ mod tests {
     #[test]
     fn a_broadcast_nobody_owes_is_not_timed() {
         let clock = FanoutClock::default();
-        clock.publish(false, |_| ());
+        clock.publish(false, || ());
         let (mut a, ()) = clock.subscribe(|| ());
         clock.unsubscribe(&mut a);
         assert_eq!(clock.recorded(), 0);

@@ -120,7 +120,7 @@ impl SseBody {
         self.explicit_writes = true;
     }
 
-    /// Lets the publisher of a latest value write it to `direct`, the
+    /// Lets the fan-out's sweeper write a latest value to `direct`, the
     /// stream that carries this body, while the body is idle.
     pub(crate) fn write_directly(&mut self, direct: std::sync::Weak<dyn DirectWrite>) {
         self.delivery.write_directly(direct);

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use std::net::SocketAddr;
 
 use super::sse::{self, SseBody};
-use crate::fanout::{DirectWrite, Newest};
+use crate::fanout::{DirectWrite, Newest, Swept};
 use crate::head;
 use crate::session::{unplain_header, Handshake, Sid};
 use crate::socket::Io;
@@ -118,8 +118,12 @@ pub(crate) async fn start(
         .await
         .ok()?;
     let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
-        let me: std::sync::Weak<dyn DirectWrite> = me.clone();
-        body.write_directly(me);
+        // Without a sweeper (several threads), the stream is woken as
+        // before and need not be reachable.
+        if io.hub().fanout().sweeping() {
+            let me: std::sync::Weak<dyn DirectWrite> = me.clone();
+            body.write_directly(me);
+        }
         Shared(Mutex::new(Some(Stream {
             stream,
             body,
@@ -133,10 +137,10 @@ pub(crate) async fn start(
 
 /// One raw SSE stream after its head, as its task's future.
 ///
-/// The stream itself is shared with the fan-out, whose publisher of a
-/// latest value writes it to an idle stream without waking this task
+/// The stream itself is shared with the fan-out, whose sweeper writes a
+/// latest value to an idle stream without waking this task
 /// ([`DirectWrite`]). Only this task ever drops the stream, so that ending
-/// a session never runs inside a publisher.
+/// a session never runs inside the sweeper.
 pub(crate) struct Streaming(Arc<Shared>);
 
 /// The stream behind its lock; `None` once this task has ended it.
@@ -162,7 +166,7 @@ impl Future for Streaming {
 
 impl Drop for Streaming {
     // A task dropped before its stream ended (the server stopping) still
-    // ends the stream here, never in a publisher holding the last
+    // ends the stream here, never in the sweeper holding the last
     // reference for a moment.
     fn drop(&mut self) {
         let ended = self.0 .0.lock().take();
@@ -171,14 +175,14 @@ impl Drop for Streaming {
 }
 
 impl DirectWrite for Shared {
-    fn write_latest(&self, newest: &Newest, waker: &Waker) -> bool {
+    fn write_latest(&self, newest: &Newest, waker: &Waker) -> Swept {
         // Held: this stream's task is running it right now, and will find
         // the value itself once woken.
         let Some(mut slot) = self.0.try_lock() else {
-            return false;
+            return Swept::Untouched;
         };
         let Some(stream) = slot.as_mut() else {
-            return false;
+            return Swept::Untouched;
         };
         stream.write_latest(newest, waker)
     }
@@ -202,28 +206,32 @@ struct Stream {
 
 impl Stream {
     /// Writes the one value of `newest` the stream owes, if it is idle and
-    /// that is all it owes; false if its task must be woken instead. A
-    /// write the socket takes only in part is left for the task to finish.
-    fn write_latest(&mut self, newest: &Newest, waker: &Waker) -> bool {
+    /// that is all it owes. A write the socket takes only in part is left
+    /// for the task to finish.
+    fn write_latest(&mut self, newest: &Newest, waker: &Waker) -> Swept {
         if self.out.is_some() || self.ending {
-            return false;
+            return Swept::Untouched;
         }
         let Some(i) = self.body.owes_only(newest) else {
-            return false;
+            return Swept::Untouched;
         };
         let chunk = newest.framed(i, |p| chunk(&p.sse));
         match self.stream.try_write(chunk) {
             Ok(n) if n == chunk.len() => {
                 self.body.took(newest, i, true);
-                self.body.wait_again(waker)
+                if self.body.wait_again(waker) {
+                    Swept::Waiting
+                } else {
+                    Swept::Wake
+                }
             }
             Ok(n) => {
                 self.body.took(newest, i, false);
                 self.out = Some(BytesMut::from(&chunk[n..]));
-                false
+                Swept::Wake
             }
             // Full, or broken: the task finds out for itself.
-            Err(_) => false,
+            Err(_) => Swept::Untouched,
         }
     }
 }
