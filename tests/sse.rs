@@ -193,17 +193,21 @@ async fn wait_metric(addr: std::net::SocketAddr, name: &str, want: u64) {
     }
 }
 
+/// No keep-alive within a test, so every byte on a stream is an event.
+fn quiet_config() -> Config {
+    Config {
+        ping_interval_ms: 60_000,
+        ping_timeout_ms: 60_000,
+        ..fast_config()
+    }
+}
+
 // One thread, as the binary runs on one core: idle streams then take a
 // new count from the fan-out's sweeper instead of each waking its task.
 #[tokio::test]
 async fn idle_streams_take_a_new_count_from_the_sweeper_in_the_same_bytes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = Server::start(Config {
-        ping_interval_ms: 60_000,
-        ping_timeout_ms: 60_000,
-        ..fast_config()
-    })
-    .await;
+    let server = Server::start(quiet_config()).await;
     let addr = server.addr;
     // One stream read byte for byte.
     let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -268,12 +272,7 @@ async fn idle_streams_take_a_new_count_from_the_sweeper_in_the_same_bytes() {
 // reads again it gets every byte in order, intact, and then the newest value.
 #[tokio::test]
 async fn a_stream_whose_socket_is_full_is_woken_instead_and_loses_nothing() {
-    let server = Server::start(Config {
-        ping_interval_ms: 60_000,
-        ping_timeout_ms: 60_000,
-        ..fast_config()
-    })
-    .await;
+    let server = Server::start(quiet_config()).await;
     let addr = server.addr;
     server.io.latest_value("ticker");
     let sock = tokio::net::TcpSocket::new_v4().unwrap();

@@ -325,10 +325,15 @@ fn response_head(io: &Io, sid: Sid, cors: head::Head) -> String {
 /// `data` as one HTTP/1.1 chunk.
 fn chunk(data: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(data.len() + 16);
+    put_chunk(&mut buf, data);
+    buf.freeze()
+}
+
+/// Appends `data` to `buf` as one HTTP/1.1 chunk.
+fn put_chunk(buf: &mut BytesMut, data: &[u8]) {
     let _ = write!(buf, "{:x}\r\n", data.len());
     buf.put_slice(data);
     buf.put_slice(b"\r\n");
-    buf.freeze()
 }
 
 /// Polls the body until it has nothing more ready, framing every frame as
@@ -344,9 +349,7 @@ fn next_batch(body: &mut SseBody, cx: &mut Context<'_>) -> Poll<Option<(BytesMut
                     continue;
                 };
                 let buf = out.get_or_insert_with(|| BytesMut::with_capacity(data.len() + 16));
-                let _ = write!(buf, "{:x}\r\n", data.len());
-                buf.put_slice(&data);
-                buf.put_slice(b"\r\n");
+                put_chunk(buf, &data);
                 if buf.len() >= 64 * 1024 {
                     return Poll::Ready(out.map(|b| (b, false)));
                 }
