@@ -59,6 +59,7 @@ mod accept;
 mod ack;
 pub mod app;
 mod backend;
+mod clock;
 mod cluster;
 pub mod config;
 mod error;
