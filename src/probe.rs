@@ -11,9 +11,9 @@
 use bytes::Bytes;
 use hyper::StatusCode;
 
+use crate::io::Io;
 use crate::metrics::{BackendGauges, Snapshot};
 use crate::session::Transport;
-use crate::socket::Io;
 
 /// Why a node is not ready, as the `reason` of `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,11 +18,11 @@ use crate::forward;
 use crate::head;
 use crate::http::{self, ResponseBody};
 use crate::hub::Session;
+use crate::io::Io;
 use crate::metrics;
 use crate::probe;
 use crate::recovery::Cursor;
 use crate::session::{DisconnectReason, Handshake, Peer, Sid, SidParam};
-use crate::socket::Io;
 use crate::statics;
 use crate::transport::mux::{self, MuxParam};
 use crate::transport::{poll, sse};
@@ -310,7 +310,7 @@ fn resumes_elsewhere<B>(io: &Io, req: &Request<B>, sid: SidParam, mux: MuxParam)
     {
         return None;
     }
-    let cursor = crate::socket::resume_cursor(req.headers(), req.uri().query()).ok()??;
+    let cursor = crate::io::resume_cursor(req.headers(), req.uri().query()).ok()??;
     (!io.hub().holds(&cursor.sid)).then_some(cursor.sid)
 }
 

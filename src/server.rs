@@ -28,9 +28,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::accept::{self, Prefixed};
 use crate::http::ResponseBody;
+use crate::io::Io;
 use crate::router;
 use crate::session::Peer;
-use crate::socket::Io;
 use crate::tls::Tls;
 use crate::transport::{poll_raw, sse_raw};
 

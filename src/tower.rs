@@ -24,7 +24,7 @@ use hyper::{Request, Response, Uri};
 
 use crate::error::Error;
 use crate::http::{self, ResponseBody};
-use crate::socket::Io;
+use crate::io::Io;
 
 /// A tower `Service` answering ssio's routes under a path prefix.
 #[derive(Clone, Debug)]

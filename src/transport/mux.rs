@@ -56,9 +56,9 @@ use crate::error::Error;
 use crate::fanout::{Delivery, Item};
 use crate::head;
 use crate::hub::Session;
+use crate::io::Io;
 use crate::packet::{Packet, KEEP_ALIVE};
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
-use crate::socket::Io;
 
 /// Most items taken from one session per read, so that one busy session
 /// cannot keep the others on its stream waiting.

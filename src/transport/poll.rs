@@ -20,10 +20,10 @@ use http_body::{Body, Frame, SizeHint};
 use crate::error::Error;
 use crate::fanout::{Delivery, Item};
 use crate::hub::{Connected, Session, TakeError};
+use crate::io::Io;
 use crate::packet::Packet;
 use crate::recovery::Cursor;
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
-use crate::socket::Io;
 
 /// `GET /poll` without a sid: a new (or resumed) polling session, its
 /// handshake JSON and its starting cursor. A new session must start its

@@ -32,9 +32,9 @@ use super::poll;
 use crate::error::Error;
 use crate::head;
 use crate::hub::Session;
+use crate::io::Io;
 use crate::recovery::Cursor;
 use crate::session::{unplain_header, Handshake, SidParam, Transport};
-use crate::socket::Io;
 
 /// A plain request this module can answer.
 pub(crate) struct Ask {

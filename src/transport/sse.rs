@@ -21,9 +21,9 @@ use crate::error::Error;
 use crate::fanout::{Delivery, DirectWrite, Item, Newest};
 use crate::head;
 use crate::hub::{Connected, Session};
+use crate::io::Io;
 use crate::packet::{Packet, KEEP_ALIVE};
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
-use crate::socket::Io;
 
 /// Starts an SSE session and returns its response: the one head from
 /// [`head::sse`] and the body. The raw path writes the same head by hand.

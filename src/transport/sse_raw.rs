@@ -31,8 +31,8 @@ use std::net::SocketAddr;
 use super::sse::{self, SseBody};
 use crate::fanout::{DirectWrite, Newest, Swept};
 use crate::head;
+use crate::io::Io;
 use crate::session::{unplain_header, Handshake, Sid};
-use crate::socket::Io;
 
 /// Bytes a client may send after its `GET /events` head (a stray CRLF)
 /// before the stream is closed.

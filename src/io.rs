@@ -1,0 +1,533 @@
+//! The server handle of the socket.io-style API: [`Io`] registers handlers,
+//! broadcasts, reads the count and serves HTTP.
+//!
+//! This layer is the only one that knows event names. It implements the
+//! hub's [`Lifecycle`]: the hub says "this session started" or "ended", and
+//! this layer runs `io.on_connection` handlers or a socket's `"disconnect"`
+//! handlers. Each session's handlers live here, keyed by sid, and are
+//! dropped when it ends, so closures that capture an `Io` never keep the
+//! server alive.
+//!
+//! Beyond `on`/`emit`, the names are socket.io's: rooms (`join`, `leave`,
+//! `io.to(room)`, `socket.to(room)`, `socket.broadcast()`, `io.in_(room)`),
+//! acknowledgements (`on_ack`), connection middleware (`io.use_`), per-socket
+//! `data` and `handshake`, and `recovered` after a resume. A socket's state
+//! (handlers, data, handshake) lives in the hub entry's `ext` slot and moves
+//! with the sid when a session is resumed; its rooms live in the fan-out.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let io = ssio::Io::new(ssio::Config::default());
+//! io.latest_value("user count");
+//! io.on_connection(|socket| {
+//!     let io = socket.io();
+//!     io.emit("user count", io.count());
+//!     socket.on("disconnect", |socket, _reason| {
+//!         let io = socket.io();
+//!         io.emit("user count", io.count());
+//!     });
+//! });
+//! # }
+//! ```
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+
+use crate::ack::Ack;
+use crate::backend::{ready_now, Backend, Broadcast, LocalBackend};
+use crate::config::Config;
+use crate::error::{BackendError, Error};
+use crate::fanout::{Delivery, Fanout};
+use crate::hub::{Connected, Hub, Lifecycle, Session};
+use crate::middleware::Rejection;
+use crate::packet::Packet;
+use crate::recovery::Cursor;
+use crate::rooms::Target;
+use crate::session::{DisconnectReason, Handshake, Transport};
+use crate::tickets::Tickets;
+
+use crate::operator::Operator;
+use crate::socket::{state_of, Socket, SocketState};
+
+/// A `socket.on` callback: the socket and the event's data (for
+/// `"disconnect"`, the reason as a JSON string).
+pub type Handler = Arc<dyn Fn(&Socket, &Value) + Send + Sync>;
+
+/// An `io.on_connection` callback.
+pub type ConnectionHandler = Arc<dyn Fn(&Socket) + Send + Sync>;
+
+/// A `socket.on_ack` callback: the socket, the event's data and the slot
+/// for its answer.
+pub type AckHandler = Arc<dyn Fn(&Socket, &Value, Ack) + Send + Sync>;
+
+/// An `io.use_` callback: accepts or refuses a handshake.
+pub type Middleware = Arc<dyn Fn(&Handshake) -> Result<(), Rejection> + Send + Sync>;
+
+/// The server side: register handlers, broadcast, read the count, and serve
+/// HTTP. Cheap to clone; every clone is the same server.
+#[derive(Clone)]
+pub struct Io {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    /// Sessions, count and ordering.
+    pub(super) hub: Arc<Hub>,
+    /// `io.on_connection` handlers.
+    pub(super) on_connection: RwLock<Vec<ConnectionHandler>>,
+    /// Event names whose broadcasts are latest-value (conflated).
+    pub(super) latest_names: RwLock<Vec<Box<str>>>,
+    /// `io.use_` middleware, run in order before a session is made.
+    pub(super) middleware: RwLock<Vec<Middleware>>,
+    /// Handshake tickets from `POST /handshake`.
+    pub(super) tickets: Tickets,
+    /// State that a layer above keeps per server (the shared streams'
+    /// table), one value per type, created on first use. Kept here so that
+    /// those layers need no global and this one need not know them.
+    pub(super) extensions: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
+}
+
+/// The resume cursor a session-starting request presents, in
+/// `Last-Event-ID` or `resume=`: none, a cursor, or a refusal when it is
+/// malformed.
+pub(crate) fn resume_cursor(
+    headers: &hyper::HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<Cursor>, Error> {
+    match headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("\n"))
+        .or_else(|| crate::session::query_value(query, "resume"))
+    {
+        None | Some("") => Ok(None),
+        Some(text) => {
+            let text = text.replace("%3A", ":").replace("%3a", ":");
+            Ok(Some(Cursor::parse(&text).ok_or(Error::BadCursor)?))
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into [`Error::HandlerFailed`]: one bad handler
+/// answers its own request with a 500 and harms nobody else.
+pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| {
+        tracing::warn!("a handler panicked");
+        Error::HandlerFailed
+    })
+}
+
+impl fmt::Debug for Io {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Io")
+            .field("sessions", &self.inner.hub.session_count())
+            .finish()
+    }
+}
+
+/// Session counts by transport, as served at `/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Live sessions in this process's table.
+    pub sessions: usize,
+    /// Of those, streaming over SSE.
+    pub sse: usize,
+    /// Of those, long-polling.
+    pub polling: usize,
+    /// The backend's count (equal to `sessions` on a single node).
+    pub count: usize,
+    /// Sessions whose transport dropped, waiting out the recovery window
+    /// (not counted).
+    pub away: usize,
+    /// Live sessions whose stream dropped without a close, still counted
+    /// while their client has `--reconnect-grace` to come back.
+    pub graced: usize,
+}
+
+impl Io {
+    /// Counts and logs a refused request: method and path, never the
+    /// query, which carries sids.
+    pub(crate) fn refused(&self, method: &str, path: &str, e: &Error) {
+        let status = e.status();
+        self.hub().metrics.rejected(status.as_u16());
+        if status.is_server_error() {
+            tracing::warn!(target: "ssio::request", method, path, status = status.as_u16(), error = %e, "request refused");
+        } else {
+            tracing::info!(target: "ssio::request", method, path, status = status.as_u16(), error = %e, "request refused");
+        }
+    }
+
+    /// A single-node server with the given limits.
+    ///
+    /// Must be called inside a tokio runtime: it starts the task that reaps
+    /// polling sessions whose client stopped polling.
+    pub fn new(config: Config) -> Io {
+        Io::with_backend(config, LocalBackend::new)
+    }
+
+    /// A server whose count and broadcasts go through the backend that
+    /// `make` builds from this server's own [`Fanout`] (where the backend
+    /// must deliver every broadcast, on every node). [`run`](crate::run)
+    /// starts and closes it; embedders call [`Io::start`] and [`Io::close`].
+    pub fn with_backend<B, F>(config: Config, make: F) -> Io
+    where
+        B: Backend,
+        F: FnOnce(Fanout) -> B,
+    {
+        let recovery = config.recovery_window_ms > 0;
+        // One log serves live readers and resumes: it keeps the larger of
+        // what each needs, in events and in bytes.
+        let fanout = Fanout::with_recovery(
+            config.max_pending_events,
+            if recovery {
+                config.recovery_max_events
+            } else {
+                0
+            },
+            if recovery {
+                config.max_pending_bytes.max(config.recovery_max_bytes)
+            } else {
+                config.max_pending_bytes
+            },
+            recovery.then(|| config.recovery_window()),
+        );
+        let backend: Arc<dyn Backend> = Arc::new(make(fanout.clone()));
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let lifecycle: Weak<dyn Lifecycle> = weak.clone();
+            Inner {
+                hub: Arc::new(Hub::new(config, fanout, backend, lifecycle)),
+                on_connection: RwLock::new(Vec::new()),
+                latest_names: RwLock::new(Vec::new()),
+                middleware: RwLock::new(Vec::new()),
+                tickets: Tickets::default(),
+                extensions: Mutex::new(Vec::new()),
+            }
+        });
+        inner.hub.spawn_reaper();
+        Io { inner }
+    }
+
+    /// Starts the backend (connections, subscriptions). The local backend
+    /// needs nothing; a shared one may fail here.
+    pub async fn start(&self) -> Result<(), BackendError> {
+        self.inner.hub.backend.start().await
+    }
+
+    /// Closes the backend, after [`Io::shutdown`] has ended every session.
+    pub async fn close(&self) -> Result<(), BackendError> {
+        self.inner.hub.settle().await;
+        self.inner.hub.backend.close().await
+    }
+
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    /// The configuration this server enforces.
+    pub fn config(&self) -> &Config {
+        &self.inner.hub.config
+    }
+
+    /// Registers a callback run for every new session, before its transport
+    /// sends anything, while no other session can connect or disconnect.
+    pub fn on_connection<F>(&self, f: F)
+    where
+        F: Fn(&Socket) + Send + Sync + 'static,
+    {
+        self.inner.on_connection.write().push(Arc::new(f));
+    }
+
+    /// Declares `event` a latest-value event: a client that is behind gets
+    /// only its newest value instead of every stale one. Use it for state
+    /// (counts, positions), not for messages.
+    pub fn latest_value(&self, event: &str) {
+        let mut names = self.inner.latest_names.write();
+        if !names.iter().any(|n| &**n == event) {
+            names.push(Box::from(event));
+        }
+    }
+
+    fn is_latest(&self, name: &str) -> bool {
+        self.inner.latest_names.read().iter().any(|n| &**n == name)
+    }
+
+    /// Sends `event` with `data` to every session.
+    ///
+    /// # Panics
+    /// If `event` contains a CR or LF, which would corrupt the SSE framing;
+    /// server code names its events with literals, so this is a bug.
+    pub fn emit(&self, event: &str, data: impl Into<Value>) {
+        self.broadcast(Target::all(), event, data.into());
+    }
+
+    /// Registers connection middleware (socket.io's `io.use`): it sees
+    /// every handshake before a session exists and may refuse it. It runs
+    /// again on a resume, so a revoked credential cannot come back.
+    pub fn use_<F>(&self, f: F)
+    where
+        F: Fn(&Handshake) -> Result<(), Rejection> + Send + Sync + 'static,
+    {
+        self.inner.middleware.write().push(Arc::new(f));
+    }
+
+    /// Events sent through the returned operator go to the members of
+    /// `room` (chain `.to(..)` for more rooms).
+    pub fn to(&self, room: &str) -> Operator {
+        Operator {
+            io: self.clone(),
+            target: Target {
+                rooms: vec![Arc::from(room)],
+                except: None,
+            },
+        }
+    }
+
+    /// The same as [`Io::to`]; reads better with [`Operator::count`].
+    pub fn in_(&self, room: &str) -> Operator {
+        self.to(room)
+    }
+
+    pub(super) fn broadcast(&self, target: Target, event: &str, data: Value) {
+        assert!(
+            !event.contains(['\n', '\r']),
+            "event name contains a newline"
+        );
+        let broadcast = Broadcast {
+            name: Arc::from(event),
+            packet: Packet::new(event, &data),
+            latest: target.is_all() && target.except.is_none() && self.is_latest(event),
+            target,
+        };
+        match ready_now(self.inner.hub.backend.broadcast(broadcast)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, event, "broadcast failed"),
+            Err(pending) => {
+                tokio::spawn(async move {
+                    if let Err(e) = pending.await {
+                        tracing::warn!(error = %e, "broadcast failed");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Connected sessions, as the backend counts them: this node's on a
+    /// single node, the cluster's with a shared backend.
+    pub fn count(&self) -> usize {
+        self.inner.hub.backend.count()
+    }
+
+    /// Session counts for monitoring.
+    pub fn stats(&self) -> Stats {
+        let hub = &self.inner.hub;
+        Stats {
+            sessions: hub.session_count(),
+            sse: hub.transport_count(Transport::Sse),
+            polling: hub.transport_count(Transport::Polling),
+            count: self.count(),
+            away: hub.away_count(),
+            graced: hub.graced_count(),
+        }
+    }
+
+    /// Ends every session with "server shutdown" and refuses new ones. Open
+    /// streams send their `disconnect` event and finish, so a graceful HTTP
+    /// shutdown can then complete.
+    pub fn shutdown(&self) {
+        self.inner.hub.shutdown();
+    }
+
+    /// Starts a session on `transport` for a session-starting request: the
+    /// transports' one way in. With `ticket=`, the handshake is the one the
+    /// ticket carries (its middleware already ran); otherwise the
+    /// middleware runs now, and a refusal makes no session. A cursor in
+    /// `Last-Event-ID` or `resume=` asks for a resume.
+    pub(crate) async fn start_session(
+        &self,
+        transport: Transport,
+        request: Handshake,
+    ) -> Result<Connected, Error> {
+        let query = request.query.clone();
+        let query = query.as_deref();
+        let resume = resume_cursor(&request.headers, query)?;
+        let handshake = match crate::session::query_value(query, "ticket") {
+            Some(ticket) => {
+                let id = uuid::Uuid::try_parse(ticket)
+                    .ok()
+                    .filter(|_| ticket.len() == 36)
+                    .ok_or(Error::BadAuth("malformed ticket"))?;
+                self.redeem_ticket(&id)
+                    .ok_or(Error::BadAuth("unknown, used or expired ticket"))?
+            }
+            None => {
+                self.check(&request)?;
+                request
+            }
+        };
+        // Shared, not copied, with the socket state that keeps it.
+        let handshake = Arc::new(handshake);
+        self.inner.hub.connect(transport, &handshake, resume).await
+    }
+
+    /// This server's one value of type `T`, created on first use.
+    pub(crate) fn extension<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut all = self.inner.extensions.lock();
+        if let Some(found) = all.iter().find_map(|e| e.clone().downcast::<T>().ok()) {
+            return found;
+        }
+        let made = Arc::new(T::default());
+        all.push(made.clone());
+        made
+    }
+
+    /// Starts a session on `transport` for a request that carries no
+    /// resume: the shared streams' way in. The middleware runs first.
+    pub(crate) async fn connect(
+        &self,
+        transport: Transport,
+        handshake: &Handshake,
+    ) -> Result<(Arc<Session>, Delivery), Error> {
+        self.check(handshake)?;
+        let handshake = Arc::new(handshake.clone());
+        let c = self.inner.hub.connect(transport, &handshake, None).await?;
+        Ok((c.session, c.delivery))
+    }
+
+    /// Runs the middleware on `handshake`.
+    pub(crate) fn check(&self, handshake: &Handshake) -> Result<(), Error> {
+        let chain = self.inner.middleware.read().clone();
+        for m in chain {
+            guarded(|| m(handshake))?.map_err(|r| Error::Rejected {
+                status: r.status,
+                message: r.message,
+                data: r.data.map(|d| d.to_string()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs the middleware and, if it accepts, issues a one-time ticket
+    /// that carries `handshake` to the transport request.
+    pub(crate) fn issue_ticket(&self, handshake: Handshake) -> Result<uuid::Uuid, Error> {
+        if self.inner.hub.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        self.check(&handshake)?;
+        let config = self.config();
+        self.inner
+            .tickets
+            .issue(handshake, config.ticket_ttl(), config.max_sessions)
+            .ok_or(Error::Full)
+    }
+
+    /// The handshake a ticket carries; the ticket is spent.
+    pub(crate) fn redeem_ticket(&self, ticket: &uuid::Uuid) -> Option<Handshake> {
+        self.inner.tickets.redeem(ticket)
+    }
+
+    /// Runs `session`'s handlers for an event its client sent; `ack` is
+    /// where `on_ack` handlers answer. A panicking handler is reported as
+    /// [`Error::HandlerFailed`] once every handler has had its turn.
+    pub(crate) fn dispatch(
+        &self,
+        session: Arc<Session>,
+        event: &str,
+        data: &Value,
+        ack: Ack,
+    ) -> Result<(), Error> {
+        let Some(socket) = self.socket(session) else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        for h in socket.state.handlers.get(event) {
+            if let Err(e) = guarded(|| h(&socket, data)) {
+                result = Err(e);
+            }
+        }
+        let ack_handlers = socket.state.ack_handlers.get(event);
+        for h in ack_handlers {
+            let ack = ack.clone();
+            if let Err(e) = guarded(|| h(&socket, data, ack)) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    fn socket(&self, session: Arc<Session>) -> Option<Socket> {
+        let state = state_of(&session)?;
+        Some(Socket {
+            io: self.clone(),
+            session,
+            state,
+        })
+    }
+
+    /// Rooms with members on this node.
+    pub fn room_count(&self) -> usize {
+        self.inner.hub.fanout().room_count()
+    }
+}
+
+impl Lifecycle for Inner {
+    fn connected(
+        self: Arc<Self>,
+        session: &Arc<Session>,
+        handshake: &Arc<Handshake>,
+        recovered: bool,
+    ) {
+        // Ended before it began (a backend join that finished late): its
+        // disconnect already ran, so nothing may be registered for it.
+        if session.closed_reason().is_some() {
+            return;
+        }
+        let state = match (recovered, state_of(session)) {
+            (true, Some(state)) => {
+                *state.handshake.lock() = handshake.clone();
+                state
+            }
+            _ => {
+                let state = Arc::new(SocketState::new(handshake));
+                if session.ext.set(state.clone()).is_err() {
+                    return;
+                }
+                state
+            }
+        };
+        state.recovered.store(recovered, Ordering::SeqCst);
+        let on_connection = self.on_connection.read().clone();
+        let socket = Socket {
+            io: Io { inner: self },
+            session: session.clone(),
+            state,
+        };
+        for h in on_connection {
+            // A panicking connection handler must not take the hub's
+            // ordering lock down with it.
+            let _ = guarded(|| h(&socket));
+        }
+    }
+
+    fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason) {
+        let Some(state) = state_of(session) else {
+            return;
+        };
+        let socket = Socket {
+            io: Io { inner: self },
+            session: session.clone(),
+            state,
+        };
+        let reason = Value::from(reason.as_str());
+        for h in socket.state.handlers.get("disconnect") {
+            let _ = guarded(|| h(&socket, &reason));
+        }
+        // Break `Io` → handlers → closure → `Io` cycles. A resume registers
+        // them again through the connection handlers.
+        socket.state.clear();
+    }
+}

@@ -1,0 +1,70 @@
+//! A broadcast's target, built with `to`, `broadcast` and `except`, and sent
+//! with `emit`: socket.io's "operator".
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::rooms::Target;
+
+use crate::io::Io;
+
+/// Where a broadcast goes: built by [`Io::to`], [`Socket::to`] and
+/// [`Socket::broadcast`], chained with `to` and sent with `emit`.
+#[derive(Clone)]
+pub struct Operator {
+    /// The server.
+    pub(super) io: Io,
+    /// The rooms and the left-out sender.
+    pub(super) target: Target,
+}
+
+impl fmt::Debug for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Operator")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl Operator {
+    /// Adds another room: an event reaches each member of any of them once.
+    pub fn to(mut self, room: &str) -> Operator {
+        let room: Arc<str> = Arc::from(room);
+        if !self.target.rooms.contains(&room) {
+            self.target.rooms.push(room);
+        }
+        self
+    }
+
+    /// Sends `event` with `data` to the target. Room events are ordinary
+    /// events even for names declared [`Io::latest_value`].
+    ///
+    /// # Panics
+    /// If `event` contains a CR or LF, as for [`Io::emit`].
+    pub fn emit(&self, event: &str, data: impl Into<Value>) {
+        self.io.broadcast(self.target.clone(), event, data.into());
+    }
+
+    /// Sessions on this node the target reaches (for one room, its size),
+    /// live or away.
+    pub fn count(&self) -> usize {
+        let fanout = self.io.inner.hub.fanout();
+        match &self.target.rooms[..] {
+            [] => self
+                .io
+                .count()
+                .saturating_sub(usize::from(self.target.except.is_some())),
+            [room] => {
+                let n = fanout.room_len(room);
+                let me = self
+                    .target
+                    .except
+                    .is_some_and(|sid| fanout.rooms_of(sid).contains(room));
+                n - usize::from(me)
+            }
+            _ => fanout.room_members(&self.target.rooms, self.target.except),
+        }
+    }
+}
