@@ -79,6 +79,7 @@ mod operator;
 mod packet;
 mod probe;
 mod recovery;
+mod reroute;
 mod rooms;
 mod router;
 pub mod server;
