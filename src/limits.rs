@@ -22,10 +22,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
-use hyper::HeaderMap;
 use tokio::time::Instant;
 
-use crate::config::{canonical, Config, ProxyNet};
+use crate::config::{Config, ProxyNet};
 use crate::error::Error;
 use crate::session::Handshake;
 
@@ -196,28 +195,7 @@ impl AddressTable {
 
 /// The address the per-address limits count a handshake against.
 pub(crate) fn client_ip(handshake: &Handshake, trusted: &[ProxyNet]) -> IpAddr {
-    let peer = canonical(handshake.address.ip());
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(peer) {
-        return key(peer);
-    }
-    let hops = forwarded_for(&handshake.headers);
-    let mut client = peer;
-    // The rightmost hop was added by the proxy we trust; walk left until an
-    // address that is not one of ours. An unreadable hop ends the walk: what
-    // lies left of it may be anything the client wrote.
-    for hop in hops.iter().rev() {
-        match hop {
-            Some(ip) => {
-                client = canonical(*ip);
-                if !is_trusted(client) {
-                    break;
-                }
-            }
-            None => break,
-        }
-    }
-    key(client)
+    key(handshake.client_address(trusted))
 }
 
 /// The key an address is counted under: IPv4 as is, IPv6 by its /64.
@@ -231,54 +209,11 @@ fn key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The `for=` hops of every `Forwarded` header, or else the entries of every
-/// `X-Forwarded-For`, left to right; `None` for an entry that is not an
-/// address (`unknown`, an obfuscated name, garbage).
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !forwarded.is_empty() {
-        let mut hops = Vec::new();
-        for element in forwarded.iter().flat_map(|v| v.split(',')) {
-            let node = element.split(';').find_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
-            });
-            if let Some(node) = node {
-                hops.push(parse_node(node.trim_matches('"')));
-            }
-        }
-        return hops;
-    }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(|s| parse_node(s.trim()))
-        .collect()
-}
-
-/// `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80` or `::1`.
-fn parse_node(s: &str) -> Option<IpAddr> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
-    }
-    let (host, port) = s.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
 
-    use hyper::header::HeaderValue;
+    use hyper::header::{HeaderMap, HeaderValue};
 
     use super::*;
 

@@ -5,11 +5,13 @@
 //! on nothing else in the crate.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::SystemTime;
 
 use hyper::HeaderMap;
 use uuid::Uuid;
+
+use crate::config::{canonical, ProxyNet};
 
 /// A session ID: a random (v4) UUID, so 122 bits nobody can guess.
 pub type Sid = Uuid;
@@ -208,4 +210,79 @@ impl SidParam {
             SidParam::Absent | SidParam::Malformed => Err(crate::error::Error::UnknownSession),
         }
     }
+}
+
+impl Handshake {
+    /// The client's own address: the TCP peer, unless that peer is one of
+    /// the `--trusted-proxy` ranges, in which case the forwarding headers
+    /// name it, read from the right and skipping every trusted hop. From
+    /// any other peer those headers are ignored, so nobody can spoof their
+    /// way around a per-address limit.
+    pub(crate) fn client_address(&self, trusted: &[ProxyNet]) -> IpAddr {
+        let peer = canonical(self.address.ip());
+        let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+        if !is_trusted(peer) {
+            return peer;
+        }
+        let hops = forwarded_for(&self.headers);
+        let mut client = peer;
+        // The rightmost hop was added by the proxy we trust; walk left until an
+        // address that is not one of ours. An unreadable hop ends the walk: what
+        // lies left of it may be anything the client wrote.
+        for hop in hops.iter().rev() {
+            match hop {
+                Some(ip) => {
+                    client = canonical(*ip);
+                    if !is_trusted(client) {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        client
+    }
+}
+
+/// The `for=` hops of every `Forwarded` header, or else the entries of every
+/// `X-Forwarded-For`, left to right; `None` for an entry that is not an
+/// address (`unknown`, an obfuscated name, garbage).
+fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let forwarded: Vec<&str> = headers
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !forwarded.is_empty() {
+        let mut hops = Vec::new();
+        for element in forwarded.iter().flat_map(|v| v.split(',')) {
+            let node = element.split(';').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+            });
+            if let Some(node) = node {
+                hops.push(parse_node(node.trim_matches('"')));
+            }
+        }
+        return hops;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|s| parse_node(s.trim()))
+        .collect()
+}
+
+/// `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80` or `::1`.
+fn parse_node(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
