@@ -14,6 +14,7 @@
 //! through [`Io`](crate::Io), read each session's cursor, and turn what it
 //! yields into bytes.
 
+mod keepalive;
 pub(crate) mod mux;
 pub(crate) mod poll;
 pub(crate) mod poll_raw;

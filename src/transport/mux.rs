@@ -39,7 +39,6 @@
 //! released).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
@@ -49,7 +48,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::Response;
 use parking_lot::Mutex;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -59,6 +58,7 @@ use crate::hub::Session;
 use crate::io::Io;
 use crate::packet::{Packet, KEEP_ALIVE};
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
+use crate::transport::keepalive::KeepAlive;
 
 /// Most items taken from one session per read, so that one busy session
 /// cannot keep the others on its stream waiting.
@@ -520,8 +520,7 @@ pub(crate) async fn sse_response(
         io: io.clone(),
         group,
         first: Some(first.freeze()),
-        keep_alive: Box::pin(tokio::time::sleep(period)),
-        period,
+        keep_alive: KeepAlive::new(period),
         done: false,
     };
     let mut res = Response::new(body);
@@ -538,10 +537,8 @@ pub(crate) struct MuxBody {
     group: Arc<Group>,
     /// The carrier's `connect` event, sent before anything else.
     first: Option<Bytes>,
-    /// Fires after `period` without a write; reset by every write.
-    keep_alive: Pin<Box<Sleep>>,
-    /// pingInterval.
-    period: Duration,
+    /// A keep-alive comment once the stream has been idle for pingInterval.
+    keep_alive: KeepAlive,
     /// Set once the last event went out; the next poll ends the body.
     done: bool,
 }
@@ -551,7 +548,7 @@ impl MuxBody {
         &mut self,
         bytes: Bytes,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
-        self.keep_alive.as_mut().reset(Instant::now() + self.period);
+        self.keep_alive.sent();
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 }
@@ -598,7 +595,7 @@ impl Body for MuxBody {
             if this.done {
                 return Poll::Ready(None);
             }
-            return match this.keep_alive.as_mut().poll(cx) {
+            return match this.keep_alive.poll(cx) {
                 Poll::Ready(()) => this.sent(Bytes::from_static(KEEP_ALIVE)),
                 Poll::Pending => Poll::Pending,
             };

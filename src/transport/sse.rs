@@ -7,15 +7,12 @@
 //! or the raw path in [`sse_raw`](super::sse_raw), polls the body directly
 //! and the body polls the session's cursor.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::Response;
-use tokio::time::{Instant, Sleep};
 
 use crate::error::Error;
 use crate::fanout::{Delivery, DirectWrite, Item, Newest};
@@ -24,6 +21,7 @@ use crate::hub::{Connected, Session};
 use crate::io::Io;
 use crate::packet::{Packet, KEEP_ALIVE};
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
+use crate::transport::keepalive::KeepAlive;
 
 /// Starts an SSE session and returns its response: the one head from
 /// [`head::sse`] and the body. The raw path writes the same head by hand.
@@ -53,14 +51,8 @@ pub(crate) struct SseBody {
     ids: bool,
     /// The session's read position.
     delivery: Delivery,
-    /// Fires at least `period` after the last write. Not reset by every
-    /// event: moving a timer costs a trip through the timer wheel per
-    /// event per stream, so it is moved only when it fires early.
-    keep_alive: Pin<Box<Sleep>>,
-    /// When the last frame was handed out.
-    last_sent: Instant,
-    /// The idle time before a keep-alive: pingInterval.
-    period: Duration,
+    /// A keep-alive comment once the stream has been idle for pingInterval.
+    keep_alive: KeepAlive,
     /// Set after the `disconnect` event went out; the next poll ends the body.
     done: bool,
     /// Events and bytes written since the metrics were last told; told
@@ -106,9 +98,7 @@ impl SseBody {
             io,
             session,
             delivery,
-            keep_alive: Box::pin(tokio::time::sleep(period)),
-            last_sent: Instant::now(),
-            period,
+            keep_alive: KeepAlive::new(period),
             done: false,
             unreported: (0, 0),
             explicit_writes: false,
@@ -143,7 +133,7 @@ impl SseBody {
         self.delivery.took(newest, whole);
         self.unreported.0 += 1;
         self.unreported.1 += newest.packet(i).sse.len() as u64;
-        self.last_sent = Instant::now();
+        self.keep_alive.sent();
         if whole {
             self.report();
         }
@@ -165,23 +155,9 @@ impl SseBody {
         &mut self,
         bytes: Bytes,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
-        self.last_sent = Instant::now();
+        self.keep_alive.sent();
         self.unreported.1 += bytes.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(bytes))))
-    }
-
-    /// Ready once `period` has passed since the last frame went out.
-    fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            std::task::ready!(self.keep_alive.as_mut().poll(cx));
-            let due = self.last_sent + self.period;
-            if due <= Instant::now() {
-                return Poll::Ready(());
-            }
-            // Something went out since the timer was set: wait out the
-            // rest of the period from that write.
-            self.keep_alive.as_mut().reset(due);
-        }
     }
 
     fn report(&mut self) {
@@ -239,12 +215,8 @@ impl Body for SseBody {
                 this.unreported.1 += bye.len() as u64;
                 Poll::Ready(Some(Ok(Frame::data(bye))))
             }
-            Poll::Pending => match this.poll_keep_alive(cx) {
-                Poll::Ready(()) => {
-                    let next = Instant::now() + this.period;
-                    this.keep_alive.as_mut().reset(next);
-                    this.sent(Bytes::from_static(KEEP_ALIVE))
-                }
+            Poll::Pending => match this.keep_alive.poll(cx) {
+                Poll::Ready(()) => this.sent(Bytes::from_static(KEEP_ALIVE)),
                 Poll::Pending => {
                     if !this.explicit_writes {
                         this.written();
