@@ -15,8 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::packet::Packet;
-use crate::rooms::Target;
+use crate::engine::packet::Packet;
+use crate::engine::rooms::Target;
 use crate::session::Sid;
 
 /// One broadcast as read off the wire.

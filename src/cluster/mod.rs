@@ -29,7 +29,9 @@
 //! connected in [`Backend::status`] (so `/readyz` answers 503).
 
 mod bus;
+pub(crate) mod forward;
 mod lease;
+pub(crate) mod reroute;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,11 +48,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backend::{Backend, BackendFuture, BackendStatus, Broadcast};
+use crate::engine::backend::{Backend, BackendFuture, BackendStatus, Broadcast};
+use crate::engine::fanout::Fanout;
+use crate::engine::packet::Packet;
+use crate::engine::rooms::Target;
 use crate::error::BackendError;
-use crate::fanout::Fanout;
-use crate::packet::Packet;
-use crate::rooms::Target;
 use crate::session::Sid;
 
 use lease::{Keys, LeaseScript, Op, Reply, Timing, REGISTER_CHUNK};

@@ -14,6 +14,8 @@
 //! through [`Io`](crate::Io), read each session's cursor, and turn what it
 //! yields into bytes.
 
+pub(crate) mod head;
+pub(crate) mod http;
 mod keepalive;
 pub(crate) mod mux;
 pub(crate) mod poll;

@@ -51,13 +51,13 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::api::io::Io;
+use crate::engine::fanout::{Delivery, Item};
+use crate::engine::hub::Session;
+use crate::engine::packet::{Packet, KEEP_ALIVE};
 use crate::error::Error;
-use crate::fanout::{Delivery, Item};
-use crate::head;
-use crate::hub::Session;
-use crate::io::Io;
-use crate::packet::{Packet, KEEP_ALIVE};
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
+use crate::transport::head;
 use crate::transport::keepalive::KeepAlive;
 
 /// Most items taken from one session per read, so that one busy session
@@ -351,7 +351,7 @@ fn end(io: &Io, group: &Group, reason: DisconnectReason) {
     };
     let muxes = io.extension::<Muxes>();
     muxes.groups.lock().remove(&group.id);
-    if let Err(pending) = crate::backend::ready_now(io.hub().backend.unclaim(group.id)) {
+    if let Err(pending) = crate::engine::backend::ready_now(io.hub().backend.unclaim(group.id)) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(pending);
         }

@@ -17,12 +17,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::api::io::Io;
+use crate::engine::fanout::{Delivery, Item};
+use crate::engine::hub::{Connected, Session, TakeError};
+use crate::engine::packet::Packet;
+use crate::engine::recovery::Cursor;
 use crate::error::Error;
-use crate::fanout::{Delivery, Item};
-use crate::hub::{Connected, Session, TakeError};
-use crate::io::Io;
-use crate::packet::Packet;
-use crate::recovery::Cursor;
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
 
 /// `GET /poll` without a sid: a new (or resumed) polling session, its

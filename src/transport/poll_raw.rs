@@ -29,12 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::mux::MuxParam;
 use super::poll;
+use crate::api::io::Io;
+use crate::engine::hub::Session;
+use crate::engine::recovery::Cursor;
 use crate::error::Error;
-use crate::head;
-use crate::hub::Session;
-use crate::io::Io;
-use crate::recovery::Cursor;
 use crate::session::{unplain_header, Handshake, SidParam, Transport};
+use crate::transport::head;
 
 /// A plain request this module can answer.
 pub(crate) struct Ask {

@@ -14,13 +14,13 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::Response;
 
+use crate::api::io::Io;
+use crate::engine::fanout::{Delivery, DirectWrite, Item, Newest};
+use crate::engine::hub::{Connected, Session};
+use crate::engine::packet::{Packet, KEEP_ALIVE};
 use crate::error::Error;
-use crate::fanout::{Delivery, DirectWrite, Item, Newest};
-use crate::head;
-use crate::hub::{Connected, Session};
-use crate::io::Io;
-use crate::packet::{Packet, KEEP_ALIVE};
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
+use crate::transport::head;
 use crate::transport::keepalive::KeepAlive;
 
 /// Starts an SSE session and returns its response: the one head from

@@ -29,10 +29,10 @@ use tokio::net::TcpStream;
 use std::net::SocketAddr;
 
 use super::sse::{self, SseBody};
-use crate::fanout::{DirectWrite, Newest, Swept};
-use crate::head;
-use crate::io::Io;
+use crate::api::io::Io;
+use crate::engine::fanout::{DirectWrite, Newest, Swept};
 use crate::session::{unplain_header, Handshake, Sid};
+use crate::transport::head;
 
 /// Bytes a client may send after its `GET /events` head (a stray CRLF)
 /// before the stream is closed.

@@ -282,7 +282,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::fanout::testing::*;
+    use crate::engine::fanout::testing::*;
 
     #[test]
     fn latest_first_then_ordinary_in_send_order_and_close_beats_all() {

@@ -45,15 +45,15 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{ready_now, Backend, BackendFuture};
 use crate::config::Config;
+use crate::engine::backend::{ready_now, Backend, BackendFuture};
+use crate::engine::fanout::{Delivery, Fanout};
+use crate::engine::limits::{client_ip, AddressTable, Bucket, Rate};
+use crate::engine::mailbox::{Mailbox, Unresumable};
+use crate::engine::packet::Packet;
+use crate::engine::recovery::{AwayTable, Cursor};
 use crate::error::Error;
-use crate::fanout::{Delivery, Fanout};
-use crate::limits::{client_ip, AddressTable, Bucket, Rate};
-use crate::mailbox::{Mailbox, Unresumable};
-use crate::metrics::Metrics;
-use crate::packet::Packet;
-use crate::recovery::{AwayTable, Cursor};
+use crate::ops::metrics::Metrics;
 use crate::session::{DisconnectReason, Handshake, Sid, Transport};
 
 /// What the layer above does when a session starts or ends. The hub calls it
@@ -750,7 +750,7 @@ impl Hub {
         let now = Instant::now();
         let due = self.retrim_at.lock().take_if(|at| *at <= now).is_some();
         if due {
-            crate::memory::release_free_memory();
+            crate::ops::memory::release_free_memory();
         }
         let ended = self.ended_since_trim.load(Ordering::Relaxed);
         // Also when the table has just emptied: the tail of a flood is
@@ -766,7 +766,7 @@ impl Hub {
                 }
             }
             self.away.lock().shrink();
-            crate::memory::release_free_memory();
+            crate::ops::memory::release_free_memory();
             if emptied {
                 // What the last sessions' connections and tasks free after
                 // this moment (they end on other threads, a little later)
@@ -1025,7 +1025,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::backend::LocalBackend;
+    use crate::engine::backend::LocalBackend;
 
     /// Records every lifecycle call, in order.
     #[derive(Default)]

@@ -202,7 +202,7 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use super::*;
-    use crate::fanout::testing::*;
+    use crate::engine::fanout::testing::*;
 
     /// A stream the sweeper may write to, recording what it wrote; one
     /// that `refuses` stands for a full socket.

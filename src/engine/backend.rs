@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::engine::fanout::Fanout;
+use crate::engine::packet::Packet;
+use crate::engine::rooms::Target;
 use crate::error::BackendError;
-use crate::fanout::Fanout;
-use crate::packet::Packet;
-use crate::rooms::Target;
 use crate::session::Sid;
 
 /// What every backend call returns: owned (`'static`), so the hub can finish

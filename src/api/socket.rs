@@ -8,16 +8,16 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::ack::Ack;
+use crate::api::ack::Ack;
+use crate::engine::hub::Session;
+use crate::engine::packet::Packet;
+use crate::engine::rooms::Target;
 use crate::error::Error;
-use crate::hub::Session;
-use crate::metrics::Kind;
-use crate::packet::Packet;
-use crate::rooms::Target;
+use crate::ops::metrics::Kind;
 use crate::session::{DisconnectReason, Handshake, Sid, Transport};
 
-use crate::io::{AckHandler, Handler, Io};
-use crate::operator::Operator;
+use crate::api::io::{AckHandler, Handler, Io};
+use crate::api::operator::Operator;
 
 /// A session's state, from the slot the hub keeps for this layer.
 pub(super) fn state_of(session: &Session) -> Option<Arc<SocketState>> {
@@ -124,7 +124,7 @@ impl Socket {
     /// client), while 32 of its 122 random bits tell senders apart and leave
     /// the other 90 unguessable.
     pub fn public_id(&self) -> String {
-        crate::hub::tag(self.session.sid)
+        crate::engine::hub::tag(self.session.sid)
     }
 
     /// The transport this session uses.

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::head;
+use crate::transport::head;
 
 /// The first read's size: most request heads are well under this.
 const FIRST_READ: usize = 2048;

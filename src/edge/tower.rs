@@ -22,9 +22,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::{Request, Response, Uri};
 
+use crate::api::io::Io;
 use crate::error::Error;
-use crate::http::{self, ResponseBody};
-use crate::io::Io;
+use crate::transport::http::{self, ResponseBody};
 
 /// A tower `Service` answering ssio's routes under a path prefix.
 #[derive(Clone, Debug)]

@@ -12,18 +12,18 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
-use crate::ack::Ack;
+use crate::api::ack::Ack;
+use crate::api::io::Io;
+use crate::cluster::reroute::{self, Rerouted};
+use crate::edge::probe;
+use crate::edge::statics;
+use crate::engine::hub::Session;
+use crate::engine::recovery::Cursor;
 use crate::error::Error;
-use crate::head;
-use crate::http::{self, ResponseBody};
-use crate::hub::Session;
-use crate::io::Io;
-use crate::metrics;
-use crate::probe;
-use crate::recovery::Cursor;
-use crate::reroute::{self, Rerouted};
+use crate::ops::metrics;
 use crate::session::{DisconnectReason, Handshake, Peer, Sid, SidParam};
-use crate::statics;
+use crate::transport::head;
+use crate::transport::http::{self, ResponseBody};
 use crate::transport::mux::{self, MuxParam};
 use crate::transport::{poll, sse};
 

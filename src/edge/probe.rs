@@ -11,8 +11,8 @@
 use bytes::Bytes;
 use hyper::StatusCode;
 
-use crate::io::Io;
-use crate::metrics::{BackendGauges, Snapshot};
+use crate::api::io::Io;
+use crate::ops::metrics::{BackendGauges, Snapshot};
 use crate::session::Transport;
 
 /// Why a node is not ready, as the `reason` of `/readyz`.

@@ -26,12 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::accept::{self, Prefixed};
-use crate::http::ResponseBody;
-use crate::io::Io;
-use crate::router;
+use crate::api::io::Io;
+use crate::edge::accept::{self, Prefixed};
+use crate::edge::router;
+use crate::edge::tls::Tls;
 use crate::session::Peer;
-use crate::tls::Tls;
+use crate::transport::http::ResponseBody;
 use crate::transport::{poll_raw, sse_raw};
 
 /// Binds a listener with `backlog` pending connections (tokio's default of

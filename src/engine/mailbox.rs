@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 
-use crate::packet::Packet;
+use crate::engine::packet::Packet;
 use crate::session::DisconnectReason;
 
 /// Direct events and the close flag, shared between the hub (which closes)

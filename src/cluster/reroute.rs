@@ -7,11 +7,11 @@
 use bytes::Bytes;
 use hyper::{Method, Request, Response};
 
+use crate::api::io::Io;
+use crate::cluster::forward;
 use crate::error::Error;
-use crate::forward;
-use crate::http::{self, ResponseBody};
-use crate::io::Io;
 use crate::session::{Sid, SidParam};
+use crate::transport::http::{self, ResponseBody};
 use crate::transport::mux::{self, MuxParam};
 
 /// What [`reroute`] did with a request.
@@ -106,7 +106,7 @@ fn resumes_elsewhere<B>(io: &Io, req: &Request<B>, sid: SidParam, mux: MuxParam)
     {
         return None;
     }
-    let cursor = crate::io::resume_cursor(req.headers(), req.uri().query()).ok()??;
+    let cursor = crate::api::io::resume_cursor(req.headers(), req.uri().query()).ok()??;
     (!io.hub().holds(&cursor.sid)).then_some(cursor.sid)
 }
 

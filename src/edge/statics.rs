@@ -18,18 +18,18 @@ pub(crate) fn lookup(path: &str) -> Option<StaticFile> {
     let (content_type, bytes): (&str, &[u8]) = match path {
         "/" | "/index.html" => (
             "text/html; charset=utf-8",
-            include_bytes!("../public/index.html"),
+            include_bytes!("../../public/index.html"),
         ),
-        "/public/client.js" => (JS, include_bytes!("../public/client.js")),
+        "/public/client.js" => (JS, include_bytes!("../../public/client.js")),
         "/public/ssio.js" => (JS, CLASSIC.as_bytes()),
         "/public/ssio.mjs" => (JS, ESM.as_bytes()),
         "/public/ssio.d.ts" => (
             "application/typescript; charset=utf-8",
-            include_bytes!("../public/ssio.d.ts"),
+            include_bytes!("../../public/ssio.d.ts"),
         ),
         "/public/style.css" => (
             "text/css; charset=utf-8",
-            include_bytes!("../public/style.css"),
+            include_bytes!("../../public/style.css"),
         ),
         _ => return None,
     };
@@ -40,7 +40,7 @@ pub(crate) fn lookup(path: &str) -> Option<StaticFile> {
 }
 
 /// The browser client as a classic script: defines the global `io`.
-const CLASSIC: &str = include_str!("../public/ssio.js");
+const CLASSIC: &str = include_str!("../../public/ssio.js");
 
 /// The same client as an ES module (`import { io } from '/public/ssio.mjs'`),
 /// made from [`CLASSIC`] by one fixed rewrite so the two cannot drift.
@@ -60,4 +60,4 @@ fn esm(classic: &str) -> String {
 
 /// The module holding the socket-style connection and disconnect handlers,
 /// served at `/_api/server.js` so that what a reader sees is what runs.
-pub(crate) const SERVER_SOURCE: &str = include_str!("app.rs");
+pub(crate) const SERVER_SOURCE: &str = include_str!("../app.rs");

@@ -39,21 +39,21 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use crate::ack::Ack;
-use crate::backend::{ready_now, Backend, Broadcast, LocalBackend};
+use crate::api::ack::Ack;
+use crate::api::middleware::Rejection;
+use crate::api::tickets::Tickets;
 use crate::config::Config;
+use crate::engine::backend::{ready_now, Backend, Broadcast, LocalBackend};
+use crate::engine::fanout::{Delivery, Fanout};
+use crate::engine::hub::{Connected, Hub, Lifecycle, Session};
+use crate::engine::packet::Packet;
+use crate::engine::recovery::Cursor;
+use crate::engine::rooms::Target;
 use crate::error::{BackendError, Error};
-use crate::fanout::{Delivery, Fanout};
-use crate::hub::{Connected, Hub, Lifecycle, Session};
-use crate::middleware::Rejection;
-use crate::packet::Packet;
-use crate::recovery::Cursor;
-use crate::rooms::Target;
 use crate::session::{DisconnectReason, Handshake, Transport};
-use crate::tickets::Tickets;
 
-use crate::operator::Operator;
-use crate::socket::{state_of, Socket, SocketState};
+use crate::api::operator::Operator;
+use crate::api::socket::{state_of, Socket, SocketState};
 
 /// A `socket.on` callback: the socket and the event's data (for
 /// `"disconnect"`, the reason as a JSON string).

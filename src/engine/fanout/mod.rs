@@ -40,10 +40,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::clock::{ClockCursor, FanoutClock};
-use crate::mailbox::Mailbox;
-use crate::packet::Packet;
-use crate::rooms::{Rooms, Target};
+use crate::engine::mailbox::Mailbox;
+use crate::engine::packet::Packet;
+use crate::engine::rooms::{Rooms, Target};
+use crate::ops::clock::{ClockCursor, FanoutClock};
 use crate::session::{DisconnectReason, Sid};
 
 pub(crate) use cursor::{Delivery, Item};
@@ -436,7 +436,7 @@ pub(crate) mod testing {
     use serde_json::Value;
 
     use super::{Delivery, Item};
-    use crate::packet::Packet;
+    use crate::engine::packet::Packet;
 
     pub(crate) fn next(d: &mut Delivery) -> Poll<Item> {
         d.poll_next(&mut Context::from_waker(Waker::noop()))
@@ -480,7 +480,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::fanout::testing::*;
+    use crate::engine::fanout::testing::*;
 
     struct Order(u32, Arc<parking_lot::Mutex<Vec<u32>>>);
 

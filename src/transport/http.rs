@@ -11,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::head;
+use crate::transport::head;
 
 /// The body type of every ssio response: a fixed buffer or an endless SSE
 /// stream, boxed so both fit one service signature.
@@ -36,9 +36,9 @@ pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
 pub(crate) fn json_body(status: StatusCode, body: ResponseBody) -> Response<ResponseBody> {
     let mut res = Response::new(body);
     *res.status_mut() = status;
-    crate::head::apply(
+    crate::transport::head::apply(
         &mut res,
-        crate::head::JSON
+        crate::transport::head::JSON
             .iter()
             .map(|&(n, v)| (n, v.into()))
             .collect(),

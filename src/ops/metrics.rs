@@ -28,7 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::clock::{latency_buckets, FanoutClock};
+use crate::ops::clock::{latency_buckets, FanoutClock};
 use crate::session::{DisconnectReason, Transport};
 
 /// The content type of the exposition that [`Metrics::encode`] writes.

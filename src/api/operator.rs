@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::rooms::Target;
+use crate::engine::rooms::Target;
 
-use crate::io::Io;
+use crate::api::io::Io;
 
 /// Where a broadcast goes: built by [`Io::to`], [`Socket::to`] and
 /// [`Socket::broadcast`], chained with `to` and sent with `emit`.

@@ -1,0 +1,11 @@
+//! The edge: TCP and TLS connections, the first request head, HTTP routing,
+//! static files, probes and the tower service. Bytes come in here and
+//! leave as transport calls.
+
+pub(crate) mod accept;
+pub(crate) mod probe;
+pub(crate) mod router;
+pub mod server;
+pub(crate) mod statics;
+pub(crate) mod tls;
+pub(crate) mod tower;
