@@ -1,71 +1,68 @@
-//! The modules of `src/` form one chain that reads top-down: every
-//! `use crate::` (and every inline `crate::` path) points at a module lower
-//! in the order below, never up and never sideways, so no import cycle can
-//! form. A new file must be given its place here.
+//! The folders of `src/` are layers that read top-down: every `use
+//! crate::` (and every inline `crate::` path) from one layer points at a
+//! lower layer, never up and never sideways, so no import cycle can form
+//! between layers. Files inside one folder may use each other. A new folder
+//! or root file must be given its place here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Each module's rank; a module may use only modules of a lower rank.
+/// Each layer's rank: a folder of `src/`, or a file at its root. A layer
+/// may use only layers of a lower rank.
 const ORDER: &[(&str, u32)] = &[
-    ("app", 12),
-    ("server", 11),
-    ("tower", 11),
-    ("router", 10),
-    ("http", 9),
-    ("forward", 9),
-    ("accept", 9),
-    ("transport", 9),
-    ("transport/sse_raw", 8),
-    ("transport/poll_raw", 8),
-    ("transport/sse", 7),
-    ("probe", 7),
-    ("transport/poll", 7),
-    ("transport/mux", 7),
-    ("socket", 6),
-    ("hub", 5),
-    ("cluster", 5),
-    ("cluster/lease", 2),
-    ("cluster/bus", 3),
-    ("backend", 4),
-    ("fanout", 3),
-    ("mailbox", 2),
-    ("head", 2),
-    ("metrics", 2),
-    ("logging", 1),
-    ("limits", 2),
-    ("rooms", 2),
-    ("recovery", 2),
-    ("tickets", 2),
+    ("app", 8),
+    ("edge", 7),
+    ("cluster", 6),
+    ("transport", 5),
+    ("api", 4),
+    ("engine", 3),
+    ("ops", 2),
     ("session", 1),
-    ("ack", 0),
-    ("middleware", 0),
-    ("packet", 0),
     ("config", 0),
     ("error", 0),
-    ("statics", 0),
-    ("memory", 0),
-    ("tls", 1),
 ];
 
-/// Names re-exported at the crate root, and the module each comes from.
+/// The most files the crate root may hold: the rest live in the layers.
+const MAX_ROOT_FILES: usize = 8;
+
+/// Crates that speak HTTP, which the engine must not name.
+const HTTP_CRATES: &[&str] = &["hyper", "hyper_util", "http_body", "http_body_util", "tokio_rustls"];
+
+/// Names re-exported at the crate root, and the layer each comes from.
 const ROOT: &[(&str, &str)] = &[
-    ("Io", "socket"),
-    ("Socket", "socket"),
+    ("Io", "api"),
+    ("Socket", "api"),
+    ("Ack", "api"),
+    ("Operator", "api"),
+    ("Rejection", "api"),
     ("Config", "config"),
     ("Error", "error"),
-    ("Packet", "packet"),
+    ("BackendError", "error"),
+    ("Packet", "engine"),
+    ("Cursor", "engine"),
+    ("Target", "engine"),
     ("Sid", "session"),
+    ("Handshake", "session"),
+    ("Peer", "session"),
     ("Transport", "session"),
     ("DisconnectReason", "session"),
-    ("Fanout", "fanout"),
-    ("Backend", "backend"),
+    ("Fanout", "engine"),
+    ("Backend", "engine"),
+    ("LocalBackend", "engine"),
     ("RedisBackend", "cluster"),
     ("ClusterSettings", "cluster"),
+    ("ResponseBody", "transport"),
+    ("Tls", "edge"),
+    ("IoService", "edge"),
 ];
 
-fn rank(module: &str) -> Option<u32> {
-    ORDER.iter().find(|(m, _)| *m == module).map(|(_, r)| *r)
+fn rank(layer: &str) -> Option<u32> {
+    ORDER.iter().find(|(m, _)| *m == layer).map(|(_, r)| *r)
+}
+
+/// The layer a module path (`engine/fanout/cursor`) belongs to.
+fn layer(module: &str) -> &str {
+    module.split('/').next().unwrap()
 }
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -150,33 +147,62 @@ fn push_path(path: &str, found: &mut Vec<(String, usize)>, n: usize) {
         .find(|(name, _)| *name == first)
         .map(|(_, m)| m.to_string())
         .unwrap_or(first);
+    let module = match module.as_str() {
+        // `crate::logging` and friends: modules re-exported at the root.
+        "logging" | "memory" => "ops".to_string(),
+        "server" => "edge".to_string(),
+        _ => module,
+    };
     found.push((module, n + 1));
 }
 
-#[test]
-fn every_module_imports_only_modules_below_it() {
+/// Non-comment code before the first `#[cfg(test)]`: unit tests may reach
+/// across layers and may speak HTTP.
+fn code(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .take_while(|l| !l.trim_start().starts_with("#[cfg(test)]"))
+        .filter(|l| !l.trim_start().starts_with("//"))
+}
+
+fn modules() -> (PathBuf, Vec<(String, PathBuf)>) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rs_files(&src, &mut files);
+    let modules = files
+        .into_iter()
+        .map(|f| (module_of(&src, &f), f))
+        .collect();
+    (src, modules)
+}
+
+#[test]
+fn every_layer_imports_only_layers_below_it() {
+    let (_, modules) = modules();
     let mut problems = Vec::new();
-    let mut edges: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for file in &files {
-        let module = module_of(&src, file);
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, file) in &modules {
         if module == "lib" || module == "main" {
             continue;
         }
-        let Some(mine) = rank(&module) else {
-            problems.push(format!("{module}: not placed in the layering order"));
+        let mine = layer(module);
+        let Some(my_rank) = rank(mine) else {
+            problems.push(format!("{module}: its layer {mine} is not in ORDER"));
             continue;
         };
         let text = std::fs::read_to_string(file).unwrap();
-        for (used, line) in uses(&module, &text) {
-            match rank(&used) {
+        for (used, line) in uses(module, &text) {
+            let theirs = layer(&used).to_string();
+            if theirs == mine {
+                continue;
+            }
+            match rank(&theirs) {
                 None => problems.push(format!("{module}:{line}: uses unknown module {used}")),
-                Some(theirs) if theirs >= mine => problems.push(format!(
-                    "{module}:{line}: uses {used}, which is not below it"
+                Some(r) if r >= my_rank => problems.push(format!(
+                    "{module}:{line}: uses {used}, whose layer {theirs} is not below {mine}"
                 )),
-                Some(_) => edges.entry(module.clone()).or_default().push(used),
+                Some(_) => {
+                    edges.entry(mine.to_string()).or_default().insert(theirs);
+                }
             }
         }
     }
@@ -187,31 +213,71 @@ fn every_module_imports_only_modules_below_it() {
     );
     // The chain the crate documents is really there.
     for (upper, lower) in [
-        ("server", "router"),
-        ("router", "transport"),
-        ("transport/sse", "socket"),
-        ("socket", "hub"),
-        ("hub", "backend"),
-        ("backend", "fanout"),
-        ("fanout", "mailbox"),
-        ("mailbox", "session"),
-        ("mailbox", "packet"),
+        ("edge", "cluster"),
+        ("edge", "transport"),
+        ("cluster", "transport"),
+        ("transport", "api"),
+        ("api", "engine"),
+        ("engine", "ops"),
+        ("ops", "session"),
+        ("session", "config"),
     ] {
         assert!(
-            edges
-                .get(upper)
-                .is_some_and(|e| e.iter().any(|m| m == lower)),
-            "{upper} no longer uses {lower}: update ORDER and the module essay"
+            edges.get(upper).is_some_and(|e| e.contains(lower)),
+            "{upper} no longer uses {lower}: update ORDER and the crate's layer essay"
         );
     }
 }
 
 #[test]
+fn nothing_under_the_engine_speaks_http() {
+    let (_, modules) = modules();
+    let mut problems = Vec::new();
+    for (module, file) in modules.iter().filter(|(m, _)| layer(m) == "engine") {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in code(&text).enumerate() {
+            for krate in HTTP_CRATES {
+                let named = line
+                    .match_indices(krate)
+                    .any(|(i, _)| {
+                        let before = line[..i].chars().next_back();
+                        let after = &line[i + krate.len()..];
+                        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                            && after.starts_with("::")
+                    });
+                if named {
+                    problems.push(format!("{module}:{}: names {krate}", n + 1));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "the engine speaks HTTP:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_crate_root_holds_at_most_eight_files() {
+    let (src, _) = modules();
+    let root: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        root.len() <= MAX_ROOT_FILES,
+        "{} files at the crate root, at most {MAX_ROOT_FILES}: {root:?}",
+        root.len()
+    );
+}
+
+#[test]
 fn the_checker_sees_an_upward_import() {
-    let text =
-        "use crate::socket::Io;\nuse crate::{hub::Hub,\n    config};\n// use crate::server;\n";
-    let found: Vec<String> = uses("fanout", text).into_iter().map(|(m, _)| m).collect();
-    assert_eq!(found, ["socket", "hub", "config"]);
+    let text = "use crate::api::io::Io;\nuse crate::{engine::hub::Hub,\n    config};\n// use crate::edge::server;\nlet _ = crate::Io::new;\n";
+    let found: Vec<String> = uses("engine/fanout/mod", text)
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(found, ["api", "engine", "config", "api"]);
     let sup: Vec<String> = uses("transport/sse_raw", "use super::sse::{self, SseBody};")
         .into_iter()
         .map(|(m, _)| m)
