@@ -3,6 +3,11 @@
 //! The defaults are `pub const`s so that tests, docs and the CLI all quote the
 //! same number; `Config` derives `clap::Parser` so that `ssio --help` lists
 //! every one of them together with its environment variable.
+//!
+//! Those variables carry an `SSIO_` prefix, so that names other programs
+//! set for themselves (a shell's `HOST`, say) can never reconfigure the
+//! server; only `PORT` and `REDIS_URL` keep the plain names that hosting
+//! platforms set by convention.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -117,7 +122,7 @@ pub const DEFAULT_RECONNECT_GRACE_MS: u64 = 500;
 )]
 pub struct Config {
     /// Interface to listen on.
-    #[arg(long, env = "HOST", default_value = DEFAULT_HOST)]
+    #[arg(long, env = "SSIO_HOST", default_value = DEFAULT_HOST)]
     pub host: String,
 
     /// TCP port to listen on; 0 picks a free one and the log line names it.
@@ -126,49 +131,49 @@ pub struct Config {
 
     /// Heartbeat period (ms): SSE keep-alive after this much idle time, and
     /// the longest a long-poll is held before it answers `[]`.
-    #[arg(long = "ping-interval", env = "PING_INTERVAL", default_value_t = DEFAULT_PING_INTERVAL_MS, value_name = "MS")]
+    #[arg(long = "ping-interval", env = "SSIO_PING_INTERVAL", default_value_t = DEFAULT_PING_INTERVAL_MS, value_name = "MS")]
     pub ping_interval_ms: u64,
 
     /// Grace for a missed heartbeat (ms): unacknowledged SSE data, or a
     /// long-poll session with no poll, for this long means the client is gone.
-    #[arg(long = "ping-timeout", env = "PING_TIMEOUT", default_value_t = DEFAULT_PING_TIMEOUT_MS, value_name = "MS")]
+    #[arg(long = "ping-timeout", env = "SSIO_PING_TIMEOUT", default_value_t = DEFAULT_PING_TIMEOUT_MS, value_name = "MS")]
     pub ping_timeout_ms: u64,
 
     /// Largest request body accepted (bytes); more gets 413.
-    #[arg(long = "max-payload", env = "MAX_PAYLOAD", default_value_t = DEFAULT_MAX_PAYLOAD, value_name = "BYTES")]
+    #[arg(long = "max-payload", env = "SSIO_MAX_PAYLOAD", default_value_t = DEFAULT_MAX_PAYLOAD, value_name = "BYTES")]
     pub max_payload: usize,
 
     /// Most live sessions across both transports; more gets 503.
-    #[arg(long = "max-sessions", env = "MAX_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS, value_name = "N")]
+    #[arg(long = "max-sessions", env = "SSIO_MAX_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS, value_name = "N")]
     pub max_sessions: usize,
 
     /// Longest event name accepted from a client (bytes).
-    #[arg(long = "max-event-name", env = "MAX_EVENT_NAME", default_value_t = DEFAULT_MAX_EVENT_NAME, value_name = "BYTES")]
+    #[arg(long = "max-event-name", env = "SSIO_MAX_EVENT_NAME", default_value_t = DEFAULT_MAX_EVENT_NAME, value_name = "BYTES")]
     pub max_event_name: usize,
 
     /// Ordinary events a session may have waiting before it is disconnected
     /// as a slow reader (latest-value events never count against it).
-    #[arg(long = "max-pending-events", env = "MAX_PENDING_EVENTS", default_value_t = DEFAULT_MAX_PENDING_EVENTS, value_name = "N")]
+    #[arg(long = "max-pending-events", env = "SSIO_MAX_PENDING_EVENTS", default_value_t = DEFAULT_MAX_PENDING_EVENTS, value_name = "N")]
     pub max_pending_events: usize,
 
     /// Largest request head (bytes); more gets 431.
-    #[arg(long = "max-header-bytes", env = "MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES, value_name = "BYTES")]
+    #[arg(long = "max-header-bytes", env = "SSIO_MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES, value_name = "BYTES")]
     pub max_header_bytes: usize,
 
     /// Time a client has to send its request head (ms) before it is cut off.
-    #[arg(long = "header-timeout", env = "HEADER_TIMEOUT", default_value_t = DEFAULT_HEADER_TIMEOUT_MS, value_name = "MS")]
+    #[arg(long = "header-timeout", env = "SSIO_HEADER_TIMEOUT", default_value_t = DEFAULT_HEADER_TIMEOUT_MS, value_name = "MS")]
     pub header_timeout_ms: u64,
 
     /// Time a client has to send its request body (ms) before it gets 408.
-    #[arg(long = "body-timeout", env = "BODY_TIMEOUT", default_value_t = DEFAULT_BODY_TIMEOUT_MS, value_name = "MS")]
+    #[arg(long = "body-timeout", env = "SSIO_BODY_TIMEOUT", default_value_t = DEFAULT_BODY_TIMEOUT_MS, value_name = "MS")]
     pub body_timeout_ms: u64,
 
     /// Time open connections get to finish after SIGINT or SIGTERM (ms).
-    #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_MS, value_name = "MS")]
+    #[arg(long = "shutdown-timeout", env = "SSIO_SHUTDOWN_TIMEOUT", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_MS, value_name = "MS")]
     pub shutdown_timeout_ms: u64,
 
     /// Listen backlog for bursts of new connections.
-    #[arg(long, env = "BACKLOG", default_value_t = DEFAULT_BACKLOG)]
+    #[arg(long, env = "SSIO_BACKLOG", default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u32,
 
     /// Redis URL (`redis://host:port/db`) that makes this process one node
@@ -181,7 +186,7 @@ pub struct Config {
     /// response; a random one when not given. Only with `--redis`.
     #[arg(
         long = "node-id",
-        env = "NODE_ID",
+        env = "SSIO_NODE_ID",
         value_name = "ID",
         requires = "redis"
     )]
@@ -191,59 +196,63 @@ pub struct Config {
     /// its sessions; the bound address when not given. Only with `--redis`.
     #[arg(
         long,
-        env = "ADVERTISE_ADDR",
+        env = "SSIO_ADVERTISE_ADDR",
         value_name = "HOST:PORT",
         requires = "redis"
     )]
     pub advertise: Option<String>,
     /// Clients of a node that shuts down are told to come back after a
     /// random delay below this (ms), so they do not return all at once.
-    #[arg(long = "reconnect-spread", env = "RECONNECT_SPREAD", default_value_t = DEFAULT_RECONNECT_SPREAD_MS, value_name = "MS")]
+    #[arg(long = "reconnect-spread", env = "SSIO_RECONNECT_SPREAD", default_value_t = DEFAULT_RECONNECT_SPREAD_MS, value_name = "MS")]
     pub reconnect_spread_ms: u64,
 
     /// An origin allowed to read responses cross-origin (repeatable, or
     /// comma-separated in the environment); `*` allows every origin.
-    #[arg(long = "cors-origin", env = "CORS_ORIGIN", default_value = DEFAULT_CORS_ORIGIN, value_delimiter = ',', value_name = "ORIGIN")]
+    #[arg(long = "cors-origin", env = "SSIO_CORS_ORIGIN", default_value = DEFAULT_CORS_ORIGIN, value_delimiter = ',', value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
 
     /// Serve `/metrics` on this address instead of the public one, so load
     /// figures stay off the public port.
-    #[arg(long = "metrics-listen", env = "METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(
+        long = "metrics-listen",
+        env = "SSIO_METRICS_LISTEN",
+        value_name = "ADDR"
+    )]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Log line format.
-    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long = "log-format", env = "SSIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Bytes of ordinary events the shared log keeps (both encodings); a
     /// session whose next event has left the log is a slow reader.
-    #[arg(long = "max-pending-bytes", env = "MAX_PENDING_BYTES", default_value_t = DEFAULT_MAX_PENDING_BYTES, value_name = "BYTES")]
+    #[arg(long = "max-pending-bytes", env = "SSIO_MAX_PENDING_BYTES", default_value_t = DEFAULT_MAX_PENDING_BYTES, value_name = "BYTES")]
     pub max_pending_bytes: usize,
 
     /// Event bytes one poll answer carries at most (at least one event).
-    #[arg(long = "max-poll-bytes", env = "MAX_POLL_BYTES", default_value_t = DEFAULT_MAX_POLL_BYTES, value_name = "BYTES")]
+    #[arg(long = "max-poll-bytes", env = "SSIO_MAX_POLL_BYTES", default_value_t = DEFAULT_MAX_POLL_BYTES, value_name = "BYTES")]
     pub max_poll_bytes: usize,
 
     /// Client events per second one session may send, sustained; past it
     /// and its burst, 429 with `Retry-After`. 0 turns the limit off.
-    #[arg(long = "max-emit-rate", env = "MAX_EMIT_RATE", default_value_t = DEFAULT_MAX_EMIT_RATE, value_name = "PER_SEC")]
+    #[arg(long = "max-emit-rate", env = "SSIO_MAX_EMIT_RATE", default_value_t = DEFAULT_MAX_EMIT_RATE, value_name = "PER_SEC")]
     pub max_emit_rate: u32,
 
     /// Client events one session may send at once before the rate applies.
-    #[arg(long = "max-emit-burst", env = "MAX_EMIT_BURST", default_value_t = DEFAULT_MAX_EMIT_BURST, value_name = "N")]
+    #[arg(long = "max-emit-burst", env = "SSIO_MAX_EMIT_BURST", default_value_t = DEFAULT_MAX_EMIT_BURST, value_name = "N")]
     pub max_emit_burst: u32,
 
     /// Time a new polling session has to start its first poll or send an
     /// event (ms), or it ends with "ping timeout" (never over pingTimeout).
-    #[arg(long = "first-poll-timeout", env = "FIRST_POLL_TIMEOUT", default_value_t = DEFAULT_FIRST_POLL_TIMEOUT_MS, value_name = "MS")]
+    #[arg(long = "first-poll-timeout", env = "SSIO_FIRST_POLL_TIMEOUT", default_value_t = DEFAULT_FIRST_POLL_TIMEOUT_MS, value_name = "MS")]
     pub first_poll_timeout_ms: u64,
 
     /// Live sessions per client address; more gets 429. 0 = no limit.
-    #[arg(long = "max-sessions-per-ip", env = "MAX_SESSIONS_PER_IP", default_value_t = DEFAULT_MAX_SESSIONS_PER_IP, value_name = "N")]
+    #[arg(long = "max-sessions-per-ip", env = "SSIO_MAX_SESSIONS_PER_IP", default_value_t = DEFAULT_MAX_SESSIONS_PER_IP, value_name = "N")]
     pub max_sessions_per_ip: usize,
 
     /// New sessions per second per client address (as a burst, then that
     /// rate); more gets 429. 0 = no limit.
-    #[arg(long = "max-new-sessions-per-ip", env = "MAX_NEW_SESSIONS_PER_IP", default_value_t = DEFAULT_MAX_NEW_SESSIONS_PER_IP, value_name = "PER_SEC")]
+    #[arg(long = "max-new-sessions-per-ip", env = "SSIO_MAX_NEW_SESSIONS_PER_IP", default_value_t = DEFAULT_MAX_NEW_SESSIONS_PER_IP, value_name = "PER_SEC")]
     pub max_new_sessions_per_ip: u32,
 
     /// Proxies (addresses or CIDR ranges, repeatable or comma-separated)
@@ -251,7 +260,7 @@ pub struct Config {
     /// per-address limits; from anyone else those headers are ignored.
     #[arg(
         long = "trusted-proxy",
-        env = "TRUSTED_PROXY",
+        env = "SSIO_TRUSTED_PROXY",
         value_delimiter = ',',
         value_name = "IP[/BITS]"
     )]
@@ -259,67 +268,67 @@ pub struct Config {
 
     /// How long a session whose transport dropped can come back with its
     /// sid, rooms, data and every event it missed (ms); 0 turns recovery off.
-    #[arg(long = "recovery-window", env = "RECOVERY_WINDOW", default_value_t = DEFAULT_RECOVERY_WINDOW_MS, value_name = "MS")]
+    #[arg(long = "recovery-window", env = "SSIO_RECOVERY_WINDOW", default_value_t = DEFAULT_RECOVERY_WINDOW_MS, value_name = "MS")]
     pub recovery_window_ms: u64,
 
     /// Broadcasts kept for resumes; a client that missed more gets a fresh
     /// session and is told it missed events.
-    #[arg(long = "recovery-max-events", env = "RECOVERY_MAX_EVENTS", default_value_t = DEFAULT_RECOVERY_MAX_EVENTS, value_name = "N")]
+    #[arg(long = "recovery-max-events", env = "SSIO_RECOVERY_MAX_EVENTS", default_value_t = DEFAULT_RECOVERY_MAX_EVENTS, value_name = "N")]
     pub recovery_max_events: usize,
 
     /// Bytes of broadcasts kept for resumes (at least the newest is kept).
-    #[arg(long = "recovery-max-bytes", env = "RECOVERY_MAX_BYTES", default_value_t = DEFAULT_RECOVERY_MAX_BYTES, value_name = "BYTES")]
+    #[arg(long = "recovery-max-bytes", env = "SSIO_RECOVERY_MAX_BYTES", default_value_t = DEFAULT_RECOVERY_MAX_BYTES, value_name = "BYTES")]
     pub recovery_max_bytes: usize,
 
     /// Most rooms one session may be in.
-    #[arg(long = "max-rooms-per-socket", env = "MAX_ROOMS_PER_SOCKET", default_value_t = DEFAULT_MAX_ROOMS_PER_SOCKET, value_name = "N")]
+    #[arg(long = "max-rooms-per-socket", env = "SSIO_MAX_ROOMS_PER_SOCKET", default_value_t = DEFAULT_MAX_ROOMS_PER_SOCKET, value_name = "N")]
     pub max_rooms_per_socket: usize,
 
     /// Longest room name (bytes).
-    #[arg(long = "max-room-name", env = "MAX_ROOM_NAME", default_value_t = DEFAULT_MAX_ROOM_NAME, value_name = "BYTES")]
+    #[arg(long = "max-room-name", env = "SSIO_MAX_ROOM_NAME", default_value_t = DEFAULT_MAX_ROOM_NAME, value_name = "BYTES")]
     pub max_room_name: usize,
 
     /// How long the server waits for a handler's acknowledgement before it
     /// answers the client's `/emit` with a timeout error (ms).
-    #[arg(long = "ack-timeout", env = "ACK_TIMEOUT", default_value_t = DEFAULT_ACK_TIMEOUT_MS, value_name = "MS")]
+    #[arg(long = "ack-timeout", env = "SSIO_ACK_TIMEOUT", default_value_t = DEFAULT_ACK_TIMEOUT_MS, value_name = "MS")]
     pub ack_timeout_ms: u64,
 
     /// Largest `auth` payload a client may present (bytes of JSON); more
     /// gets 413.
-    #[arg(long = "max-auth-bytes", env = "MAX_AUTH_BYTES", default_value_t = DEFAULT_MAX_AUTH_BYTES, value_name = "BYTES")]
+    #[arg(long = "max-auth-bytes", env = "SSIO_MAX_AUTH_BYTES", default_value_t = DEFAULT_MAX_AUTH_BYTES, value_name = "BYTES")]
     pub max_auth_bytes: usize,
 
     /// How long a handshake ticket from `POST /handshake` stays usable (ms).
-    #[arg(long = "ticket-ttl", env = "TICKET_TTL", default_value_t = DEFAULT_TICKET_TTL_MS, value_name = "MS")]
+    #[arg(long = "ticket-ttl", env = "SSIO_TICKET_TTL", default_value_t = DEFAULT_TICKET_TTL_MS, value_name = "MS")]
     pub ticket_ttl_ms: u64,
 
     /// PEM certificate chain: serve HTTPS, with HTTP/2 (needs --tls-key).
-    #[arg(long = "tls-cert", env = "TLS_CERT", value_name = "PEM")]
+    #[arg(long = "tls-cert", env = "SSIO_TLS_CERT", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key of --tls-cert.
-    #[arg(long = "tls-key", env = "TLS_KEY", value_name = "PEM")]
+    #[arg(long = "tls-key", env = "SSIO_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
 
     /// Serve HTTPS with a certificate generated at start, for local work;
     /// its fingerprint is logged.
-    #[arg(long = "tls-self-signed", env = "TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[arg(long = "tls-self-signed", env = "SSIO_TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
     pub tls_self_signed: bool,
 
     /// Most sessions one shared (multiplexed) stream may carry; more
     /// attachments get 429.
-    #[arg(long = "max-mux-sessions", env = "MAX_MUX_SESSIONS", default_value_t = DEFAULT_MAX_MUX_SESSIONS, value_name = "N")]
+    #[arg(long = "max-mux-sessions", env = "SSIO_MAX_MUX_SESSIONS", default_value_t = DEFAULT_MAX_MUX_SESSIONS, value_name = "N")]
     pub max_mux_sessions: usize,
 
     /// How long (ms) the sessions of a shared stream that ended wait to be
     /// re-attached to a new one before they end with "transport close".
-    #[arg(long = "mux-grace", env = "MUX_GRACE", default_value_t = DEFAULT_MUX_GRACE_MS, value_name = "MS")]
+    #[arg(long = "mux-grace", env = "SSIO_MUX_GRACE", default_value_t = DEFAULT_MUX_GRACE_MS, value_name = "MS")]
     pub mux_grace_ms: u64,
 
     /// How long (ms) a session whose stream dropped without a close stays
     /// counted, its events kept, for its client to come back unseen; 0 ends
     /// it at once.
-    #[arg(long = "reconnect-grace", env = "RECONNECT_GRACE", default_value_t = DEFAULT_RECONNECT_GRACE_MS, value_name = "MS")]
+    #[arg(long = "reconnect-grace", env = "SSIO_RECONNECT_GRACE", default_value_t = DEFAULT_RECONNECT_GRACE_MS, value_name = "MS")]
     pub reconnect_grace_ms: u64,
 }
 

@@ -454,8 +454,8 @@ async fn new_sessions_per_address_are_rate_limited() {
 async fn forwarded_addresses_count_only_from_a_trusted_proxy_and_flags_fall_back_to_env() {
     // Through the binary, with both limits set from the environment.
     let mut cmd = common::support::process::ssio(&[], 0);
-    cmd.env("MAX_SESSIONS_PER_IP", "1")
-        .env("TRUSTED_PROXY", "127.0.0.1,10.0.0.0/8");
+    cmd.env("SSIO_MAX_SESSIONS_PER_IP", "1")
+        .env("SSIO_TRUSTED_PROXY", "127.0.0.1,10.0.0.0/8");
     let p = common::support::process::spawn(cmd, Duration::from_secs(10))
         .await
         .unwrap();
@@ -501,18 +501,30 @@ fn help_lists_every_hostile_input_flag_with_its_env_and_default() {
         .unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     for (flag, env, default) in [
-        ("--max-pending-bytes", "MAX_PENDING_BYTES", Some("67108864")),
-        ("--max-poll-bytes", "MAX_POLL_BYTES", Some("1048576")),
-        ("--max-emit-rate", "MAX_EMIT_RATE", Some("50")),
-        ("--max-emit-burst", "MAX_EMIT_BURST", Some("200")),
-        ("--first-poll-timeout", "FIRST_POLL_TIMEOUT", Some("2000")),
-        ("--max-sessions-per-ip", "MAX_SESSIONS_PER_IP", Some("0")),
         (
-            "--max-new-sessions-per-ip",
-            "MAX_NEW_SESSIONS_PER_IP",
+            "--max-pending-bytes",
+            "SSIO_MAX_PENDING_BYTES",
+            Some("67108864"),
+        ),
+        ("--max-poll-bytes", "SSIO_MAX_POLL_BYTES", Some("1048576")),
+        ("--max-emit-rate", "SSIO_MAX_EMIT_RATE", Some("50")),
+        ("--max-emit-burst", "SSIO_MAX_EMIT_BURST", Some("200")),
+        (
+            "--first-poll-timeout",
+            "SSIO_FIRST_POLL_TIMEOUT",
+            Some("2000"),
+        ),
+        (
+            "--max-sessions-per-ip",
+            "SSIO_MAX_SESSIONS_PER_IP",
             Some("0"),
         ),
-        ("--trusted-proxy", "TRUSTED_PROXY", None),
+        (
+            "--max-new-sessions-per-ip",
+            "SSIO_MAX_NEW_SESSIONS_PER_IP",
+            Some("0"),
+        ),
+        ("--trusted-proxy", "SSIO_TRUSTED_PROXY", None),
     ] {
         let line = help
             .split("\n\n")
