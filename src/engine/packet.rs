@@ -74,8 +74,10 @@ impl Packet {
 /// Encodes one SSE event: `event: <name>` then one `data:` line per line of
 /// `data`, then the blank line that dispatches it.
 ///
-/// Data containing newlines becomes several `data:` lines, which the browser
-/// joins back with `\n`. The caller guarantees that `name` has no CR or LF
+/// Data containing line breaks becomes several `data:` lines, which the
+/// browser joins back with `\n`. A line break is `\r\n`, `\r` or `\n`, as
+/// the SSE parser reads them: a lone `\r` left inside a `data:` line would
+/// end it there, and the rest would be read as a field of its own. The caller guarantees that `name` has no CR or LF
 /// (the socket layer validates names), because a newline there would end the
 /// field early and let the rest be read as another field.
 pub fn encode_sse(name: &str, data: &str) -> Bytes {
@@ -84,14 +86,33 @@ pub fn encode_sse(name: &str, data: &str) -> Bytes {
     buf.put_slice(b"event: ");
     buf.put_slice(name.as_bytes());
     buf.put_u8(b'\n');
-    for line in data.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
+    for line in lines(data) {
         buf.put_slice(b"data: ");
         buf.put_slice(line.as_bytes());
         buf.put_u8(b'\n');
     }
     buf.put_u8(b'\n');
     buf.freeze()
+}
+
+/// The lines of `data`, split at `\r\n`, `\r` and `\n` alike; always at
+/// least one, so empty data still gets its `data:` line.
+fn lines(data: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\r', '\n']) {
+            None => {
+                rest = None;
+                Some(text)
+            }
+            Some(i) => {
+                let skip = if text[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&text[i + skip..]);
+                Some(&text[..i])
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -147,6 +168,36 @@ mod tests {
             &encode_sse("x", "a\nb\r\nc")[..],
             b"event: x\ndata: a\ndata: b\ndata: c\n\n"
         );
+    }
+
+    #[test]
+    fn a_lone_carriage_return_is_a_line_break_too() {
+        assert_eq!(
+            &encode_sse("x", "a\rb\r\rc\r\n\nd\r")[..],
+            b"event: x\ndata: a\ndata: b\ndata: \ndata: c\ndata: \ndata: d\ndata: \n\n"
+        );
+        // Through the JSON constructor, whose data is JSON text as given.
+        let p = Packet::from_json("x", "{\"a\":\r1}");
+        assert_eq!(&p.sse[..], b"event: x\ndata: {\"a\":\ndata: 1}\n\n");
+        assert!(!p.sse.contains(&b'\r'));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn data_reads_back_as_the_browser_joins_it(data in "[a\r\n]{0,12}") {
+            let sse = encode_sse("x", &data);
+            let text = std::str::from_utf8(&sse).unwrap();
+            proptest::prop_assert!(!text.contains('\r'));
+            let joined: Vec<&str> = text
+                .strip_suffix("\n\n")
+                .unwrap()
+                .lines()
+                .skip(1)
+                .map(|l| l.strip_prefix("data: ").unwrap())
+                .collect();
+            let want = data.replace("\r\n", "\n").replace('\r', "\n");
+            proptest::prop_assert_eq!(joined.join("\n"), want);
+        }
     }
 
     #[test]
