@@ -14,7 +14,78 @@ use uuid::Uuid;
 use crate::config::{canonical, ProxyNet};
 
 /// A session ID: a random (v4) UUID, so 122 bits nobody can guess.
-pub type Sid = Uuid;
+///
+/// Its own type, not a bare [`Uuid`]: other ids are UUIDs too (a shared
+/// stream's, a handshake ticket's), and a sid is a credential, so passing
+/// one where another is meant must not compile:
+///
+/// ```compile_fail
+/// let ticket = uuid::Uuid::new_v4();
+/// let sid: ssio::Sid = ticket;
+/// ```
+///
+/// Turning a UUID into a sid takes a word that says so:
+///
+/// ```
+/// let id = uuid::Uuid::new_v4();
+/// let sid = ssio::Sid::from(id);
+/// assert_eq!(sid.to_string(), id.to_string());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sid(Uuid);
+
+impl Sid {
+    /// A fresh random session ID.
+    pub fn new_v4() -> Sid {
+        Sid(Uuid::new_v4())
+    }
+
+    /// The all-zero ID, which no session has: a placeholder.
+    pub fn nil() -> Sid {
+        Sid(Uuid::nil())
+    }
+
+    /// Reads a sid in any form [`Uuid::try_parse`] accepts.
+    pub fn try_parse(text: &str) -> Result<Sid, uuid::Error> {
+        Uuid::try_parse(text).map(Sid)
+    }
+
+    /// The UUID, for storage and wire formats that take one.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+
+    /// The lower-case hyphenated form, as clients see it.
+    pub fn hyphenated(&self) -> uuid::fmt::Hyphenated {
+        self.0.hyphenated()
+    }
+}
+
+impl std::str::FromStr for Sid {
+    type Err = uuid::Error;
+
+    fn from_str(text: &str) -> Result<Sid, uuid::Error> {
+        Sid::try_parse(text)
+    }
+}
+
+impl From<Uuid> for Sid {
+    fn from(id: Uuid) -> Sid {
+        Sid(id)
+    }
+}
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// `{"sid":..,"pingInterval":..,"pingTimeout":..}`, the first thing every
 /// client reads, in this key order for readability with curl. After a

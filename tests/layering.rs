@@ -26,7 +26,13 @@ const ORDER: &[(&str, u32)] = &[
 const MAX_ROOT_FILES: usize = 8;
 
 /// Crates that speak HTTP, which the engine must not name.
-const HTTP_CRATES: &[&str] = &["hyper", "hyper_util", "http_body", "http_body_util", "tokio_rustls"];
+const HTTP_CRATES: &[&str] = &[
+    "hyper",
+    "hyper_util",
+    "http_body",
+    "http_body_util",
+    "tokio_rustls",
+];
 
 /// Names re-exported at the crate root, and the layer each comes from.
 const ROOT: &[(&str, &str)] = &[
@@ -237,21 +243,23 @@ fn nothing_under_the_engine_speaks_http() {
         let text = std::fs::read_to_string(file).unwrap();
         for (n, line) in code(&text).enumerate() {
             for krate in HTTP_CRATES {
-                let named = line
-                    .match_indices(krate)
-                    .any(|(i, _)| {
-                        let before = line[..i].chars().next_back();
-                        let after = &line[i + krate.len()..];
-                        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
-                            && after.starts_with("::")
-                    });
+                let named = line.match_indices(krate).any(|(i, _)| {
+                    let before = line[..i].chars().next_back();
+                    let after = &line[i + krate.len()..];
+                    !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                        && after.starts_with("::")
+                });
                 if named {
                     problems.push(format!("{module}:{}: names {krate}", n + 1));
                 }
             }
         }
     }
-    assert!(problems.is_empty(), "the engine speaks HTTP:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "the engine speaks HTTP:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]

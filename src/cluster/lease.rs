@@ -172,17 +172,18 @@ impl LeaseScript {
 }
 
 impl LeaseScript {
-    /// The node holding `sid` and its address, if a live node holds it.
+    /// The node holding `id` (a session's or a shared stream's) and its
+    /// address, if a live node holds it.
     pub(crate) async fn owner(
         &self,
         conn: &mut ConnectionManager,
-        sid: Sid,
+        id: uuid::Uuid,
     ) -> redis::RedisResult<Option<(String, String)>> {
         let mut buf = uuid::Uuid::encode_buffer();
         self.owner
             .key(&self.keys.owners)
             .key(&self.keys.addrs)
-            .arg(&*sid.hyphenated().encode_lower(&mut buf))
+            .arg(&*id.hyphenated().encode_lower(&mut buf))
             .invoke_async(conn)
             .await
     }

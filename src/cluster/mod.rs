@@ -400,11 +400,11 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn locate(&self, sid: Sid) -> BackendFuture<Option<String>> {
+    fn locate(&self, id: uuid::Uuid) -> BackendFuture<Option<String>> {
         let s = self.shared.clone();
         Box::pin(async move {
             let mut conn = s.conn.clone();
-            let found = tokio::time::timeout(CALL_TIMEOUT, s.script.owner(&mut conn, sid))
+            let found = tokio::time::timeout(CALL_TIMEOUT, s.script.owner(&mut conn, id))
                 .await
                 .map_err(|_| BackendError("redis unreachable".into()))?
                 .map_err(|e| BackendError(format!("redis: {e}")))?;

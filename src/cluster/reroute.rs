@@ -37,7 +37,7 @@ where
 {
     if let SidParam::Valid(sid) = sid {
         if maybe_elsewhere(io, sid, &req) {
-            if let Some(addr) = owner_of(io, sid).await {
+            if let Some(addr) = owner_of(io, *sid.as_uuid()).await {
                 return forward_to_owner(io, &addr, req, None)
                     .await
                     .map(Rerouted::Answered);
@@ -55,7 +55,7 @@ where
             && !req.headers().contains_key(forward::FORWARDED)
             && !mux::holds(io, id)
         {
-            if let Some(addr) = owner_of(io, id).await {
+            if let Some(addr) = owner_of(io, *id.as_uuid()).await {
                 return forward_to_owner(io, &addr, req, None)
                     .await
                     .map(Rerouted::Answered);
@@ -65,7 +65,7 @@ where
     // A resume for a session this node does not hold goes to the node
     // where it waits out its recovery window.
     if let Some(held) = resumes_elsewhere(io, &req, sid, mux) {
-        if let Some(addr) = owner_of(io, held).await {
+        if let Some(addr) = owner_of(io, *held.as_uuid()).await {
             let stream = (req.uri().path() == "/events").then(|| io.hub().stopping());
             return forward_to_owner(io, &addr, req, stream)
                 .await
@@ -111,8 +111,8 @@ fn resumes_elsewhere<B>(io: &Io, req: &Request<B>, sid: SidParam, mux: MuxParam)
 }
 
 /// The address of the other node holding `sid`, if one does.
-async fn owner_of(io: &Io, sid: Sid) -> Option<String> {
-    match io.hub().backend.locate(sid).await {
+async fn owner_of(io: &Io, id: uuid::Uuid) -> Option<String> {
+    match io.hub().backend.locate(id).await {
         Ok(addr) => addr,
         Err(e) => {
             tracing::warn!(error = %e, "could not look up a session's node");

@@ -78,11 +78,12 @@ pub trait Backend: Send + Sync + 'static {
     fn broadcast(&self, event: Broadcast) -> BackendFuture<()>;
     /// Releases connections; called once after every session has ended.
     fn close(&self) -> BackendFuture<()>;
-    /// The address of the node holding `sid`, when another node holds it, so
-    /// that a request for that session can be forwarded there. A single
-    /// process holds every session it knows, so it never answers.
-    fn locate(&self, sid: Sid) -> BackendFuture<Option<String>> {
-        let _ = sid;
+    /// The address of the node holding `id` (a session's [`Sid`] or a shared
+    /// stream's id), when another node holds it, so that a request for it
+    /// can be forwarded there. A single process holds every session it
+    /// knows, so it never answers.
+    fn locate(&self, id: uuid::Uuid) -> BackendFuture<Option<String>> {
+        let _ = id;
         Box::pin(std::future::ready(Ok(None)))
     }
     /// Records that this node holds `id` (a shared stream's id), so that

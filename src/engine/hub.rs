@@ -550,7 +550,7 @@ impl Hub {
     /// this node holds it, so no other node forwards a resume here for it.
     fn forget(self: &Arc<Self>, session: &Session) {
         self.end_for_good(session);
-        if let Err(pending) = ready_now(self.backend.unclaim(session.sid)) {
+        if let Err(pending) = ready_now(self.backend.unclaim(*session.sid.as_uuid())) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 // Tracked, so that closing the backend waits for it.
                 self.finishing.spawn_on(
@@ -983,7 +983,7 @@ impl Hub {
 /// The first 8 hex digits of a sid: enough to follow one session through
 /// the logs, never the credential itself.
 pub(crate) fn tag(sid: Sid) -> String {
-    let mut s = sid.simple().to_string();
+    let mut s = sid.as_uuid().simple().to_string();
     s.truncate(8);
     s
 }

@@ -70,7 +70,24 @@ const BATCH_PER_SESSION: usize = 64;
 const FIRST_POLL_WITHIN: Duration = Duration::from_secs(2);
 
 /// A stream's id: the token that lets a tab attach a session to it.
-pub(crate) type MuxId = Uuid;
+///
+/// A UUID like a [`Sid`], but its own type: a stream id names a connection
+/// that several sessions share, and must never be taken for one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct MuxId(Uuid);
+
+impl MuxId {
+    /// The UUID, for the cluster's ownership records.
+    pub(crate) fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MuxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// The request's `mux` query parameter, parsed once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +114,7 @@ impl MuxParam {
         if value.len() != 36 {
             return MuxParam::Malformed;
         }
-        Uuid::try_parse(value).map_or(MuxParam::Malformed, MuxParam::Id)
+        Uuid::try_parse(value).map_or(MuxParam::Malformed, |id| MuxParam::Id(MuxId(id)))
     }
 }
 
@@ -252,7 +269,7 @@ async fn open(
     };
     owner.key = 0;
     let group = Arc::new(Group {
-        id: Uuid::new_v4(),
+        id: MuxId(Uuid::new_v4()),
         transport,
         owner: owner.session.sid,
         state: Mutex::new(GroupState {
@@ -270,7 +287,7 @@ async fn open(
     muxes.set_home(group.owner, group.id);
     // On a cluster, the stream's follow-up requests (attachments, polls) may
     // reach another node, which finds this one through the claim.
-    if let Err(e) = io.hub().backend.claim(group.id).await {
+    if let Err(e) = io.hub().backend.claim(*group.id.as_uuid()).await {
         tracing::warn!(error = %e, "could not record a shared stream's node");
     }
     Ok(group)
@@ -351,7 +368,9 @@ fn end(io: &Io, group: &Group, reason: DisconnectReason) {
     };
     let muxes = io.extension::<Muxes>();
     muxes.groups.lock().remove(&group.id);
-    if let Err(pending) = crate::engine::backend::ready_now(io.hub().backend.unclaim(group.id)) {
+    if let Err(pending) =
+        crate::engine::backend::ready_now(io.hub().backend.unclaim(*group.id.as_uuid()))
+    {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(pending);
         }
@@ -744,7 +763,7 @@ mod tests {
         assert_eq!(MuxParam::parse(Some("mux=1")), MuxParam::Open);
         assert_eq!(
             MuxParam::parse(Some(&format!("a=b&mux={id}"))),
-            MuxParam::Id(id.parse().unwrap())
+            MuxParam::Id(MuxId(id.parse().unwrap()))
         );
         for bad in [
             "mux=",
