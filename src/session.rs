@@ -187,33 +187,7 @@ pub struct Handshake {
     pub auth: serde_json::Value,
 }
 
-/// Whether a request header makes a GET more than a plain one (a body, an
-/// upgrade, an expectation): such requests are left to hyper, which
-/// handles every case, rather than answered on the raw socket path.
-pub(crate) fn unplain_header(name: &str) -> bool {
-    ["content-length", "transfer-encoding", "upgrade", "expect"]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n))
-}
-
 impl Handshake {
-    /// The handshake a complete HTTP/1 request head carries (its headers
-    /// and query), for a request answered on the raw path; `None` if a
-    /// header is not one hyper would accept either.
-    pub(crate) fn from_head(head: &[u8], peer: SocketAddr) -> Option<Handshake> {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        req.parse(head).ok()?;
-        let query = req.path?.split_once('?').map(|(_, q)| q.to_string());
-        let mut map = HeaderMap::with_capacity(req.headers.len());
-        for h in req.headers.iter() {
-            let name = hyper::header::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-            let value = hyper::header::HeaderValue::from_bytes(h.value).ok()?;
-            map.append(name, value);
-        }
-        Some(Handshake::new(map, query, peer))
-    }
-
     /// A handshake from request parts, stamped now.
     pub fn new(headers: HeaderMap, query: Option<String>, address: SocketAddr) -> Handshake {
         Handshake {

@@ -23,20 +23,15 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::error::Error;
 use crate::transport::head;
+use crate::transport::request::{Layout, RawRequest};
 
 /// The first read's size: most request heads are well under this.
 const FIRST_READ: usize = 2048;
 
 /// How the first head of a connection turned out.
 pub(crate) enum First {
-    /// A complete HTTP/1 head: `buf[..head_len]`; the rest of `buf` is what
-    /// the client sent after it.
-    Request {
-        /// Everything read so far.
-        buf: Vec<u8>,
-        /// The length of the head at its start.
-        head_len: usize,
-    },
+    /// A complete HTTP/1 head, parsed, with what the client sent after it.
+    Request(RawRequest),
     /// The HTTP/2 connection preface: not ours to judge, handed on as read.
     Other(Vec<u8>),
     /// Refused with a JSON error (already written); close the connection.
@@ -63,7 +58,7 @@ pub(crate) async fn first_head(
         } else {
             match check(&buf, max) {
                 Check::More => {}
-                Check::Complete(head_len) => return Ok(First::Request { buf, head_len }),
+                Check::Complete(layout) => return Ok(First::Request(RawRequest::new(buf, layout))),
                 Check::Other => return Ok(First::Other(buf)),
                 Check::Refuse(e) => return Ok(refuse(stream, &e, config).await),
             }
@@ -79,7 +74,7 @@ pub(crate) async fn first_head(
             }
             match check(&buf, max) {
                 Check::More => continue,
-                Check::Complete(head_len) => return Ok(First::Request { buf, head_len }),
+                Check::Complete(layout) => return Ok(First::Request(RawRequest::new(buf, layout))),
                 Check::Other => return Ok(First::Other(buf)),
                 Check::Refuse(e) => return Ok(refuse(stream, &e, config).await),
             }
@@ -94,8 +89,8 @@ pub(crate) async fn first_head(
 enum Check {
     /// The head is not complete yet and there is room for more.
     More,
-    /// A complete head of this length.
-    Complete(usize),
+    /// A complete head, and where its parts lie.
+    Complete(Layout),
     /// Not for this parser.
     Other,
     /// Answered with this error.
@@ -119,7 +114,9 @@ fn check(buf: &[u8], max: usize) -> Check {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) if len <= max => Check::Complete(len),
+        Ok(httparse::Status::Complete(len)) if len <= max => {
+            Check::Complete(Layout::of(buf, len, &req))
+        }
         Ok(httparse::Status::Complete(_)) => Check::Refuse(Error::HeadTooLarge),
         Ok(httparse::Status::Partial) if buf.len() >= max => Check::Refuse(Error::HeadTooLarge),
         Ok(httparse::Status::Partial) => Check::More,
@@ -244,7 +241,10 @@ mod tests {
     #[test]
     fn heads_are_judged_like_hyper_would() {
         let ok = b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\nrest";
-        assert!(matches!(check(ok, 1024), Check::Complete(n) if n == ok.len() - 4));
+        let Check::Complete(layout) = check(ok, 1024) else {
+            panic!("a complete head");
+        };
+        assert_eq!(RawRequest::new(ok.to_vec(), layout).after(), b"rest");
         assert!(matches!(
             check(b"GET /stats HTTP/1.1\r\nHo", 1024),
             Check::More

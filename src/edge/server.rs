@@ -170,17 +170,16 @@ async fn serve(
             _ = closing.cancelled() => return,
         };
         match first {
-            accept::First::Request { buf, head_len } => {
+            accept::First::Request(request) => {
                 // A cluster node routes resumes, which may belong to
                 // another node, through the router.
-                let head = &buf[..head_len];
-                let routed = config.cluster_node().is_some() && sse_raw::resumes(head);
-                if !routed && sse_raw::sniff(head).is_some() {
+                let routed = config.cluster_node().is_some() && request.resumes();
+                if !routed && sse_raw::sniff(&request) {
                     // Boxed, as every long wait here is: a task is as large
                     // as the largest state of its future, so one path
                     // awaited in place would make every connection pay for
                     // it, whichever path it takes.
-                    let start = sse_raw::start(stream, buf, head_len, peer, io.clone());
+                    let start = sse_raw::start(stream, request, peer, io.clone());
                     if let Some(streaming) = Box::pin(start).await {
                         // The stream gets a task of its own, exactly its
                         // size, and this one ends.
@@ -191,11 +190,11 @@ async fn serve(
                 let ask = if routed {
                     None
                 } else {
-                    poll_raw::sniff(head, &io, peer)
+                    poll_raw::sniff(&request, &io, peer)
                 };
                 if let Some(ask) = ask {
-                    let after = buf[head_len..].to_vec();
-                    drop(buf);
+                    let after = request.after().to_vec();
+                    drop(request);
                     match Box::pin(poll_raw::serve(&mut stream, ask, after, &io, &closing)).await {
                         poll_raw::After::Next(next) => {
                             rest = next;
@@ -207,7 +206,7 @@ async fn serve(
                         poll_raw::After::Close => return,
                     }
                 }
-                break buf;
+                break request.into_bytes();
             }
             accept::First::Other(buf) => break buf,
             accept::First::Refused | accept::First::Gone => return,

@@ -20,5 +20,6 @@ mod keepalive;
 pub(crate) mod mux;
 pub(crate) mod poll;
 pub(crate) mod poll_raw;
+pub(crate) mod request;
 pub(crate) mod sse;
 pub(crate) mod sse_raw;

@@ -33,8 +33,9 @@ use crate::api::io::Io;
 use crate::engine::hub::Session;
 use crate::engine::recovery::Cursor;
 use crate::error::Error;
-use crate::session::{unplain_header, Handshake, SidParam, Transport};
+use crate::session::{Handshake, SidParam, Transport};
 use crate::transport::head;
+use crate::transport::request::RawRequest;
 
 /// A plain request this module can answer.
 pub(crate) struct Ask {
@@ -72,21 +73,15 @@ pub(crate) enum After {
 /// stream's poll, and one that asks for an upgrade, is left to hyper and
 /// the router, which answer every case. A cluster node's resumes, which
 /// may belong to another node, are left out by the caller.
-pub(crate) fn sniff(head: &[u8], io: &Io, peer: SocketAddr) -> Option<Ask> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return None,
-    }
-    if req.method != Some("GET") || req.version != Some(1) {
+pub(crate) fn sniff(request: &RawRequest, io: &Io, peer: SocketAddr) -> Option<Ask> {
+    if !request.is_get_11() {
         return None;
     }
-    let (path, query) = match req.path?.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (req.path?, None),
-    };
-    if path != "/poll" || MuxParam::parse(query) != MuxParam::Absent {
+    let query = request.query();
+    if request.path() != "/poll" || MuxParam::parse(query) != MuxParam::Absent {
+        return None;
+    }
+    if !request.is_plain() {
         return None;
     }
     let sid = match SidParam::parse(query) {
@@ -96,13 +91,9 @@ pub(crate) fn sniff(head: &[u8], io: &Io, peer: SocketAddr) -> Option<Ask> {
     };
     let mut origin = None;
     let mut close = false;
-    for h in req.headers.iter() {
-        let name = h.name;
-        if unplain_header(name) {
-            return None;
-        }
+    for (name, value) in request.headers() {
         if name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
+            for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -112,7 +103,7 @@ pub(crate) fn sniff(head: &[u8], io: &Io, peer: SocketAddr) -> Option<Ask> {
             }
         }
         if name.eq_ignore_ascii_case("origin") {
-            origin = Some(h.value.to_vec());
+            origin = Some(value.to_vec());
         }
     }
     let what = match sid {
@@ -123,7 +114,7 @@ pub(crate) fn sniff(head: &[u8], io: &Io, peer: SocketAddr) -> Option<Ask> {
             }
             What::Poll(session)
         }
-        None => What::Handshake(Box::new(Handshake::from_head(head, peer)?)),
+        None => What::Handshake(Box::new(request.handshake(peer)?)),
     };
     Some(Ask {
         what,

@@ -31,73 +31,43 @@ use std::net::SocketAddr;
 use super::sse::{self, SseBody};
 use crate::api::io::Io;
 use crate::engine::fanout::{DirectWrite, Newest, Swept};
-use crate::session::{unplain_header, Handshake, Sid};
+use crate::session::Sid;
 use crate::transport::head;
+use crate::transport::request::RawRequest;
 
 /// Bytes a client may send after its `GET /events` head (a stray CRLF)
 /// before the stream is closed.
 pub(crate) const TRAILING_ALLOWANCE: usize = 4;
 
-/// Whether `head` is a complete `GET /events` request this module can
-/// answer; returns the head's length if so.
+/// Whether `request` is a `GET /events` this module can answer.
 ///
 /// Anything unusual (HTTP/1.0, a body, an upgrade, `Expect`, more headers
-/// than fit) is left to hyper, which handles every case.
-pub(crate) fn sniff(head: &[u8]) -> Option<usize> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(head) {
-        Ok(httparse::Status::Complete(len)) => len,
-        _ => return None,
-    };
-    if req.method != Some("GET") || req.version != Some(1) {
-        return None;
-    }
-    let path = req.path?;
-    if path != "/events" && !path.starts_with("/events?") {
-        return None;
-    }
+/// than a plain request has) is left to hyper, which handles every case.
+pub(crate) fn sniff(request: &RawRequest) -> bool {
     // A shared stream has its own body; hyper serves it.
-    if path.contains("mux=") {
-        return None;
-    }
-    let plain = req.headers.iter().all(|h| !unplain_header(h.name));
-    plain.then_some(len)
-}
-
-/// Whether `head` asks for a resume (`Last-Event-ID` or `resume=`).
-pub(crate) fn resumes(head: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    if req.parse(head).is_err() {
-        return false;
-    }
-    let query = req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q);
-    crate::session::query_value(query, "resume").is_some()
-        || req
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("last-event-id"))
+    request.is_get_11()
+        && request.path() == "/events"
+        && !request.query().is_some_and(|q| q.contains("mux="))
+        && request.is_plain()
 }
 
 /// Starts one SSE stream on `stream`, whose first bytes were read into
-/// `read`: the request head already sniffed (`head_len` bytes), then
-/// whatever the client sent after it. Opens the session and writes the
+/// `request`: the request head already sniffed, then whatever the client
+/// sent after it. Opens the session and writes the
 /// response head; the returned future then serves the stream for as long
 /// as it lives. `None` if the stream ended before that (refused, gone).
 pub(crate) async fn start(
     mut stream: TcpStream,
-    read: Vec<u8>,
-    head_len: usize,
+    request: RawRequest,
     peer: SocketAddr,
     io: Io,
 ) -> Option<Streaming> {
-    let trailing = read.len() - head_len;
+    let trailing = request.after().len();
     if trailing > TRAILING_ALLOWANCE {
         return None;
     }
-    let handshake = Handshake::from_head(&read[..head_len], peer)?;
-    drop(read);
+    let handshake = request.handshake(peer)?;
+    drop(request);
     let origin = handshake.headers.get(hyper::header::ORIGIN);
     let cors = head::cors(io.config(), origin.map(|o| o.as_bytes()));
     // Boxed: starting a session is a large future.
@@ -370,15 +340,19 @@ fn next_batch(body: &mut SseBody, cx: &mut Context<'_>) -> Poll<Option<(BytesMut
 #[cfg(test)]
 mod tests {
     use super::sniff;
+    use crate::transport::request::RawRequest;
+
+    /// Whether the edge, having read `head`, would hand it to this path.
+    fn taken(head: &[u8]) -> bool {
+        RawRequest::parse(head).is_some_and(|r| sniff(&r))
+    }
 
     #[test]
     fn only_plain_complete_event_requests_are_taken() {
-        let plain = b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(sniff(plain), Some(plain.len()));
-        assert!(
-            sniff(b"GET /events?x=1 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-                .is_some()
-        );
+        assert!(taken(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(taken(
+            b"GET /events?x=1 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        ));
         for other in [
             &b"GET /events HTTP/1.1\r\nHost: x\r\n"[..],
             b"GET /events HTTP/1.0\r\n\r\n",
@@ -391,7 +365,7 @@ mod tests {
             b"GET /events?mux=1 HTTP/1.1\r\nHost: x\r\n\r\n",
             b"\x00\x01garbage",
         ] {
-            assert_eq!(sniff(other), None, "{:?}", String::from_utf8_lossy(other));
+            assert!(!taken(other), "{:?}", String::from_utf8_lossy(other));
         }
     }
 }
