@@ -245,7 +245,7 @@ where
             statics::SERVER_SOURCE.as_bytes(),
         )),
         (&Method::GET | &Method::HEAD, p) => match statics::lookup(p) {
-            Some(f) => Ok(http::file(f.content_type, f.bytes)),
+            Some(f) => Ok(statics::static_file(f, req.headers())),
             None => Err(not_found_or_method(p)),
         },
         (_, p) => Err(not_found_or_method(p)),
@@ -461,6 +461,7 @@ mod tests {
             "/index.html",
             "/public/client.js",
             "/public/ssio.js",
+            "/public/ssio.min.js",
             "/public/ssio.d.ts",
             "/public/ssio.mjs",
             "/public/style.css",
@@ -525,7 +526,7 @@ mod tests {
         #[test]
         fn static_lookup_serves_only_the_table(path in "/[./%a-z0-9A-Z]{0,40}") {
             if statics::lookup(&path).is_some() {
-                prop_assert!(["/", "/index.html", "/public/client.js", "/public/ssio.js", "/public/ssio.mjs", "/public/ssio.d.ts", "/public/style.css"].contains(&path.as_str()));
+                prop_assert!(["/", "/index.html", "/public/client.js", "/public/ssio.js", "/public/ssio.min.js", "/public/ssio.mjs", "/public/ssio.d.ts", "/public/style.css"].contains(&path.as_str()));
             }
         }
     }

@@ -92,14 +92,22 @@ pub(crate) fn error(e: &Error) -> Head {
     head
 }
 
-/// Adds `head` to a hyper response.
+/// Adds `head` to a hyper response. A `vary` adds to the one the response
+/// has, if any: a static file varies on `Accept-Encoding` and, with an
+/// allow-list, on `Origin` too.
 pub(crate) fn apply<B>(res: &mut Response<B>, head: Head) {
     let h = res.headers_mut();
     for (name, value) in head {
-        let value = match value {
-            Cow::Borrowed(v) => HeaderValue::from_static(v),
-            Cow::Owned(v) => HeaderValue::from_str(&v).expect("header values are ASCII"),
-        };
+        let had = (name == "vary")
+            .then(|| h.get(hyper::header::VARY))
+            .flatten()
+            .and_then(|v| v.to_str().ok());
+        let value = match (had, value) {
+            (Some(had), value) => HeaderValue::from_str(&format!("{had}, {value}")),
+            (None, Cow::Borrowed(v)) => Ok(HeaderValue::from_static(v)),
+            (None, Cow::Owned(v)) => HeaderValue::from_str(&v),
+        }
+        .expect("header values are ASCII");
         h.insert(HeaderName::from_static(name), value);
     }
 }

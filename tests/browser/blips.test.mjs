@@ -5,48 +5,20 @@
 // or at once (closed).
 
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
+import { startNginx } from './daemons.mjs';
 import {
-  FEATURES_BIN, SLOW, TEST_TIMEOUT, allShow, connected, eventually, freePort, launchBrowser,
-  launchNginx, nginxPrelude, openPage, socketState, withServer,
+  FEATURES_BIN, SLOW, TEST_TIMEOUT, allShow, connected, eventually, openPage, socketState, useBrowser,
+  withServer,
 } from './helpers.mjs';
 
-let browser;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 /** The server's default grace, in ms. */
 const GRACE = 500;
 /** How long each page sends for. */
 const SEND_MS = 10_000;
-
-/** nginx passing streams through unbuffered but cutting any response idle for 3 s. */
-async function cuttingProxy(upstreamPort) {
-  const dir = await mkdtemp(join(tmpdir(), 'ssio-nginx-'));
-  const port = await freePort();
-  return launchNginx(dir, port, `${nginxPrelude(dir)}  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://127.0.0.1:${upstreamPort};
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_read_timeout 3s;
-    }
-  }
-}
-`);
-}
 
 /** Records, in the page, every count text shown, every lifecycle event,
  * every shout received and the transport every 50 ms. */
@@ -85,7 +57,8 @@ function shout(page, from, ms) {
 
 async function blips(options, transport) {
   await withServer({ bin: FEATURES_BIN, pingInterval: 10_000, pingTimeout: 20_000 }, async (server) => {
-    const proxy = await cuttingProxy(server.port);
+    // Streams pass through unbuffered, but any response idle for 3 s is cut.
+    const proxy = await startNginx(server.port, { readTimeout: '3s' });
     const pages = [];
     try {
       for (let i = 0; i < 2; i++) pages.push(await openPage(browser, proxy.url + '/', options));

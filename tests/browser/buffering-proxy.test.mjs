@@ -4,35 +4,22 @@
 
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
+import { withNginx } from './daemons.mjs';
 import {
-  SLOW, TEST_TIMEOUT, allShow, closePages, connected, eventually, launchBrowser, openPage,
-  socketState, startNginx, statsEqual, withServer,
+  SLOW, TEST_TIMEOUT, allShow, closePages, eventually, messageTexts, openConnected,
+  sendMessage, socketState, statsEqual, useBrowser, withServer,
 } from './helpers.mjs';
 
-let browser;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 /** A server of its own behind a proxy of its own. */
 function withProxy(body) {
   // A long pingTimeout, so that only the client's own close message can
   // explain a session that ends promptly.
-  return withServer({ pingTimeout: 20_000 }, async (server) => {
-    const proxy = await startNginx(server.port, { buffering: true });
-    try {
-      await body(server, proxy);
-    } finally {
-      await proxy.stop();
-    }
-  });
+  return withServer({ pingTimeout: 20_000 }, (server) =>
+    withNginx(server.port, { buffering: true }, (proxy) => body(server, proxy)));
 }
 
 test('the proxy really holds an SSE stream back, and lets go of it upstream when the client leaves',
@@ -57,13 +44,11 @@ test('the proxy really holds an SSE stream back, and lets go of it upstream when
 
 test('a page behind the proxy falls back to polling by itself and shows the right count',
   { timeout: TEST_TIMEOUT }, () => withProxy(async (server, proxy) => {
-  const direct = await openPage(browser, server.url + '/');
-  await connected(direct.page, 'sse');
+  const direct = await openConnected(browser, server.url + '/');
 
   const t0 = Date.now();
-  const proxied = await openPage(browser, proxy.url + '/');
   // connectTimeout (3 s) plus a handshake; bounded well inside "a few seconds".
-  await connected(proxied.page, 'polling', 8000);
+  const proxied = await openConnected(browser, proxy.url + '/', { transport: 'polling', ms: 8000 });
   console.log(`fell back to polling ${Date.now() - t0} ms after opening the page`);
   // Watched from the fallback on: the page's first stream attempt may start
   // before or after the page has loaded (a shared stream waits for its lock).
@@ -80,10 +65,9 @@ test('a page behind the proxy falls back to polling by itself and shows the righ
 
   // Chat goes through the proxy on the fallback transport: out as an emit,
   // back in a poll.
-  await proxied.page.fill('#m', 'through the proxy');
-  await proxied.page.click('#chat-form button');
+  await sendMessage(proxied.page, 'through the proxy');
   for (const { page } of [direct, proxied]) {
-    await eventually(() => page.$$eval('#messages .text', (els) => els.map((e) => e.textContent)),
+    await eventually(() => messageTexts(page),
       (texts) => JSON.stringify(texts) === '["through the proxy"]', SLOW, 'the message on both pages');
   }
 

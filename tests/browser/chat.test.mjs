@@ -4,22 +4,14 @@
 import assert from 'node:assert/strict';
 import { access, copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
-  ROOT, SLOW, TEST_TIMEOUT, allShow, closePages, connected, eventually, launchBrowser, openPage,
-  outputDir, socketState, withServer,
+  ROOT, SLOW, TEST_TIMEOUT, allShow, closePages, eventually, openConnected, outputDir, socketState,
+  useBrowser, withServer,
 } from './helpers.mjs';
 
-let browser;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 /** The chat list as [who, text] pairs. */
 function chatLog(page) {
@@ -39,10 +31,8 @@ function logIs(page, expected) {
 
 test('messages cross from SSE to polling and from polling to SSE, as text',
   { timeout: TEST_TIMEOUT }, () => withServer({}, async (server) => {
-  const sse = await openPage(browser, server.url + '/');
-  await connected(sse.page, 'sse');
-  const poll = await openPage(browser, server.url + '/', { polling: true });
-  await connected(poll.page, 'polling');
+  const sse = await openConnected(browser, server.url + '/');
+  const poll = await openConnected(browser, server.url + '/', { polling: true });
   await allShow([sse.page, poll.page], 2);
   const sseName = 'user ' + (await socketState(sse.page)).id.slice(0, 4);
   const pollName = 'user ' + (await socketState(poll.page)).id.slice(0, 4);
@@ -76,10 +66,8 @@ test('messages cross from SSE to polling and from polling to SSE, as text',
 
 test('screenshot of the demo page with two users chatting',
   { timeout: TEST_TIMEOUT }, () => withServer({}, async (server) => {
-  const a = await openPage(browser, server.url + '/');
-  await connected(a.page, 'sse');
-  const b = await openPage(browser, server.url + '/', { polling: true });
-  await connected(b.page, 'polling');
+  const a = await openConnected(browser, server.url + '/');
+  const b = await openConnected(browser, server.url + '/', { polling: true });
   await allShow([a.page, b.page], 2);
 
   const lines = [
@@ -110,10 +98,8 @@ test('screenshot of the demo page with two users chatting',
 
 test('a burst over the emit rate is slowed down, not lost: every message arrives once, in order',
   { timeout: TEST_TIMEOUT }, () => withServer({ args: ['--max-emit-rate', '10', '--max-emit-burst', '5'] }, async (server) => {
-  const from = await openPage(browser, server.url + '/');
-  await connected(from.page, 'sse');
-  const to = await openPage(browser, server.url + '/', { polling: true });
-  await connected(to.page, 'polling');
+  const from = await openConnected(browser, server.url + '/');
+  const to = await openConnected(browser, server.url + '/', { polling: true });
   await allShow([from.page, to.page], 2);
   // 25 emits at once: 5 pass on the burst, the rest are refused with 429
   // and sent again after Retry-After, at 10 a second.

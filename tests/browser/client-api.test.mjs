@@ -2,22 +2,14 @@
 // close().
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
-  SLOW, TEST_TIMEOUT, allShow, closePages, connected, eventually, launchBrowser, openPage,
-  socketState, stats, statsEqual, withServer,
+  SLOW, TEST_TIMEOUT, allShow, closePages, eventually, openConnected, socketState, stats, statsEqual,
+  useBrowser, withServer,
 } from './helpers.mjs';
 
-let browser;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 /** Opens a second socket on `page`, recording everything it sees. */
 function extraSocket(page, url, options) {
@@ -36,8 +28,7 @@ const seen = (page) => page.evaluate(() => window.seen);
 
 test('emits before connect are sent in order once connected; transports picks polling',
   { timeout: TEST_TIMEOUT }, () => withServer({}, async (server) => {
-  const a = await openPage(browser, server.url + '/');
-  await connected(a.page, 'sse');
+  const a = await openConnected(browser, server.url + '/');
   await allShow([a.page], 1);
 
   assert.equal(await extraSocket(a.page, server.url, { transports: ['polling'] }), 'polling');
@@ -59,8 +50,7 @@ test('emits before connect are sent in order once connected; transports picks po
 
 test('off() removes one handler or all of an event',
   { timeout: TEST_TIMEOUT }, () => withServer({}, async (server) => {
-  const a = await openPage(browser, server.url + '/');
-  await connected(a.page, 'sse');
+  const a = await openConnected(browser, server.url + '/');
   await a.page.evaluate(() => {
     window.calls = [];
     window.h1 = (m) => window.calls.push(['h1', m.message]);
@@ -92,10 +82,8 @@ for (const transport of ['sse', 'polling']) {
   // A long pingTimeout: only the close message can explain a prompt drop.
   test(`close() on ${transport} ends the session at once and does not reconnect`,
     { timeout: TEST_TIMEOUT }, () => withServer({ pingTimeout: 20_000 }, async (server) => {
-    const a = await openPage(browser, server.url + '/', { polling: transport === 'polling' });
-    await connected(a.page, transport);
-    const watcher = await openPage(browser, server.url + '/');
-    await connected(watcher.page, 'sse');
+    const a = await openConnected(browser, server.url + '/', { polling: transport === 'polling' });
+    const watcher = await openConnected(browser, server.url + '/');
     await allShow([a.page, watcher.page], 2);
 
     const requests = [];

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 
-import { SLOW, TEST_TIMEOUT, launchBrowser, openPage, withServer, withTimeout } from './helpers.mjs';
+import { SLOW, TEST_TIMEOUT, openPage, useBrowser, withServer, withTimeout } from './helpers.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ASSETS = {
@@ -24,12 +24,11 @@ const PAGE = `<!doctype html>
 <script src="/chai.js"></script>
 </head><body>checker</body></html>`;
 
-let browser;
+const browser = useBrowser();
 let checker;
 let checkerUrl;
 
 before(async () => {
-  browser = await launchBrowser();
   checker = createServer(async (req, res) => {
     if (req.url === '/') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
@@ -47,9 +46,8 @@ before(async () => {
   checkerUrl = `http://127.0.0.1:${checker.address().port}`;
 });
 
-after(async () => {
+after(() => {
   checker?.close();
-  await browser?.close();
 });
 
 test('a page on another origin fetches the sources with jQuery and fetch, and the patterns match',

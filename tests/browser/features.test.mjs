@@ -4,21 +4,14 @@
 import assert from 'node:assert/strict';
 import { createServer, connect } from 'node:net';
 import { once } from 'node:events';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
-  FEATURES_BIN, SLOW, TEST_TIMEOUT, connected, eventually, launchBrowser, openPage, withServer,
+  FEATURES_BIN, SLOW, TEST_TIMEOUT, connected, eventually, messageTexts, openConnected, openPage,
+  useBrowser, withServer,
 } from './helpers.mjs';
 
-let browser;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 const opts = { bin: FEATURES_BIN };
 
@@ -43,8 +36,7 @@ test('a chat in a room reaches the other member and not the sender',
 
 test('an ack comes back to its callback, and an unanswered one times out',
   { timeout: TEST_TIMEOUT }, () => withServer(opts, async (server) => {
-  const { page, context } = await openPage(browser, server.url + '/');
-  await connected(page, 'sse');
+  const { page, context } = await openConnected(browser, server.url + '/');
   const answered = await page.evaluate(() => new Promise((resolve) => {
     socket.emit('echo', { x: 1 }, (err, reply) => resolve([err && err.message, reply]));
   }));
@@ -116,10 +108,9 @@ test('a page whose stream is cut mid-conversation shows every message once, reco
   const sender = await openPage(browser, server.url + '/');
   await connected(cutOff.page, 'sse');
   await connected(sender.page, 'sse');
-  const texts = (page) => page.$$eval('#messages li .text', (l) => l.map((e) => e.textContent));
   const say = (n) => sender.page.evaluate((m) => socket.emit('chat message', m), 'm' + n);
   for (let n = 1; n <= 5; n++) await say(n);
-  await eventually(() => texts(cutOff.page), (t) => t.length === 5, SLOW, 'the first five');
+  await eventually(() => messageTexts(cutOff.page), (t) => t.length === 5, SLOW, 'the first five');
   const sid = await cutOff.page.evaluate(() => socket.id);
   proxy.cut();
   for (let n = 6; n <= 20; n++) {
@@ -127,11 +118,11 @@ test('a page whose stream is cut mid-conversation shows every message once, reco
     await new Promise((r) => setTimeout(r, 40));
   }
   const all = Array.from({ length: 20 }, (_, i) => 'm' + (i + 1));
-  await eventually(() => texts(cutOff.page), (t) => t.length >= 20, SLOW, 'all twenty messages');
-  assert.deepEqual(await texts(cutOff.page), all);
+  await eventually(() => messageTexts(cutOff.page), (t) => t.length >= 20, SLOW, 'all twenty messages');
+  assert.deepEqual(await messageTexts(cutOff.page), all);
   assert.deepEqual(await cutOff.page.evaluate(() => [socket.recovered, socket.id]), [true, sid]);
   await new Promise((r) => setTimeout(r, 300));
-  assert.deepEqual(await texts(cutOff.page), all);
+  assert.deepEqual(await messageTexts(cutOff.page), all);
   for (const h of [cutOff, sender]) await h.context.close();
   proxy.close();
 }));

@@ -1,14 +1,13 @@
 // Shared fixtures for the browser tests: a real ssio process, Debian's
 // Chromium driven through playwright-core, and bounded waits that fail with
-// what they last saw.
+// what they last saw. nginx and redis-server are in daemons.mjs.
 
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 
@@ -140,6 +139,37 @@ export function launchBrowser() {
 }
 
 /**
+ * One Chromium for every test in the calling file: launched before the
+ * first test, closed after the last. What it returns stands for the
+ * browser in `openPage` and `newContext` once the tests run.
+ */
+export function useBrowser() {
+  let browser;
+  before(async () => {
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+  });
+  return {
+    newContext(options) {
+      if (!browser) throw new Error('the browser is launched before the first test: use it inside one');
+      return browser.newContext(options);
+    },
+  };
+}
+
+/**
+ * A browser context of its own (a connection pool and storage, as one
+ * user's browser), whose waits are bounded by SLOW.
+ */
+export async function newContext(browser, options) {
+  const context = await browser.newContext(options);
+  context.setDefaultTimeout(SLOW);
+  return context;
+}
+
+/**
  * Opens `url` in a browser context of its own, so that every page has its
  * own connection pool and no page waits behind another's held requests.
  * `polling` removes EventSource before any page script runs; `alone`
@@ -147,19 +177,29 @@ export function launchBrowser() {
  * other tabs and speaks the plain per-session protocol.
  */
 export async function openPage(browser, url, { polling = false, alone = false } = {}) {
-  const context = await browser.newContext({ viewport: { width: 720, height: 560 } });
+  const context = await newContext(browser, { viewport: { width: 720, height: 560 } });
   if (polling) await context.addInitScript(() => { delete window.EventSource; });
   if (alone) {
     await context.addInitScript(() => {
       Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined });
     });
   }
-  context.setDefaultTimeout(SLOW);
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
   await page.goto(url, { timeout: SLOW });
   return { context, page, errors };
+}
+
+/**
+ * Opens a page as `openPage` does, then waits until its socket is
+ * connected on `transport` (by default the one `polling` leaves it:
+ * polling if forced, else SSE), within `ms`.
+ */
+export async function openConnected(browser, url, { polling = false, alone = false, transport, ms = SLOW } = {}) {
+  const handle = await openPage(browser, url, { polling, alone });
+  await connected(handle.page, transport ?? (polling ? 'polling' : 'sse'), ms);
+  return handle;
 }
 
 /**
@@ -218,6 +258,17 @@ export async function eventually(read, check, ms, what) {
   }
 }
 
+/** The texts of the chat messages the page shows, oldest first. */
+export function messageTexts(page) {
+  return page.$$eval('#messages li .text', (els) => els.map((e) => e.textContent));
+}
+
+/** Sends `text` through the page's chat form, as a user does. */
+export async function sendMessage(page, text) {
+  await page.fill('#m', text);
+  await page.click('#chat-form button');
+}
+
 /** Waits until every page shows `n` users online. */
 export function allShow(pages, n, ms = SLOW) {
   return eventually(() => Promise.all(pages.map(shownCount)), (counts) => counts.every((c) => c === n), ms,
@@ -236,93 +287,45 @@ export async function withTimeout(promise, ms, message) {
   }
 }
 
+/**
+ * Samples the server's count every 20 ms from now until `stop`, as
+ * [ms, count] pairs in `timeline`.
+ */
+export function sampleCounts(server) {
+  const timeline = [];
+  let sampling = true;
+  const done = (async () => {
+    while (sampling) {
+      timeline.push([Date.now(), (await stats(server)).count]);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  return {
+    timeline,
+    async stop() {
+      sampling = false;
+      await done;
+    },
+  };
+}
+
+/**
+ * Every stretch in `timeline` ([ms, count] pairs, in order, ending at
+ * `end`) where the count was above `limit`, with how long it lasted.
+ */
+export function overCounts(timeline, limit, end) {
+  const stretches = [];
+  for (let i = 0; i < timeline.length; i++) {
+    const [at, n] = timeline[i];
+    if (n > limit) {
+      const until = i + 1 < timeline.length ? timeline[i + 1][0] : end;
+      stretches.push({ count: n, ms: Math.round(until - at) });
+    }
+  }
+  return stretches;
+}
+
 export async function outputDir() {
   await mkdir(OUTPUT, { recursive: true });
   return OUTPUT;
-}
-
-/**
- * The part of an nginx config every test nginx shares: in the foreground,
- * its pid, logs and temporary files in `dir`, then an open `http` block for
- * the caller's upstreams and servers (and the closing brace).
- */
-export function nginxPrelude(dir, { connections = 512, master = true } = {}) {
-  return `daemon off;
-master_process ${master ? 'on' : 'off'};
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections ${connections}; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-`;
-}
-
-/**
- * Starts nginx on `config` (written to `dir/nginx.conf`), listening on
- * `port`, and waits until `/stats` answers through it. `stop` ends it and
- * removes `dir`.
- */
-export async function launchNginx(dir, port, config) {
-  await writeFile(join(dir, 'nginx.conf'), config);
-  const child = spawn('/usr/sbin/nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  child.stdout.on('data', (c) => { log += c; });
-  child.stderr.on('data', (c) => { log += c; });
-  const exited = once(child, 'exit').catch(() => {});
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await withTimeout(exited, SLOW, () => `nginx did not exit after SIGTERM:\n${log}`);
-    }
-    await rm(dir, { recursive: true, force: true });
-  };
-  try {
-    await eventually(async () => (await fetch(url + '/stats')).status, (st) => st === 200, SLOW,
-      `nginx on port ${port} to proxy /stats (log: ${log})`);
-  } catch (e) {
-    child.kill('SIGKILL');
-    await stop();
-    throw e;
-  }
-  return { url, stop };
-}
-
-/**
- * nginx in front of `upstreamPort`, speaking HTTP/1.1 to the browser.
- *
- * `buffering` true makes it a buffering proxy as corporate ones are: nginx's
- * own defaults for proxying, spelled out. The upstream request is HTTP/1.0,
- * so the SSE response comes back close-delimited, and a buffered proxy then
- * holds it (headers included) until a buffer fills, which a trickle of small
- * events never does. Over HTTP/1.1 the response would be chunked and nginx
- * forwards each complete chunk even with buffering on, so that would not be
- * a buffering proxy at all. X-Accel-Buffering is ignored so that the
- * server's "no" cannot switch buffering off.
- *
- * `buffering` false passes streams through (HTTP/1.1 upstream, unbuffered).
- */
-export async function startNginx(upstreamPort, { buffering }) {
-  const dir = await mkdtemp(join(tmpdir(), 'ssio-nginx-'));
-  const port = await freePort();
-  const upstream = buffering
-    ? 'proxy_http_version 1.0; proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;'
-    : 'proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 1h;';
-  return launchNginx(dir, port, `${nginxPrelude(dir)}  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://127.0.0.1:${upstreamPort};
-      ${upstream}
-    }
-  }
-}
-`);
 }

@@ -2,22 +2,14 @@
 // after the server has forgotten a polling session.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
-  SLOW, TEST_TIMEOUT, allShow, closePages, connected, eventually, launchBrowser, openPage,
-  shownCount, socketState, startServer, stats, withServer,
+  SLOW, TEST_TIMEOUT, allShow, closePages, connected, eventually, openPage, shownCount, socketState,
+  startServer, stats, useBrowser, withServer,
 } from './helpers.mjs';
 
-let browser;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 /** Counts the page's connect and disconnect events from now on. */
 function recordLifecycle(page) {

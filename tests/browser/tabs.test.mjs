@@ -3,26 +3,19 @@
 // stays its own socket, counted once, exact within 1 s as tabs come and go.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
+import { withNginx } from './daemons.mjs';
 import {
-  SLOW, TEST_TIMEOUT, allShow, eventually, launchBrowser, shownCount, socketState, startNginx, stats,
-  statsEqual, withServer,
+  SLOW, TEST_TIMEOUT, allShow, eventually, messageTexts, newContext, overCounts, sampleCounts,
+  sendMessage, shownCount, socketState, stats, statsEqual, useBrowser, withServer,
 } from './helpers.mjs';
 
 const TABS = 20;
 // The bound the count must settle within after a tab leaves.
 const SETTLE_MS = 1000;
 
-let browser;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 /**
  * Opens `n` tabs of the demo in one browser context (one connection pool,
@@ -62,8 +55,7 @@ async function distinctSessions(tabs) {
 
 test(`${TABS} tabs over HTTP/1.1 share one stream: all exact, the origin stays usable, the carrier can leave`,
   { timeout: 3 * TEST_TIMEOUT }, () => withServer({}, async (server) => {
-  const context = await browser.newContext();
-  context.setDefaultTimeout(SLOW);
+  const context = await newContext(browser);
   const tabs = await openTabs(context, server.url, TABS);
   const t0 = Date.now();
   await everyTabShows(tabs, TABS, 5000);
@@ -106,16 +98,14 @@ test(`${TABS} tabs over HTTP/1.1 share one stream: all exact, the origin stays u
   assert.deepEqual(await pageStats(open[0].page),
     { count: TABS - 6, polling: 0, sessions: TABS - 6, sse: TABS - 6 });
   // Every feed is still live: a message from one tab reaches every other.
-  await open[3].page.fill('#m', 'still here');
-  await open[3].page.click('#chat-form button');
+  await sendMessage(open[3].page, 'still here');
   for (const { page } of open) {
-    await eventually(() => page.$$eval('#messages .text', (els) => els.map((e) => e.textContent)),
+    await eventually(() => messageTexts(page),
       (texts) => texts.includes('still here'), SLOW, 'the message on every tab');
   }
   assert.deepEqual(tabs.flatMap((t) => t.errors), []);
   await context.close();
-  await eventually(async () => (await fetch(server.url + '/stats')).json(), (s) => s.count === 0, SLOW,
-    'every session to end with the browser');
+  await eventually(() => stats(server), (s) => s.count === 0, SLOW, 'every session to end with the browser');
 }));
 
 test(`${TABS} tabs over HTTPS speak HTTP/2 and are all live and exact`,
@@ -123,8 +113,7 @@ test(`${TABS} tabs over HTTPS speak HTTP/2 and are all live and exact`,
   assert.match(server.url, /^https:/);
   // The certificate is made at start by the server; the browser is told to
   // accept it for this context only.
-  const context = await browser.newContext({ ignoreHTTPSErrors: true });
-  context.setDefaultTimeout(SLOW);
+  const context = await newContext(browser, { ignoreHTTPSErrors: true });
   const tabs = await openTabs(context, server.url, TABS);
   const t0 = Date.now();
   await everyTabShows(tabs, TABS, 5000);
@@ -149,8 +138,7 @@ test(`${TABS} tabs over HTTPS speak HTTP/2 and are all live and exact`,
 // take that free lock for a page that went.
 test('a tab whose own lock request arrives late keeps its session', { timeout: TEST_TIMEOUT }, () =>
   withServer({}, async (server) => {
-    const context = await browser.newContext();
-    context.setDefaultTimeout(SLOW);
+    const context = await newContext(browser);
     try {
       const carrier = await context.newPage();
       await carrier.goto(server.url + '/');
@@ -187,48 +175,31 @@ for (const buffering of [false, true]) {
   const transport = buffering ? 'polling' : 'sse';
   test(`${TABS} tabs through nginx ${buffering ? 'with' : 'without'} proxy buffering are all live and exact, on ${transport}`,
     { timeout: 3 * TEST_TIMEOUT }, () => withServer({}, async (server) => {
-    const proxy = await startNginx(server.port, { buffering });
-    const context = await browser.newContext();
-    context.setDefaultTimeout(SLOW);
-    try {
-      const tabs = await openTabs(context, proxy.url, TABS);
-      const t0 = Date.now();
-      // Through buffering the carrier first waits out connectTimeout (3 s).
-      await everyTabShows(tabs, TABS, buffering ? SLOW : 5000);
-      console.log(`nginx ${buffering ? 'buffering' : 'streaming'}: all ${TABS} tabs exact ${Date.now() - t0} ms `
-        + 'after the last one loaded');
-      const states = await distinctSessions(tabs);
-      assert.ok(states.every((st) => st.transport === transport), JSON.stringify(states));
-      await statsEqual(server, {
-        count: TABS, polling: buffering ? TABS : 0, sessions: TABS, sse: buffering ? 0 : TABS,
-      });
-      const t1 = Date.now();
-      await tabs[0].page.close();
-      await everyTabShows(tabs.slice(1), TABS - 1, SETTLE_MS);
-      console.log(`nginx ${buffering ? 'buffering' : 'streaming'}: carrier closed, every tab exact in ${Date.now() - t1} ms`);
-      assert.deepEqual(tabs.flatMap((t) => t.errors), []);
-    } finally {
-      await context.close();
-      await proxy.stop();
-    }
+    await withNginx(server.port, { buffering }, async (proxy) => {
+      const context = await newContext(browser);
+      try {
+        const tabs = await openTabs(context, proxy.url, TABS);
+        const t0 = Date.now();
+        // Through buffering the carrier first waits out connectTimeout (3 s).
+        await everyTabShows(tabs, TABS, buffering ? SLOW : 5000);
+        console.log(`nginx ${buffering ? 'buffering' : 'streaming'}: all ${TABS} tabs exact ${Date.now() - t0} ms `
+          + 'after the last one loaded');
+        const states = await distinctSessions(tabs);
+        assert.ok(states.every((st) => st.transport === transport), JSON.stringify(states));
+        await statsEqual(server, {
+          count: TABS, polling: buffering ? TABS : 0, sessions: TABS, sse: buffering ? 0 : TABS,
+        });
+        const t1 = Date.now();
+        await tabs[0].page.close();
+        await everyTabShows(tabs.slice(1), TABS - 1, SETTLE_MS);
+        console.log(`nginx ${buffering ? 'buffering' : 'streaming'}: carrier closed, every tab exact in ${Date.now() - t1} ms`);
+        assert.deepEqual(tabs.flatMap((t) => t.errors), []);
+      } finally {
+        await context.close();
+      }
+    });
     await eventually(() => stats(server), (st) => st.count === 0, SLOW, 'every session to end with the browser');
   }));
-}
-
-/**
- * Every stretch in `timeline` ([ms, count] pairs, in order, ending at
- * `end`) where the count was above `limit`, with how long it lasted.
- */
-function overCounts(timeline, limit, end) {
-  const stretches = [];
-  for (let i = 0; i < timeline.length; i++) {
-    const [at, n] = timeline[i];
-    if (n > limit) {
-      const until = i + 1 < timeline.length ? timeline[i + 1][0] : end;
-      stretches.push({ count: n, ms: Math.round(until - at) });
-    }
-  }
-  return stretches;
 }
 
 // A page reloaded at once, before its handshake was read: a session it
@@ -248,14 +219,8 @@ for (const shared of [true, false]) {
       if (!keepLocks) Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined });
     }, shared);
     const page = await context.newPage();
-    const timeline = [];
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        timeline.push([Date.now(), (await (await fetch(server.url + '/stats')).json()).count]);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
+    const sampler = sampleCounts(server);
+    const { timeline } = sampler;
     try {
       for (let i = 0; i < 20; i++) {
         // Navigate without waiting for the page's own requests to finish.
@@ -268,8 +233,7 @@ for (const shared of [true, false]) {
       // Long enough for any ghost to show: every stretch must end by 2 s.
       await new Promise((r) => setTimeout(r, 2500));
     } finally {
-      sampling = false;
-      await sampler;
+      await sampler.stop();
     }
     const high = overCounts(timeline, 2, Date.now()).filter((s) => s.ms > 2000);
     console.log(`${shared ? 'shared' : 'plain'} reloads: highest count ${Math.max(...timeline.map(([, n]) => n))}, `

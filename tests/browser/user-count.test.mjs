@@ -1,25 +1,17 @@
 // The live user count as pages come and go, over both transports.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
-  TEST_TIMEOUT, allShow, closePages, connected, eventually, launchBrowser, openPage, shownCount,
-  socketState, stats, statsEqual, withServer,
+  TEST_TIMEOUT, allShow, closePages, connected, openConnected, overCounts, sampleCounts, shownCount,
+  socketState, statsEqual, useBrowser, withServer,
 } from './helpers.mjs';
 
 // The bound the count must settle within after a page leaves.
 const SETTLE_MS = 1000;
 
-let browser;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 /** Waits for a count that must appear within `SETTLE_MS` of `t0`. */
 function settledBy(t0, pages, n) {
@@ -28,12 +20,10 @@ function settledBy(t0, pages, n) {
 
 test('a second page makes both show 2; closing it brings the first back to 1 within 1 s',
   { timeout: TEST_TIMEOUT }, () => withServer({}, async (server) => {
-  const a = await openPage(browser, server.url + '/');
-  await connected(a.page, 'sse');
+  const a = await openConnected(browser, server.url + '/');
   await allShow([a.page], 1);
 
-  const b = await openPage(browser, server.url + '/');
-  await connected(b.page, 'sse');
+  const b = await openConnected(browser, server.url + '/');
   await allShow([a.page, b.page], 2);
   await statsEqual(server, { count: 2, polling: 0, sessions: 2, sse: 2 });
 
@@ -52,12 +42,9 @@ test('a second page makes both show 2; closing it brings the first back to 1 wit
 // prompt drop.
 test('forced polling pages count alongside SSE pages; closing one lowers the count at once',
   { timeout: TEST_TIMEOUT }, () => withServer({ pingTimeout: 20_000 }, async (server) => {
-  const sse = await openPage(browser, server.url + '/');
-  await connected(sse.page, 'sse');
-  const p1 = await openPage(browser, server.url + '/', { polling: true });
-  await connected(p1.page, 'polling');
-  const p2 = await openPage(browser, server.url + '/', { polling: true });
-  await connected(p2.page, 'polling');
+  const sse = await openConnected(browser, server.url + '/');
+  const p1 = await openConnected(browser, server.url + '/', { polling: true });
+  const p2 = await openConnected(browser, server.url + '/', { polling: true });
 
   await allShow([sse.page, p1.page, p2.page], 3);
   await statsEqual(server, { count: 3, polling: 2, sessions: 3, sse: 1 });
@@ -80,30 +67,12 @@ test('forced polling pages count alongside SSE pages; closing one lowers the cou
   assert.deepEqual([...sse.errors, ...p1.errors, ...p2.errors], []);
 }));
 
-/**
- * Every stretch in `timeline` ([ms, count] pairs, in order, ending at
- * `end`) where the count was above `limit`, with how long it lasted.
- */
-function overCounts(timeline, limit, end) {
-  const stretches = [];
-  for (let i = 0; i < timeline.length; i++) {
-    const [at, n] = timeline[i];
-    if (n > limit) {
-      const until = i + 1 < timeline.length ? timeline[i + 1][0] : end;
-      stretches.push({ count: n, ms: Math.round(until - at) });
-    }
-  }
-  return stretches;
-}
-
 for (const polling of [false, true]) {
   const transport = polling ? 'polling' : 'sse';
   test(`reloading a ${transport} page five times never leaves the count high for more than 1 s`,
     { timeout: TEST_TIMEOUT }, () => withServer({ pingTimeout: 20_000 }, async (server) => {
-    const watcher = await openPage(browser, server.url + '/');
-    await connected(watcher.page, 'sse');
-    const reloader = await openPage(browser, server.url + '/', { polling });
-    await connected(reloader.page, transport);
+    const watcher = await openConnected(browser, server.url + '/');
+    const reloader = await openConnected(browser, server.url + '/', { polling });
     await allShow([watcher.page, reloader.page], 2);
 
     // What the watching page shows, with page-clock times.
@@ -112,14 +81,8 @@ for (const polling of [false, true]) {
       socket.on('user count', (n) => window.countTimeline.push([performance.now(), n]));
     });
     // And what the server counts, sampled from here.
-    const serverTimeline = [];
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        serverTimeline.push([Date.now(), (await stats(server)).count]);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
+    const sampler = sampleCounts(server);
+    const serverTimeline = sampler.timeline;
 
     const sids = new Set([(await socketState(reloader.page)).id]);
     try {
@@ -130,8 +93,7 @@ for (const polling of [false, true]) {
         await allShow([watcher.page, reloader.page], 2);
       }
     } finally {
-      sampling = false;
-      await sampler;
+      await sampler.stop();
     }
 
     assert.equal(sids.size, 6, 'every load is a new session');
