@@ -15,8 +15,8 @@ use tokio::process::Command;
 use tokio::sync::OnceCell;
 
 /// Every example, with the arguments that make it listen on a free port of
-/// 127.0.0.1 (the new ones read `PORT`; the older two take an address or
-/// flags, as the browser tests and `tests/embed.rs` use them).
+/// 127.0.0.1: `chat`, `acks` and `middleware_auth` read `PORT`,
+/// `hyper_mount` takes an address and `features_server` the binary's flags.
 const EXAMPLES: &[(&str, &[&str])] = &[
     ("chat", &[]),
     ("acks", &[]),
@@ -142,8 +142,8 @@ async fn emit(addr: std::net::SocketAddr, sid: &str, event: &str, data: Value, a
     .await
 }
 
-/// The events waiting for `sid`, less the user count (which every example
-/// but one sends on every connect and leave). Only called when something
+/// The events waiting for `sid`, less the user count (which the chat sends
+/// on every connect and leave). Only called when something
 /// is waiting: a poll with nothing to answer is held for the whole ping
 /// interval, past the harness's wait.
 async fn ordinary_events(addr: std::net::SocketAddr, sid: &str) -> Vec<Value> {
@@ -159,6 +159,20 @@ async fn ordinary_events(addr: std::net::SocketAddr, sid: &str) -> Vec<Value> {
 /// The public tag of a session: the first 8 hex digits of its sid.
 fn tag(sid: &str) -> String {
     sid[..8].to_string()
+}
+
+#[test]
+fn every_file_under_examples_is_listed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".rs").map(str::to_string))
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = EXAMPLES.iter().map(|(n, _)| n.to_string()).collect();
+    listed.sort();
+    assert_eq!(files, listed, "examples/ and EXAMPLES differ");
 }
 
 #[tokio::test]
