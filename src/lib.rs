@@ -21,6 +21,9 @@
 //! At the root: [`config`], [`Error`], the values that name a session
 //! ([`Sid`], [`Transport`], [`DisconnectReason`], [`Handshake`]), and
 //! [`app`], the demo app written with the API.
+//!
+//! To use ssio as a library, start with the [`guide`]; `examples/` has a
+//! runnable server for each of its main pages.
 
 #![warn(missing_docs)]
 
@@ -34,6 +37,32 @@ mod error;
 mod ops;
 mod session;
 mod transport;
+
+// The guide's pages are Markdown files under `src/guide/`, so that they
+// read as prose, while every Rust block in them is compiled (and, where it
+// binds nothing, run) as a doctest. Their docs are their only content.
+pub mod guide {
+    #![doc = include_str!("guide/index.md")]
+
+    pub mod rooms {
+        #![doc = include_str!("guide/rooms.md")]
+    }
+    pub mod acks {
+        #![doc = include_str!("guide/acks.md")]
+    }
+    pub mod middleware {
+        #![doc = include_str!("guide/middleware.md")]
+    }
+    pub mod resume {
+        #![doc = include_str!("guide/resume.md")]
+    }
+    pub mod backends {
+        #![doc = include_str!("guide/backends.md")]
+    }
+    pub mod mounting {
+        #![doc = include_str!("guide/mounting.md")]
+    }
+}
 
 pub use api::ack::Ack;
 pub use api::io::{AckHandler, ConnectionHandler, Handler, Io, Middleware, Stats};

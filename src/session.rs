@@ -208,8 +208,8 @@ impl Handshake {
 }
 
 /// The remote address of a request's connection, which the server puts in
-/// every request's extensions. An embedder that serves [`Io::handle`]
-/// (crate::Io::handle) itself should insert it too.
+/// every request's extensions. An embedder that serves
+/// [`Io::handle`](crate::Io::handle) itself should insert it too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub SocketAddr);
 

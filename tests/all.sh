@@ -27,6 +27,9 @@ fi
 echo "== Rust: unit, integration and doc tests"
 cargo test --quiet --no-fail-fast 2>&1
 
+echo "== API docs build without a warning"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet 2>&1
+
 echo "== Benchmarks compile"
 cargo bench --no-run --quiet 2>&1
 

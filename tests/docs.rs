@@ -1,7 +1,8 @@
 //! The docs cannot drift from the code: the configuration page lists exactly
 //! the flags the binary takes, with their variables and defaults; the
 //! reliability page names only tests that exist; every page is in the book's
-//! summary and every relative link resolves; the README stays a front door.
+//! summary and every relative link resolves; the README stays a front door;
+//! Rust examples are only where rustdoc compiles them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -303,6 +304,42 @@ fn every_page_is_in_the_summary_and_every_relative_link_resolves() {
             if !dir.join(path).exists() {
                 problems.push(format!("{source}:{line}: {target} does not exist"));
             }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
+}
+
+#[test]
+fn no_page_shows_rust_that_nothing_compiles() {
+    // Rust examples live in the guide under src/guide/, where every block
+    // is a doctest; a page of the book or a README is compiled by nothing,
+    // so a Rust block there would only look checked.
+    let mut sources = vec!["README.md".to_string(), "benches/README.md".to_string()];
+    let mut pages = Vec::new();
+    files_under(&root().join("docs"), &[".md"], &mut pages);
+    sources.extend(pages.iter().map(|p| {
+        p.strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }));
+    let mut problems = Vec::new();
+    for source in &sources {
+        let mut fenced = false;
+        for (i, line) in read(source).lines().enumerate() {
+            let Some(info) = line.trim_start().strip_prefix("```") else {
+                continue;
+            };
+            if !fenced {
+                let lang = info.trim().split([',', ' ']).next().unwrap_or("");
+                if lang == "rust" {
+                    problems.push(format!(
+                        "{source}:{}: a Rust block: move it into src/guide/ as a doctest",
+                        i + 1
+                    ));
+                }
+            }
+            fenced = !fenced;
         }
     }
     assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));

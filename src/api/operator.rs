@@ -10,8 +10,9 @@ use crate::engine::rooms::Target;
 
 use crate::api::io::Io;
 
-/// Where a broadcast goes: built by [`Io::to`], [`Socket::to`] and
-/// [`Socket::broadcast`], chained with `to` and sent with `emit`.
+/// Where a broadcast goes: built by [`Io::to`], [`Socket::to`](crate::Socket::to)
+/// and [`Socket::broadcast`](crate::Socket::broadcast), chained with `to` and
+/// sent with `emit`.
 #[derive(Clone)]
 pub struct Operator {
     /// The server.

@@ -99,8 +99,9 @@ impl Tls {
         Tls::new(chain, key_der)
     }
 
-    /// A certificate generated now for [`SELF_SIGNED_NAMES`]: for local
-    /// work only, since no browser trusts it without being told to.
+    /// A certificate generated now for the loopback names (`localhost`,
+    /// `127.0.0.1`, `::1`): for local work only, since no browser trusts it
+    /// without being told to.
     pub fn self_signed() -> Result<Tls, TlsError> {
         let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|s| s.to_string()).collect();
         let generated = rcgen::generate_simple_self_signed(names)?;
