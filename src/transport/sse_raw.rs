@@ -58,7 +58,8 @@ pub(crate) fn sniff(head: &[u8]) -> Option<usize> {
         return None;
     }
     // A shared stream has its own body; hyper serves it.
-    if path.contains("mux=") {
+    let query = path.split_once('?').map(|(_, q)| q);
+    if crate::session::query_value(query, "mux").is_some() {
         return None;
     }
     let plain = req.headers.iter().all(|h| !unplain_header(h.name));
