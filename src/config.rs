@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use ipnet::IpNet;
 
 /// Default interface to bind: every IPv4 address, as `node server.js` would.
 pub const DEFAULT_HOST: &str = "0.0.0.0";
@@ -333,26 +334,22 @@ pub struct Config {
 }
 
 /// An address range given to `--trusted-proxy`: `10.0.0.0/8`, `::1`, ...
+///
+/// A bare address is a range of one (`/32` or `/128`); host bits after the
+/// prefix are cleared (`192.168.1.77/24` is `192.168.1.0/24`); an
+/// IPv4-mapped IPv6 address is read as the IPv4 address it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProxyNet {
-    /// The range's first address (host bits cleared).
-    pub addr: IpAddr,
-    /// The prefix length in bits.
-    pub bits: u8,
-}
+pub struct ProxyNet(IpNet);
 
 impl ProxyNet {
+    /// The range, its host bits cleared.
+    pub fn net(&self) -> IpNet {
+        self.0
+    }
+
     /// Whether `ip` lies in this range (IPv4-mapped IPv6 counts as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                mask(u32::from(ip) as u128, self.bits, 32) == u32::from(net) as u128
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                mask(u128::from(ip), self.bits, 128) == u128::from(net)
-            }
-            _ => false,
-        }
+        self.0.contains(&canonical(ip))
     }
 }
 
@@ -368,18 +365,12 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn mask(value: u128, bits: u8, width: u8) -> u128 {
-    let host = width - bits.min(width);
-    if host >= 128 {
-        0
-    } else {
-        value >> host << host
-    }
-}
-
 impl std::str::FromStr for ProxyNet {
     type Err = String;
 
+    // Split by hand rather than through `IpNet`'s parser: a bare address is
+    // accepted, a mapped address becomes IPv4 before its prefix is checked,
+    // and each mistake gets a message naming what was given.
     fn from_str(s: &str) -> Result<ProxyNet, String> {
         let s = s.trim();
         let (ip, bits) = match s.split_once('/') {
@@ -392,18 +383,13 @@ impl std::str::FromStr for ProxyNet {
         let ip = canonical(ip);
         let width = if ip.is_ipv4() { 32 } else { 128 };
         let bits = match bits {
-            Some(b) => b
-                .parse::<u8>()
-                .ok()
-                .filter(|b| *b <= width)
-                .ok_or_else(|| format!("{s:?}: prefix must be 0..={width}"))?,
-            None => width,
+            Some(b) => b.parse::<u8>().ok(),
+            None => Some(width),
         };
-        let addr = match ip {
-            IpAddr::V4(v4) => IpAddr::V4((mask(u32::from(v4) as u128, bits, 32) as u32).into()),
-            IpAddr::V6(v6) => IpAddr::V6(mask(u128::from(v6), bits, 128).into()),
-        };
-        Ok(ProxyNet { addr, bits })
+        let net = bits
+            .and_then(|b| IpNet::new(ip, b).ok())
+            .ok_or_else(|| format!("{s:?}: prefix must be 0..={width}"))?;
+        Ok(ProxyNet(net.trunc()))
     }
 }
 

@@ -4,6 +4,7 @@
 //! These are plain values that every layer above shares; this module depends
 //! on nothing else in the crate.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::SystemTime;
@@ -224,16 +225,30 @@ pub(crate) enum SidParam {
     Valid(Sid),
 }
 
-/// The value of the first `name=` pair in a query string, as it came.
-pub(crate) fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+/// The value of the first pair named `name` in a query string, decoded as
+/// `application/x-www-form-urlencoded` (what `URLSearchParams` and
+/// `encodeURIComponent` agree on): `%XX` escapes, and `+` for a space. A
+/// pair with no `=` has an empty value.
+///
+/// Decoding never fails: a malformed escape stays as it came and bytes that
+/// are not UTF-8 become U+FFFD, so a value that must be strict (a sid, a
+/// cursor, a ticket) is then malformed, and refused by whoever reads it.
+/// Only the matching pair is decoded, and it is borrowed unless it holds a
+/// `%` or a `+`.
+pub(crate) fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
+    query?.split('&').find_map(|pair| {
+        let raw = pair.split_once('=').map_or(pair, |(n, _)| n);
+        // Most names come unescaped: those that cannot match cost a compare.
+        if raw != name && !raw.contains(['%', '+']) {
+            return None;
+        }
+        let (n, v) = form_urlencoded::parse(pair.as_bytes()).next()?;
+        (n == name).then_some(v)
+    })
 }
 
 impl SidParam {
-    /// Finds the first `sid=` pair in a query string.
+    /// Reads the first `sid` pair of a query string.
     pub(crate) fn parse(query: Option<&str>) -> SidParam {
         let Some(value) = query_value(query, "sid") else {
             return SidParam::Absent;
@@ -242,7 +257,7 @@ impl SidParam {
         if value.len() != 36 {
             return SidParam::Malformed;
         }
-        match Sid::try_parse(value) {
+        match Sid::try_parse(&value) {
             Ok(sid) => SidParam::Valid(sid),
             Err(_) => SidParam::Malformed,
         }
@@ -330,4 +345,86 @@ fn parse_node(s: &str) -> Option<IpAddr> {
     let (host, port) = s.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
     host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SID: &str = "0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10";
+
+    fn value(query: &str, name: &str) -> Option<String> {
+        query_value(Some(query), name).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded_and_plus_is_a_space() {
+        assert_eq!(
+            value("resume=a%3A1%3a2", "resume").as_deref(),
+            Some("a:1:2")
+        );
+        assert_eq!(value("q=a+b%2Bc", "q").as_deref(), Some("a b+c"));
+        assert_eq!(value("q=%26%3D", "q").as_deref(), Some("&="));
+        // The name is decoded too.
+        assert_eq!(value("s%69d=x", "sid").as_deref(), Some("x"));
+        let hyphens = SID.replace('-', "%2D");
+        assert_eq!(
+            value(&format!("sid={hyphens}"), "sid").as_deref(),
+            Some(SID)
+        );
+        assert_eq!(
+            SidParam::parse(Some(&format!("t=1&sid={}", SID.replace('-', "%2d")))),
+            SidParam::Valid(SID.parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn malformed_escapes_stay_and_bad_utf8_is_replaced() {
+        assert_eq!(value("resume=%ZZ", "resume").as_deref(), Some("%ZZ"));
+        assert_eq!(value("q=50%", "q").as_deref(), Some("50%"));
+        assert_eq!(value("q=%4", "q").as_deref(), Some("%4"));
+        assert_eq!(
+            value("q=%E9t%C3%A9", "q").as_deref(),
+            Some("\u{FFFD}t\u{e9}")
+        );
+        // Either way a strict value is malformed, never a panic.
+        let bad = format!("sid={}%FF", &SID[..35]);
+        assert_eq!(SidParam::parse(Some(&bad)), SidParam::Malformed);
+    }
+
+    #[test]
+    fn the_first_pair_of_exactly_that_name_is_read() {
+        assert_eq!(value("sid=a&sid=b", "sid").as_deref(), Some("a"));
+        assert_eq!(value("xsid=a&sidx=b&sid=c", "sid").as_deref(), Some("c"));
+        assert_eq!(value("xsid=a", "sid"), None);
+        assert_eq!(value("a=sid%3Db", "sid"), None);
+        assert_eq!(value("sid=", "sid").as_deref(), Some(""));
+        // A pair without `=` is a name with an empty value, as URLSearchParams reads it.
+        assert_eq!(value("sid&x=1", "sid").as_deref(), Some(""));
+        assert_eq!(value("", "sid"), None);
+        assert_eq!(value("&&", "sid"), None);
+        assert_eq!(query_value(None, "sid"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_query_decodes_without_panicking(q in ".{0,80}", name in "[a-z%+]{0,4}") {
+            let _ = query_value(Some(&q), &name);
+        }
+
+        #[test]
+        fn a_value_without_escapes_is_read_as_it_came(pre in "[a-z]{0,4}=[a-z0-9]{0,6}", v in "[A-Za-z0-9:._~-]{0,40}") {
+            proptest::prop_assume!(!pre.starts_with("sid="));
+            let q = format!("{pre}&sid={v}&sid=other");
+            let got = query_value(Some(&q), "sid");
+            proptest::prop_assert!(matches!(got, Some(Cow::Borrowed(g)) if g == v));
+        }
+    }
+
+    #[test]
+    fn a_value_without_escapes_is_borrowed() {
+        let q = format!("t=%41&sid={SID}");
+        assert!(matches!(query_value(Some(&q), "sid"), Some(Cow::Borrowed(v)) if v == SID));
+        assert!(matches!(query_value(Some("q=a%41"), "q"), Some(Cow::Owned(v)) if v == "aA"));
+    }
 }

@@ -294,3 +294,68 @@ async fn a_polling_client_resumes_with_its_cursor_and_gets_what_it_missed() {
         .collect();
     assert_eq!(chats, vec![&json!("missed 1"), &json!("missed 2")]);
 }
+
+/// Query values are read as a form decodes them, on every route: a sid
+/// with its hyphens escaped names the same session, a cursor's colons may
+/// be escaped in either case, and a malformed escape or bytes that are not
+/// UTF-8 make a malformed value, refused as one.
+#[tokio::test]
+async fn query_values_are_percent_decoded_on_every_route() {
+    let (server, _) = start(Config {
+        ping_interval_ms: 200,
+        ping_timeout_ms: 300,
+        ..fast_config()
+    })
+    .await;
+    let hs = get(server.addr, "/poll").await;
+    let sid = hs.json()["sid"].as_str().unwrap().to_string();
+    let escaped = Poller {
+        addr: server.addr,
+        sid: sid.replace('-', "%2D"),
+    };
+    assert_eq!(escaped.emit("direct", json!("one")).await.status, 204);
+    let r = escaped.poll().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let directs: Vec<Value> = serde_json::from_slice::<Vec<Value>>(&r.body)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e["event"] == "direct")
+        .collect();
+    assert_eq!(directs, vec![json!({"event": "direct", "data": "one"})]);
+    let cursor = r.header("x-ssio-cursor").unwrap();
+    tokio::time::timeout(WAIT, async {
+        while server.io.stats().away != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the session went away within WAIT");
+    server.io.emit("chat message", "missed");
+    let lower = cursor.replace(':', "%3a").replace('-', "%2d");
+    let back = get(server.addr, &format!("/poll?resume={lower}")).await;
+    assert_eq!(back.status, 200, "{}", back.text());
+    assert_eq!(back.json()["sid"], json!(sid));
+    assert_eq!(back.json()["recovered"], json!(true));
+    let p = Poller {
+        addr: server.addr,
+        sid: sid.replace('-', "%2d"),
+    };
+    let chats: Vec<Value> = p
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["event"] == "chat message")
+        .map(|e| e["data"].clone())
+        .collect();
+    assert_eq!(chats, vec![json!("missed")]);
+    for bad in ["%ZZ", "%3A", &format!("{}%FF", &cursor[..cursor.len() - 1])] {
+        for path in ["/poll", "/events"] {
+            let r = get(server.addr, &format!("{path}?resume={bad}")).await;
+            assert_eq!(
+                (r.status, r.json()),
+                (400, json!({ "error": "invalid resume cursor" })),
+                "{path} {bad}"
+            );
+        }
+    }
+}

@@ -31,6 +31,7 @@
 //! ```
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -100,17 +101,17 @@ pub(crate) fn resume_cursor(
     headers: &hyper::HeaderMap,
     query: Option<&str>,
 ) -> Result<Option<Cursor>, Error> {
-    match headers
-        .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or("\n"))
-        .or_else(|| crate::session::query_value(query, "resume"))
-    {
-        None | Some("") => Ok(None),
-        Some(text) => {
-            let text = text.replace("%3A", ":").replace("%3a", ":");
-            Ok(Some(Cursor::parse(&text).ok_or(Error::BadCursor)?))
-        }
+    let text = match headers.get("last-event-id") {
+        Some(v) => Cow::Borrowed(v.to_str().unwrap_or("\n")),
+        None => match crate::session::query_value(query, "resume") {
+            Some(text) => text,
+            None => return Ok(None),
+        },
+    };
+    if text.is_empty() {
+        return Ok(None);
     }
+    Cursor::parse(&text).map(Some).ok_or(Error::BadCursor)
 }
 
 /// Runs `f`, turning a panic into [`Error::HandlerFailed`]: one bad handler
@@ -357,7 +358,7 @@ impl Io {
         let resume = resume_cursor(&request.headers, query)?;
         let handshake = match crate::session::query_value(query, "ticket") {
             Some(ticket) => {
-                let id = uuid::Uuid::try_parse(ticket)
+                let id = uuid::Uuid::try_parse(&ticket)
                     .ok()
                     .filter(|_| ticket.len() == 36)
                     .ok_or(Error::BadAuth("malformed ticket"))?;
@@ -529,5 +530,45 @@ impl Lifecycle for Inner {
         // Break `Io` → handlers → closure → `Io` cycles. A resume registers
         // them again through the connection handlers.
         socket.state.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SID: &str = "0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10";
+
+    fn from_query(query: &str) -> Result<Option<Cursor>, Error> {
+        resume_cursor(&hyper::HeaderMap::new(), Some(query))
+    }
+
+    #[test]
+    fn a_resume_cursor_is_read_decoded_from_the_query_or_as_is_from_the_header() {
+        let want = Cursor {
+            sid: SID.parse().unwrap(),
+            broadcast: 12,
+            direct: 3,
+        };
+        for q in [
+            format!("resume={SID}:12:3"),
+            format!("resume={SID}%3A12%3A3"),
+            format!("resume={SID}%3a12%3a3"),
+            format!("t=1&resume={}%3A1%32:3", SID.replace('-', "%2D")),
+        ] {
+            assert_eq!(from_query(&q), Ok(Some(want)), "{q}");
+        }
+        assert_eq!(from_query("resume="), Ok(None));
+        assert_eq!(from_query("t=1"), Ok(None));
+        for bad in ["resume=%ZZ", "resume=%3A", "resume=+", "resume=%FF"] {
+            assert_eq!(from_query(bad), Err(Error::BadCursor), "{bad}");
+        }
+        // The header wins, and is not a query: no decoding there.
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("last-event-id", format!("{SID}%3A12%3A3").parse().unwrap());
+        let q = Some("resume=x");
+        assert_eq!(resume_cursor(&headers, q), Err(Error::BadCursor));
+        headers.insert("last-event-id", format!("{SID}:12:3").parse().unwrap());
+        assert_eq!(resume_cursor(&headers, q), Ok(Some(want)));
     }
 }

@@ -405,12 +405,19 @@ mod tests {
             (Some("sid=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a1%00"), false),
             (Some("sid=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10x"), false),
             (Some("xsid=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10"), false),
+            // Decoded as a form: escapes in the value or the name.
+            (Some("sid=0b9c3f3e%2D8a3c%2d4c1e-9f55-2f1c0b7d9a10"), true),
+            (Some("s%69d=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10"), true),
+            (Some("sid=0b9c3f3e+8a3c-4c1e-9f55-2f1c0b7d9a10"), false),
+            (Some("sid=%ZZ9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10"), false),
+            (Some("sid"), false),
         ];
         for (q, ok) in cases {
             let parsed = SidParam::parse(*q);
             assert_eq!(matches!(parsed, SidParam::Valid(_)), *ok, "{q:?}");
             if !ok {
-                let absent = q.is_none_or(|q| !q.split('&').any(|p| p.starts_with("sid=")));
+                let named = |p: &str| p.split('=').next() == Some("sid");
+                let absent = q.is_none_or(|q| !q.split('&').any(named));
                 assert_eq!(parsed == SidParam::Absent, absent, "{q:?}");
             }
         }
@@ -487,7 +494,10 @@ mod tests {
         fn sid_param_accepts_only_hyphenated_uuids(q in ".{0,80}") {
             if let SidParam::Valid(sid) = SidParam::parse(Some(&q)) {
                 let needle = format!("sid={}", sid.hyphenated());
-                let found = q.to_lowercase().contains(&needle);
+                let decoded: String = form_urlencoded::parse(q.as_bytes())
+                    .map(|(n, v)| format!("{n}={v}&"))
+                    .collect();
+                let found = decoded.to_lowercase().contains(&needle);
                 prop_assert!(found, "{} not in {}", needle, q);
             }
         }

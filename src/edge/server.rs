@@ -466,13 +466,25 @@ fn tune(stream: &TcpStream, io: &Io) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether an accept failed for want of a file descriptor: EMFILE (this
+/// process's limit) or ENFILE (the system's). std has no `ErrorKind` for
+/// either, so the codes are compared by name.
+#[cfg(unix)]
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Elsewhere every accept error gets the short back-off.
+#[cfg(not(unix))]
+fn out_of_descriptors(_: &io::Error) -> bool {
+    false
+}
+
 /// Out of file descriptors (or similar) is transient: back off briefly
 /// instead of spinning, keep serving the connections we have, and accept
 /// again once descriptors free up.
 async fn accept_error(e: io::Error) {
-    // EMFILE (per process) or ENFILE (system-wide).
-    let fd_exhausted = matches!(e.raw_os_error(), Some(23 | 24));
-    if fd_exhausted {
+    if out_of_descriptors(&e) {
         warn!(error = %e, "accept failed: out of file descriptors; backing off");
         tokio::time::sleep(Duration::from_millis(100)).await;
     } else {

@@ -15,8 +15,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::ParsedCertificate;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
@@ -140,91 +143,52 @@ fn hex_colons(bytes: &[u8]) -> String {
     hex.join(":")
 }
 
-/// Base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo.
-fn spki_hash(cert: &[u8]) -> Option<String> {
-    let spki = der::subject_public_key_info(cert)?;
-    Some(base64(&sha256(spki)))
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Just enough DER to find a certificate's public key: the SPKI is the
-/// seventh field of `tbsCertificate` (after the optional `[0]` version,
-/// serial, signature algorithm, issuer, validity and subject).
-mod der {
-    /// One TLV: (tag, header + contents, contents).
-    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let tag = *input.first()?;
-        let first = *input.get(1)?;
-        let (len, head) = if first < 0x80 {
-            (usize::from(first), 2)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 {
-                return None;
-            }
-            let len = input
-                .get(2..2 + n)?
-                .iter()
-                .fold(0usize, |l, b| (l << 8) | usize::from(*b));
-            (len, 2 + n)
-        };
-        let whole = input.get(..head + len)?;
-        Some((tag, whole, &whole[head..]))
-    }
-
-    pub(super) fn subject_public_key_info(cert: &[u8]) -> Option<&[u8]> {
-        let (_, _, cert) = tlv(cert)?;
-        let (_, _, mut tbs) = tlv(cert)?;
-        let mut field = 0;
-        loop {
-            let (tag, whole, _) = tlv(tbs)?;
-            tbs = &tbs[whole.len()..];
-            if field == 0 && tag == 0xa0 {
-                continue;
-            }
-            if field == 5 {
-                return Some(whole);
-            }
-            field += 1;
-        }
-    }
+/// Base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo; `None`
+/// for a certificate webpki cannot parse, which rustls refuses too when it
+/// checks the key against it.
+fn spki_hash(cert: &CertificateDer<'_>) -> Option<String> {
+    let parsed = ParsedCertificate::try_from(cert).ok()?;
+    Some(BASE64.encode(sha256(&parsed.subject_public_key_info())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A P-256 certificate and key made once with `openssl req -x509`.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBljCCATugAwIBAgIUGKY9BZNlaQT7u03HWXaHMsIHLiUwCgYIKoZIzj0EAwIw\n\
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwNjIxMDMxNVoYDzIxMjYxMTEy\n\
+MjEwMzE1WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO\n\
+PQMBBwNCAATmhuHH9kKnLcrZXqpHjg20EXi6ym9QeKlunHfqwzWPF0YZjAUhBHAG\n\
+9Q0P1MMiVwy79N3Aq1IAdMjepi8llATFo2kwZzAdBgNVHQ4EFgQUd+tA07EqN2AE\n\
+bnCyCh0dLwhfdbkwHwYDVR0jBBgwFoAUd+tA07EqN2AEbnCyCh0dLwhfdbkwDwYD\n\
+VR0TAQH/BAUwAwEB/zAUBgNVHREEDTALgglsb2NhbGhvc3QwCgYIKoZIzj0EAwID\n\
+SQAwRgIhAO9yQ1ebRUuejdt++vacFHH6CZiYn6BnaAfDbHaH2vPPAiEApe6imUnz\n\
+ITz0iVSSlYyOyORnjHd2d9ccsKNd6qJDx80=\n\
+-----END CERTIFICATE-----";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg+oUqJmnNET3i9y0d\n\
+dKGlSOPt1mSCSBntkn/nlgF1WkShRANCAATmhuHH9kKnLcrZXqpHjg20EXi6ym9Q\n\
+eKlunHfqwzWPF0YZjAUhBHAG9Q0P1MMiVwy79N3Aq1IAdMjepi8llATF\n\
+-----END PRIVATE KEY-----";
+
     #[test]
-    fn base64_matches_the_rfc_vectors() {
-        for (input, out) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), out);
-        }
+    fn the_pins_of_a_known_certificate_are_the_ones_openssl_computes() {
+        let chain = vec![CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(KEY.as_bytes()).unwrap();
+        let tls = Tls::new(chain, key).unwrap();
+        // `openssl x509 -noout -fingerprint -sha256`
+        assert_eq!(
+            tls.fingerprint,
+            "9A:EB:A4:58:F0:94:50:AC:D1:EF:41:0E:FD:30:A1:EE:81:2B:04:4E:62:5A:B3:04:D9:C5:EF:90:82:1B:26:73"
+        );
+        // `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der
+        // | openssl dgst -sha256 -binary | openssl base64 -A`
+        assert_eq!(
+            tls.spki_sha256,
+            "f4nduwh87CmngfmPpYPjDIl7Gw6lTQDOYeLCGVdCGkU="
+        );
     }
 
     #[test]

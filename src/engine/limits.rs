@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn proxy_ranges_parse_and_match() {
         let net: ProxyNet = "192.168.1.77/24".parse().unwrap();
-        assert_eq!(net.addr, ip("192.168.1.0"));
+        assert_eq!(net.net(), "192.168.1.0/24".parse().unwrap());
         assert!(net.contains(ip("192.168.1.200")));
         assert!(net.contains(ip("::ffff:192.168.1.3")));
         assert!(!net.contains(ip("192.168.2.1")));
@@ -352,5 +352,32 @@ mod tests {
         for bad in ["", "10.0.0.0/33", "x", "::1/129", "1.2.3.4/"] {
             assert!(bad.parse::<ProxyNet>().is_err(), "{bad}");
         }
+        // A bare address is a range of one; a mapped one is IPv4, prefix and all.
+        let one: ProxyNet = "::1".parse().unwrap();
+        assert_eq!(one.net(), "::1/128".parse().unwrap());
+        assert!(one.contains(ip("::1")) && !one.contains(ip("::2")));
+        let mapped: ProxyNet = " ::ffff:10.1.2.3/8 ".parse().unwrap();
+        assert_eq!(mapped.net(), "10.0.0.0/8".parse().unwrap());
+        assert!(mapped.contains(ip("10.200.0.1")));
+        assert!(!"2001:db8::/32"
+            .parse::<ProxyNet>()
+            .unwrap()
+            .contains(ip("32.1.13.184")));
+        assert_eq!(
+            "10.0.0.0/33".parse::<ProxyNet>(),
+            Err("\"10.0.0.0/33\": prefix must be 0..=32".to_string())
+        );
+        assert_eq!(
+            "::ffff:10.0.0.0/104".parse::<ProxyNet>(),
+            Err("\"::ffff:10.0.0.0/104\": prefix must be 0..=32".to_string())
+        );
+        assert_eq!(
+            "1.2.3.4/".parse::<ProxyNet>(),
+            Err("\"1.2.3.4/\": prefix must be 0..=32".to_string())
+        );
+        assert_eq!(
+            "x".parse::<ProxyNet>(),
+            Err("\"x\" is not an address: invalid IP address syntax".to_string())
+        );
     }
 }

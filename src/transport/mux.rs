@@ -103,7 +103,7 @@ pub(crate) enum MuxParam {
 }
 
 impl MuxParam {
-    /// Finds the first `mux=` pair in a query string.
+    /// Reads the first `mux` pair of a query string.
     pub(crate) fn parse(query: Option<&str>) -> MuxParam {
         let Some(value) = crate::session::query_value(query, "mux") else {
             return MuxParam::Absent;
@@ -114,7 +114,7 @@ impl MuxParam {
         if value.len() != 36 {
             return MuxParam::Malformed;
         }
-        Uuid::try_parse(value).map_or(MuxParam::Malformed, |id| MuxParam::Id(MuxId(id)))
+        Uuid::try_parse(&value).map_or(MuxParam::Malformed, |id| MuxParam::Id(MuxId(id)))
     }
 }
 
@@ -761,6 +761,8 @@ mod tests {
         assert_eq!(MuxParam::parse(None), MuxParam::Absent);
         assert_eq!(MuxParam::parse(Some("sid=x")), MuxParam::Absent);
         assert_eq!(MuxParam::parse(Some("mux=1")), MuxParam::Open);
+        // Decoded as a form, like every query value.
+        assert_eq!(MuxParam::parse(Some("mux=%31")), MuxParam::Open);
         assert_eq!(
             MuxParam::parse(Some(&format!("a=b&mux={id}"))),
             MuxParam::Id(MuxId(id.parse().unwrap()))
@@ -769,7 +771,8 @@ mod tests {
             "mux=",
             "mux=0",
             "mux=11",
-            "mux=%31",
+            "mux=%3",
+            "mux",
             "mux=0b9c3f3e8a3c4c1e9f552f1c0b7d9a10",
         ] {
             assert_eq!(MuxParam::parse(Some(bad)), MuxParam::Malformed, "{bad}");

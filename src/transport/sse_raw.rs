@@ -47,7 +47,7 @@ pub(crate) fn sniff(request: &RawRequest) -> bool {
     // A shared stream has its own body; hyper serves it.
     request.is_get_11()
         && request.path() == "/events"
-        && !request.query().is_some_and(|q| q.contains("mux="))
+        && crate::session::query_value(request.query(), "mux").is_none()
         && request.is_plain()
 }
 
