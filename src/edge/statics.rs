@@ -340,4 +340,39 @@ mod tests {
             prop_assert_eq!(accepts(&[&format!("gzip;q={q}")]), valid && thousandths > 0);
         }
     }
+
+    #[test]
+    fn static_lookup_corpus() {
+        for p in [
+            "/",
+            "/index.html",
+            "/public/client.js",
+            "/public/ssio.js",
+            "/public/ssio.min.js",
+            "/public/ssio.d.ts",
+            "/public/ssio.mjs",
+            "/public/style.css",
+        ] {
+            assert!(lookup(p).is_some(), "{p}");
+        }
+        for p in [
+            "",
+            "/public/",
+            "/public/../src/app.rs",
+            "/PUBLIC/client.js",
+            "/public/client.js/",
+            "/public/client.js?x",
+        ] {
+            assert!(lookup(p).is_none(), "{p}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn static_lookup_serves_only_the_table(path in "/[./%a-z0-9A-Z]{0,40}") {
+            if lookup(&path).is_some() {
+                prop_assert!(["/", "/index.html", "/public/client.js", "/public/ssio.js", "/public/ssio.min.js", "/public/ssio.mjs", "/public/ssio.d.ts", "/public/style.css"].contains(&path.as_str()));
+            }
+        }
+    }
 }
