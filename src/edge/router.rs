@@ -383,8 +383,8 @@ fn check_event_name(name: &str, max: usize) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    //! Property tests of everything that parses client input. Inputs that
-    //! once mattered are kept in `CORPUS`-style tables below as regressions.
+    //! The emit parser, with property tests. Inputs that once mattered are
+    //! kept in the corpus table below as regressions.
 
     use super::*;
     use proptest::prelude::*;
