@@ -11,6 +11,13 @@
 //! nodes, and with the emit forwarded from a node that does not hold the
 //! sender's session. Writes target/bench/cluster.md.
 //!
+//! `--forwarded-only` runs one more measurement alone: two nodes on one
+//! Redis, a session on the first, and `--forwarded` (2000) emits sent to the
+//! second one after another, each replayed on the first before the second
+//! answers. It gives the answer's p50/p99 and the TCP connections opened
+//! between the two nodes meanwhile (from `ss`), and writes
+//! target/bench/forwarded.md.
+//!
 //! Then the same for socket.io 4.8 with its Redis adapter
 //! (`benches/peer/cluster.js`, installed by `npm ci` the first time): one
 //! node alone next to three on one Redis, over WebSocket, each client
@@ -23,12 +30,13 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
 use common::support::cluster::{self, Redis};
+use common::support::http::HttpConn;
 use common::support::process::{self, Spawned};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -53,6 +61,12 @@ struct Flags {
     /// Leave socket.io out.
     #[arg(long)]
     no_socketio: bool,
+    /// Emits timed one after another through a node that forwards each.
+    #[arg(long, default_value_t = 2000)]
+    forwarded: usize,
+    /// Measure only the forwarded emits, on two nodes of their own.
+    #[arg(long)]
+    forwarded_only: bool,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -159,6 +173,68 @@ async fn latency(
     (samples[n / 2], samples[n * 99 / 100])
 }
 
+/// The far ends of every TCP connection to or from `addr` in any state but
+/// listening; TIME-WAIT included, so a connection closed within the last
+/// minute still counts.
+fn tcp_peers(addr: SocketAddr) -> HashSet<String> {
+    let out = std::process::Command::new("ss")
+        .arg("-Htan")
+        .output()
+        .expect("run ss (iproute2)");
+    let me = addr.to_string();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.as_slice() {
+                ["LISTEN", ..] => None,
+                [_, _, _, local, peer, ..] if *local == me => Some(peer.to_string()),
+                [_, _, _, local, peer, ..] if *peer == me => Some(local.to_string()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// `n` emits sent one after another to node `via` for a session on node
+/// `owner`, each replayed on the owner before `via` answers. The event has
+/// no handler, so what is timed is the hop: p50 and p99 of the answer (ms),
+/// on the bench's own keep-alive connection to `via`, and the TCP
+/// connections opened to the owner meanwhile (none are the bench's own).
+async fn forwarded(owner: SocketAddr, via: SocketAddr, n: usize) -> (f64, f64, usize) {
+    let session = Sse::connect(owner).await;
+    let before = tcp_peers(owner);
+    let mut conn = HttpConn::open(via, 0).await.unwrap();
+    let path = format!("/emit?sid={}", session.sid);
+    let body = br#"{"event":"hop","data":0}"#;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let (status, answer) = conn.request("POST", &path, body).await.unwrap();
+        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(status, 204, "{}", String::from_utf8_lossy(&answer));
+    }
+    let opened = tcp_peers(owner).difference(&before).count();
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (samples[n / 2], samples[n * 99 / 100], opened)
+}
+
+/// Two nodes of their own on one Redis, for [`forwarded`].
+async fn forwarded_only(flags: &Flags) -> String {
+    let redis = Redis::start().await;
+    let mut nodes = Vec::new();
+    for id in ["owner", "via"] {
+        nodes.push(
+            cluster::node_with(&redis.url(), id, 25_000, 20_000, &["--max-emit-rate", "0"]).await,
+        );
+    }
+    let (p50, p99, opened) = forwarded(nodes[0].addr, nodes[1].addr, flags.forwarded).await;
+    format!(
+        "| emits forwarded one after another | answer p50 / p99 (ms) | TCP connections opened to the owner |\n|---|---|---|\n| {} | {p50:.3} / {p99:.3} | {opened} |\n",
+        flags.forwarded
+    )
+}
+
 async fn exact_after(watchers: &mut [Sse], n: i64) -> Duration {
     let t = Instant::now();
     for w in watchers.iter_mut() {
@@ -170,6 +246,14 @@ async fn exact_after(watchers: &mut [Sse], n: i64) -> Duration {
 #[tokio::main]
 async fn main() {
     let flags = Flags::parse();
+    if flags.forwarded_only {
+        let out = forwarded_only(&flags).await;
+        println!("{out}");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("forwarded.md"), &out).unwrap();
+        return;
+    }
     let mut out = String::from(
         "| setup | connect+disconnect /s, poll / SSE | every client exact | Redis commands per connect | per disconnect | per broadcast | emit→other client p50 / p99 (ms) |\n|---|---|---|---|---|---|---|\n",
     );

@@ -47,6 +47,10 @@ pub const DEFAULT_BACKLOG: u32 = 4096;
 /// come back, in milliseconds: each gets a random delay below it, so 10,000
 /// clients return at about 2,000 a second instead of all at once.
 pub const DEFAULT_RECONNECT_SPREAD_MS: u64 = 5_000;
+/// Default idle connections a cluster node keeps open to each other node
+/// for forwarded requests: the upstream keep-alive pool the nginx example
+/// keeps to the nodes, for the same kind of traffic.
+pub const DEFAULT_FORWARD_POOL_IDLE: usize = 64;
 /// Default CORS allow-list: any origin, which is what graders and pages on
 /// other origins need; see the README for what that exposes.
 pub const DEFAULT_CORS_ORIGIN: &str = "*";
@@ -202,6 +206,13 @@ pub struct Config {
         requires = "redis"
     )]
     pub advertise: Option<String>,
+
+    /// Idle connections kept open to each other node for forwarded
+    /// requests, so that a forward does not pay for a new connection; 0
+    /// opens one per request.
+    #[arg(long = "forward-pool-idle", env = "SSIO_FORWARD_POOL_IDLE", default_value_t = DEFAULT_FORWARD_POOL_IDLE, value_name = "CONNS")]
+    pub forward_pool_idle: usize,
+
     /// Clients of a node that shuts down are told to come back after a
     /// random delay below this (ms), so they do not return all at once.
     #[arg(long = "reconnect-spread", env = "SSIO_RECONNECT_SPREAD", default_value_t = DEFAULT_RECONNECT_SPREAD_MS, value_name = "MS")]
@@ -412,6 +423,7 @@ impl Default for Config {
             redis: None,
             node_id: None,
             advertise: None,
+            forward_pool_idle: DEFAULT_FORWARD_POOL_IDLE,
             reconnect_spread_ms: DEFAULT_RECONNECT_SPREAD_MS,
             cors_origins: vec![DEFAULT_CORS_ORIGIN.to_string()],
             metrics_listen: None,

@@ -30,6 +30,7 @@ fn help_lists_every_flag_with_its_env_and_default() {
         ("--shutdown-timeout", "SSIO_SHUTDOWN_TIMEOUT", "10000"),
         ("--backlog", "SSIO_BACKLOG", "4096"),
         ("--reconnect-grace", "SSIO_RECONNECT_GRACE", "500"),
+        ("--forward-pool-idle", "SSIO_FORWARD_POOL_IDLE", "64"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         assert!(

@@ -1463,3 +1463,168 @@ async fn a_killed_nodes_away_sessions_leave_no_record_in_redis() {
     );
     assert_ne!(r.json()["sid"], json!(sids[0]));
 }
+
+/// A TCP relay that counts the connections it accepts, in front of a node
+/// that advertises it: the connections other nodes open to forward there.
+/// Each side's close is passed on to the other, as the kernel would.
+struct Counted {
+    addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Counted {
+    async fn start(upstream: SocketAddr) -> Counted {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Counted {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One in-process node (as in [`Embedded`]) on `listener`, which other
+/// nodes reach at `advertise`.
+struct Node {
+    io: ssio::Io,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    async fn start(
+        redis: &Redis,
+        id: &str,
+        at: SocketAddr,
+        advertise: SocketAddr,
+        forward_pool_idle: usize,
+    ) -> Node {
+        let config = ssio::Config {
+            redis: Some(redis.url()),
+            node_id: Some(id.to_string()),
+            ping_interval_ms: PING_INTERVAL,
+            ping_timeout_ms: PING_TIMEOUT,
+            forward_pool_idle,
+            ..fast_config()
+        };
+        let listener = ssio::bind(at, config.backlog).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = ssio::ClusterSettings::new(&redis.url(), id, &advertise.to_string(), BOUND)
+            .unwrap()
+            .count_event("user count");
+        let io = ssio::Io::with_backend(config, |fanout| ssio::RedisBackend::new(fanout, settings));
+        features::install(&io);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(ssio::run(listener, io.clone(), async move {
+            let _ = rx.await;
+        }));
+        wait_healthy(addr, true).await;
+        Node {
+            io,
+            stop: Some(tx),
+            done,
+        }
+    }
+
+    /// Shuts the node down as SIGTERM would, and waits until it has.
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, &mut self.done)
+            .await
+            .expect("the node stopped within WAIT")
+            .unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.io.shutdown();
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Sends `n` forwarded `direct` events through `via`, numbered from
+/// `first`, and reads them back on the owner's stream, exactly and in order.
+async fn direct_through(via: SocketAddr, r: &mut Reader, first: u64, n: u64) {
+    for i in first..first + n {
+        emit_event(via, &r.sse.sid, "direct", json!(i)).await;
+    }
+    for i in first..first + n {
+        let b = r.next_ordinary().await;
+        assert_eq!((b.event.as_str(), b.data), ("direct", i.to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_requests_reuse_pooled_connections_and_survive_the_owner_restarting() {
+    if !tools_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start().await;
+    // A, reached by the others only through the counting relay.
+    let a_at = SocketAddr::from(([127, 0, 0, 1], cluster::free_port()));
+    let relay = Counted::start(a_at).await;
+    let a = Node::start(&redis, "a", a_at, relay.addr, 64).await;
+    let b_at = SocketAddr::from(([127, 0, 0, 1], cluster::free_port()));
+    let _b = Node::start(&redis, "b", b_at, b_at, 64).await;
+    let c_at = SocketAddr::from(([127, 0, 0, 1], cluster::free_port()));
+    let _c = Node::start(&redis, "c", c_at, c_at, 0).await;
+
+    // 100 emits one after another through B, each forwarded to A, share
+    // one pooled connection (two if one was not back in the pool in time).
+    let (mut r, _) = Reader::open(a_at, &[]).await;
+    direct_through(b_at, &mut r, 0, 100).await;
+    let pooled = relay.accepted();
+    assert!(
+        (1..=2).contains(&pooled),
+        "{pooled} connections for 100 forwards"
+    );
+    // Without a pool (C), every forward opens its own.
+    direct_through(c_at, &mut r, 100, 100).await;
+    assert_eq!(relay.accepted() - pooled, 100);
+
+    // A restarts on the same address while B's pool holds a connection to
+    // the old process: the next forward through B reaches the new one.
+    drop(r);
+    a.stop().await;
+    let _a = Node::start(&redis, "a", a_at, relay.addr, 64).await;
+    let (mut r, _) = Reader::open(a_at, &[]).await;
+    let before = relay.accepted();
+    let t = Instant::now();
+    direct_through(b_at, &mut r, 200, 1).await;
+    assert!(t.elapsed() < WAIT, "{:?}", t.elapsed());
+    assert_eq!(
+        relay.accepted() - before,
+        1,
+        "one new connection to the new A"
+    );
+    direct_through(b_at, &mut r, 201, 20).await;
+    assert_eq!(relay.accepted() - before, 1, "and then it is reused");
+}

@@ -4,7 +4,8 @@
 //! A poll, an emit or a close may land on any node. A node that does not
 //! hold the session asks the backend which node does (one Redis round trip)
 //! and replays the request there over plain HTTP/1.1, then relays the
-//! answer. The session itself never moves: its cursor, mailbox and handlers
+//! answer. The connections to each other node are pooled ([`Peers`]), so a
+//! forward costs the lookup and one round trip, not a new connection. The session itself never moves: its cursor, mailbox and handlers
 //! stay on the node that created it, which is what keeps per-session order
 //! and exactly-once delivery simple. A forwarded request carries
 //! `X-Ssio-Forwarded`, and a node never forwards such a request again, so
@@ -20,6 +21,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,10 +30,12 @@ use http_body::{Body, Frame};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::{Method, Request, Response, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::config::Config;
 use crate::error::Error;
 
 /// Marks a request one node forwarded to another (the value names the
@@ -70,8 +74,42 @@ const RELAYED: &[&str] = &[
     "access-control-expose-headers",
 ];
 
+/// An HTTP/1.1 client of the other nodes, with a pool of kept-alive
+/// connections per node (per `host:port`).
+pub(crate) type PeerClient = Client<HttpConnector, Full<Bytes>>;
+
+/// This node's connections to the other nodes: one per server, kept in its
+/// extension slot and built from its configuration on first use.
+#[derive(Default)]
+pub(crate) struct Peers(OnceLock<PeerClient>);
+
+impl Peers {
+    /// The client (a handle: clones share the pool).
+    pub(crate) fn client(&self, config: &Config) -> PeerClient {
+        self.0
+            .get_or_init(|| {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+                connector.set_nodelay(true);
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    // The owner closes a connection that stays idle for its
+                    // header timeout. One reused just as that happens fails
+                    // a request already sent (which is not retried: it may
+                    // have run), so idle connections go well before that.
+                    // The nodes of a cluster share their settings.
+                    .pool_idle_timeout(config.header_timeout() / 2)
+                    .pool_max_idle_per_host(config.forward_pool_idle)
+                    .build(connector)
+            })
+            .clone()
+    }
+}
+
 /// One request to replay on the owner.
 pub(crate) struct Forward<'a> {
+    /// The pooled client to replay it with.
+    pub(crate) client: PeerClient,
     /// The owner's `host:port`.
     pub(crate) addr: &'a str,
     pub(crate) method: Method,
@@ -99,16 +137,11 @@ pub(crate) async fn forward(f: Forward<'_>) -> Result<Response<BoxBody<Bytes, In
         tracing::debug!(owner = f.addr, error = %e, "forwarding failed");
         Error::UnknownSession
     };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(f.addr))
-        .await
-        .map_err(|e| unreachable(&e))?
+    let uri: Uri = format!("http://{}{}", f.addr, f.target)
+        .parse()
         .map_err(|e| unreachable(&e))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    tokio::spawn(conn);
-    let mut req = Request::builder().method(f.method).uri(f.target);
+    // `Host` comes from the URI: the owner's `host:port`.
+    let mut req = Request::builder().method(f.method).uri(uri);
     if let Some(h) = req.headers_mut() {
         for (name, value) in &f.headers {
             if !HOP_BY_HOP.contains(name) && name.as_str() != FORWARDED {
@@ -116,18 +149,15 @@ pub(crate) async fn forward(f: Forward<'_>) -> Result<Response<BoxBody<Bytes, In
             }
         }
         h.insert(
-            header::HOST,
-            HeaderValue::from_str(f.addr).map_err(|e| unreachable(&e))?,
-        );
-        h.insert(
             FORWARDED,
             HeaderValue::from_str(f.from).map_err(|e| unreachable(&e))?,
         );
     }
     let req = req.body(Full::new(f.body)).map_err(|e| unreachable(&e))?;
     let stream = f.stream;
+    let client = f.client;
     let answer = async {
-        let res = sender.send_request(req).await?;
+        let res = client.request(req).await?;
         let (parts, body) = res.into_parts();
         let body = if let Some(stop) = stream {
             BoxBody::new(Relay {
@@ -137,12 +167,12 @@ pub(crate) async fn forward(f: Forward<'_>) -> Result<Response<BoxBody<Bytes, In
         } else {
             BoxBody::new(Full::new(body.collect().await?.to_bytes()))
         };
-        Ok::<_, hyper::Error>((parts, body))
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, body))
     };
     let (parts, body) = tokio::time::timeout(f.within, answer)
         .await
         .map_err(|e| unreachable(&e))?
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|e| unreachable(&with_causes(&*e)))?;
     let mut res = Response::new(body);
     *res.status_mut() = parts.status;
     for name in RELAYED {
@@ -152,6 +182,19 @@ pub(crate) async fn forward(f: Forward<'_>) -> Result<Response<BoxBody<Bytes, In
         }
     }
     Ok(res)
+}
+
+/// An error and its causes, `: `-separated: the client's errors name only
+/// their kind ("client error (Connect)") and keep the reason as a cause.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The owner's event stream, relayed frame by frame. The owner going away

@@ -146,6 +146,7 @@ where
     };
     let config = io.config();
     forward::forward(forward::Forward {
+        client: io.extension::<forward::Peers>().client(config),
         addr,
         method,
         target: &target,
