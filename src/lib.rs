@@ -21,8 +21,14 @@
 //! At the root: [`config`], [`Error`], the values that name a session
 //! ([`Sid`], [`Transport`], [`DisconnectReason`], [`Handshake`]), and
 //! [`app`], the demo app written with the API.
+//!
+//! Two default features can be turned off: `tls` (HTTPS with HTTP/2:
+//! [`Tls`], [`run_tls`]) and `redis` (a cluster over Redis:
+//! [`RedisBackend`], [`ClusterSettings`]). Each takes its flags out of
+//! [`Config`] with it; the rest of the API is the same without them.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod api;
 pub mod app;
@@ -40,9 +46,13 @@ pub use api::io::{AckHandler, ConnectionHandler, Handler, Io, Middleware, Stats}
 pub use api::middleware::Rejection;
 pub use api::operator::Operator;
 pub use api::socket::Socket;
+#[cfg(feature = "redis")]
 pub use cluster::{ClusterSettings, RedisBackend};
 pub use config::Config;
-pub use edge::server::{self, bind, run, run_tls};
+#[cfg(feature = "tls")]
+pub use edge::server::run_tls;
+pub use edge::server::{self, bind, run};
+#[cfg(feature = "tls")]
 pub use edge::tls::{Tls, TlsError};
 pub use edge::tower::IoService;
 pub use engine::backend::{Backend, BackendFuture, BackendStatus, Broadcast, LocalBackend};

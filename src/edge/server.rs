@@ -22,9 +22,16 @@ use tracing::{debug, error, info, warn};
 use crate::api::io::Io;
 use crate::edge::accept::{self, Prefixed};
 use crate::edge::router;
+#[cfg(feature = "tls")]
 use crate::edge::tls::{self, Tls};
 use crate::session::Peer;
 use crate::transport::{poll_raw, sse_raw};
+
+/// Built without the `tls` feature, no listener serves TLS: the type has
+/// no values, so the branch that would serve one does not exist.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum Tls {}
 
 /// Binds a listener with `backlog` pending connections (tokio's default of
 /// 128 drops bursts of clients reconnecting together).
@@ -47,6 +54,7 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
 /// [`run`] over TLS: every connection is a TLS handshake (within
 /// `--header-timeout`), then HTTP/2 or HTTP/1.1 as ALPN chose, through
 /// hyper-util's auto builder.
+#[cfg(feature = "tls")]
 pub async fn run_tls(listener: TcpListener, io: Io, tls: Tls, shutdown: impl Future) {
     serve_all(listener, io, Some(tls), shutdown).await
 }
@@ -93,8 +101,9 @@ async fn serve_all(listener: TcpListener, io: Io, tls: Option<Tls>, shutdown: im
                         debug!(%peer, error = %e, "could not set socket options");
                     }
                     let (io, closing) = (io.clone(), closing.clone());
-                    match &tls {
-                        Some(tls) => tracker.spawn(tls::serve(stream, peer, tls.clone(), io, closing)),
+                    match tls.clone() {
+                        #[cfg(feature = "tls")]
+                        Some(tls) => tracker.spawn(tls::serve(stream, peer, tls, io, closing)),
                         None => {
                             let watcher = graceful.watcher();
                             tracker.spawn(serve(stream, peer, io, watcher, closing, tracker.clone()))
