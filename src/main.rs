@@ -1,6 +1,8 @@
 //! The `ssio` binary: parse flags, bind, serve the demo app until SIGINT or
 //! SIGTERM.
 
+use std::future::Future;
+
 use clap::Parser;
 #[cfg(feature = "tls")]
 use ssio::Tls;
@@ -48,6 +50,7 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let io = node(config, &listener)?;
+    let shutdown = shutdown_signal();
     #[cfg(feature = "tls")]
     let scheme = if tls.is_some() { "https" } else { "http" };
     #[cfg(not(feature = "tls"))]
@@ -56,10 +59,10 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     app::install(&io);
     #[cfg(feature = "tls")]
     if let Some(tls) = tls {
-        ssio::run_tls(listener, io, tls, shutdown_signal()).await;
+        ssio::run_tls(listener, io, tls, shutdown).await;
         return Ok(());
     }
-    ssio::run(listener, io, shutdown_signal()).await;
+    ssio::run(listener, io, shutdown).await;
     Ok(())
 }
 
@@ -117,18 +120,28 @@ fn refuse_left_out_variables() {
     }
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM, whichever comes first.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT (Ctrl-C) or SIGTERM, whichever comes first. The handlers are
+/// installed by this call, not by the future's first poll: the accept loop
+/// may serve a client before it first polls the future, and a SIGTERM in
+/// that window would kill the process without a word to its clients.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let ctrl_c = tokio::signal::ctrl_c();
+        async move {
+            let _ = ctrl_c.await;
+        }
+    }
 }
