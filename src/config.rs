@@ -8,8 +8,15 @@
 //! set for themselves (a shell's `HOST`, say) can never reconfigure the
 //! server; only `PORT` and `REDIS_URL` keep the plain names that hosting
 //! platforms set by convention.
+//!
+//! The flags of a feature exist only with it: `--tls-cert`, `--tls-key` and
+//! `--tls-self-signed` with `tls`; `--redis`, `--node-id` and `--advertise`
+//! with `redis`. Without it clap refuses them as unknown arguments, so a
+//! deployment that asks for TLS or a cluster from a build that cannot give
+//! it fails at start rather than serving something else.
 
 use std::net::{IpAddr, SocketAddr};
+#[cfg(feature = "tls")]
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -184,11 +191,13 @@ pub struct Config {
     /// Redis URL (`redis://host:port/db`) that makes this process one node
     /// of a cluster sharing one count and every broadcast; without it the
     /// server runs alone.
+    #[cfg(feature = "redis")]
     #[arg(long, env = "REDIS_URL", value_name = "URL")]
     pub redis: Option<String>,
 
     /// This node's id in the cluster, sent as `X-Ssio-Node` on every
     /// response; a random one when not given. Only with `--redis`.
+    #[cfg(feature = "redis")]
     #[arg(
         long = "node-id",
         env = "SSIO_NODE_ID",
@@ -199,6 +208,7 @@ pub struct Config {
 
     /// `host:port` where other nodes reach this one to forward requests for
     /// its sessions; the bound address when not given. Only with `--redis`.
+    #[cfg(feature = "redis")]
     #[arg(
         long,
         env = "SSIO_ADVERTISE_ADDR",
@@ -315,15 +325,18 @@ pub struct Config {
     pub ticket_ttl_ms: u64,
 
     /// PEM certificate chain: serve HTTPS, with HTTP/2 (needs --tls-key).
+    #[cfg(feature = "tls")]
     #[arg(long = "tls-cert", env = "SSIO_TLS_CERT", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key of --tls-cert.
+    #[cfg(feature = "tls")]
     #[arg(long = "tls-key", env = "SSIO_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
 
     /// Serve HTTPS with a certificate generated at start, for local work;
     /// its fingerprint is logged.
+    #[cfg(feature = "tls")]
     #[arg(long = "tls-self-signed", env = "SSIO_TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
     pub tls_self_signed: bool,
 
@@ -420,8 +433,11 @@ impl Default for Config {
             body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
             shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
             backlog: DEFAULT_BACKLOG,
+            #[cfg(feature = "redis")]
             redis: None,
+            #[cfg(feature = "redis")]
             node_id: None,
+            #[cfg(feature = "redis")]
             advertise: None,
             forward_pool_idle: DEFAULT_FORWARD_POOL_IDLE,
             reconnect_spread_ms: DEFAULT_RECONNECT_SPREAD_MS,
@@ -444,8 +460,11 @@ impl Default for Config {
             ack_timeout_ms: DEFAULT_ACK_TIMEOUT_MS,
             max_auth_bytes: DEFAULT_MAX_AUTH_BYTES,
             ticket_ttl_ms: DEFAULT_TICKET_TTL_MS,
+            #[cfg(feature = "tls")]
             tls_cert: None,
+            #[cfg(feature = "tls")]
             tls_key: None,
+            #[cfg(feature = "tls")]
             tls_self_signed: false,
             max_mux_sessions: DEFAULT_MAX_MUX_SESSIONS,
             mux_grace_ms: DEFAULT_MUX_GRACE_MS,
@@ -532,8 +551,16 @@ impl Config {
 
     /// This node's id when it is part of a cluster (`--redis`), for the
     /// `X-Ssio-Node` header; `None` when it runs alone.
+    #[cfg(feature = "redis")]
     pub fn cluster_node(&self) -> Option<&str> {
         self.redis.as_ref().and(self.node_id.as_deref())
+    }
+
+    /// This node's id in a cluster: always `None`, since a build without
+    /// the `redis` feature always runs alone.
+    #[cfg(not(feature = "redis"))]
+    pub fn cluster_node(&self) -> Option<&str> {
+        None
     }
 
     /// Whether every origin may read responses cross-origin.
@@ -574,5 +601,19 @@ mod tests {
         assert_eq!(c(20_000, 500).user_timeout(), Duration::from_millis(19_500));
         assert_eq!(c(20_000, 0).user_timeout(), Duration::from_millis(20_000));
         assert_eq!(c(1_000, 900).user_timeout(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_feature_s_flags_exist_exactly_when_it_is_built() {
+        use clap::CommandFactory;
+        let command = Config::command();
+        let has = |long: &str| command.get_arguments().any(|a| a.get_long() == Some(long));
+        for flag in ["tls-cert", "tls-key", "tls-self-signed"] {
+            assert_eq!(has(flag), cfg!(feature = "tls"), "--{flag}");
+        }
+        for flag in ["redis", "node-id", "advertise"] {
+            assert_eq!(has(flag), cfg!(feature = "redis"), "--{flag}");
+        }
+        assert!(has("port") && has("metrics-listen"));
     }
 }

@@ -24,8 +24,14 @@
 //!
 //! To use ssio as a library, start with the [`guide`]; `examples/` has a
 //! runnable server for each of its main pages.
+//!
+//! Two default features can be turned off: `tls` (HTTPS with HTTP/2:
+//! [`Tls`], [`run_tls`]) and `redis` (a cluster over Redis:
+//! [`RedisBackend`], [`ClusterSettings`]). Each takes its flags out of
+//! [`Config`] with it; the rest of the API is the same without them.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod api;
 pub mod app;
@@ -69,9 +75,13 @@ pub use api::io::{AckHandler, ConnectionHandler, Handler, Io, Middleware, Stats}
 pub use api::middleware::Rejection;
 pub use api::operator::Operator;
 pub use api::socket::Socket;
+#[cfg(feature = "redis")]
 pub use cluster::{ClusterSettings, RedisBackend};
 pub use config::Config;
-pub use edge::server::{self, bind, run, run_tls};
+#[cfg(feature = "tls")]
+pub use edge::server::run_tls;
+pub use edge::server::{self, bind, run};
+#[cfg(feature = "tls")]
 pub use edge::tls::{Tls, TlsError};
 pub use edge::tower::IoService;
 pub use engine::backend::{Backend, BackendFuture, BackendStatus, Broadcast, LocalBackend};

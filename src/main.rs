@@ -1,8 +1,15 @@
 //! The `ssio` binary: parse flags, bind, serve the demo app until SIGINT or
 //! SIGTERM.
 
+use std::future::Future;
+
 use clap::Parser;
-use ssio::{app, ClusterSettings, Config, Io, RedisBackend, Tls};
+#[cfg(feature = "tls")]
+use ssio::Tls;
+use ssio::{app, Config, Io};
+#[cfg(feature = "redis")]
+use ssio::{ClusterSettings, RedisBackend};
+use tokio::net::TcpListener;
 use tracing::info;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,10 +33,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = Config::parse();
+    let config = Config::parse();
     ssio::logging::init(config.log_format);
+    refuse_left_out_variables();
+    #[cfg(feature = "tls")]
     let tls = Tls::from_config(&config)?;
     let listener = ssio::bind(config.addr()?, config.backlog)?;
+    #[cfg(feature = "tls")]
     if let Some(tls) = &tls {
         if config.tls_self_signed {
             info!(
@@ -39,52 +49,99 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    let io = match config.redis.clone() {
-        None => Io::new(config),
-        Some(url) => {
-            let node = config
-                .node_id
-                .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
-                .clone();
-            let bound = config.ping_interval() + config.ping_timeout();
-            let addr = match config.advertise.clone() {
-                Some(a) => a,
-                None => listener.local_addr()?.to_string(),
-            };
-            let settings = match ClusterSettings::new(&url, &node, &addr, bound) {
-                Ok(s) => s.count_event("user count"),
-                Err(e) => {
-                    // A bad flag, as clap reports one: the reason, exit 2.
-                    eprintln!("error: {}", e.0);
-                    std::process::exit(2);
-                }
-            };
-            info!(node, "cluster node on redis");
-            Io::with_backend(config, |fanout| RedisBackend::new(fanout, settings))
-        }
-    };
+    let io = node(config, &listener)?;
+    let shutdown = shutdown_signal();
+    #[cfg(feature = "tls")]
     let scheme = if tls.is_some() { "https" } else { "http" };
+    #[cfg(not(feature = "tls"))]
+    let scheme = "http";
     info!("listening on {scheme}://{}", listener.local_addr()?);
     app::install(&io);
-    match tls {
-        Some(tls) => ssio::run_tls(listener, io, tls, shutdown_signal()).await,
-        None => ssio::run(listener, io, shutdown_signal()).await,
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        ssio::run_tls(listener, io, tls, shutdown).await;
+        return Ok(());
     }
+    ssio::run(listener, io, shutdown).await;
     Ok(())
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM, whichever comes first.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The server alone, or one node of a cluster when `--redis` names one.
+#[cfg(feature = "redis")]
+fn node(mut config: Config, listener: &TcpListener) -> std::io::Result<Io> {
+    let Some(url) = config.redis.clone() else {
+        return Ok(Io::new(config));
+    };
+    let node = config
+        .node_id
+        .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
+        .clone();
+    let bound = config.ping_interval() + config.ping_timeout();
+    let addr = match config.advertise.clone() {
+        Some(a) => a,
+        None => listener.local_addr()?.to_string(),
+    };
+    let settings = match ClusterSettings::new(&url, &node, &addr, bound) {
+        Ok(s) => s.count_event("user count"),
+        Err(e) => {
+            // A bad flag, as clap reports one: the reason, exit 2.
+            eprintln!("error: {}", e.0);
+            std::process::exit(2);
+        }
+    };
+    info!(node, "cluster node on redis");
+    Ok(Io::with_backend(config, |fanout| {
+        RedisBackend::new(fanout, settings)
+    }))
+}
+
+/// The server alone: a build without the `redis` feature is never a
+/// cluster node.
+#[cfg(not(feature = "redis"))]
+fn node(config: Config, _: &TcpListener) -> std::io::Result<Io> {
+    Ok(Io::new(config))
+}
+
+/// Refuses to start when a variable of a flag this build left out is set:
+/// the deployment asks for TLS or a cluster, and serving plain HTTP alone
+/// instead would hide that until clients noticed. A left-out flag itself
+/// is refused by clap, as any unknown argument is.
+fn refuse_left_out_variables() {
+    let mut set: Vec<(&str, &str)> = Vec::new();
+    #[cfg(not(feature = "tls"))]
+    set.extend(["SSIO_TLS_CERT", "SSIO_TLS_KEY", "SSIO_TLS_SELF_SIGNED"].map(|v| (v, "tls")));
+    #[cfg(not(feature = "redis"))]
+    set.extend(["REDIS_URL", "SSIO_NODE_ID", "SSIO_ADVERTISE_ADDR"].map(|v| (v, "redis")));
+    set.retain(|(var, _)| std::env::var_os(var).is_some());
+    if let Some((var, feature)) = set.first() {
+        // As clap reports a bad flag: the reason, exit 2.
+        eprintln!("error: {var} is set, but this ssio was built without the `{feature}` feature");
+        std::process::exit(2);
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM, whichever comes first. The handlers are
+/// installed by this call, not by the future's first poll: the accept loop
+/// may serve a client before it first polls the future, and a SIGTERM in
+/// that window would kill the process without a word to its clients.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let ctrl_c = tokio::signal::ctrl_c();
+        async move {
+            let _ = ctrl_c.await;
+        }
+    }
 }

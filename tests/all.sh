@@ -30,6 +30,26 @@ cargo test --quiet --no-fail-fast 2>&1
 echo "== API docs build without a warning"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet 2>&1
 
+echo "== Rust without the default features (tls, redis): build and unit tests"
+# The rest of the crate must stand without TLS and Redis; only the unit
+# tests run, since the integration tests do not depend on either.
+cargo test --quiet --no-default-features --lib --bins 2>&1
+
+echo "== Crate package"
+# What `cargo publish` would upload: the manifest must be valid, and every
+# file the sources embed (public/, the Lua scripts) must be in the package,
+# or the published crate would not build.
+cargo package --quiet --allow-dirty --no-verify 2>&1
+packaged=$(cargo package --quiet --allow-dirty --list)
+grep -roE 'include_(str|bytes)!\("[^"]+"\)' src | while IFS=: read -r file call; do
+  embedded=${call#*\(\"}
+  embedded=$(realpath -m --relative-to=. "$(dirname "$file")/${embedded%\"\)}")
+  if ! grep -qxF "$embedded" <<<"$packaged"; then
+    echo "$file embeds $embedded, which the package leaves out (Cargo.toml include)" >&2
+    exit 1
+  fi
+done
+
 echo "== Benchmarks compile"
 cargo bench --no-run --quiet 2>&1
 

@@ -7,5 +7,6 @@ pub(crate) mod probe;
 pub(crate) mod router;
 pub mod server;
 pub(crate) mod statics;
+#[cfg(feature = "tls")]
 pub(crate) mod tls;
 pub(crate) mod tower;

@@ -7,19 +7,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-
-use http_body_util::BodyExt;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown, Watcher};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Socket as RawSocket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -29,10 +22,16 @@ use tracing::{debug, error, info, warn};
 use crate::api::io::Io;
 use crate::edge::accept::{self, Prefixed};
 use crate::edge::router;
-use crate::edge::tls::Tls;
+#[cfg(feature = "tls")]
+use crate::edge::tls::{self, Tls};
 use crate::session::Peer;
-use crate::transport::http::ResponseBody;
 use crate::transport::{poll_raw, sse_raw};
+
+/// Built without the `tls` feature, no listener serves TLS: the type has
+/// no values, so the branch that would serve one does not exist.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum Tls {}
 
 /// Binds a listener with `backlog` pending connections (tokio's default of
 /// 128 drops bursts of clients reconnecting together).
@@ -55,6 +54,7 @@ pub async fn run(listener: TcpListener, io: Io, shutdown: impl Future) {
 /// [`run`] over TLS: every connection is a TLS handshake (within
 /// `--header-timeout`), then HTTP/2 or HTTP/1.1 as ALPN chose, through
 /// hyper-util's auto builder.
+#[cfg(feature = "tls")]
 pub async fn run_tls(listener: TcpListener, io: Io, tls: Tls, shutdown: impl Future) {
     serve_all(listener, io, Some(tls), shutdown).await
 }
@@ -101,8 +101,9 @@ async fn serve_all(listener: TcpListener, io: Io, tls: Option<Tls>, shutdown: im
                         debug!(%peer, error = %e, "could not set socket options");
                     }
                     let (io, closing) = (io.clone(), closing.clone());
-                    match &tls {
-                        Some(tls) => tracker.spawn(serve_tls(stream, peer, tls.clone(), io, closing)),
+                    match tls.clone() {
+                        #[cfg(feature = "tls")]
+                        Some(tls) => tracker.spawn(tls::serve(stream, peer, tls, io, closing)),
                         None => {
                             let watcher = graceful.watcher();
                             tracker.spawn(serve(stream, peer, io, watcher, closing, tracker.clone()))
@@ -280,177 +281,6 @@ async fn serve_internal(listener: TcpListener, io: Io, done: CancellationToken) 
     }
     tracker.close();
     tracker.wait().await;
-}
-
-/// Serves one TLS connection. The handshake and then the first bytes of
-/// the first request must each arrive within `--header-timeout`: plain HTTP
-/// sent to this port, garbage, or a handshake that stalls is dropped then,
-/// costing nobody else anything.
-async fn serve_tls(
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Tls,
-    io: Io,
-    closing: CancellationToken,
-) {
-    let config = io.config().clone();
-    let handshake = tokio::select! {
-        r = tokio::time::timeout(config.header_timeout(), tls.acceptor.accept(stream)) => r,
-        _ = closing.cancelled() => return,
-    };
-    let stream = match handshake {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-        Err(_) => return debug!("TLS handshake timed out"),
-    };
-    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    // hyper-util's auto builder reads the first bytes to tell the protocols
-    // apart, with no deadline of its own; an HTTP/2 connection has no
-    // header timeout either. So the first bytes are read here, in time.
-    let first = tokio::select! {
-        r = tokio::time::timeout(config.header_timeout(), first_bytes(stream)) => r,
-        _ = closing.cancelled() => return,
-    };
-    let Ok(Some(stream)) = first else { return };
-    let open = Arc::new(AtomicUsize::new(0));
-    let service = {
-        let (io, open) = (io.clone(), open.clone());
-        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(Peer(peer));
-            let (io, open) = (io.clone(), open.clone());
-            async move {
-                let res = router::handle(&io, req).await;
-                Ok::<_, Infallible>(res.map(|body| Counted::new(body, open).boxed()))
-            }
-        })
-    };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout())
-        .max_buf_size(config.max_header_bytes.max(8192));
-    // HTTP/2 PINGs give the same half-open bound as the TCP user timeout:
-    // a peer that answers none for pingTimeout is gone.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(config.ping_interval())
-        .keep_alive_timeout(config.ping_timeout())
-        .max_header_list_size(config.max_header_bytes.min(u32::MAX as usize) as u32);
-    let builder = match alpn.as_deref() {
-        Some(b"h2") => builder.http2_only(),
-        Some(b"http/1.1") => builder.http1_only(),
-        _ => builder,
-    };
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    let conn = LastWordsFirst {
-        conn: Box::pin(conn.into_owned()),
-        closing: Box::pin(closing.cancelled_owned()),
-        closing_seen: false,
-        open,
-        asked: false,
-    };
-    // Not handed to the graceful-shutdown watcher: `LastWordsFirst` ends
-    // the connection itself, and the task tracker lets shutdown wait.
-    if let Err(e) = conn.await {
-        debug!(error = %e, "TLS connection ended with an error");
-    }
-}
-
-/// A response body that counts itself among its connection's open ones.
-struct Counted {
-    body: ResponseBody,
-    open: Arc<AtomicUsize>,
-}
-
-impl Counted {
-    fn new(body: ResponseBody, open: Arc<AtomicUsize>) -> Counted {
-        open.fetch_add(1, Ordering::AcqRel);
-        Counted { body, open }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl hyper::body::Body for Counted {
-    type Data = bytes::Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A TLS connection that, at shutdown, sends GOAWAY only after every open
-/// response ended: each stream's `disconnect` goes out first, and a client
-/// reading the connection sees its streams end before the connection does.
-/// HTTP/2 writes a pending GOAWAY ahead of buffered stream data, so the
-/// connection is polled once more (which flushes that data) before it is
-/// asked to go away.
-struct LastWordsFirst<C> {
-    conn: Pin<Box<C>>,
-    closing: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    closing_seen: bool,
-    open: Arc<AtomicUsize>,
-    asked: bool,
-}
-
-impl<C> Future for LastWordsFirst<C>
-where
-    C: GracefulConnection,
-{
-    type Output = Result<(), C::Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        if !this.closing_seen && this.closing.as_mut().poll(cx).is_ready() {
-            this.closing_seen = true;
-        }
-        loop {
-            if let Poll::Ready(r) = this.conn.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
-            // Streams end on their own tasks, and each end wakes this one
-            // to write it, so this check runs again after the last.
-            if this.closing_seen && !this.asked && this.open.load(Ordering::Acquire) == 0 {
-                this.asked = true;
-                this.conn.as_mut().graceful_shutdown();
-                continue;
-            }
-            return Poll::Pending;
-        }
-    }
-}
-
-/// Waits for the first decrypted bytes; `None` if the peer closed first.
-async fn first_bytes<S>(mut stream: S) -> Option<Prefixed<S>>
-where
-    S: tokio::io::AsyncRead + Unpin,
-{
-    use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 4096];
-    let n = stream.read(&mut buf).await.ok()?;
-    if n == 0 {
-        return None;
-    }
-    buf.truncate(n);
-    Some(Prefixed::new(buf, stream))
 }
 
 /// Small SSE events must leave at once, and a peer that stops acknowledging
