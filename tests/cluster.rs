@@ -10,21 +10,18 @@
 //! SSIO_REQUIRE_CLUSTER=1 (the full test command sets it) makes that a
 //! failure. The tests run one at a time: each starts five processes.
 
-mod common;
-
-#[path = "common/features.rs"]
-mod features;
+mod support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::support::cluster::{self, Freezer, Nginx, Redis, Subscriber};
-use common::support::process::Spawned;
-use common::*;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use support::cluster::{self, Freezer, Nginx, Redis, Subscriber};
+use support::process::Spawned;
+use support::*;
 use tokio::time::Instant;
 
 /// Short heartbeats, so a dead node must be gone within 2 s.

@@ -1,15 +1,15 @@
 //! `Io` mounted under `/socket` of a plain hyper app as a tower `Service`:
 //! the example in `examples/hyper_mount.rs`, started here and talked to.
 
-mod common;
+mod support;
 
 #[allow(dead_code)]
 #[path = "../examples/hyper_mount.rs"]
 mod example;
 
-use common::*;
 use serde_json::json;
 use ssio::{Config, Io};
+use support::*;
 
 #[tokio::test]
 async fn the_hyper_example_serves_ssio_under_socket_and_its_own_routes_elsewhere() {

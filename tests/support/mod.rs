@@ -1,6 +1,10 @@
-//! Support shared by the integration tests (through `tests/common`) and the
-//! benches, which include it with `#[path = "../tests/support/mod.rs"]`.
+//! Support for the tests, the benches and the examples, all of which
+//! include it (`mod support;` from `tests/*.rs`, `#[path]` from elsewhere);
+//! it never includes any of them.
 //!
+//! - `harness`, re-exported here: a server in this process and a raw
+//!   HTTP/1.1 client that sees exact bytes, with SSE and poll clients on it;
+//! - `features`: the app the feature tests run (rooms, acks, middleware);
 //! - `process`: start a server process and learn its address from its
 //!   `listening on` line;
 //! - `procfs`: resident memory and CPU time of a process;
@@ -17,9 +21,16 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod features;
+pub mod harness;
 pub mod http;
 pub mod loopback;
 pub mod poll;
 pub mod process;
 pub mod procfs;
 pub mod sse;
+
+// Not every user takes something from the harness (the benches of client
+// processes, say), and each takes only what it needs.
+#[allow(unused_imports)]
+pub use harness::*;

@@ -1,14 +1,6 @@
 //! The test harness: a real server on 127.0.0.1:0 in this process and a
 //! tiny raw HTTP/1.1 client, so tests see exact bytes on the wire. Every
 //! wait is bounded and panics on timeout.
-//!
-//! What the benches need too (server processes, /proc, the SSE and poll
-//! parsers) lives in `tests/support`, re-exported here as `support`.
-
-#![allow(dead_code)]
-
-#[path = "../support/mod.rs"]
-pub mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -231,7 +223,7 @@ pub struct Sse {
     pub sid: String,
     reader: BufReader<TcpStream>,
     /// Bytes received but not yet returned as whole events.
-    pending: support::sse::Events,
+    pending: super::sse::Events,
     pub ended: bool,
     /// The newest `user count` any helper has read.
     pub last_count: Option<i64>,
@@ -291,7 +283,7 @@ impl Sse {
                 head,
                 sid,
                 reader,
-                pending: support::sse::Events::default(),
+                pending: super::sse::Events::default(),
                 ended: false,
                 last_count: None,
             }
@@ -419,7 +411,7 @@ impl Poller {
     pub async fn handshake_at(addr: SocketAddr, prefix: &str) -> Poller {
         let r = get(addr, &format!("{prefix}/poll")).await;
         assert_eq!(r.status, 200, "{}", r.text());
-        let sid = support::poll::handshake_sid(&r.body).unwrap();
+        let sid = super::poll::handshake_sid(&r.body).unwrap();
         assert_eq!(r.header("x-session-id").as_deref(), Some(sid.as_str()));
         Poller { addr, sid }
     }
@@ -432,7 +424,7 @@ impl Poller {
     pub async fn events(&self) -> Vec<serde_json::Value> {
         let r = self.poll().await;
         assert_eq!(r.status, 200, "{}", r.text());
-        support::poll::batch(&r.body).unwrap()
+        super::poll::batch(&r.body).unwrap()
     }
 
     /// Polls until the newest `user count` equals `n`.
@@ -440,7 +432,7 @@ impl Poller {
         let deadline = tokio::time::Instant::now() + within;
         let mut seen = Vec::new();
         while tokio::time::Instant::now() < deadline {
-            seen.extend(support::poll::counts(&self.events().await).unwrap());
+            seen.extend(super::poll::counts(&self.events().await).unwrap());
             if seen.last() == Some(&n) {
                 return;
             }
@@ -512,7 +504,7 @@ async fn poll_once(addr: SocketAddr, sid: &str) -> Option<Vec<serde_json::Value>
     }
     let text = String::from_utf8(rest).ok()?;
     let body = text.split("\r\n\r\n").nth(1)?;
-    support::poll::batch(body.as_bytes()).ok()
+    super::poll::batch(body.as_bytes()).ok()
 }
 
 impl LivePoller {
@@ -522,7 +514,7 @@ impl LivePoller {
         let (sid, l) = (p.sid.clone(), last.clone());
         let task = tokio::spawn(async move {
             while let Some(events) = poll_once(addr, &sid).await {
-                for n in support::poll::counts(&events).unwrap() {
+                for n in super::poll::counts(&events).unwrap() {
                     assert!(n >= 0, "negative count");
                     l.store(n, Ordering::SeqCst);
                 }
@@ -541,11 +533,11 @@ impl LivePoller {
 }
 
 /// The `ssio` binary in its own process, started through `wrapper` (see
-/// `support::process::ssio`) on `port` with `args`. Killed when dropped.
-pub async fn spawn_ssio(wrapper: &[&str], port: u16, args: &[&str]) -> support::process::Spawned {
-    let mut cmd = support::process::ssio(wrapper, port);
+/// `process::ssio`) on `port` with `args`. Killed when dropped.
+pub async fn spawn_ssio(wrapper: &[&str], port: u16, args: &[&str]) -> super::process::Spawned {
+    let mut cmd = super::process::ssio(wrapper, port);
     cmd.args(args);
-    let p = support::process::spawn(cmd, Duration::from_secs(10))
+    let p = super::process::spawn(cmd, Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(p.addr.port(), 0, "the log line must name the bound port");

@@ -2,15 +2,10 @@
 //! disconnect, bad room names, and a room emit that reaches 10 of 10,000
 //! sessions and nobody else.
 
-mod common;
-
-#[path = "common/features.rs"]
-mod features;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use ssio::Config;
