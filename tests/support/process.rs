@@ -17,7 +17,10 @@ const LISTENING: &str = "listening on ";
 /// -c 0`, or `sh -c 'ulimit -n 64 && exec "$0" "$@"'`); empty runs ssio
 /// directly. Add flags, then [`spawn`].
 pub fn ssio(wrapper: &[&str], port: u16) -> Command {
-    let exe = env!("CARGO_BIN_EXE_ssio");
+    // Cargo names the binary to tests and benches only; an example that
+    // includes this module for its own test compiles, but cannot spawn.
+    let exe = option_env!("CARGO_BIN_EXE_ssio")
+        .expect("the ssio binary is known to tests and benches, not examples");
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
