@@ -13,6 +13,8 @@
 //! - `http`: a small keep-alive HTTP/1.1 client with a chunked decoder, cheap
 //!   enough for tens of thousands of clients;
 //! - `cluster`: redis-server, nginx and ssio nodes for the cluster tests;
+//! - `nodes`: a cluster as the cluster tests set one up, clients watched on
+//!   it, and the waits for counts and records;
 //! - `sse` and `poll`: reading ssio's two transports, from the parsers of
 //!   their bytes up to a client that hands over every `user count`.
 //!
@@ -25,6 +27,7 @@ pub mod features;
 pub mod harness;
 pub mod http;
 pub mod loopback;
+pub mod nodes;
 pub mod poll;
 pub mod process;
 pub mod procfs;
