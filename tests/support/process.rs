@@ -19,8 +19,9 @@ const LISTENING: &str = "listening on ";
 pub fn ssio(wrapper: &[&str], port: u16) -> Command {
     // Cargo names the binary to tests and benches only; an example that
     // includes this module for its own test compiles, but cannot spawn.
-    let exe = option_env!("CARGO_BIN_EXE_ssio")
-        .expect("the ssio binary is known to tests and benches, not examples");
+    let Some(exe) = option_env!("CARGO_BIN_EXE_ssio") else {
+        panic!("the ssio binary is known to tests and benches, not examples");
+    };
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
