@@ -30,17 +30,22 @@ pub fn fast_config() -> Config {
 
 /// A running server with the demo app installed.
 pub struct Server {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Its handle, for stats and server-side emits.
     pub io: Io,
     stop: Option<oneshot::Sender<()>>,
+    /// The task running it, until [`Server::shutdown`] takes it.
     pub handle: Option<JoinHandle<()>>,
 }
 
 impl Server {
+    /// A server on a free loopback port.
     pub async fn start(config: Config) -> Server {
         Server::start_at("127.0.0.1:0".parse().unwrap(), config).await
     }
 
+    /// A server at `at`.
     pub async fn start_at(at: SocketAddr, config: Config) -> Server {
         Server::start_with(at, config, ssio::app::install).await
     }
@@ -95,24 +100,31 @@ impl Server {
 /// A complete HTTP response.
 #[derive(Debug)]
 pub struct Resp {
+    /// The status code.
     pub status: u16,
+    /// The status line and headers, up to the blank line.
     pub head: String,
+    /// The body, de-chunked.
     pub body: Vec<u8>,
 }
 
 impl Resp {
+    /// The value of header `name`, if present.
     pub fn header(&self, name: &str) -> Option<String> {
         header_in(&self.head, name)
     }
+    /// The body as UTF-8.
     pub fn text(&self) -> String {
         String::from_utf8(self.body.clone()).unwrap()
     }
+    /// The body as JSON; panics with the body if it is not.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
     }
 }
 
+/// The value of header `name` (any case) in a response head.
 pub fn header_in(head: &str, name: &str) -> Option<String> {
     head.lines().skip(1).find_map(|l| {
         let (k, v) = l.split_once(':')?;
@@ -155,10 +167,12 @@ pub async fn request_raw(addr: SocketAddr, bytes: &[u8]) -> Resp {
     timeout(WAIT, fut).await.expect("response timed out")
 }
 
+/// A GET of `path` on a fresh connection.
 pub async fn get(addr: SocketAddr, path: &str) -> Resp {
     request(addr, "GET", path, &[], b"").await
 }
 
+/// A POST of a `text/plain` `body` to `path` on a fresh connection.
 pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Resp {
     request(addr, "POST", path, &[("Content-Type", "text/plain")], body).await
 }
@@ -219,11 +233,14 @@ async fn read_chunk<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Option<Vec<u8>> {
 
 /// An open `GET /events` stream.
 pub struct Sse {
+    /// The response head.
     pub head: String,
+    /// The session id the head named.
     pub sid: String,
     reader: BufReader<TcpStream>,
     /// Bytes received but not yet returned as whole events.
     pending: super::sse::Events,
+    /// The stream ended (its last chunk, or the connection closed).
     pub ended: bool,
     /// The newest `user count` any helper has read.
     pub last_count: Option<i64>,
@@ -308,6 +325,7 @@ impl Sse {
         self.next_event_within(WAIT).await
     }
 
+    /// [`Sse::next_event`], bounded by `within`.
     pub async fn next_event_within(&mut self, within: Duration) -> (String, String) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -397,11 +415,14 @@ impl Sse {
 
 /// A long-poll client.
 pub struct Poller {
+    /// The server it polls.
     pub addr: SocketAddr,
+    /// Its session.
     pub sid: String,
 }
 
 impl Poller {
+    /// A new polling session on `addr`.
     pub async fn handshake(addr: SocketAddr) -> Poller {
         Poller::handshake_at(addr, "").await
     }
@@ -416,6 +437,7 @@ impl Poller {
         Poller { addr, sid }
     }
 
+    /// One poll, on a fresh connection.
     pub async fn poll(&self) -> Resp {
         get(self.addr, &format!("/poll?sid={}", self.sid)).await
     }
@@ -440,6 +462,7 @@ impl Poller {
         panic!("poller never saw count {n}; saw {seen:?}");
     }
 
+    /// Emits `event` with `data` from this session.
     pub async fn emit(&self, event: &str, data: serde_json::Value) -> Resp {
         let body = serde_json::json!({ "event": event, "data": data }).to_string();
         post(
@@ -468,6 +491,7 @@ impl Poller {
         (first, conn)
     }
 
+    /// Ends this session.
     pub async fn close(&self) -> Resp {
         post(self.addr, &format!("/close?sid={}", self.sid), b"").await
     }
@@ -477,8 +501,11 @@ impl Poller {
 /// Aborting the task resets its in-flight poll connection, like a killed
 /// process would.
 pub struct LivePoller {
+    /// The session it polls.
     pub poller: Poller,
+    /// The newest count it saw; -1 before any.
     pub last: Arc<AtomicI64>,
+    /// The task polling.
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -508,6 +535,7 @@ async fn poll_once(addr: SocketAddr, sid: &str) -> Option<Vec<serde_json::Value>
 }
 
 impl LivePoller {
+    /// A new polling session on `addr`, polled from now on.
     pub async fn start(addr: SocketAddr) -> LivePoller {
         let p = Poller::handshake(addr).await;
         let last = Arc::new(AtomicI64::new(-1));
@@ -527,6 +555,7 @@ impl LivePoller {
         }
     }
 
+    /// Stops polling at once, resetting the poll in flight.
     pub fn kill(self) {
         self.task.abort();
     }
@@ -584,19 +613,24 @@ async fn pipelined_handshakes(addr: SocketAddr, n: usize) {
 /// One SSE block: its id (if any), event and data.
 #[derive(Debug)]
 pub struct Block {
+    /// Its `id:` field, if it had one.
     pub id: Option<String>,
+    /// Its event name.
     pub event: String,
+    /// Its `data:` field.
     pub data: String,
 }
 
 /// Reads whole blocks from a stream, keeping `id:` fields: what the resume
 /// tests need, where [`Sse::next_event`] drops them.
 pub struct Reader {
+    /// The stream read.
     pub sse: Sse,
     buf: String,
 }
 
 impl Reader {
+    /// Reads `sse` from where it is.
     pub fn new(sse: Sse) -> Reader {
         Reader {
             sse,
@@ -604,6 +638,7 @@ impl Reader {
         }
     }
 
+    /// The next block that names an event; panics if none comes within the wait.
     pub async fn next(&mut self) -> Block {
         loop {
             if let Some(end) = self.buf.find("\n\n") {

@@ -40,8 +40,11 @@ pub fn ssio(wrapper: &[&str], port: u16) -> Command {
 
 /// A started server; dropping it kills the process.
 pub struct Spawned {
+    /// The process.
     pub child: Child,
+    /// Its process id.
     pub pid: u32,
+    /// The address its log line named.
     pub addr: SocketAddr,
     /// The whole log line that named the address.
     pub line: String,
