@@ -27,20 +27,20 @@
 //! value its own change produced, so "every client exact" is checked, not
 //! asserted: the last count each watcher shows, once the counts stop.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use common::support::cluster::{self, Redis};
-use common::support::http::HttpConn;
-use common::support::process::{self, Spawned};
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use support::cluster::{self, Redis};
+use support::http::HttpConn;
+use support::process::{self, Spawned};
+use support::*;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;

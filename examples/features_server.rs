@@ -5,7 +5,7 @@
 //! cargo run --release --example features_server -- 127.0.0.1:0
 //! ```
 
-#[path = "../tests/common/features.rs"]
+#[path = "../tests/support/features.rs"]
 mod features;
 
 use clap::Parser;

@@ -1,11 +1,11 @@
 //! The `ssio` binary's command line: every flag with its `SSIO_` env fallback and
 //! default, and the startup line that names the address.
 
-mod common;
+mod support;
 
 use std::process::Command;
 
-use common::support::process;
+use support::process;
 
 #[test]
 fn help_lists_every_flag_with_its_env_and_default() {

@@ -10,289 +10,30 @@
 //! SSIO_REQUIRE_CLUSTER=1 (the full test command sets it) makes that a
 //! failure. The tests run one at a time: each starts five processes.
 
-mod common;
-
-#[path = "common/features.rs"]
-mod features;
+mod support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::support::cluster::{self, Freezer, Nginx, Redis, Subscriber};
-use common::support::process::Spawned;
-use common::*;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use support::cluster::{self, Freezer, Redis, Subscriber};
+use support::nodes::*;
+use support::*;
 use tokio::time::Instant;
 
-/// Short heartbeats, so a dead node must be gone within 2 s.
-const PING_INTERVAL: u64 = 1000;
-const PING_TIMEOUT: u64 = 1000;
-const BOUND: Duration = Duration::from_millis(PING_INTERVAL + PING_TIMEOUT);
 /// How soon after churn stops every client must show the exact count.
 const CONVERGE: Duration = Duration::from_millis(250);
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn tools_or_skip() -> bool {
-    let ok = cluster::have("redis-server") && cluster::have("nginx");
-    if !ok && std::env::var("SSIO_REQUIRE_CLUSTER").as_deref() == Ok("1") {
-        panic!("redis-server and nginx are required");
-    }
-    if !ok {
-        eprintln!("skipping: redis-server or nginx missing");
-    }
-    ok
-}
-
-struct Cluster {
-    redis: Redis,
-    nodes: Vec<Option<Spawned>>,
-    nginx: Nginx,
-}
-
-impl Cluster {
-    async fn start(n: usize) -> Cluster {
-        let redis = Redis::start().await;
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let id = format!("n{i}");
-            nodes.push(Some(
-                cluster::node(&redis, &id, PING_INTERVAL, PING_TIMEOUT).await,
-            ));
-        }
-        let addrs: Vec<SocketAddr> = nodes.iter().flatten().map(|n| n.addr).collect();
-        let nginx = Nginx::start(&addrs).await;
-        let c = Cluster {
-            redis,
-            nodes,
-            nginx,
-        };
-        // Every node registered and subscribed before a client arrives.
-        for addr in c.addrs() {
-            wait_healthy(addr, true).await;
-        }
-        c
-    }
-
-    fn addrs(&self) -> Vec<SocketAddr> {
-        self.nodes.iter().flatten().map(|n| n.addr).collect()
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        self.nodes[i].as_ref().unwrap().addr
-    }
-
-    async fn kill(&mut self, i: usize) {
-        let mut node = self.nodes[i].take().unwrap();
-        node.child.start_kill().unwrap();
-        let _ = node.child.wait().await;
-    }
-}
-
-/// Waits until the node's `/readyz` says ready (or, with `false`, that its
-/// backend is unreachable).
-async fn wait_healthy(addr: SocketAddr, healthy: bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let r = get(addr, "/readyz").await;
-        let want = if healthy {
-            (200, json!({"status": "ready"}))
-        } else {
-            (
-                503,
-                json!({"status": "not ready", "reason": "backend unreachable"}),
-            )
-        };
-        if (r.status, r.json()) == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} never became ready={healthy}: {} {}",
-            r.status,
-            r.text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// What one client saw, in order, with when it saw it.
-#[derive(Default)]
-struct Seen {
-    counts: Vec<(i64, Instant)>,
-    chats: Vec<Value>,
-    /// Every node that answered one of this client's requests.
-    nodes: HashSet<String>,
-    disconnected: bool,
-}
-
-/// A client whose events a background task records.
-struct Watched {
-    seen: Arc<Mutex<Seen>>,
-    sid: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Watched {
-    /// An SSE client on `addr` (a node, or nginx).
-    async fn sse(addr: SocketAddr) -> Watched {
-        let mut s = Sse::connect(addr).await;
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        if let Some(node) = header_in(&s.head, "x-ssio-node") {
-            seen.lock().nodes.insert(node);
-        }
-        let sid = s.sid.clone();
-        let rec = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let (event, data) = s.next_event_within(Duration::from_secs(3600)).await;
-                record(&rec, &event, serde_json::from_str(&data).unwrap());
-            }
-        });
-        Watched { seen, sid, task }
-    }
-
-    /// A long-polling client, every request through `addr`.
-    async fn poll(addr: SocketAddr) -> Watched {
-        let r = get(addr, "/poll").await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let sid = r.json()["sid"].as_str().unwrap().to_string();
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        seen.lock().nodes.extend(r.header("x-ssio-node"));
-        let rec = seen.clone();
-        let path = format!("/poll?sid={sid}");
-        let task = tokio::spawn(async move {
-            loop {
-                let r = get(addr, &path).await;
-                rec.lock().nodes.extend(r.header("x-ssio-node"));
-                if r.status != 200 {
-                    rec.lock().disconnected = true;
-                    return;
-                }
-                for e in r.json().as_array().unwrap() {
-                    record(&rec, e["event"].as_str().unwrap(), e["data"].clone());
-                }
-            }
-        });
-        Watched { seen, sid, task }
-    }
-
-    fn last_count(&self) -> Option<(i64, Instant)> {
-        self.seen.lock().counts.last().copied()
-    }
-
-    fn chats(&self) -> Vec<Value> {
-        self.seen.lock().chats.clone()
-    }
-
-    fn disconnected(&self) -> bool {
-        self.seen.lock().disconnected || self.task.is_finished()
-    }
-}
-
-fn record(seen: &Mutex<Seen>, event: &str, data: Value) {
-    let mut s = seen.lock();
-    match event {
-        "user count" => s.counts.push((data.as_i64().unwrap(), Instant::now())),
-        "chat message" => s.chats.push(data["message"].clone()),
-        "disconnect" => s.disconnected = true,
-        _ => {}
-    }
-}
-
-/// Waits until every client's newest count is `n`; returns when the last
-/// of them got there.
-async fn converge(clients: &[&Watched], n: i64, within: Duration) -> Instant {
-    let deadline = Instant::now() + within;
-    loop {
-        let lasts: Vec<Option<i64>> = clients
-            .iter()
-            .map(|c| c.last_count().map(|(v, _)| v))
-            .collect();
-        if lasts.iter().all(|l| *l == Some(n)) {
-            return clients
-                .iter()
-                .map(|c| c.last_count().unwrap().1)
-                .max()
-                .unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "counts never all reached {n} within {within:?}: {lasts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Polls `p` again and again until dropped, so that a talker that only
-/// emits stays live through waits longer than pingTimeout (a reconnect
-/// grace, an away session settling).
-fn keep_polling(p: &Poller) -> AbortOnDrop {
-    let p = Poller {
-        addr: p.addr,
-        sid: p.sid.clone(),
-    };
-    AbortOnDrop(tokio::spawn(async move {
-        loop {
-            let r = p.poll().await;
-            assert_eq!(r.status, 200, "the talker's poll: {}", r.text());
-        }
-    }))
-}
-
-/// A task aborted when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn emit_through(addr: SocketAddr, sid: &str, message: &str) {
-    let body = json!({"event": "chat message", "data": message}).to_string();
-    let r = post(addr, &format!("/emit?sid={sid}"), body.as_bytes()).await;
-    assert_eq!(r.status, 204, "{}", r.text());
-}
-
-/// Waits until each client saw `message` once, then a moment more, and
-/// asserts none saw it twice.
-async fn exactly_once(clients: &[&Watched], message: &str) {
-    let deadline = Instant::now() + WAIT;
-    let times = |c: &Watched| c.chats().iter().filter(|m| *m == message).count();
-    while !clients.iter().all(|c| times(c) >= 1) {
-        assert!(
-            Instant::now() < deadline,
-            "{message:?} did not reach every client"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for c in clients {
-        assert_eq!(times(c), 1, "{message:?} arrived {} times", times(c));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_on_every_node_shows_the_same_exact_count_and_polls_need_no_affinity() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let c = Cluster::start(3).await;
-    let mut clients = Vec::new();
-    for addr in c.addrs() {
-        clients.push(Watched::sse(addr).await);
-    }
+    let mut clients = Watched::sse_on(&c.addrs()).await;
     for _ in 0..3 {
         clients.push(Watched::sse(c.nginx.addr).await);
         clients.push(Watched::poll(c.nginx.addr).await);
@@ -374,17 +115,13 @@ fn follows_versions(counts: &[i64], announced: &[(u64, i64)]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_racing_across_nodes_never_shows_a_stale_count_and_ends_exact() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let c = Cluster::start(3).await;
     let sub = Subscriber::open(&c.redis, "{ssio}:count").await.unwrap();
     let (announced, sub_task) = announcements(sub);
-    let mut watchers = Vec::new();
-    for addr in c.addrs() {
-        watchers.push(Watched::sse(addr).await);
-    }
+    let watchers = Watched::sse_on(&c.addrs()).await;
     let before = 3;
     // 60 sessions come and go at once, on all three nodes, over both
     // transports; 15 of them stay.
@@ -453,18 +190,13 @@ async fn churn_racing_across_nodes_never_shows_a_stale_count_and_ends_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_leaves_the_count_within_the_heartbeat_bound_and_its_clients_return_once() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let mut c = Cluster::start(3).await;
     let mut per_node: Vec<Vec<Watched>> = Vec::new();
     for addr in c.addrs() {
-        let mut here = Vec::new();
-        for _ in 0..3 {
-            here.push(Watched::sse(addr).await);
-        }
-        per_node.push(here);
+        per_node.push(Watched::sse_on(&[addr; 3]).await);
     }
     let survivors: Vec<&Watched> = per_node[..2].iter().flatten().collect();
     converge(&survivors, 9, WAIT).await;
@@ -478,10 +210,7 @@ async fn a_killed_node_leaves_the_count_within_the_heartbeat_bound_and_its_clien
 
     // Its clients come back through nginx (which skips the dead node) and
     // are counted once.
-    let mut back = Vec::new();
-    for _ in 0..3 {
-        back.push(Watched::sse(c.nginx.addr).await);
-    }
+    let back = Watched::sse_on(&[c.nginx.addr; 3]).await;
     let all: Vec<&Watched> = survivors.iter().copied().chain(back.iter()).collect();
     converge(&all, 9, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -490,22 +219,23 @@ async fn a_killed_node_leaves_the_count_within_the_heartbeat_bound_and_its_clien
         assert!(!w.disconnected());
     }
     // Nothing of the dead node is left in Redis.
-    for (cmd, key, want) in [
-        ("ZCARD", "{ssio}:members", "9"),
-        ("HLEN", "{ssio}:owners", "9"),
-        ("HLEN", "{ssio}:addrs", "2"),
-        ("ZCARD", "{ssio}:nodes", "2"),
-    ] {
-        assert_eq!(c.redis.cmd(&[cmd, key]).await.unwrap(), want, "{key}");
-    }
+    assert_redis(
+        &c.redis,
+        &[
+            ("ZCARD", "{ssio}:members", "9"),
+            ("HLEN", "{ssio}:owners", "9"),
+            ("HLEN", "{ssio}:addrs", "2"),
+            ("ZCARD", "{ssio}:nodes", "2"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_with_sigterm_uncounts_its_sessions_at_once_and_leaves_no_trace() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let mut c = Cluster::start(2).await;
     let watcher = Watched::sse(c.addr(0)).await;
     let leaving = [
@@ -543,22 +273,23 @@ async fn a_node_stopped_with_sigterm_uncounts_its_sessions_at_once_and_leaves_no
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    for (cmd, key, want) in [
-        ("ZCARD", "{ssio}:members", "1"),
-        ("HLEN", "{ssio}:owners", "1"),
-        ("HLEN", "{ssio}:addrs", "1"),
-        ("ZCARD", "{ssio}:nodes", "1"),
-    ] {
-        assert_eq!(c.redis.cmd(&[cmd, key]).await.unwrap(), want, "{key}");
-    }
+    assert_redis(
+        &c.redis,
+        &[
+            ("ZCARD", "{ssio}:members", "1"),
+            ("HLEN", "{ssio}:owners", "1"),
+            ("HLEN", "{ssio}:addrs", "1"),
+            ("ZCARD", "{ssio}:nodes", "1"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_and_a_killed_subscription_are_repaired_without_dropping_anyone() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let mut c = Cluster::start(3).await;
     let mut clients = Vec::new();
     for addr in c.addrs() {
@@ -573,9 +304,7 @@ async fn a_redis_restart_and_a_killed_subscription_are_repaired_without_dropping
     // Redis loses everything.
     let restarted = Instant::now();
     c.redis.restart().await;
-    for addr in c.addrs() {
-        wait_healthy(addr, true).await;
-    }
+    c.wait_ready().await;
     // A change after the restart shows the exact count everywhere.
     let extra = Watched::sse(c.addr(1)).await;
     let all: Vec<&Watched> = clients.iter().chain([&extra]).collect();
@@ -600,9 +329,7 @@ async fn a_redis_restart_and_a_killed_subscription_are_repaired_without_dropping
         .await
         .unwrap();
     assert_eq!(killed, "3", "one subscription per node");
-    for addr in c.addrs() {
-        wait_healthy(addr, true).await;
-    }
+    c.wait_ready().await;
     let more = Watched::poll(c.addr(2)).await;
     let all: Vec<&Watched> = clients.iter().chain([&extra, &more]).collect();
     converge(&all, 8, WAIT).await;
@@ -620,16 +347,13 @@ async fn a_redis_restart_and_a_killed_subscription_are_repaired_without_dropping
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silently_dead_subscription_is_detected_by_its_probe_and_replaced() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let redis = Redis::start().await;
     let relay = Freezer::start(&redis).await;
-    let a = cluster::node_at(&relay.url(), "a", PING_INTERVAL, PING_TIMEOUT).await;
-    let b = cluster::node_at(&relay.url(), "b", PING_INTERVAL, PING_TIMEOUT).await;
-    wait_healthy(a.addr, true).await;
-    wait_healthy(b.addr, true).await;
+    let nodes = spawn_nodes(&relay.url(), &["a", "b"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
     let on_a = Watched::sse(a.addr).await;
     let on_b = Watched::poll(b.addr).await;
     converge(&[&on_a, &on_b], 2, WAIT).await;
@@ -683,10 +407,9 @@ async fn a_bad_node_id_stops_the_binary_with_its_reason_and_node_id_needs_redis(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_a_node_keeps_its_sessions_refuses_new_ones_and_says_so() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let mut c = Cluster::start(2).await;
     let a = Watched::sse(c.addr(0)).await;
     let b = Watched::sse(c.addr(0)).await;
@@ -710,9 +433,7 @@ async fn without_redis_a_node_keeps_its_sessions_refuses_new_ones_and_says_so() 
     assert_eq!(get(c.addr(0), "/stats").await.json()["count"], json!(3));
 
     c.redis.restart().await;
-    for addr in c.addrs() {
-        wait_healthy(addr, true).await;
-    }
+    c.wait_ready().await;
     let e = Watched::sse(c.addr(1)).await;
     converge(&[&a, &b, &d, &e], 4, WAIT).await;
     for w in [&a, &b, &d, &e] {
@@ -722,10 +443,9 @@ async fn without_redis_a_node_keeps_its_sessions_refuses_new_ones_and_says_so() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_for_unknown_or_forged_sessions_are_refused_by_every_node() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let c = Cluster::start(2).await;
     let p = Watched::poll(c.addr(0)).await;
     let unknown = "0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10";
@@ -790,164 +510,11 @@ async fn a_single_node_names_no_node_and_has_no_cluster_fields() {
     assert_eq!(stats.get("node"), None);
 }
 
-/// Three nodes in this process, each running the test app (rooms, acks,
-/// `whoami`) on the Redis backend, with a recovery window: what the room
-/// and resume tests need, which the demo binary does not serve.
-struct Embedded {
-    redis: Redis,
-    nodes: Vec<(SocketAddr, ssio::Io)>,
-    stops: Vec<Option<tokio::sync::oneshot::Sender<()>>>,
-}
-
-impl Embedded {
-    async fn start(n: usize) -> Embedded {
-        let redis = Redis::start().await;
-        let mut nodes = Vec::new();
-        let mut stops = Vec::new();
-        for i in 0..n {
-            let id = format!("n{i}");
-            let config = ssio::Config {
-                redis: Some(redis.url()),
-                node_id: Some(id.clone()),
-                ping_interval_ms: PING_INTERVAL,
-                ping_timeout_ms: PING_TIMEOUT,
-                recovery_window_ms: 30_000,
-                ..fast_config()
-            };
-            let listener = ssio::bind("127.0.0.1:0".parse().unwrap(), config.backlog).unwrap();
-            let addr = listener.local_addr().unwrap();
-            let settings = ssio::ClusterSettings::new(&redis.url(), &id, &addr.to_string(), BOUND)
-                .unwrap()
-                .count_event("user count");
-            let io =
-                ssio::Io::with_backend(config, |fanout| ssio::RedisBackend::new(fanout, settings));
-            features::install(&io);
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(ssio::run(listener, io.clone(), async move {
-                let _ = rx.await;
-            }));
-            nodes.push((addr, io));
-            stops.push(Some(tx));
-        }
-        for (addr, _) in &nodes {
-            wait_healthy(*addr, true).await;
-        }
-        Embedded {
-            redis,
-            nodes,
-            stops,
-        }
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        self.nodes[i].0
-    }
-
-    fn io(&self, i: usize) -> &ssio::Io {
-        &self.nodes[i].1
-    }
-
-    /// Shuts node `i` down, as SIGTERM would.
-    fn stop(&mut self, i: usize) {
-        if let Some(tx) = self.stops[i].take() {
-            let _ = tx.send(());
-        }
-    }
-
-    /// Waits until every node shows `count` and the sessions, live and
-    /// away, are where the test expects them.
-    async fn settle(&self, count: usize, sessions: &[usize], away: &[usize]) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let stats: Vec<_> = self.nodes.iter().map(|(_, io)| io.stats()).collect();
-            let ok = stats
-                .iter()
-                .enumerate()
-                .all(|(i, s)| s.count == count && s.sessions == sessions[i] && s.away == away[i]);
-            if ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "want count {count}, sessions {sessions:?}, away {away:?}; have {stats:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// Asserts that Redis counts exactly `members` sessions and holds an
-    /// owner record for exactly `owners` (live plus away) sessions.
-    async fn records(&self, members: usize, owners: usize) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let m = self.redis.cmd(&["ZCARD", "{ssio}:members"]).await.unwrap();
-            let o = self.redis.cmd(&["HLEN", "{ssio}:owners"]).await.unwrap();
-            if (m.as_str(), o.as_str()) == (&*members.to_string(), &*owners.to_string()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis holds {m} members and {o} owners, want {members} and {owners}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Embedded {
-    fn drop(&mut self) {
-        for (_, io) in &self.nodes {
-            io.shutdown();
-        }
-        for tx in self.stops.drain(..).flatten() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-impl Reader {
-    async fn open(addr: SocketAddr, headers: &[(&str, &str)]) -> (Reader, Value) {
-        let mut r = Reader::new(Sse::open_with(addr, "/events", headers).await);
-        let c = r.next().await;
-        assert_eq!(c.event, "connect");
-        (r, serde_json::from_str(&c.data).unwrap())
-    }
-
-    /// Every ordinary event up to the chat message `sentinel`, which ends
-    /// the list (without it).
-    async fn until(&mut self, sentinel: &str) -> Vec<(String, String)> {
-        let mut got = Vec::new();
-        loop {
-            let b = self.next_ordinary().await;
-            let v: Value = serde_json::from_str(&b.data).unwrap();
-            if b.event == "chat message" && v["message"] == json!(sentinel) {
-                return got;
-            }
-            got.push((b.event, b.data));
-        }
-    }
-}
-
-/// An event with an acknowledgement, sent through `addr`; returns its data.
-async fn ack_through(addr: SocketAddr, sid: &str, event: &str, data: Value) -> Value {
-    let body = json!({ "event": event, "data": data, "ack": true }).to_string();
-    let r = post(addr, &format!("/emit?sid={sid}"), body.as_bytes()).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["data"].clone()
-}
-
-async fn emit_event(addr: SocketAddr, sid: &str, event: &str, data: Value) {
-    let body = json!({ "event": event, "data": data }).to_string();
-    let r = post(addr, &format!("/emit?sid={sid}"), body.as_bytes()).await;
-    assert_eq!(r.status, 204, "{}", r.text());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_emit_reaches_exactly_its_members_on_every_node_once_and_a_leave_stops_it() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let c = Embedded::start(3).await;
     // Members on every node (a0 is the sender), and a non-member on each.
     let mut members = Vec::new();
@@ -1027,29 +594,14 @@ async fn a_room_emit_reaches_exactly_its_members_on_every_node_once_and_a_leave_
     c.settle(7, &[3, 2, 2], &[0, 0, 0]).await;
 }
 
-/// Waits until node `i` holds `n` away sessions.
-async fn wait_away(c: &Embedded, i: usize, n: usize) {
-    let deadline = Instant::now() + WAIT;
-    while c.io(i).stats().away != n {
-        assert!(
-            Instant::now() < deadline,
-            "node {i} never had {n} away: {:?}",
-            c.io(i).stats()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_through_another_node_with_every_missed_event_once_in_order() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let c = Embedded::start(3).await;
     // A talker on C, in room r too.
-    let talker = Poller::handshake(c.addr(2)).await;
-    let _polling = keep_polling(&talker);
+    let (talker, _polling) = polling_talker(c.addr(2)).await;
     assert_eq!(
         ack_through(c.addr(2), &talker.sid, "join?", json!("r")).await,
         json!("ok")
@@ -1076,9 +628,7 @@ async fn a_client_resumes_through_another_node_with_every_missed_event_once_in_o
         last = b.id.expect("ordinary events carry an id");
     }
     // The stream dies as on a dead network; the session waits on A.
-    r.sse.set_reset_on_drop();
-    drop(r);
-    wait_away(&c, 0, 1).await;
+    c.cut_away(r, 0).await;
     c.settle(1, &[0, 0, 1], &[1, 0, 0]).await;
     // Its record stays in Redis, uncounted: how another node finds it.
     c.records(1, 2).await;
@@ -1135,7 +685,6 @@ async fn a_client_resumes_through_another_node_with_every_missed_event_once_in_o
 
     // The relayed stream drops in turn: the session is away on A again, and
     // a polling resume through C gets what it missed and the same sid.
-    r.sse.set_reset_on_drop();
     let last = loop {
         // The last id this stream delivered: the one to resume from.
         emit_through(c.addr(2), &talker.sid, "mark").await;
@@ -1144,8 +693,7 @@ async fn a_client_resumes_through_another_node_with_every_missed_event_once_in_o
             break id;
         }
     };
-    drop(r);
-    wait_away(&c, 0, 1).await;
+    c.cut_away(r, 0).await;
     emit_through(c.addr(2), &talker.sid, "polled").await;
     let hs = get(c.addr(2), &format!("/poll?resume={last}")).await;
     assert_eq!(hs.status, 200, "{}", hs.text());
@@ -1175,21 +723,17 @@ fn talker_tag(sid: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_through_another_node_with_a_foreign_or_forged_cursor_gets_what_one_node_gives() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let c = Embedded::start(3).await;
     // A victim away on A, with history.
-    let talker = Poller::handshake(c.addr(2)).await;
-    let _polling = keep_polling(&talker);
+    let (talker, _polling) = polling_talker(c.addr(2)).await;
     let (mut v, _) = Reader::open(c.addr(0), &[]).await;
     let victim = v.sse.sid.clone();
     emit_through(c.addr(2), &talker.sid, "secret").await;
     let id = v.next_ordinary().await.id.unwrap();
-    v.sse.set_reset_on_drop();
-    drop(v);
-    wait_away(&c, 0, 1).await;
+    c.cut_away(v, 0).await;
     c.settle(1, &[0, 0, 1], &[1, 0, 0]).await;
     emit_through(c.addr(2), &talker.sid, "secret 2").await;
 
@@ -1289,14 +833,12 @@ async fn a_resume_through_another_node_with_a_foreign_or_forged_cursor_gets_what
 // sent in the gap delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_on_one_node_continues_through_another_within_the_grace() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let c = Embedded::start(3).await;
     assert_eq!(c.io(0).config().reconnect_grace_ms, 500);
-    let talker = Poller::handshake(c.addr(2)).await;
-    let _polling = keep_polling(&talker);
+    let (talker, _polling) = polling_talker(c.addr(2)).await;
     let (mut r, _) = Reader::open(c.addr(0), &[]).await;
     let sid = r.sse.sid.clone();
     c.settle(2, &[1, 0, 1], &[0, 0, 0]).await;
@@ -1348,20 +890,16 @@ async fn a_stream_cut_on_one_node_continues_through_another_within_the_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayed_stream_ends_when_its_relaying_node_shuts_down_and_resumes_through_another() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let mut c = Embedded::start(3).await;
-    let talker = Poller::handshake(c.addr(2)).await;
-    let _polling = keep_polling(&talker);
+    let (talker, _polling) = polling_talker(c.addr(2)).await;
     let (mut r, _) = Reader::open(c.addr(0), &[]).await;
     let sid = r.sse.sid.clone();
     emit_through(c.addr(2), &talker.sid, "one").await;
     let id = r.next_ordinary().await.id.unwrap();
-    r.sse.set_reset_on_drop();
-    drop(r);
-    wait_away(&c, 0, 1).await;
+    c.cut_away(r, 0).await;
     // Resumed through B, which relays the stream from A.
     let (mut r, hs) = Reader::open(c.addr(1), &[("Last-Event-ID", &id)]).await;
     assert_eq!(
@@ -1385,7 +923,7 @@ async fn a_relayed_stream_ends_when_its_relaying_node_shuts_down_and_resumes_thr
     .await;
     assert!(ended.is_ok(), "the relayed stream outlived its node");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    wait_away(&c, 0, 1).await;
+    c.wait_away(0, 1).await;
     emit_through(c.addr(2), &talker.sid, "three").await;
     let (mut r, hs) = Reader::open(c.addr(2), &[("Last-Event-ID", &id)]).await;
     assert_eq!(
@@ -1404,10 +942,9 @@ async fn a_relayed_stream_ends_when_its_relaying_node_shuts_down_and_resumes_thr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_away_sessions_leave_no_record_in_redis() {
-    if !tools_or_skip() {
+    let Some(_turn) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let mut c = Cluster::start(2).await;
     let watcher = Watched::sse(c.addr(1)).await;
     // Two clients on node 0 whose streams drop: away there (the binary's
@@ -1583,10 +1120,9 @@ async fn direct_through(via: SocketAddr, r: &mut Reader, first: u64, n: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_requests_reuse_pooled_connections_and_survive_the_owner_restarting() {
-    if !tools_or_skip() {
+    let Some(_serial) = one_at_a_time().await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
+    };
     let redis = Redis::start().await;
     // A, reached by the others only through the counting relay.
     let a_at = SocketAddr::from(([127, 0, 0, 1], cluster::free_port()));

@@ -2,13 +2,13 @@
 //! connections it has, its accept loop backs off instead of spinning, and
 //! it accepts again once descriptors free up.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::support::procfs;
-use common::*;
+use support::procfs;
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_descriptors_keeps_serving_does_not_spin_and_recovers() {

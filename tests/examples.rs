@@ -3,14 +3,14 @@
 //! built fresh, run as its own process on a port the kernel picks, and
 //! talked to over HTTP.
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::support::process::{spawn, Spawned};
-use common::*;
 use serde_json::{json, Value};
+use support::process::{spawn, Spawned};
+use support::*;
 use tokio::process::Command;
 use tokio::sync::OnceCell;
 
@@ -149,7 +149,7 @@ async fn emit(addr: std::net::SocketAddr, sid: &str, event: &str, data: Value, a
 async fn ordinary_events(addr: std::net::SocketAddr, sid: &str) -> Vec<Value> {
     let r = get(addr, &format!("/poll?sid={sid}")).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    common::support::poll::batch(&r.body)
+    support::poll::batch(&r.body)
         .unwrap()
         .into_iter()
         .filter(|e| e["event"] != "user count")

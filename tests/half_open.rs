@@ -8,14 +8,14 @@
 //! without it the tests skip, unless SSIO_REQUIRE_NETNS=1 (the full test
 //! command sets it) makes that a failure.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use ssio::Config;
+use support::*;
 
 /// A namespace with one veth link to ours; removed on drop.
 struct Netns {

@@ -3,17 +3,17 @@
 //! lock others out, a slowloris with a late first byte, junk after a raw
 //! `GET /events` head, and heads hyper would have refused on its own.
 
-mod common;
+mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::support::procfs;
-use common::*;
 use serde_json::{json, Value};
 use ssio::Config;
+use support::procfs;
+use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -319,11 +319,11 @@ async fn a_handshake_flood_from_one_address_locks_nobody_out() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let let_in = t0.elapsed();
-    let sid = common::support::poll::handshake_sid(&other.body).unwrap();
+    let sid = support::poll::handshake_sid(&other.body).unwrap();
     let other = Poller { addr, sid };
     // Its first answer may already hold its count, when the ghosts went
     // before it was polled.
-    let first = common::support::poll::counts(&other.events().await).unwrap();
+    let first = support::poll::counts(&other.events().await).unwrap();
     // Every ghost is gone well before a pingTimeout; the real one stays.
     server.wait_sessions(1, Duration::from_secs(1)).await;
     let ghosts_gone = t0.elapsed();
@@ -453,10 +453,10 @@ async fn new_sessions_per_address_are_rate_limited() {
 #[tokio::test]
 async fn forwarded_addresses_count_only_from_a_trusted_proxy_and_flags_fall_back_to_env() {
     // Through the binary, with both limits set from the environment.
-    let mut cmd = common::support::process::ssio(&[], 0);
+    let mut cmd = support::process::ssio(&[], 0);
     cmd.env("SSIO_MAX_SESSIONS_PER_IP", "1")
         .env("SSIO_TRUSTED_PROXY", "127.0.0.1,10.0.0.0/8");
-    let p = common::support::process::spawn(cmd, Duration::from_secs(10))
+    let p = support::process::spawn(cmd, Duration::from_secs(10))
         .await
         .unwrap();
     let xff = |ip: &str| format!("X-Forwarded-For: {ip}\r\n");

@@ -3,10 +3,7 @@
 //! unreachable backend while `/healthz` never does; the CORS allow-list on
 //! both the hyper and the raw path; `--metrics-listen`; JSON logs.
 
-mod common;
-
-#[path = "common/features.rs"]
-mod features;
+mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,9 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use serde_json::json;
 use ssio::{Backend, BackendFuture, BackendStatus, Broadcast, Config, Fanout, Io};
+use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 

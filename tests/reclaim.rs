@@ -2,14 +2,14 @@
 //! 20,000 handshakes in process, and 100,000 against the binary, whose RSS
 //! must come back to its baseline.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::support::procfs;
-use common::*;
 use ssio::Config;
+use support::procfs;
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_poll_sessions_are_reclaimed_without_any_request() {

@@ -3,14 +3,14 @@
 //! each waits its hint before reconnecting to a second node, their arrivals
 //! spread over `--reconnect-spread` instead of landing in one burst.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -3,13 +3,13 @@
 //! SIGTERM makes the binary exit, and a new process on the same port takes
 //! the clients back with an exact count.
 
-mod common;
+mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
 use ssio::Config;
+use support::*;
 
 #[tokio::test]
 async fn graceful_shutdown_ends_streams_with_the_disconnect_event() {

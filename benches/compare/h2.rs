@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
-use crate::procs::repo_root;
+use crate::repo;
 use crate::support::http::bad;
 use crate::support::loopback::connect;
 use crate::support::sse::{connect_sid, Events};
@@ -31,7 +31,7 @@ pub const STREAMS_PER_CONNECTION: usize = 200;
 
 /// Where the bench's certificate and key live while it runs.
 fn dir() -> PathBuf {
-    repo_root().join("target/bench-tls")
+    repo::root().join("target/bench-tls")
 }
 
 /// Writes a fresh self-signed certificate for `localhost`; returns the

@@ -4,13 +4,13 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::procs::repo_root;
+use crate::repo;
 
 /// Output of a command run in the repository, trimmed; empty on failure.
 fn sh(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)
-        .current_dir(repo_root())
+        .current_dir(repo::root())
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())

@@ -31,6 +31,7 @@ mod h2;
 mod machine;
 mod plan;
 mod procs;
+mod repo;
 mod report;
 mod results;
 mod scenarios;

@@ -2,7 +2,7 @@
 //! workers on core 1, and what /proc says about them.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::clients::Kind;
+use crate::repo;
 use crate::support::http::HttpConn;
 use crate::support::{process, procfs};
 
@@ -22,10 +23,6 @@ pub const BACKLOG: u32 = 4096;
 
 /// Longest a server may take to print its listening line.
 const START: Duration = Duration::from_secs(20);
-
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Installs the socket.io peer from its lockfile the first time.
 pub fn ensure_peer() -> Result<(), String> {
@@ -64,7 +61,7 @@ impl Server {
         let mut cmd = if node {
             let mut cmd = Command::new("taskset");
             cmd.args(["-c", SERVER_CORE, "node", "--expose-gc"])
-                .arg(repo_root().join("benches/peer/server.js"))
+                .arg(repo::root().join("benches/peer/server.js"))
                 .arg("0");
             if let Some(hb) = hb {
                 cmd.env("PING_INTERVAL", hb.interval_ms.to_string())

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::clients::Kind;
 use crate::machine::Machine;
 use crate::plan::Plan;
-use crate::procs::{repo_root, BACKLOG, GENERATOR_CORE, SERVER_CORE};
+use crate::procs::{BACKLOG, GENERATOR_CORE, SERVER_CORE};
+use crate::repo;
 use crate::results::{
     AbandonedRow, ChatRow, ChurnRow, FanoutRow, FloorRow, IdleRow, RampRow, Results,
 };
@@ -375,7 +376,7 @@ struct Doc<'a> {
 }
 
 pub fn write(plan: &Plan, r: &Results, took: Duration) -> Result<(), String> {
-    let dir = repo_root().join("target/bench");
+    let dir = repo::root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let goals = goals(plan, r);
     let m = Machine::now();

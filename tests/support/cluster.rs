@@ -39,6 +39,7 @@ pub fn free_port() -> u16 {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A fresh, empty directory whose name starts with `ssio-{what}`.
     pub fn new(what: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
@@ -74,6 +75,7 @@ async fn wait_listening(addr: SocketAddr, within: Duration) -> io::Result<()> {
 
 /// A `redis-server` with no persistence on a free loopback port.
 pub struct Redis {
+    /// Its loopback port.
     pub port: u16,
     /// Declared before `dir`, so the process dies before its directory goes.
     child: Option<Child>,
@@ -81,6 +83,7 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// Starts one and waits until it answers PING.
     pub async fn start() -> Redis {
         let mut r = Redis {
             port: free_port(),
@@ -110,10 +113,12 @@ impl Redis {
         assert_eq!(pong, "PONG");
     }
 
+    /// Its address.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Its URL, as `--redis` takes it.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
@@ -155,6 +160,7 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
+    /// Subscribes to `channel` on its own connection.
     pub async fn open(redis: &Redis, channel: &str) -> io::Result<Subscriber> {
         let mut s = TcpStream::connect(redis.addr()).await?;
         let req = format!(
@@ -207,6 +213,7 @@ pub async fn read_reply(r: &mut BufReader<TcpStream>) -> io::Result<String> {
 /// An nginx on a free loopback port balancing round-robin over `upstreams`,
 /// with no affinity of any kind.
 pub struct Nginx {
+    /// Where it listens.
     pub addr: SocketAddr,
     /// Declared before `_dir`, so the process dies before its directory goes.
     _child: Child,
@@ -255,6 +262,7 @@ http {{
 }
 
 impl Nginx {
+    /// Starts one and waits until it accepts connections.
     pub async fn start(upstreams: &[SocketAddr]) -> Nginx {
         let dir = TempDir::new("nginx");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -293,6 +301,7 @@ pub async fn node(redis: &Redis, id: &str, ping_interval_ms: u64, ping_timeout_m
 /// carries: their bytes stop in both directions while the connections stay
 /// open, as on a half-dead network path. Other connections flow on.
 pub struct Freezer {
+    /// Its loopback port, in front of the Redis.
     pub port: u16,
     subscriptions:
         std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>>>,
@@ -300,6 +309,7 @@ pub struct Freezer {
 }
 
 impl Freezer {
+    /// A relay to `redis`, passing everything on until told to freeze.
     pub async fn start(redis: &Redis) -> Freezer {
         use std::sync::atomic::AtomicBool;
         use std::sync::{Arc, Mutex};
@@ -327,6 +337,7 @@ impl Freezer {
         }
     }
 
+    /// Its URL, as `--redis` takes it.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }

@@ -18,14 +18,19 @@ use super::loopback;
 /// A response head: status and the framing of the body that follows.
 #[derive(Debug)]
 pub struct Head {
+    /// The status code.
     pub status: u16,
+    /// Its `Content-Length`, if any.
     pub content_length: Option<usize>,
+    /// The body is chunked.
     pub chunked: bool,
+    /// The server closes the connection after this response.
     pub close: bool,
 }
 
 /// One keep-alive HTTP/1.1 connection.
 pub struct HttpConn {
+    /// The socket.
     pub stream: TcpStream,
     /// Bytes read but not consumed yet; kept small, grown only by large
     /// responses.
@@ -83,6 +88,7 @@ impl HttpConn {
         Ok(())
     }
 
+    /// Reads the next response head.
     pub async fn read_head(&mut self) -> io::Result<Head> {
         loop {
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
@@ -156,6 +162,7 @@ impl HttpConn {
     }
 }
 
+/// Where `needle` first occurs in `hay`.
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -199,6 +206,7 @@ pub struct Chunked {
     remaining: usize,
     /// The CRLF after a chunk's data is still to be consumed.
     want_crlf: bool,
+    /// The terminating chunk was read.
     pub done: bool,
 }
 

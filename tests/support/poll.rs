@@ -42,6 +42,7 @@ pub struct PollClient {
     server: SocketAddr,
     salt: u32,
     path: String,
+    /// Its session.
     pub sid: String,
     /// Longest a poll may be held: the server's ping interval plus slack.
     held: Duration,

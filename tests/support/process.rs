@@ -17,7 +17,11 @@ const LISTENING: &str = "listening on ";
 /// -c 0`, or `sh -c 'ulimit -n 64 && exec "$0" "$@"'`); empty runs ssio
 /// directly. Add flags, then [`spawn`].
 pub fn ssio(wrapper: &[&str], port: u16) -> Command {
-    let exe = env!("CARGO_BIN_EXE_ssio");
+    // Cargo names the binary to tests and benches only; an example that
+    // includes this module for its own test compiles, but cannot spawn.
+    let Some(exe) = option_env!("CARGO_BIN_EXE_ssio") else {
+        panic!("the ssio binary is known to tests and benches, not examples");
+    };
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
@@ -36,8 +40,11 @@ pub fn ssio(wrapper: &[&str], port: u16) -> Command {
 
 /// A started server; dropping it kills the process.
 pub struct Spawned {
+    /// The process.
     pub child: Child,
+    /// Its process id.
     pub pid: u32,
+    /// The address its log line named.
     pub addr: SocketAddr,
     /// The whole log line that named the address.
     pub line: String,

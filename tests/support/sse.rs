@@ -9,6 +9,7 @@ use super::http::{bad, find, Chunked, HttpConn};
 /// One event of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// Its event name.
     pub event: String,
     /// Its `data:` lines, joined with `\n`.
     pub data: String,
@@ -41,6 +42,7 @@ impl Event {
 /// order.
 #[derive(Debug, Default)]
 pub struct Seen {
+    /// Each `user count`, as it came.
     pub counts: Vec<i64>,
     /// Each `chat message`'s data as it came, undecoded: a generator reading
     /// a million deliveries a second cannot afford to decode them all, and
@@ -49,10 +51,12 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// Nothing handed over yet.
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty() && self.chats.is_empty()
     }
 
+    /// Forgets everything handed over.
     pub fn clear(&mut self) {
         self.counts.clear();
         self.chats.clear();
@@ -76,6 +80,7 @@ pub struct Events {
 }
 
 impl Events {
+    /// An empty reader whose buffer holds `n` bytes before it grows.
     pub fn with_capacity(n: usize) -> Events {
         Events {
             text: Vec::with_capacity(n),
@@ -87,6 +92,7 @@ impl Events {
         &mut self.text
     }
 
+    /// Adds bytes received from the stream.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.text.extend_from_slice(bytes);
     }

@@ -2,11 +2,9 @@
 //! reading is dropped by the kernel's user timeout, one that falls more than
 //! `--max-pending-events` behind is told `slow reader`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use ssio::Config;
 use tokio::io::AsyncWriteExt;
 

@@ -17,6 +17,7 @@ pub struct Seen {
     pub kept: Mutex<Vec<Ack>>,
 }
 
+/// Installs the app on `io`; returns what it will see.
 pub fn install(io: &Io) -> Arc<Seen> {
     let seen = Arc::new(Seen::default());
     io.latest_value("user count");

@@ -1,11 +1,9 @@
 //! Slow senders: a request head slower than `--header-timeout` or a body
 //! slower than `--body-timeout` is cut off, and everyone else is served.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use ssio::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -7,12 +7,10 @@
 //! turn and pipelined, and every hostile turn a client can take while its
 //! poll is held (leaving, flooding, sending junk, polling twice).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use serde_json::json;
 use ssio::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};

@@ -3,12 +3,10 @@
 //! its own, kept for `--mux-grace` when its carrier goes; and every new
 //! route and parameter refused cleanly when hostile.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 use ssio::Config;
 

@@ -2,12 +2,7 @@
 //! timeout, a handler that drops its answer or panics, and bad `ack`
 //! fields, none of which harms another session.
 
-mod common;
-
-#[path = "common/features.rs"]
-mod features;
-
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 use ssio::Config;
 

@@ -1,14 +1,6 @@
 //! The test harness: a real server on 127.0.0.1:0 in this process and a
 //! tiny raw HTTP/1.1 client, so tests see exact bytes on the wire. Every
 //! wait is bounded and panics on timeout.
-//!
-//! What the benches need too (server processes, /proc, the SSE and poll
-//! parsers) lives in `tests/support`, re-exported here as `support`.
-
-#![allow(dead_code)]
-
-#[path = "../support/mod.rs"]
-pub mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -38,17 +30,22 @@ pub fn fast_config() -> Config {
 
 /// A running server with the demo app installed.
 pub struct Server {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Its handle, for stats and server-side emits.
     pub io: Io,
     stop: Option<oneshot::Sender<()>>,
+    /// The task running it, until [`Server::shutdown`] takes it.
     pub handle: Option<JoinHandle<()>>,
 }
 
 impl Server {
+    /// A server on a free loopback port.
     pub async fn start(config: Config) -> Server {
         Server::start_at("127.0.0.1:0".parse().unwrap(), config).await
     }
 
+    /// A server at `at`.
     pub async fn start_at(at: SocketAddr, config: Config) -> Server {
         Server::start_with(at, config, ssio::app::install).await
     }
@@ -103,24 +100,31 @@ impl Server {
 /// A complete HTTP response.
 #[derive(Debug)]
 pub struct Resp {
+    /// The status code.
     pub status: u16,
+    /// The status line and headers, up to the blank line.
     pub head: String,
+    /// The body, de-chunked.
     pub body: Vec<u8>,
 }
 
 impl Resp {
+    /// The value of header `name`, if present.
     pub fn header(&self, name: &str) -> Option<String> {
         header_in(&self.head, name)
     }
+    /// The body as UTF-8.
     pub fn text(&self) -> String {
         String::from_utf8(self.body.clone()).unwrap()
     }
+    /// The body as JSON; panics with the body if it is not.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
     }
 }
 
+/// The value of header `name` (any case) in a response head.
 pub fn header_in(head: &str, name: &str) -> Option<String> {
     head.lines().skip(1).find_map(|l| {
         let (k, v) = l.split_once(':')?;
@@ -163,10 +167,12 @@ pub async fn request_raw(addr: SocketAddr, bytes: &[u8]) -> Resp {
     timeout(WAIT, fut).await.expect("response timed out")
 }
 
+/// A GET of `path` on a fresh connection.
 pub async fn get(addr: SocketAddr, path: &str) -> Resp {
     request(addr, "GET", path, &[], b"").await
 }
 
+/// A POST of a `text/plain` `body` to `path` on a fresh connection.
 pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Resp {
     request(addr, "POST", path, &[("Content-Type", "text/plain")], body).await
 }
@@ -227,11 +233,14 @@ async fn read_chunk<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Option<Vec<u8>> {
 
 /// An open `GET /events` stream.
 pub struct Sse {
+    /// The response head.
     pub head: String,
+    /// The session id the head named.
     pub sid: String,
     reader: BufReader<TcpStream>,
     /// Bytes received but not yet returned as whole events.
-    pending: support::sse::Events,
+    pending: super::sse::Events,
+    /// The stream ended (its last chunk, or the connection closed).
     pub ended: bool,
     /// The newest `user count` any helper has read.
     pub last_count: Option<i64>,
@@ -291,7 +300,7 @@ impl Sse {
                 head,
                 sid,
                 reader,
-                pending: support::sse::Events::default(),
+                pending: super::sse::Events::default(),
                 ended: false,
                 last_count: None,
             }
@@ -316,6 +325,7 @@ impl Sse {
         self.next_event_within(WAIT).await
     }
 
+    /// [`Sse::next_event`], bounded by `within`.
     pub async fn next_event_within(&mut self, within: Duration) -> (String, String) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -405,11 +415,14 @@ impl Sse {
 
 /// A long-poll client.
 pub struct Poller {
+    /// The server it polls.
     pub addr: SocketAddr,
+    /// Its session.
     pub sid: String,
 }
 
 impl Poller {
+    /// A new polling session on `addr`.
     pub async fn handshake(addr: SocketAddr) -> Poller {
         Poller::handshake_at(addr, "").await
     }
@@ -419,11 +432,12 @@ impl Poller {
     pub async fn handshake_at(addr: SocketAddr, prefix: &str) -> Poller {
         let r = get(addr, &format!("{prefix}/poll")).await;
         assert_eq!(r.status, 200, "{}", r.text());
-        let sid = support::poll::handshake_sid(&r.body).unwrap();
+        let sid = super::poll::handshake_sid(&r.body).unwrap();
         assert_eq!(r.header("x-session-id").as_deref(), Some(sid.as_str()));
         Poller { addr, sid }
     }
 
+    /// One poll, on a fresh connection.
     pub async fn poll(&self) -> Resp {
         get(self.addr, &format!("/poll?sid={}", self.sid)).await
     }
@@ -432,7 +446,7 @@ impl Poller {
     pub async fn events(&self) -> Vec<serde_json::Value> {
         let r = self.poll().await;
         assert_eq!(r.status, 200, "{}", r.text());
-        support::poll::batch(&r.body).unwrap()
+        super::poll::batch(&r.body).unwrap()
     }
 
     /// Polls until the newest `user count` equals `n`.
@@ -440,7 +454,7 @@ impl Poller {
         let deadline = tokio::time::Instant::now() + within;
         let mut seen = Vec::new();
         while tokio::time::Instant::now() < deadline {
-            seen.extend(support::poll::counts(&self.events().await).unwrap());
+            seen.extend(super::poll::counts(&self.events().await).unwrap());
             if seen.last() == Some(&n) {
                 return;
             }
@@ -448,6 +462,7 @@ impl Poller {
         panic!("poller never saw count {n}; saw {seen:?}");
     }
 
+    /// Emits `event` with `data` from this session.
     pub async fn emit(&self, event: &str, data: serde_json::Value) -> Resp {
         let body = serde_json::json!({ "event": event, "data": data }).to_string();
         post(
@@ -476,6 +491,7 @@ impl Poller {
         (first, conn)
     }
 
+    /// Ends this session.
     pub async fn close(&self) -> Resp {
         post(self.addr, &format!("/close?sid={}", self.sid), b"").await
     }
@@ -485,8 +501,11 @@ impl Poller {
 /// Aborting the task resets its in-flight poll connection, like a killed
 /// process would.
 pub struct LivePoller {
+    /// The session it polls.
     pub poller: Poller,
+    /// The newest count it saw; -1 before any.
     pub last: Arc<AtomicI64>,
+    /// The task polling.
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -512,17 +531,18 @@ async fn poll_once(addr: SocketAddr, sid: &str) -> Option<Vec<serde_json::Value>
     }
     let text = String::from_utf8(rest).ok()?;
     let body = text.split("\r\n\r\n").nth(1)?;
-    support::poll::batch(body.as_bytes()).ok()
+    super::poll::batch(body.as_bytes()).ok()
 }
 
 impl LivePoller {
+    /// A new polling session on `addr`, polled from now on.
     pub async fn start(addr: SocketAddr) -> LivePoller {
         let p = Poller::handshake(addr).await;
         let last = Arc::new(AtomicI64::new(-1));
         let (sid, l) = (p.sid.clone(), last.clone());
         let task = tokio::spawn(async move {
             while let Some(events) = poll_once(addr, &sid).await {
-                for n in support::poll::counts(&events).unwrap() {
+                for n in super::poll::counts(&events).unwrap() {
                     assert!(n >= 0, "negative count");
                     l.store(n, Ordering::SeqCst);
                 }
@@ -535,17 +555,18 @@ impl LivePoller {
         }
     }
 
+    /// Stops polling at once, resetting the poll in flight.
     pub fn kill(self) {
         self.task.abort();
     }
 }
 
 /// The `ssio` binary in its own process, started through `wrapper` (see
-/// `support::process::ssio`) on `port` with `args`. Killed when dropped.
-pub async fn spawn_ssio(wrapper: &[&str], port: u16, args: &[&str]) -> support::process::Spawned {
-    let mut cmd = support::process::ssio(wrapper, port);
+/// `process::ssio`) on `port` with `args`. Killed when dropped.
+pub async fn spawn_ssio(wrapper: &[&str], port: u16, args: &[&str]) -> super::process::Spawned {
+    let mut cmd = super::process::ssio(wrapper, port);
     cmd.args(args);
-    let p = support::process::spawn(cmd, Duration::from_secs(10))
+    let p = super::process::spawn(cmd, Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(p.addr.port(), 0, "the log line must name the bound port");
@@ -592,19 +613,24 @@ async fn pipelined_handshakes(addr: SocketAddr, n: usize) {
 /// One SSE block: its id (if any), event and data.
 #[derive(Debug)]
 pub struct Block {
+    /// Its `id:` field, if it had one.
     pub id: Option<String>,
+    /// Its event name.
     pub event: String,
+    /// Its `data:` field.
     pub data: String,
 }
 
 /// Reads whole blocks from a stream, keeping `id:` fields: what the resume
 /// tests need, where [`Sse::next_event`] drops them.
 pub struct Reader {
+    /// The stream read.
     pub sse: Sse,
     buf: String,
 }
 
 impl Reader {
+    /// Reads `sse` from where it is.
     pub fn new(sse: Sse) -> Reader {
         Reader {
             sse,
@@ -612,6 +638,7 @@ impl Reader {
         }
     }
 
+    /// The next block that names an event; panics if none comes within the wait.
     pub async fn next(&mut self) -> Block {
         loop {
             if let Some(end) = self.buf.find("\n\n") {

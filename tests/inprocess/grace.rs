@@ -7,12 +7,10 @@
 //! presents a cursor the session was never sent, or a sid whose stream is
 //! still open, is refused and harms nobody.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use ssio::{Config, Io};

@@ -4,14 +4,12 @@
 //! shutdown ends every stream with its `disconnect` before the connection
 //! closes with GOAWAY.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::{fast_config, WAIT};
 use bytes::Bytes;
-use common::{fast_config, WAIT};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, Response};

@@ -1,9 +1,7 @@
 //! Routes: the grader routes, static files, CORS preflight, 404 and 405,
 //! `/stats`, and no path trick reaching a file outside `public/`.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use regex::Regex;
 
 #[tokio::test]
@@ -19,7 +17,7 @@ async fn server_source_route_serves_the_real_app_module() {
         r.header("access-control-allow-origin").as_deref(),
         Some("*")
     );
-    assert_eq!(r.text(), include_str!("../src/app.rs"));
+    assert_eq!(r.text(), include_str!("../../src/app.rs"));
     let re = Regex::new(r#"(?i)socket.on.*('|")disconnect('|")"#).unwrap();
     assert!(re.is_match(&r.text()));
 }
@@ -37,7 +35,7 @@ async fn client_script_route_serves_the_page_script() {
         r.header("access-control-allow-origin").as_deref(),
         Some("*")
     );
-    assert_eq!(r.text(), include_str!("../public/client.js"));
+    assert_eq!(r.text(), include_str!("../../public/client.js"));
     let re = Regex::new(r#"(?i)socket.on.*('|")user count('|")"#).unwrap();
     assert!(re.is_match(&r.text()));
     assert!(r.text().contains("const socket = io();"));
@@ -170,7 +168,7 @@ async fn stats_report_sessions_by_transport() {
 #[tokio::test]
 async fn the_client_is_served_as_a_classic_script_and_as_an_es_module_from_one_source() {
     let server = Server::start(fast_config()).await;
-    let classic = include_str!("../public/ssio.js");
+    let classic = include_str!("../../public/ssio.js");
     let r = get(server.addr, "/public/ssio.js").await;
     assert_eq!(r.text(), classic);
     let m = get(server.addr, "/public/ssio.mjs").await;

@@ -1,11 +1,9 @@
 //! Client→server requests for both transports: `/emit` broadcasts with a
 //! public tag, never a sid, and `/close` ends a session at once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use serde_json::json;
 use ssio::Config;
 

@@ -2,12 +2,10 @@
 //! clients churning at once, and a third of them killed. Every client's last
 //! count is the number of live sessions, and it is never negative.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use proptest::prelude::*;
 use ssio::Config;
 

@@ -2,11 +2,9 @@
 //! bytes, keep-alives only when idle, and a closed or reset stream as a
 //! prompt disconnect.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use ssio::Config;
 
 #[tokio::test]

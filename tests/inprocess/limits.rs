@@ -3,11 +3,9 @@
 //! over `--max-payload`, 431 for a head over `--max-header-bytes`, 503 with
 //! `Retry-After` over `--max-sessions`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use serde_json::json;
 use ssio::Config;
 

@@ -2,11 +2,9 @@
 //! conflated counts, ordered events across polls, one pending poll per
 //! session, and a poller that stops polling timing out.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use serde_json::json;
 use ssio::Config;
 

@@ -4,14 +4,9 @@
 //! log it gets a fresh session that says it missed events; a forged cursor
 //! never reads anyone's events; polling resumes the same way.
 
-mod common;
-
-#[path = "common/features.rs"]
-mod features;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 use ssio::Config;
 

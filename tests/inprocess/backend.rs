@@ -2,12 +2,10 @@
 //! the runtime (as a networked one's would) carries the count and every
 //! broadcast; a backend that refuses joins turns clients away with 503.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::*;
+use crate::support::*;
 use serde_json::json;
 use ssio::{Backend, BackendError, BackendFuture, Broadcast, Config, Fanout, Io};
 use tokio::sync::oneshot;

@@ -2,18 +2,16 @@
 //! by `Accept-Encoding`, with exact heads; HEAD says the same with no body;
 //! the page's minified client is the committed file and stays small.
 
-mod common;
-
 use std::io::Read;
 use std::net::SocketAddr;
 
-use common::*;
+use crate::support::*;
 use ssio::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-const MIN_JS: &[u8] = include_bytes!("../public/ssio.min.js");
+const MIN_JS: &[u8] = include_bytes!("../../public/ssio.min.js");
 
 /// The budget for the page's client on the wire, gzipped.
 const CLIENT_BUDGET: usize = 4000;
@@ -21,19 +19,19 @@ const CLIENT_BUDGET: usize = 4000;
 /// Every file in the table with the bytes it must serve.
 fn files() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     const JS: &str = "text/javascript; charset=utf-8";
-    let classic = include_str!("../public/ssio.js");
+    let classic = include_str!("../../public/ssio.js");
     let body = classic.strip_suffix("})(this);\n").unwrap();
     let esm = format!(
         "const ssio = {{}};\n{body}}})(ssio);\nexport const io = ssio.io;\nexport default io;\n"
     );
-    let html: &[u8] = include_bytes!("../public/index.html");
+    let html: &[u8] = include_bytes!("../../public/index.html");
     vec![
         ("/", "text/html; charset=utf-8", html.to_vec()),
         ("/index.html", "text/html; charset=utf-8", html.to_vec()),
         (
             "/public/client.js",
             JS,
-            include_bytes!("../public/client.js").to_vec(),
+            include_bytes!("../../public/client.js").to_vec(),
         ),
         ("/public/ssio.js", JS, classic.as_bytes().to_vec()),
         ("/public/ssio.min.js", JS, MIN_JS.to_vec()),
@@ -41,12 +39,12 @@ fn files() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         (
             "/public/ssio.d.ts",
             "application/typescript; charset=utf-8",
-            include_bytes!("../public/ssio.d.ts").to_vec(),
+            include_bytes!("../../public/ssio.d.ts").to_vec(),
         ),
         (
             "/public/style.css",
             "text/css; charset=utf-8",
-            include_bytes!("../public/style.css").to_vec(),
+            include_bytes!("../../public/style.css").to_vec(),
         ),
     ]
 }
@@ -268,7 +266,7 @@ async fn with_an_origin_allow_list_a_static_file_varies_on_both_headers() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("vary").as_deref(), Some("Accept-Encoding, Origin"));
     assert_eq!(r.header("content-encoding").as_deref(), Some("gzip"));
-    assert_eq!(gunzip(&r.body), include_bytes!("../public/style.css"));
+    assert_eq!(gunzip(&r.body), include_bytes!("../../public/style.css"));
     // A route with no gzip copy still varies on Origin alone.
     let r = request(server.addr, "GET", "/stats", &headers, b"").await;
     assert_eq!(r.header("vary").as_deref(), Some("Origin"));
@@ -287,7 +285,7 @@ async fn the_page_loads_the_minified_client_the_repository_holds() {
     assert_eq!(std::fs::read("public/ssio.min.js").unwrap(), r.body);
     // The readable source stays at its own route.
     let source = get(server.addr, "/public/ssio.js").await;
-    assert_eq!(source.text(), include_str!("../public/ssio.js"));
+    assert_eq!(source.text(), include_str!("../../public/ssio.js"));
 }
 
 #[tokio::test]

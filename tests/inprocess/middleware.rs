@@ -2,12 +2,7 @@
 //! the app, refused with a status and data and no session, a panicking
 //! middleware, and every bad ticket or payload.
 
-mod common;
-
-#[path = "common/features.rs"]
-mod features;
-
-use common::*;
+use crate::support::*;
 use serde_json::json;
 use ssio::Config;
 

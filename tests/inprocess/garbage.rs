@@ -2,9 +2,7 @@
 //! paths and bodies all get a clean status, and the server stays healthy
 //! with no session leaked.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use proptest::prelude::*;
 use ssio::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
