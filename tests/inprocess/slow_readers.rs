@@ -34,6 +34,9 @@ async fn a_stalled_reader_is_dropped_and_nobody_else_is_slowed() {
     // 40 bursts of 100 one-kilobyte messages; the reader keeps up.
     let payload = "x".repeat(1000);
     let t = Instant::now();
+    // On a loaded machine the stalled client can be dropped while the bursts
+    // are still going, so the count seen on the way is kept.
+    let mut last_count = 2;
     for burst in 0..40 {
         for i in 0..100 {
             server.io.emit(
@@ -43,6 +46,9 @@ async fn a_stalled_reader_is_dropped_and_nobody_else_is_slowed() {
         }
         loop {
             let (event, data) = reader.next_event().await;
+            if event == "user count" {
+                last_count = data.parse().unwrap();
+            }
             if event == "chat message" {
                 let v: serde_json::Value = serde_json::from_str(&data).unwrap();
                 if v["n"] == burst * 100 + 99 {
@@ -55,7 +61,9 @@ async fn a_stalled_reader_is_dropped_and_nobody_else_is_slowed() {
     eprintln!("4000 x 1 KB delivered to the live reader in {elapsed:?}");
     // The stalled one is gone within pingTimeout of its window closing, and
     // the reader learns the count fell.
-    reader.wait_count(1, Duration::from_secs(5)).await;
+    if last_count != 1 {
+        reader.wait_count(1, Duration::from_secs(5)).await;
+    }
     server.wait_sessions(1, WAIT).await;
     drop(stalled);
 }
