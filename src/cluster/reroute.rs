@@ -142,8 +142,6 @@ where
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let config = io.config();
-    let peers = io.extension::<forward::Peers>();
-    let slot = peers.admit(addr, config.forward_max_inflight)?;
     let headers = req.headers().clone();
     // The client as this node sees it, after its own proxy rules: what the
     // owner's per-address limits count.
@@ -153,10 +151,13 @@ where
         Some(vouch::sign(&key, client, &target))
     });
     let body = if method == Method::POST {
-        http::read_body(io.config(), req).await?
+        http::read_body(config, req).await?
     } else {
         Bytes::new()
     };
+    // Taken once the body is in: a client slow to send it holds no slot.
+    let peers = io.extension::<forward::Peers>();
+    let slot = peers.admit(addr, config.forward_max_inflight)?;
     forward::forward(forward::Forward {
         client: peers.client(config),
         addr,
