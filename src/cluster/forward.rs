@@ -296,3 +296,26 @@ impl Body for Relay {
         self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_node_has_its_own_in_flight_slots_and_a_finished_request_frees_one() {
+        let peers = Peers::default();
+        let a: Vec<InFlight> = (0..2).map(|_| peers.admit("a:1", 2).unwrap()).collect();
+        assert!(matches!(peers.admit("a:1", 2), Err(Error::ForwardBusy)));
+        // A refusal takes no slot, and another node has its own.
+        let b = peers.admit("b:1", 2).unwrap();
+        drop(a);
+        let again: Vec<InFlight> = (0..2).map(|_| peers.admit("a:1", 2).unwrap()).collect();
+        assert!(matches!(peers.admit("a:1", 2), Err(Error::ForwardBusy)));
+        drop((b, again));
+        // 0: no limit.
+        let many: Vec<InFlight> = (0..10_000)
+            .map(|_| peers.admit("a:1", 0).unwrap())
+            .collect();
+        assert_eq!(many.len(), 10_000);
+    }
+}
