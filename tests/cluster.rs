@@ -1236,8 +1236,12 @@ async fn a_shared_stream_is_found_through_another_node_again_soon_after_a_redis_
         "n0"
     );
 
+    let key = c.redis.cmd(&["GET", "{ssio}:key"]).await.unwrap();
+    assert_eq!(key.len(), 64, "{key}");
+
     // Redis loses everything; the node holding the stream records it again
-    // with its sessions, within a renewal of noticing.
+    // with its sessions, within a renewal of noticing, and the nodes put
+    // back the key they vouch for client addresses with.
     let restarted = Instant::now();
     c.redis.restart().await;
     let back = redis_says(
@@ -1258,6 +1262,7 @@ async fn a_shared_stream_is_found_through_another_node_again_soon_after_a_redis_
             .unwrap(),
         format!("n0|{id}")
     );
+    redis_says(&c.redis, &["GET", "{ssio}:key"], &key, BOUND).await;
     c.wait_ready().await;
     // So an attachment through the other node reaches it again.
     let r = post(c.addr(1), &attach, b"").await;

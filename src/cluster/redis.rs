@@ -632,7 +632,15 @@ impl Shared {
             self.call(Op::Renew, &epoch, &[]).await
         };
         match reply {
-            Ok(r) if r.current => self.apply(r.count, r.version),
+            Ok(r) if r.current => {
+                self.apply(r.count, r.version);
+                // The key, read again: one deleted by hand is put back and
+                // one replaced is adopted within a renewal, not only at
+                // the next registration.
+                if let Err(e) = self.agree_on_key().await {
+                    debug!(error = %e, "cluster key not read");
+                }
+            }
             Ok(_) => {
                 let _ = self.register().await;
             }
