@@ -58,6 +58,12 @@ pub const DEFAULT_RECONNECT_SPREAD_MS: u64 = 5_000;
 /// for forwarded requests: the upstream keep-alive pool the nginx example
 /// keeps to the nodes, for the same kind of traffic.
 pub const DEFAULT_FORWARD_POOL_IDLE: usize = 64;
+/// Default cap on the requests a cluster node has in flight to each other
+/// node at once (a forwarded long-poll is in flight until it answers); past
+/// it, 503 with `Retry-After`. Each in flight holds one connection, so this
+/// also bounds the connections to a node, and with them the sockets a
+/// flood could leave in `TIME_WAIT`.
+pub const DEFAULT_FORWARD_MAX_INFLIGHT: usize = 1024;
 /// Default CORS allow-list: any origin, which is what graders and pages on
 /// other origins need; see the README for what that exposes.
 pub const DEFAULT_CORS_ORIGIN: &str = "*";
@@ -222,6 +228,12 @@ pub struct Config {
     /// opens one per request.
     #[arg(long = "forward-pool-idle", env = "SSIO_FORWARD_POOL_IDLE", default_value_t = DEFAULT_FORWARD_POOL_IDLE, value_name = "CONNS")]
     pub forward_pool_idle: usize,
+
+    /// Requests forwarded to each other node at once, at most (a forwarded
+    /// long-poll counts until it answers, a relayed stream until its head);
+    /// past it, 503 with `Retry-After`. 0 = no limit.
+    #[arg(long = "forward-max-inflight", env = "SSIO_FORWARD_MAX_INFLIGHT", default_value_t = DEFAULT_FORWARD_MAX_INFLIGHT, value_name = "N")]
+    pub forward_max_inflight: usize,
 
     /// Clients of a node that shuts down are told to come back after a
     /// random delay below this (ms), so they do not return all at once.
@@ -440,6 +452,7 @@ impl Default for Config {
             #[cfg(feature = "redis")]
             advertise: None,
             forward_pool_idle: DEFAULT_FORWARD_POOL_IDLE,
+            forward_max_inflight: DEFAULT_FORWARD_MAX_INFLIGHT,
             reconnect_spread_ms: DEFAULT_RECONNECT_SPREAD_MS,
             cors_origins: vec![DEFAULT_CORS_ORIGIN.to_string()],
             metrics_listen: None,

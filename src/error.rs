@@ -121,6 +121,10 @@ pub enum Error {
     /// `--max-rooms-per-socket` rooms already.
     #[error("invalid room: {0}")]
     BadRoom(&'static str),
+    /// This node has `--forward-max-inflight` requests in flight to the
+    /// node holding the session already.
+    #[error("too many requests in flight to another node")]
+    ForwardBusy,
     /// A middleware or event handler panicked; nothing else was harmed.
     #[error("handler failed")]
     HandlerFailed,
@@ -157,7 +161,7 @@ impl Error {
             Error::Rejected { .. } => StatusCode::FORBIDDEN,
             Error::HandlerFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Error::Full | Error::ShuttingDown | Error::Backend(_) => {
+            Error::Full | Error::ShuttingDown | Error::Backend(_) | Error::ForwardBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -170,6 +174,9 @@ impl Error {
             // Every rate is a whole number per second: a token is back
             // within a second.
             Error::EmitRate | Error::AddressRate => Some("1"),
+            // A forward in flight is a poll held up to pingInterval at
+            // most, usually a round trip: a slot is back soon.
+            Error::ForwardBusy => Some("1"),
             _ => None,
         }
     }

@@ -279,29 +279,34 @@ impl Handshake {
     /// any other peer those headers are ignored, so nobody can spoof their
     /// way around a per-address limit.
     pub(crate) fn client_address(&self, trusted: &[ProxyNet]) -> IpAddr {
-        let peer = canonical(self.address.ip());
-        let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
-        if !is_trusted(peer) {
-            return peer;
-        }
-        let hops = forwarded_for(&self.headers);
-        let mut client = peer;
-        // The rightmost hop was added by the proxy we trust; walk left until an
-        // address that is not one of ours. An unreadable hop ends the walk: what
-        // lies left of it may be anything the client wrote.
-        for hop in hops.iter().rev() {
-            match hop {
-                Some(ip) => {
-                    client = canonical(*ip);
-                    if !is_trusted(client) {
-                        break;
-                    }
-                }
-                None => break,
-            }
-        }
-        client
+        client_address(&self.headers, self.address.ip(), trusted)
     }
+}
+
+/// [`Handshake::client_address`] for a request's headers and TCP peer.
+pub(crate) fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: &[ProxyNet]) -> IpAddr {
+    let peer = canonical(peer);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops = forwarded_for(headers);
+    let mut client = peer;
+    // The rightmost hop was added by the proxy we trust; walk left until an
+    // address that is not one of ours. An unreadable hop ends the walk: what
+    // lies left of it may be anything the client wrote.
+    for hop in hops.iter().rev() {
+        match hop {
+            Some(ip) => {
+                client = canonical(*ip);
+                if !is_trusted(client) {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    client
 }
 
 /// The `for=` hops of every `Forwarded` header, or else the entries of every

@@ -525,6 +525,11 @@ fn help_lists_every_hostile_input_flag_with_its_env_and_default() {
             Some("0"),
         ),
         ("--trusted-proxy", "SSIO_TRUSTED_PROXY", None),
+        (
+            "--forward-max-inflight",
+            "SSIO_FORWARD_MAX_INFLIGHT",
+            Some("1024"),
+        ),
     ] {
         let line = help
             .split("\n\n")

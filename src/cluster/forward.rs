@@ -18,10 +18,12 @@
 //! ([`Forward::stream`]); when the client goes, the relay's connection to
 //! the owner closes, and the session goes away there again.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::cluster::vouch;
 use crate::config::Config;
 use crate::error::Error;
 
@@ -60,6 +63,13 @@ const HOP_BY_HOP: &[header::HeaderName] = &[
     header::EXPECT,
 ];
 
+/// Headers that name the client's address: the client wrote them, or a
+/// proxy in front of this node did, and this node has already read them
+/// into the address it vouches for. Replayed, the owner could take a
+/// client's own `X-Forwarded-For` for the truth whenever it trusts this
+/// node as a proxy.
+const CLIENT_ADDRESS: &[&str] = &["forwarded", "x-forwarded-for", vouch::CLIENT];
+
 /// Headers of the owner's answer that the client needs.
 const RELAYED: &[&str] = &[
     "content-type",
@@ -79,14 +89,30 @@ const RELAYED: &[&str] = &[
 pub(crate) type PeerClient = Client<HttpConnector, Full<Bytes>>;
 
 /// This node's connections to the other nodes: one per server, kept in its
-/// extension slot and built from its configuration on first use.
+/// extension slot and built from its configuration on first use, with the
+/// requests in flight to each node.
 #[derive(Default)]
-pub(crate) struct Peers(OnceLock<PeerClient>);
+pub(crate) struct Peers {
+    client: OnceLock<PeerClient>,
+    /// Requests in flight per node (`host:port`), for
+    /// `--forward-max-inflight`. A node's entry stays once made: there are
+    /// as many as there are nodes.
+    busy: parking_lot::Mutex<HashMap<String, Arc<AtomicUsize>>>,
+}
+
+/// One request in flight to a node; its slot is free again when this drops.
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl Peers {
     /// The client (a handle: clones share the pool).
     pub(crate) fn client(&self, config: &Config) -> PeerClient {
-        self.0
+        self.client
             .get_or_init(|| {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -103,6 +129,23 @@ impl Peers {
                     .build(connector)
             })
             .clone()
+    }
+
+    /// A slot for one more request to the node at `addr`, unless `max`
+    /// (0: no limit) are in flight there already.
+    pub(crate) fn admit(&self, addr: &str, max: usize) -> Result<InFlight, Error> {
+        let count = self
+            .busy
+            .lock()
+            .entry(addr.to_string())
+            .or_default()
+            .clone();
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        let held = InFlight(count);
+        if max != 0 && before >= max {
+            return Err(Error::ForwardBusy);
+        }
+        Ok(held)
     }
 }
 
@@ -121,6 +164,11 @@ pub(crate) struct Forward<'a> {
     pub(crate) body: Bytes,
     /// This node's id, for the marker header.
     pub(crate) from: &'a str,
+    /// The client's address, vouched for by this node ([`vouch::sign`]).
+    pub(crate) vouch: Option<HeaderValue>,
+    /// Its slot among the requests in flight to the owner: held until the
+    /// answer is read whole, or for a stream until its head.
+    pub(crate) slot: InFlight,
     /// The longest the owner may take (a poll is held up to pingInterval);
     /// for a stream, the longest until its head.
     pub(crate) within: Duration,
@@ -144,9 +192,15 @@ pub(crate) async fn forward(f: Forward<'_>) -> Result<Response<BoxBody<Bytes, In
     let mut req = Request::builder().method(f.method).uri(uri);
     if let Some(h) = req.headers_mut() {
         for (name, value) in &f.headers {
-            if !HOP_BY_HOP.contains(name) && name.as_str() != FORWARDED {
+            if !HOP_BY_HOP.contains(name)
+                && name.as_str() != FORWARDED
+                && !CLIENT_ADDRESS.contains(&name.as_str())
+            {
                 h.append(name.clone(), value.clone());
             }
+        }
+        if let Some(vouch) = f.vouch {
+            h.insert(vouch::CLIENT, vouch);
         }
         h.insert(
             FORWARDED,
@@ -156,6 +210,7 @@ pub(crate) async fn forward(f: Forward<'_>) -> Result<Response<BoxBody<Bytes, In
     let req = req.body(Full::new(f.body)).map_err(|e| unreachable(&e))?;
     let stream = f.stream;
     let client = f.client;
+    let slot = f.slot;
     let answer = async {
         let res = client.request(req).await?;
         let (parts, body) = res.into_parts();
@@ -167,6 +222,7 @@ pub(crate) async fn forward(f: Forward<'_>) -> Result<Response<BoxBody<Bytes, In
         } else {
             BoxBody::new(Full::new(body.collect().await?.to_bytes()))
         };
+        drop(slot);
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, body))
     };
     let (parts, body) = tokio::time::timeout(f.within, answer)
@@ -238,5 +294,28 @@ impl Body for Relay {
 
     fn is_end_stream(&self) -> bool {
         self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_node_has_its_own_in_flight_slots_and_a_finished_request_frees_one() {
+        let peers = Peers::default();
+        let a: Vec<InFlight> = (0..2).map(|_| peers.admit("a:1", 2).unwrap()).collect();
+        assert!(matches!(peers.admit("a:1", 2), Err(Error::ForwardBusy)));
+        // A refusal takes no slot, and another node has its own.
+        let b = peers.admit("b:1", 2).unwrap();
+        drop(a);
+        let again: Vec<InFlight> = (0..2).map(|_| peers.admit("a:1", 2).unwrap()).collect();
+        assert!(matches!(peers.admit("a:1", 2), Err(Error::ForwardBusy)));
+        drop((b, again));
+        // 0: no limit.
+        let many: Vec<InFlight> = (0..10_000)
+            .map(|_| peers.admit("a:1", 0).unwrap())
+            .collect();
+        assert_eq!(many.len(), 10_000);
     }
 }

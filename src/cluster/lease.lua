@@ -13,6 +13,8 @@
 -- KEYS[7] away     zset of "node|sid" of sessions away (uncounted, kept
 --                  for a resume), all scores 0: their owner records go
 --                  when their node dies or parts
+-- KEYS[8] streams  zset of "node|id" of the shared streams a node holds,
+--                  all scores 0: their owner records go with their node
 -- ARGV[1] op: register | join | leave | away | renew | part
 --          (away: uncounted like leave, but its owner record stays so a
 --          resume through any node finds the node holding it)
@@ -44,15 +46,18 @@ local function drop(n, with_away)
   if #members > 0 then
     redis.call('ZREMRANGEBYLEX', KEYS[3], lo, hi)
   end
-  -- A node registering again keeps its away sessions findable; a dead or
-  -- parting node's go with it.
+  -- A node registering again keeps its away sessions and shared streams
+  -- findable (it records its streams again itself); a dead or parting
+  -- node's go with it.
   if with_away then
-    local away = redis.call('ZRANGEBYLEX', KEYS[7], lo, hi)
-    for _, m in ipairs(away) do
-      redis.call('HDEL', KEYS[5], string.sub(m, #n + 2))
-    end
-    if #away > 0 then
-      redis.call('ZREMRANGEBYLEX', KEYS[7], lo, hi)
+    for _, k in ipairs({KEYS[7], KEYS[8]}) do
+      local held = redis.call('ZRANGEBYLEX', k, lo, hi)
+      for _, m in ipairs(held) do
+        redis.call('HDEL', KEYS[5], string.sub(m, #n + 2))
+      end
+      if #held > 0 then
+        redis.call('ZREMRANGEBYLEX', k, lo, hi)
+      end
     end
   end
   return #members

@@ -72,6 +72,12 @@ pub(crate) struct Keys {
     /// `"node|sid"` of every away session, so that a dead node's away
     /// sessions' owner records go with it.
     pub(crate) away: String,
+    /// `"node|id"` of every shared stream, so that a dead node's stream
+    /// records go with it.
+    pub(crate) streams: String,
+    /// The random key the nodes vouch for client addresses with: the first
+    /// node to register sets it, every node reads it.
+    pub(crate) key: String,
     /// Where every change announces `"<version> <count>"`.
     pub(crate) count_channel: String,
     /// Where every broadcast goes, once per emit.
@@ -90,6 +96,8 @@ impl Keys {
             owners: format!("{tag}:owners"),
             addrs: format!("{tag}:addrs"),
             away: format!("{tag}:away"),
+            streams: format!("{tag}:streams"),
+            key: format!("{tag}:key"),
             count_channel: format!("{tag}:count"),
             events_channel: format!("{tag}:events"),
         }
@@ -150,6 +158,7 @@ impl LeaseScript {
             .key(&self.keys.owners)
             .key(&self.keys.addrs)
             .key(&self.keys.away)
+            .key(&self.keys.streams)
             .arg(op.as_str())
             .arg(epoch)
             .arg(node)
@@ -237,7 +246,8 @@ mod tests {
     fn every_key_carries_the_same_hash_tag() {
         let k = Keys::new("ssio");
         for key in [
-            &k.epoch, &k.version, &k.members, &k.nodes, &k.owners, &k.addrs, &k.away,
+            &k.epoch, &k.version, &k.members, &k.nodes, &k.owners, &k.addrs, &k.away, &k.streams,
+            &k.key,
         ] {
             assert!(key.starts_with("{ssio}:"), "{key}");
         }

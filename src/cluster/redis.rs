@@ -52,6 +52,7 @@ use crate::session::Sid;
 
 use super::bus;
 use super::lease::{Keys, LeaseScript, Op, Reply, Timing, REGISTER_CHUNK};
+use super::vouch::{hex, unhex};
 
 /// The longest one Redis call may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -188,24 +189,6 @@ impl RedisBackend {
             }
         })
     }
-
-    /// `HSET` of `id` to this node in the owners hash (the one sessions are
-    /// found through), bounded in time: how shared streams are found.
-    fn own(&self, id: uuid::Uuid) -> BackendFuture<()> {
-        let s = self.shared.clone();
-        Box::pin(async move {
-            let mut conn = s.conn.clone();
-            let mut cmd = redis::cmd("HSET");
-            cmd.arg(&s.script.keys().owners)
-                .arg(id.to_string())
-                .arg(&s.node);
-            tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<i64>(&mut conn))
-                .await
-                .map_err(|_| BackendError("redis unreachable".into()))?
-                .map_err(|e| BackendError(format!("redis: {e}")))?;
-            Ok(())
-        })
-    }
 }
 
 struct Shared {
@@ -230,6 +213,12 @@ struct Shared {
     /// This node's live sessions: what it registers again after Redis lost
     /// them.
     local: Mutex<HashSet<Sid>>,
+    /// The shared streams this node holds: what it records again after
+    /// Redis lost them.
+    streams: Mutex<HashSet<uuid::Uuid>>,
+    /// The cluster's key for vouching for client addresses, as read at the
+    /// last registration.
+    key: Mutex<Option<[u8; 32]>>,
     /// Joins and leaves hold it shared; a registration holds it alone, so
     /// it never races a leave into counting an ended session.
     gate: RwLock<()>,
@@ -277,6 +266,8 @@ impl RedisBackend {
                     version: 0,
                 }),
                 local: Mutex::new(HashSet::new()),
+                streams: Mutex::new(HashSet::new()),
+                key: Mutex::new(None),
                 gate: RwLock::new(()),
                 dirty: AtomicBool::new(true),
                 commands_up: AtomicBool::new(false),
@@ -292,6 +283,16 @@ impl RedisBackend {
             }),
         }
     }
+}
+
+/// 256 bits drawn from 366 of the system's generator (three v4 UUIDs).
+fn fresh_key() -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for _ in 0..3 {
+        h.update(uuid::Uuid::new_v4().as_bytes());
+    }
+    h.finalize().into()
 }
 
 fn done() -> BackendFuture<()> {
@@ -409,15 +410,30 @@ impl Backend for RedisBackend {
     }
 
     fn claim(&self, id: uuid::Uuid) -> BackendFuture<()> {
-        self.own(id)
+        let s = self.shared.clone();
+        Box::pin(async move {
+            let _gate = s.gate.read().await;
+            // Kept even if Redis does not answer now: the next registration
+            // records it.
+            s.streams.lock().insert(id);
+            let recorded = s.record_streams(&[id]).await;
+            if recorded.is_err() {
+                s.dirty.store(true, Ordering::SeqCst);
+                s.repair.notify_one();
+            }
+            recorded
+        })
     }
 
     fn unclaim(&self, id: uuid::Uuid) -> BackendFuture<()> {
         let s = self.shared.clone();
         Box::pin(async move {
+            let _gate = s.gate.read().await;
+            s.streams.lock().remove(&id);
             // A shared stream's id or an away session's sid: the owner
-            // record goes, and the away entry too (none for a stream).
+            // record goes, and its entry under this node (one of the two).
             let keys = s.script.keys();
+            let entry = format!("{}|{id}", s.node);
             let mut pipe = redis::pipe();
             pipe.cmd("HDEL")
                 .arg(&keys.owners)
@@ -425,7 +441,11 @@ impl Backend for RedisBackend {
                 .ignore()
                 .cmd("ZREM")
                 .arg(&keys.away)
-                .arg(format!("{}|{id}", s.node))
+                .arg(&entry)
+                .ignore()
+                .cmd("ZREM")
+                .arg(&keys.streams)
+                .arg(&entry)
                 .ignore();
             let mut conn = s.conn.clone();
             tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn))
@@ -434,6 +454,10 @@ impl Backend for RedisBackend {
                 .map_err(|e| BackendError(format!("redis: {e}")))?;
             Ok(())
         })
+    }
+
+    fn cluster_key(&self) -> Option<[u8; 32]> {
+        *self.shared.key.lock()
     }
 
     fn status(&self) -> Option<BackendStatus> {
@@ -520,6 +544,13 @@ impl Shared {
                 return Err(BackendError("redis changed during registration".into()));
             }
         }
+        // Records Redis lost with its data, or took away with a lapsed
+        // lease: this node's shared streams, and the key.
+        let streams: Vec<uuid::Uuid> = self.streams.lock().iter().copied().collect();
+        for chunk in streams.chunks(REGISTER_CHUNK) {
+            self.record_streams(chunk).await?;
+        }
+        self.agree_on_key().await?;
         let previous = std::mem::replace(&mut self.view.lock().epoch, epoch.clone());
         if previous != epoch {
             if !previous.is_empty() {
@@ -531,6 +562,60 @@ impl Shared {
         }
         self.dirty.store(false, Ordering::SeqCst);
         self.apply(last.count, last.version);
+        Ok(())
+    }
+
+    /// Records `ids` as shared streams this node holds: the owner record
+    /// other nodes find them through, and the entry that makes the record
+    /// go with this node's lease.
+    async fn record_streams(&self, ids: &[uuid::Uuid]) -> Result<(), BackendError> {
+        let keys = self.script.keys();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HSET")
+                .arg(&keys.owners)
+                .arg(id.to_string())
+                .arg(&self.node)
+                .ignore()
+                .cmd("ZADD")
+                .arg(&keys.streams)
+                .arg(0)
+                .arg(format!("{}|{id}", self.node))
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn))
+            .await
+            .map_err(|_| BackendError("redis unreachable".into()))?
+            .map_err(|e| BackendError(format!("redis: {e}")))
+    }
+
+    /// Adopts the cluster's key for vouching for client addresses, setting
+    /// it first if Redis has none. A node proposes the key it already
+    /// holds, so after Redis lost its data the nodes put the same key back
+    /// and the forwards between them keep their vouches.
+    async fn agree_on_key(&self) -> Result<(), BackendError> {
+        let mine = self.key.lock().unwrap_or_else(fresh_key);
+        let keys = self.script.keys();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&keys.key)
+            .arg(hex(&mine))
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&keys.key);
+        let mut conn = self.conn.clone();
+        let (held,): (Option<String>,) =
+            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async(&mut conn))
+                .await
+                .map_err(|_| BackendError("redis unreachable".into()))?
+                .map_err(|e| BackendError(format!("redis: {e}")))?;
+        let key = held
+            .as_deref()
+            .and_then(unhex)
+            .ok_or_else(|| BackendError("the cluster key in redis is not 64 hex digits".into()))?;
+        *self.key.lock() = Some(key);
         Ok(())
     }
 
@@ -547,7 +632,15 @@ impl Shared {
             self.call(Op::Renew, &epoch, &[]).await
         };
         match reply {
-            Ok(r) if r.current => self.apply(r.count, r.version),
+            Ok(r) if r.current => {
+                self.apply(r.count, r.version);
+                // The key, read again: one deleted by hand is put back and
+                // one replaced is adopted within a renewal, not only at
+                // the next registration.
+                if let Err(e) = self.agree_on_key().await {
+                    debug!(error = %e, "cluster key not read");
+                }
+            }
             Ok(_) => {
                 let _ = self.register().await;
             }

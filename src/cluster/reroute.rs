@@ -8,9 +8,9 @@ use bytes::Bytes;
 use hyper::{Method, Request, Response};
 
 use crate::api::io::Io;
-use crate::cluster::forward;
+use crate::cluster::{forward, vouch};
 use crate::error::Error;
-use crate::session::{Sid, SidParam};
+use crate::session::{self, Peer, Sid, SidParam};
 use crate::transport::http::{self, ResponseBody};
 use crate::transport::mux::{self, MuxParam};
 
@@ -24,10 +24,12 @@ pub(crate) enum Rerouted<B> {
 
 /// Sends the request to the node that holds its session, if that is another
 /// node; on a single node, or for a session this node holds, it costs a few
-/// comparisons and a table lookup.
+/// comparisons and a table lookup. A client address another node vouched
+/// for becomes the request's peer here, and one nobody vouched for is
+/// dropped.
 pub(crate) async fn reroute<B>(
     io: &Io,
-    req: Request<B>,
+    mut req: Request<B>,
     sid: SidParam,
     mux: MuxParam,
 ) -> Result<Rerouted<B>, Error>
@@ -35,6 +37,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    vouch::accept(io.hub().backend.cluster_key(), &mut req);
     if let SidParam::Valid(sid) = sid {
         if maybe_elsewhere(io, sid, &req) {
             if let Some(addr) = owner_of(io, *sid.as_uuid()).await {
@@ -138,21 +141,33 @@ where
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    let config = io.config();
     let headers = req.headers().clone();
+    // The client as this node sees it, after its own proxy rules: what the
+    // owner's per-address limits count.
+    let vouch = io.hub().backend.cluster_key().and_then(|key| {
+        let peer = req.extensions().get::<Peer>()?.0.ip();
+        let client = session::client_address(&headers, peer, &config.trusted_proxy);
+        Some(vouch::sign(&key, client, &target))
+    });
     let body = if method == Method::POST {
-        http::read_body(io.config(), req).await?
+        http::read_body(config, req).await?
     } else {
         Bytes::new()
     };
-    let config = io.config();
+    // Taken once the body is in: a client slow to send it holds no slot.
+    let peers = io.extension::<forward::Peers>();
+    let slot = peers.admit(addr, config.forward_max_inflight)?;
     forward::forward(forward::Forward {
-        client: io.extension::<forward::Peers>().client(config),
+        client: peers.client(config),
         addr,
         method,
         target: &target,
         headers,
         body,
         from: config.cluster_node().unwrap_or_default(),
+        vouch,
+        slot,
         // A poll is held up to pingInterval; the rest is slack for the hop.
         within: config.ping_interval() + config.ping_timeout(),
         stream,

@@ -99,6 +99,13 @@ pub trait Backend: Send + Sync + 'static {
         let _ = id;
         Box::pin(std::future::ready(Ok(())))
     }
+    /// The key the nodes of a cluster share, with which a node vouches for
+    /// the client's address on a request it forwards to another, so that
+    /// the per-address limits there count the client and not the node.
+    /// `None` when there are no other nodes (or none agreed on yet).
+    fn cluster_key(&self) -> Option<[u8; 32]> {
+        None
+    }
     /// The backend's own state, for `/readyz` and `/metrics`: `None` for a
     /// backend with nothing to reach (the local one), which is then always
     /// ready. A plain read of what the backend last saw, because probes
