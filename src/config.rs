@@ -129,6 +129,11 @@ pub const DEFAULT_MUX_GRACE_MS: u64 = 1_000;
 /// for its client to come back and continue it unseen. Short enough that a
 /// client that really left still drops from every count within a second.
 pub const DEFAULT_RECONNECT_GRACE_MS: u64 = 500;
+/// The `retry:` a stream announces when there is no reconnect grace to
+/// come back within, in milliseconds: socket.io's first reconnection delay,
+/// short next to any recovery window worth having, long enough that a
+/// client of a server that is down does not spin.
+pub const SSE_RETRY_WITHOUT_GRACE_MS: u64 = 1_000;
 
 /// Server configuration: the CLI flags, their environment fallbacks, and the
 /// limits the hub enforces.
@@ -538,6 +543,28 @@ impl Config {
         Duration::from_millis(self.reconnect_grace_ms)
     }
 
+    /// The `retry:` field that opens every SSE stream, in milliseconds: how
+    /// long a standard `EventSource` (one that is not `ssio.js`, which
+    /// reconnects by itself at once) waits after its stream was cut before
+    /// it reconnects.
+    ///
+    /// Its own default, about 3 s, is far past the reconnect grace, so
+    /// every proxy cut would show as a flicker of the count. Half the
+    /// grace leaves the other half for the reconnection itself: a new
+    /// connection, through a proxy, on a loaded machine. With no grace a
+    /// cut ends the session whatever the client does; it should then come
+    /// back well within the recovery window (half of it at most) to resume
+    /// its events, and not in a tight loop while the server is down.
+    pub fn sse_retry_ms(&self) -> u64 {
+        if self.reconnect_grace_ms > 0 {
+            return self.reconnect_grace_ms / 2;
+        }
+        match self.recovery_window_ms {
+            0 => SSE_RETRY_WITHOUT_GRACE_MS,
+            window => SSE_RETRY_WITHOUT_GRACE_MS.min(window / 2),
+        }
+    }
+
     /// How long the kernel waits for a peer to acknowledge data before it
     /// fails the socket: pingTimeout less the reconnect grace, so that a
     /// half-open stream, which then waits out the grace like any dropped
@@ -603,6 +630,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_ask_standard_clients_back_well_within_the_grace() {
+        let c = |reconnect_grace_ms, recovery_window_ms| {
+            Config {
+                reconnect_grace_ms,
+                recovery_window_ms,
+                ..Config::default()
+            }
+            .sse_retry_ms()
+        };
+        assert_eq!(
+            c(DEFAULT_RECONNECT_GRACE_MS, DEFAULT_RECOVERY_WINDOW_MS),
+            250
+        );
+        assert_eq!(c(5_000, 0), 2_500);
+        assert_eq!(c(0, DEFAULT_RECOVERY_WINDOW_MS), 1_000);
+        assert_eq!(c(0, 600), 300);
+        assert_eq!(c(0, 0), SSE_RETRY_WITHOUT_GRACE_MS);
+    }
 
     #[test]
     fn the_kernel_timeout_leaves_room_for_the_grace_but_never_less_than_half() {

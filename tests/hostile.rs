@@ -644,6 +644,60 @@ async fn junk_after_a_raw_events_head_costs_no_cpu() {
     assert_eq!(stats, r#"{"sessions":0,"sse":0,"polling":0,"count":0}"#);
 }
 
+/// Everything the server sends on a connection until it closes it.
+async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the server never closed the connection after {:?}",
+                String::from_utf8_lossy(raw)
+            )
+        })
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn heads_whose_body_length_cannot_be_told_get_the_json_error_first_or_later() {
+    let server = Server::start(fast_config()).await;
+    let refused = |status: &str, error: &str| {
+        let body = format!(r#"{{"error":"{error}"}}"#);
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n\
+             access-control-allow-origin: *\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let malformed = refused("400 Bad Request", "malformed request");
+    let cases: [&[u8]; 4] = [
+        b"GET /stats HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /emit?sid=x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST /emit?sid=x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST /emit?sid=x HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    let health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for raw in cases {
+        let case = String::from_utf8_lossy(raw);
+        // As a connection's first request: the edge reads it.
+        assert_eq!(exchange(server.addr, raw).await, malformed, "first: {case}");
+        // After another on the same connection: hyper reads it.
+        let answer = exchange(server.addr, &[&health[..], raw].concat()).await;
+        let (first, second) = answer
+            .split_once("{\"status\":\"ok\"}")
+            .unwrap_or_else(|| panic!("no health answer for {case}: {answer}"));
+        assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert_eq!(second, malformed, "later: {case}");
+    }
+    assert_eq!(
+        get(server.addr, "/stats").await.text(),
+        r#"{"sessions":0,"sse":0,"polling":0,"count":0}"#
+    );
+}
+
 #[tokio::test]
 async fn heads_hyper_would_refuse_get_the_json_error_with_cors() {
     let server = Server::start(fast_config()).await;

@@ -40,11 +40,12 @@ async fn open_stream(server: SocketAddr, salt: u32) -> (TcpStream, Vec<u8>) {
     (s, buf)
 }
 
-/// The `retry:` field's value in an SSE byte stream.
+/// The last `retry:` field's value in an SSE byte stream: the shutdown's,
+/// which overrides the one every stream opens with.
 fn retry_field(buf: &[u8]) -> Option<u64> {
     let text = String::from_utf8_lossy(buf);
     let at = text
-        .find("\nretry: ")
+        .rfind("\nretry: ")
         .or_else(|| text.find("retry: ").filter(|i| *i == 0))?;
     let rest = &text[at..].trim_start_matches('\n')["retry: ".len()..];
     rest.split('\n').next()?.parse().ok()

@@ -117,10 +117,9 @@ pub(crate) fn resume_cursor(
 /// Runs `f`, turning a panic into [`Error::HandlerFailed`]: one bad handler
 /// answers its own request with a 500 and harms nobody else.
 pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|_| {
-        tracing::warn!("a handler panicked");
-        Error::HandlerFailed
-    })
+    // The panic itself is logged once, by the panic hook
+    // (`logging::log_panics`), with its message and location.
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| Error::HandlerFailed)
 }
 
 impl fmt::Debug for Io {

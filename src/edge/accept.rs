@@ -5,9 +5,9 @@
 //! its first request head: `--header-timeout`, whatever the client does with
 //! its first byte (a separate wait for the first byte followed by hyper's own
 //! header timer would give a slow client both). A head that is not HTTP/1
-//! or is larger than `--max-header-bytes` is answered here with the same
-//! JSON error and CORS header as every other error, instead of hyper's bare
-//! status line. What was read (the head, and whatever the client sent after
+//! or is larger than `--max-header-bytes`, or whose body length cannot be
+//! told, is answered here with the same JSON error and CORS header as every
+//! other error, instead of hyper's bare status line. What was read (the head, and whatever the client sent after
 //! it) is handed on: to the raw path, or to hyper through [`Prefixed`], which
 //! replays it before reading the socket again.
 
@@ -114,15 +114,75 @@ fn check(buf: &[u8], max: usize) -> Check {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) if len <= max => {
-            Check::Complete(Layout::of(buf, len, &req))
-        }
+        Ok(httparse::Status::Complete(len)) if len <= max => match readable(&req) {
+            Ok(()) => Check::Complete(Layout::of(buf, len, &req)),
+            Err(e) => Check::Refuse(e),
+        },
         Ok(httparse::Status::Complete(_)) => Check::Refuse(Error::HeadTooLarge),
         Ok(httparse::Status::Partial) if buf.len() >= max => Check::Refuse(Error::HeadTooLarge),
         Ok(httparse::Status::Partial) => Check::More,
         Err(httparse::Error::TooManyHeaders) => Check::Refuse(Error::HeadTooLarge),
         Err(_) => Check::Refuse(Error::MalformedRequest),
     }
+}
+
+/// What hyper refuses in a head httparse accepts, checked as hyper checks
+/// it, so that the refusal is the JSON error rather than hyper's bare
+/// `400`: a target that is not a URI, and a body whose length cannot be
+/// told (RFC 9112 section 6.3): a `Content-Length` that is not a number,
+/// two that differ, a `Transfer-Encoding` whose last coding is not
+/// `chunked`, any `Transfer-Encoding` from HTTP/1.0. As in hyper, a
+/// `Content-Length` after a `Transfer-Encoding` is ignored.
+fn readable(req: &httparse::Request<'_, '_>) -> Result<(), Error> {
+    let malformed = Err(Error::MalformedRequest);
+    if hyper::Uri::try_from(req.path.unwrap_or_default()).is_err() {
+        return malformed;
+    }
+    let http_11 = req.version == Some(1);
+    let (mut te, mut chunked, mut length) = (false, false, None);
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if !http_11 {
+                return malformed;
+            }
+            te = true;
+            chunked = last_coding_is_chunked(h.value);
+        } else if h.name.eq_ignore_ascii_case("content-length") && !te {
+            // hyper takes no length within 2 of u64::MAX either.
+            let Some(n) = digits(h.value).filter(|n| *n < u64::MAX - 1) else {
+                return malformed;
+            };
+            if length.is_some_and(|l| l != n) {
+                return malformed;
+            }
+            length = Some(n);
+        }
+    }
+    if te && !chunked {
+        return malformed;
+    }
+    Ok(())
+}
+
+/// Whether a `Transfer-Encoding` value ends with `chunked`.
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    std::str::from_utf8(value).is_ok_and(|v| {
+        v.rsplit(',')
+            .next()
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+    })
+}
+
+/// A `Content-Length` value: decimal digits only (no sign, no spaces, no
+/// list), as hyper reads it.
+fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        let d = (b as char).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// Most bytes still read (and dropped) after an error answer, so that the
@@ -270,6 +330,33 @@ mod tests {
             check(many.as_bytes(), 4096),
             Check::Refuse(Error::HeadTooLarge)
         ));
+        for framing in [
+            &b"POST /emit HTTP/1.1\r\nContent-Length: abc\r\n\r\n"[..],
+            b"POST /emit HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            b"POST /emit HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            b"POST /emit HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST /emit HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST /emit HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /emit HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        ] {
+            assert!(
+                matches!(check(framing, 1024), Check::Refuse(Error::MalformedRequest)),
+                "{}",
+                String::from_utf8_lossy(framing)
+            );
+        }
+        for fine in [
+            &b"POST /emit HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"[..],
+            b"POST /emit HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST /emit HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n",
+            b"POST /emit HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(check(fine, 1024), Check::Complete(_)),
+                "{}",
+                String::from_utf8_lossy(fine)
+            );
+        }
         assert!(matches!(check(b"PRI * HT", 1024), Check::More));
         assert!(matches!(
             check(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1024),

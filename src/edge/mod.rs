@@ -4,6 +4,7 @@
 
 pub(crate) mod accept;
 pub(crate) mod probe;
+pub(crate) mod refusal;
 pub(crate) mod router;
 pub mod server;
 pub(crate) mod statics;

@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::api::io::Io;
 use crate::edge::accept::{self, Prefixed};
+use crate::edge::refusal::JsonRefusals;
 use crate::edge::router;
 #[cfg(feature = "tls")]
 use crate::edge::tls::{self, Tls};
@@ -227,6 +228,7 @@ async fn serve_hyper(
     watcher: Watcher,
 ) {
     let header_timeout = io.config().header_timeout();
+    let stream = JsonRefusals::new(Prefixed::new(prefix, stream), io.clone());
     let max_buf = io.config().max_header_bytes.max(8192);
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(Peer(peer));
@@ -237,7 +239,7 @@ async fn serve_hyper(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(max_buf)
-        .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), service);
+        .serve_connection(TokioIo::new(stream), service);
     if let Err(e) = watcher.watch(conn).await {
         debug!(error = %e, "connection ended with an error");
     }

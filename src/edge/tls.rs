@@ -40,6 +40,7 @@ use tracing::debug;
 use crate::api::io::Io;
 use crate::config::Config;
 use crate::edge::accept::Prefixed;
+use crate::edge::refusal::JsonRefusals;
 use crate::edge::router;
 use crate::session::Peer;
 use crate::transport::http::ResponseBody;
@@ -212,6 +213,8 @@ pub(crate) async fn serve(
         Some(b"http/1.1") => builder.http1_only(),
         _ => builder,
     };
+    // HTTP/1.1 over TLS is read by hyper from the first head on.
+    let stream = JsonRefusals::new(stream, io.clone());
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let conn = LastWordsFirst {
         conn: Box::pin(conn.into_owned()),

@@ -533,6 +533,7 @@ pub(crate) async fn sse_response(
     let period = io.config().ping_interval();
     let connect = Packet::connect(&carrier_handshake(io, &group));
     let mut first = BytesMut::new();
+    first.put_slice(super::sse::retry_line(io.config()).as_bytes());
     sse_event(&mut first, &tagged(0, &Item::Packet(connect)));
     let sid = group.owner;
     let body = MuxBody {

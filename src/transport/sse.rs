@@ -81,17 +81,18 @@ impl SseBody {
             recovered,
         );
         let connect = Packet::connect(&handshake).sse;
-        // The connect event names where the stream starts, so a client cut
-        // off before any event can still resume.
-        let first = if ids {
-            let id = id_line(&session, &delivery);
-            let mut b = bytes::BytesMut::with_capacity(id.len() + connect.len());
-            b.extend_from_slice(&id);
-            b.extend_from_slice(&connect);
-            b.freeze()
-        } else {
-            connect
-        };
+        // A standard `EventSource` is told to come back within the grace
+        // (see `Config::sse_retry_ms`); the connect event names where the
+        // stream starts, so a client cut off before any event can still
+        // resume.
+        let retry = retry_line(config);
+        let id = ids.then(|| id_line(&session, &delivery));
+        let id = id.as_deref().unwrap_or_default();
+        let mut first = bytes::BytesMut::with_capacity(retry.len() + id.len() + connect.len());
+        first.extend_from_slice(retry.as_bytes());
+        first.extend_from_slice(id);
+        first.extend_from_slice(&connect);
+        let first = first.freeze();
         SseBody {
             first: Some(first),
             ids,
@@ -249,6 +250,13 @@ impl Drop for SseBody {
                 .dropped(self.session.sid, self.session.incarnation);
         }
     }
+}
+
+/// `retry: <ms>\n`: the SSE field that sets how long a standard
+/// `EventSource` waits before it reconnects by itself, written first on
+/// every stream, plain or shared.
+pub(crate) fn retry_line(config: &crate::config::Config) -> String {
+    format!("retry: {}\n", config.sse_retry_ms())
 }
 
 /// `id: <cursor>\n`: the SSE id of the event just handed out, which is the

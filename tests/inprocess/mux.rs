@@ -16,6 +16,8 @@ struct Mux {
     buf: String,
     id: String,
     sid: String,
+    /// The `retry:` field the stream opened with.
+    retry: Option<u64>,
 }
 
 impl Mux {
@@ -27,8 +29,11 @@ impl Mux {
             buf: String::new(),
             id: String::new(),
             sid,
+            retry: None,
         };
         let first = m.next().await;
+        // A shared stream opens with `retry:` too, like any other.
+        assert_eq!(m.retry, Some(250));
         assert_eq!(first["k"], 0);
         assert_eq!(first["event"], "connect");
         assert_eq!(first["data"]["sid"], m.sid.as_str());
@@ -44,6 +49,14 @@ impl Mux {
                 if block.starts_with(':') {
                     continue;
                 }
+                let block = match block.strip_prefix("retry: ") {
+                    Some(rest) => {
+                        let (ms, rest) = rest.split_once('\n').unwrap();
+                        self.retry = Some(ms.parse().unwrap());
+                        rest.to_string()
+                    }
+                    None => block,
+                };
                 let data = block
                     .trim_end()
                     .strip_prefix("data: ")

@@ -37,9 +37,11 @@ async fn stream_headers_and_first_events_are_exact() {
     assert_eq!(sid.get_version_num(), 4);
 
     let connect = s.next_chunk_within(WAIT).await.unwrap();
-    // The id is the resume cursor: `<sid>:<next broadcast>:<next direct>`.
+    // `retry:` brings a standard `EventSource` back within the 500 ms
+    // reconnect grace; the id is the resume cursor: `<sid>:<next
+    // broadcast>:<next direct>`.
     let expected = format!(
-        "id: {sid}:0:0\nevent: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":25000,\"pingTimeout\":20000}}\n\n",
+        "retry: 250\nid: {sid}:0:0\nevent: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":25000,\"pingTimeout\":20000}}\n\n",
         sid = s.sid
     );
     assert_eq!(String::from_utf8(connect).unwrap(), expected);
@@ -154,7 +156,7 @@ async fn a_head_that_arrives_in_pieces_gets_the_same_stream() {
     );
     let sid = header_in(&head, "x-session-id").unwrap();
     let expected = format!(
-        "id: {sid}:0:0\nevent: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":300,\"pingTimeout\":400}}\n\n"
+        "retry: 250\nid: {sid}:0:0\nevent: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":300,\"pingTimeout\":400}}\n\n"
     );
     let mut size = String::new();
     r.read_line(&mut size).await.unwrap();

@@ -322,7 +322,7 @@ async fn sse_and_polling_work_over_one_http2_connection() {
     let first = events(&mut body, &mut buf, 2).await;
     assert_eq!(
         first[0],
-        format!("id: {sid}:0:0\nevent: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":5000,\"pingTimeout\":5000}}")
+        format!("retry: 250\nid: {sid}:0:0\nevent: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":5000,\"pingTimeout\":5000}}")
     );
     assert_eq!(first[1], "event: user count\ndata: 1");
 
