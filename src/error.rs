@@ -81,6 +81,10 @@ pub enum Error {
     /// `--max-new-sessions-per-ip` allows.
     #[error("too many new sessions from this address, retry later")]
     AddressRate,
+    /// The client's address already holds `--max-tickets-per-ip`
+    /// handshake tickets that are neither redeemed nor expired.
+    #[error("too many handshake tickets from this address, retry later")]
+    AddressTickets,
     /// The request head is not HTTP/1.1 (answered before hyper sees it).
     #[error("malformed request")]
     MalformedRequest,
@@ -147,7 +151,7 @@ impl Error {
             | Error::NotDetached => StatusCode::BAD_REQUEST,
             Error::CursorMismatch | Error::SessionHeld => StatusCode::CONFLICT,
             Error::MuxFull => StatusCode::TOO_MANY_REQUESTS,
-            Error::EmitRate | Error::AddressFull | Error::AddressRate => {
+            Error::EmitRate | Error::AddressFull | Error::AddressRate | Error::AddressTickets => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Error::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -170,6 +174,8 @@ impl Error {
             // Every rate is a whole number per second: a token is back
             // within a second.
             Error::EmitRate | Error::AddressRate => Some("1"),
+            // A ticket is redeemed within a round trip, or expires.
+            Error::AddressTickets => Some("1"),
             _ => None,
         }
     }
