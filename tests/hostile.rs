@@ -1,7 +1,9 @@
 //! Hostile clients, tried as an attacker would: polls left unread to
 //! amplify memory, emit floods to evict honest readers, handshake floods to
-//! lock others out, a slowloris with a late first byte, junk after a raw
-//! `GET /events` head, and heads hyper would have refused on its own.
+//! lock others out, handshake tickets asked for and never redeemed (to
+//! amplify memory, to get round the per-address limits, to lock others
+//! out), a slowloris with a late first byte, junk after a raw `GET /events`
+//! head, and heads hyper would have refused on its own.
 
 mod support;
 
@@ -524,6 +526,11 @@ fn help_lists_every_hostile_input_flag_with_its_env_and_default() {
             "SSIO_MAX_NEW_SESSIONS_PER_IP",
             Some("0"),
         ),
+        (
+            "--max-tickets-per-ip",
+            "SSIO_MAX_TICKETS_PER_IP",
+            Some("256"),
+        ),
         ("--trusted-proxy", "SSIO_TRUSTED_PROXY", None),
     ] {
         let line = help
@@ -912,6 +919,19 @@ async fn tickets_count_against_the_per_address_limits() {
     let answers = pipelined("127.0.0.2", addr, ticket_request("{}"), 4).await;
     let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
     assert_eq!(statuses, [200, 200, 200, 429]);
+}
+
+#[tokio::test]
+async fn the_ticket_cap_falls_back_to_its_env_var() {
+    let mut cmd = support::process::ssio(&[], 0);
+    cmd.env("SSIO_MAX_TICKETS_PER_IP", "2");
+    let p = support::process::spawn(cmd, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let answers = pipelined("127.0.0.2", p.addr, ticket_request("{}"), 3).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    assert_eq!(tickets_gauge(p.addr).await, 2);
 }
 
 /// One address floods `POST /handshake` until the server stops giving it
