@@ -170,12 +170,12 @@ impl Error {
     /// The `Retry-After` seconds to send with it, for errors that pass.
     pub fn retry_after(&self) -> Option<&'static str> {
         match self {
+            // A ticket is redeemed within a round trip, or expires.
+            Error::AddressTickets => Some("1"),
             Error::Full | Error::ShuttingDown | Error::Backend(_) | Error::AddressFull => Some("5"),
             // Every rate is a whole number per second: a token is back
             // within a second.
             Error::EmitRate | Error::AddressRate => Some("1"),
-            // A ticket is redeemed within a round trip, or expires.
-            Error::AddressTickets => Some("1"),
             _ => None,
         }
     }

@@ -12,7 +12,7 @@
 //!
 //! Anyone may ask for tickets and never redeem them, so what one costs is
 //! kept close to what its client sent: the `auth` body as it came (parsed
-//! again at redemption; a parsed JSON value can take 25 times its text)
+//! again at redemption; a parsed JSON value can take many times its text)
 //! and the request's headers copied into one flat buffer (the headers of a
 //! request share hyper's read buffer, which a kept clone would pin whole).
 //! A ticket counts against its address's limits (see `engine::limits`), at
