@@ -118,6 +118,13 @@ pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_AUTH_BYTES: usize = 4096;
 /// Default life of a handshake ticket (`POST /handshake`), in milliseconds.
 pub const DEFAULT_TICKET_TTL_MS: u64 = 10_000;
+/// Default cap on the handshake tickets one client address may hold
+/// unredeemed: on, unlike the per-address session limits, because an
+/// honest client redeems its ticket within a round trip, so even a busy
+/// proxy holds few at once, while without a cap one address could take
+/// every ticket the server allows (`--max-sessions`) for a whole
+/// `--ticket-ttl` and lock every other address out.
+pub const DEFAULT_MAX_TICKETS_PER_IP: usize = 256;
 /// Default cap on the sessions one shared stream carries: far more tabs
 /// than a person opens, far fewer than a flood would like.
 pub const DEFAULT_MAX_MUX_SESSIONS: usize = 64;
@@ -341,6 +348,11 @@ pub struct Config {
     #[arg(long = "ticket-ttl", env = "SSIO_TICKET_TTL", default_value_t = DEFAULT_TICKET_TTL_MS, value_name = "MS")]
     pub ticket_ttl_ms: u64,
 
+    /// Handshake tickets one client address may hold unredeemed; more gets
+    /// 429. 0 = no limit.
+    #[arg(long = "max-tickets-per-ip", env = "SSIO_MAX_TICKETS_PER_IP", default_value_t = DEFAULT_MAX_TICKETS_PER_IP, value_name = "N")]
+    pub max_tickets_per_ip: usize,
+
     /// PEM certificate chain: serve HTTPS, with HTTP/2 (needs --tls-key).
     #[cfg(feature = "tls")]
     #[arg(long = "tls-cert", env = "SSIO_TLS_CERT", value_name = "PEM")]
@@ -478,6 +490,7 @@ impl Default for Config {
             ack_timeout_ms: DEFAULT_ACK_TIMEOUT_MS,
             max_auth_bytes: DEFAULT_MAX_AUTH_BYTES,
             ticket_ttl_ms: DEFAULT_TICKET_TTL_MS,
+            max_tickets_per_ip: DEFAULT_MAX_TICKETS_PER_IP,
             #[cfg(feature = "tls")]
             tls_cert: None,
             #[cfg(feature = "tls")]

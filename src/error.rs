@@ -81,6 +81,10 @@ pub enum Error {
     /// `--max-new-sessions-per-ip` allows.
     #[error("too many new sessions from this address, retry later")]
     AddressRate,
+    /// The client's address already holds `--max-tickets-per-ip`
+    /// handshake tickets that are neither redeemed nor expired.
+    #[error("too many handshake tickets from this address, retry later")]
+    AddressTickets,
     /// The request head is not HTTP/1.1 (answered before hyper sees it).
     #[error("malformed request")]
     MalformedRequest,
@@ -151,7 +155,7 @@ impl Error {
             | Error::NotDetached => StatusCode::BAD_REQUEST,
             Error::CursorMismatch | Error::SessionHeld => StatusCode::CONFLICT,
             Error::MuxFull => StatusCode::TOO_MANY_REQUESTS,
-            Error::EmitRate | Error::AddressFull | Error::AddressRate => {
+            Error::EmitRate | Error::AddressFull | Error::AddressRate | Error::AddressTickets => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Error::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -170,6 +174,8 @@ impl Error {
     /// The `Retry-After` seconds to send with it, for errors that pass.
     pub fn retry_after(&self) -> Option<&'static str> {
         match self {
+            // A ticket is redeemed within a round trip, or expires.
+            Error::AddressTickets => Some("1"),
             Error::Full | Error::ShuttingDown | Error::Backend(_) | Error::AddressFull => Some("5"),
             // Every rate is a whole number per second: a token is back
             // within a second.

@@ -1,7 +1,9 @@
 //! Hostile clients, tried as an attacker would: polls left unread to
 //! amplify memory, emit floods to evict honest readers, handshake floods to
-//! lock others out, a slowloris with a late first byte, junk after a raw
-//! `GET /events` head, and heads hyper would have refused on its own.
+//! lock others out, handshake tickets asked for and never redeemed (to
+//! amplify memory, to get round the per-address limits, to lock others
+//! out), a slowloris with a late first byte, junk after a raw `GET /events`
+//! head, and heads hyper would have refused on its own.
 
 mod support;
 
@@ -524,6 +526,11 @@ fn help_lists_every_hostile_input_flag_with_its_env_and_default() {
             "SSIO_MAX_NEW_SESSIONS_PER_IP",
             Some("0"),
         ),
+        (
+            "--max-tickets-per-ip",
+            "SSIO_MAX_TICKETS_PER_IP",
+            Some("256"),
+        ),
         ("--trusted-proxy", "SSIO_TRUSTED_PROXY", None),
         (
             "--forward-max-inflight",
@@ -743,4 +750,306 @@ async fn heads_hyper_would_refuse_get_the_json_error_with_cors() {
         get(server.addr, "/stats").await.text(),
         r#"{"sessions":0,"sse":0,"polling":0,"count":0}"#
     );
+}
+
+/// Sessions that live through a test unpolled.
+fn patient() -> Config {
+    Config {
+        ping_interval_ms: 25_000,
+        ping_timeout_ms: 20_000,
+        first_poll_timeout_ms: 20_000,
+        ..fast_config()
+    }
+}
+
+/// `POST /handshake` with `auth` as its body, ready to pipeline.
+fn ticket_request(auth: &str) -> Vec<u8> {
+    format!(
+        "POST /handshake HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{auth}",
+        auth.len()
+    )
+    .into_bytes()
+}
+
+/// A ticket for `auth` asked for from `source`.
+async fn ticket_from(source: &str, to: SocketAddr, auth: &str) -> (u16, String, Vec<u8>) {
+    let mut answers = pipelined(source, to, ticket_request(auth), 1).await;
+    answers.pop().unwrap()
+}
+
+/// The ticket in a `POST /handshake` answer.
+fn ticket_in(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap();
+    v["ticket"].as_str().unwrap().to_string()
+}
+
+/// A session started from `source` with `ticket`: the poll handshake's
+/// status and, on 200, its sid.
+async fn redeem_from(source: &str, to: SocketAddr, ticket: &str) -> (u16, Option<String>) {
+    let mut s = connect_from(source, to).await;
+    let raw = format!("GET /poll?ticket={ticket} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut r = BufReader::new(s);
+    let (status, _, body) = timeout(WAIT, read_one(&mut r)).await.expect("no answer");
+    (status, support::poll::handshake_sid(&body).ok())
+}
+
+/// The value of the `ssio_tickets` gauge at `/metrics`.
+async fn tickets_gauge(addr: SocketAddr) -> u64 {
+    let m = get(addr, "/metrics").await.text();
+    m.lines()
+        .find_map(|l| l.strip_prefix("ssio_tickets "))
+        .unwrap_or_else(|| panic!("no ssio_tickets in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A 4 KiB `auth` object that parses into about 100 KiB: 2,000 numbers.
+fn dense_auth() -> String {
+    format!("{{\"a\":[{}]}}", vec!["0"; 2_000].join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_cost_about_their_body_and_their_memory_is_given_back_when_they_expire() {
+    const SOURCES: usize = 8;
+    const PER_SOURCE: usize = 250;
+    const TICKETS: u64 = (SOURCES * PER_SOURCE) as u64;
+    // Long enough for a loaded machine to issue them all in one life.
+    let p = spawn_ssio(&[], 0, &["--ticket-ttl", "8000"]).await;
+    let pid = p.pid;
+    let auth = dense_auth();
+    assert!((4_000..=4_096).contains(&auth.len()), "{}", auth.len());
+    // Warm up the connection paths from every source with refused
+    // payloads, which leave no ticket behind.
+    let warm = ticket_request("[]");
+    let sources: Vec<String> = (2..2 + SOURCES).map(|i| format!("127.0.0.{i}")).collect();
+    for s in &sources {
+        let answers = pipelined(s, p.addr, warm.clone(), 50).await;
+        assert!(answers.iter().all(|(s, _, _)| *s == 400));
+    }
+    let base = procfs::rss_kib(pid).expect("server gone");
+    let t0 = Instant::now();
+    let floods = sources.iter().map(|s| {
+        let (s, request) = (s.clone(), ticket_request(&auth));
+        let to = p.addr;
+        tokio::spawn(async move { pipelined(&s, to, request, PER_SOURCE).await })
+    });
+    for f in floods.collect::<Vec<_>>() {
+        let answers = f.await.unwrap();
+        assert!(
+            answers.iter().all(|(s, _, _)| *s == 200),
+            "a ticket refused"
+        );
+    }
+    let issued_in = t0.elapsed();
+    let peak = procfs::rss_kib(pid).expect("server gone");
+    assert!(
+        issued_in < Duration::from_secs(8),
+        "issuing took {issued_in:?}, longer than the tickets live"
+    );
+    let per_ticket = peak.saturating_sub(base) as f64 / TICKETS as f64;
+    eprintln!(
+        "{TICKETS} tickets of {} bytes in {issued_in:?}: RSS {base} -> {peak} KiB, \
+         {per_ticket:.2} KiB per ticket",
+        auth.len()
+    );
+    assert!(
+        per_ticket <= 12.0,
+        "{per_ticket:.2} KiB per ticket for a {} byte body",
+        auth.len()
+    );
+    // The sweeper removes every ticket once its life is over, with no
+    // request to prompt it, and hands the memory back.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tickets_gauge(p.addr).await != 0 {
+        assert!(Instant::now() < deadline, "tickets never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bound = base + base / 10;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = procfs::rss_kib(pid).expect("server gone");
+    while after > bound && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = procfs::rss_kib(pid).expect("server gone");
+    }
+    eprintln!("RSS after the tickets expired: {after} KiB (bound {bound})");
+    assert!(
+        after <= bound,
+        "RSS {after} KiB not back within 10% of {base} KiB after the tickets expired (peak {peak})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_count_against_the_per_address_limits() {
+    // The session cap: tickets and sessions together.
+    let server = Server::start(Config {
+        max_sessions_per_ip: 5,
+        ..patient()
+    })
+    .await;
+    let addr = server.addr;
+    let answers = pipelined("127.0.0.2", addr, ticket_request("{}"), 8).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    let (_, head, body) = &answers[5];
+    assert_eq!(header_in(head, "retry-after").as_deref(), Some("5"));
+    assert_eq!(body, br#"{"error":"too many sessions from this address"}"#);
+    // Nor may the address start a session without one.
+    assert_eq!(handshake_from("127.0.0.2", addr, "").await.status, 429);
+    // A redeemed ticket becomes its session and takes no second slot: the
+    // address still holds five.
+    let (status, sid) = redeem_from("127.0.0.2", addr, &ticket_in(&answers[0].2)).await;
+    assert_eq!(status, 200);
+    let sid = sid.unwrap();
+    let s = server.io.stats();
+    assert_eq!((s.sessions, s.count, s.tickets), (1, 1, 4));
+    assert_eq!(ticket_from("127.0.0.2", addr, "{}").await.0, 429);
+    // Its session ends: one slot comes back.
+    assert_eq!(
+        post(addr, &format!("/close?sid={sid}"), b"").await.status,
+        204
+    );
+    server.wait_sessions(0, WAIT).await;
+    assert_eq!(ticket_from("127.0.0.2", addr, "{}").await.0, 200);
+    assert_eq!(ticket_from("127.0.0.2", addr, "{}").await.0, 429);
+    // Another address is not affected.
+    assert_eq!(ticket_from("127.0.0.3", addr, "{}").await.0, 200);
+    assert_eq!(server.io.stats().tickets, 6);
+
+    // The new-session rate: a ticket takes the token, its session does not.
+    let server = Server::start(Config {
+        max_new_sessions_per_ip: 3,
+        ..patient()
+    })
+    .await;
+    let addr = server.addr;
+    let answers = pipelined("127.0.0.2", addr, ticket_request("{}"), 4).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let (_, head, body) = &answers[3];
+    assert_eq!(header_in(head, "retry-after").as_deref(), Some("1"));
+    assert_eq!(
+        body,
+        br#"{"error":"too many new sessions from this address, retry later"}"#
+    );
+    for (_, _, body) in &answers[..3] {
+        assert_eq!(
+            redeem_from("127.0.0.2", addr, &ticket_in(body)).await.0,
+            200
+        );
+    }
+    let s = server.io.stats();
+    assert_eq!((s.sessions, s.count, s.tickets), (3, 3, 0));
+
+    // The ticket cap, which is on with every other per-address limit off.
+    let server = Server::start(Config {
+        max_tickets_per_ip: 3,
+        ticket_ttl_ms: 1_000,
+        ..patient()
+    })
+    .await;
+    let addr = server.addr;
+    let answers = pipelined("127.0.0.2", addr, ticket_request("{}"), 5).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let (_, head, body) = &answers[3];
+    assert_eq!(header_in(head, "retry-after").as_deref(), Some("1"));
+    assert_eq!(
+        body,
+        br#"{"error":"too many handshake tickets from this address, retry later"}"#
+    );
+    // Redeeming one frees its place; sessions are not capped here.
+    assert_eq!(
+        redeem_from("127.0.0.2", addr, &ticket_in(&answers[0].2))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(ticket_from("127.0.0.2", addr, "{}").await.0, 200);
+    assert_eq!(ticket_from("127.0.0.2", addr, "{}").await.0, 429);
+    assert_eq!(handshake_from("127.0.0.2", addr, "").await.status, 200);
+    // Expiry frees the rest, with no request to prompt it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.io.stats().tickets != 0 {
+        assert!(Instant::now() < deadline, "tickets never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answers = pipelined("127.0.0.2", addr, ticket_request("{}"), 4).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+}
+
+#[tokio::test]
+async fn the_ticket_cap_falls_back_to_its_env_var() {
+    let mut cmd = support::process::ssio(&[], 0);
+    cmd.env("SSIO_MAX_TICKETS_PER_IP", "2");
+    let p = support::process::spawn(cmd, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let answers = pipelined("127.0.0.2", p.addr, ticket_request("{}"), 3).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    assert_eq!(tickets_gauge(p.addr).await, 2);
+}
+
+/// One address floods `POST /handshake` until the server stops giving it
+/// tickets, then goes on flooding while another address asks for one.
+async fn ticket_flood_spares_others(config: Config, label: &str) {
+    let server = Server::start(Config {
+        max_sessions: 2_000,
+        ..config
+    })
+    .await;
+    let addr = server.addr;
+    let flood = ticket_request(r#"{"token":"flood"}"#);
+    let first = pipelined("127.0.0.2", addr, flood.clone(), 3_000).await;
+    let held = first.iter().filter(|(s, _, _)| *s == 200).count();
+    assert_eq!(server.io.stats().tickets, held, "{label}");
+    let second = tokio::spawn(async move { pipelined("127.0.0.2", addr, flood, 3_000).await });
+    let t0 = Instant::now();
+    let ticket = loop {
+        let (status, _, body) = ticket_from("127.0.0.3", addr, r#"{"token":"other"}"#).await;
+        if status == 200 {
+            break ticket_in(&body);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{label}: another address still refused ({status}) after 2 s, \
+             the flooder holding {held} tickets"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "{label}: the flooder holds {held} tickets; another address got one after {:?}",
+        t0.elapsed()
+    );
+    let second = second.await.unwrap();
+    let more = second.iter().filter(|(s, _, _)| *s == 200).count();
+    let refused = second.iter().find(|(s, _, _)| *s != 200).unwrap();
+    assert_eq!(refused.0, 429, "{label}");
+    // The counts are exact: the other address's ticket becomes one session,
+    // counted once, and every unredeemed ticket is still outstanding.
+    assert_eq!(redeem_from("127.0.0.3", addr, &ticket).await.0, 200);
+    let s = server.io.stats();
+    assert_eq!(
+        (s.sessions, s.count, s.tickets),
+        (1, 1, held + more),
+        "{label}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_flood_from_one_address_locks_nobody_out_at_default_settings() {
+    ticket_flood_spares_others(patient(), "default limits").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_flood_from_one_address_locks_nobody_out_with_per_address_limits() {
+    let config = Config {
+        max_sessions_per_ip: 100,
+        max_new_sessions_per_ip: 50,
+        ..patient()
+    };
+    ticket_flood_spares_others(config, "per-address limits on").await;
 }

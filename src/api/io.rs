@@ -87,7 +87,7 @@ pub(super) struct Inner {
     /// `io.use_` middleware, run in order before a session is made.
     pub(super) middleware: RwLock<Vec<Middleware>>,
     /// Handshake tickets from `POST /handshake`.
-    pub(super) tickets: Tickets,
+    pub(super) tickets: Arc<Tickets>,
     /// State that a layer above keeps per server (the shared streams'
     /// table), one value per type, created on first use. Kept here so that
     /// those layers need no global and this one need not know them.
@@ -147,6 +147,9 @@ pub struct Stats {
     /// Live sessions whose stream dropped without a close, still counted
     /// while their client has `--reconnect-grace` to come back.
     pub graced: usize,
+    /// Handshake tickets issued and neither redeemed nor expired (not
+    /// counted as sessions).
+    pub tickets: usize,
 }
 
 impl Io {
@@ -204,11 +207,12 @@ impl Io {
                 on_connection: RwLock::new(Vec::new()),
                 latest_names: RwLock::new(Vec::new()),
                 middleware: RwLock::new(Vec::new()),
-                tickets: Tickets::default(),
+                tickets: Arc::new(Tickets::new()),
                 extensions: Mutex::new(Vec::new()),
             }
         });
         inner.hub.spawn_reaper();
+        inner.tickets.spawn_sweeper(&inner.hub);
         Io { inner }
     }
 
@@ -332,6 +336,7 @@ impl Io {
             count: self.count(),
             away: hub.away_count(),
             graced: hub.graced_count(),
+            tickets: self.ticket_count(),
         }
     }
 
@@ -355,23 +360,28 @@ impl Io {
         let query = request.query.clone();
         let query = query.as_deref();
         let resume = resume_cursor(&request.headers, query)?;
-        let handshake = match crate::session::query_value(query, "ticket") {
+        let hub = &self.inner.hub;
+        match crate::session::query_value(query, "ticket") {
             Some(ticket) => {
                 let id = uuid::Uuid::try_parse(&ticket)
                     .ok()
                     .filter(|_| ticket.len() == 36)
                     .ok_or(Error::BadAuth("malformed ticket"))?;
-                self.redeem_ticket(&id)
-                    .ok_or(Error::BadAuth("unknown, used or expired ticket"))?
+                let redeemed = self
+                    .inner
+                    .tickets
+                    .redeem(&id)
+                    .ok_or(Error::BadAuth("unknown, used or expired ticket"))?;
+                // Shared, not copied, with the socket state that keeps it.
+                let handshake = Arc::new(redeemed.handshake);
+                hub.connect_redeemed(transport, &handshake, resume, redeemed.client)
+                    .await
             }
             None => {
                 self.check(&request)?;
-                request
+                hub.connect(transport, &Arc::new(request), resume).await
             }
-        };
-        // Shared, not copied, with the socket state that keeps it.
-        let handshake = Arc::new(handshake);
-        self.inner.hub.connect(transport, &handshake, resume).await
+        }
     }
 
     /// This server's one value of type `T`, created on first use.
@@ -412,22 +422,48 @@ impl Io {
     }
 
     /// Runs the middleware and, if it accepts, issues a one-time ticket
-    /// that carries `handshake` to the transport request.
-    pub(crate) fn issue_ticket(&self, handshake: Handshake) -> Result<uuid::Uuid, Error> {
-        if self.inner.hub.is_shutting_down() {
+    /// that carries `handshake` to the transport request. `auth` is the
+    /// JSON text that `handshake.auth` was parsed from: the ticket keeps
+    /// that, not the parsed value.
+    ///
+    /// The ticket is counted against its address before the middleware
+    /// runs, so a refused flood costs no authentication work.
+    pub(crate) fn issue_ticket(
+        &self,
+        handshake: &Handshake,
+        auth: &[u8],
+    ) -> Result<uuid::Uuid, Error> {
+        let hub = &self.inner.hub;
+        if hub.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
-        self.check(&handshake)?;
         let config = self.config();
-        self.inner
-            .tickets
-            .issue(handshake, config.ticket_ttl(), config.max_sessions)
-            .ok_or(Error::Full)
+        let tickets = &self.inner.tickets;
+        if tickets.len() >= config.max_sessions {
+            return Err(Error::Full);
+        }
+        let client = hub.admit_ticket(handshake)?;
+        if let Err(e) = self.check(handshake) {
+            hub.release_ticket(client);
+            return Err(e);
+        }
+        tickets
+            .issue(
+                handshake,
+                auth,
+                client,
+                config.ticket_ttl(),
+                config.max_sessions,
+            )
+            .ok_or_else(|| {
+                hub.release_ticket(client);
+                Error::Full
+            })
     }
 
-    /// The handshake a ticket carries; the ticket is spent.
-    pub(crate) fn redeem_ticket(&self, ticket: &uuid::Uuid) -> Option<Handshake> {
-        self.inner.tickets.redeem(ticket)
+    /// Handshake tickets issued and neither redeemed nor yet swept away.
+    pub(crate) fn ticket_count(&self) -> usize {
+        self.inner.tickets.len()
     }
 
     /// Runs `session`'s handlers for an event its client sent; `ack` is

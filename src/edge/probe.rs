@@ -76,6 +76,7 @@ pub(crate) fn metrics(io: &Io) -> String {
     hub.metrics.encode(Snapshot {
         sse: hub.transport_count(Transport::Sse),
         polling: hub.transport_count(Transport::Polling),
+        tickets: io.ticket_count(),
         backend: hub.backend.status().map(|s| BackendGauges {
             connected: s.connected,
             reconnects: s.reconnects,

@@ -176,7 +176,7 @@ where
                 other => other?,
             };
             handshake.auth = parse_auth(&body)?;
-            let ticket = io.issue_ticket(handshake)?;
+            let ticket = io.issue_ticket(&handshake, &body)?;
             let body = serde_json::json!({ "ticket": ticket.to_string() }).to_string();
             Ok(http::json(StatusCode::OK, Bytes::from(body)))
         }

@@ -302,16 +302,57 @@ impl Hub {
         handshake: &Arc<Handshake>,
         resume: Option<Cursor>,
     ) -> Result<Connected, Error> {
+        self.connect_as(transport, handshake, resume, None).await
+    }
+
+    /// [`Hub::connect`] for the handshake of a ticket redeemed from
+    /// `client`, the address [`Hub::admit_ticket`] counted it for: the
+    /// session takes that slot, which is given back if no new session comes
+    /// of the ticket.
+    pub(crate) async fn connect_redeemed(
+        self: &Arc<Self>,
+        transport: Transport,
+        handshake: &Arc<Handshake>,
+        resume: Option<Cursor>,
+        client: IpAddr,
+    ) -> Result<Connected, Error> {
+        self.connect_as(transport, handshake, resume, Some(client))
+            .await
+    }
+
+    async fn connect_as(
+        self: &Arc<Self>,
+        transport: Transport,
+        handshake: &Arc<Handshake>,
+        resume: Option<Cursor>,
+        ticket: Option<IpAddr>,
+    ) -> Result<Connected, Error> {
+        let client = ticket.unwrap_or_else(|| client_ip(handshake, &self.config.trusted_proxy));
+        let unused_ticket = || {
+            if ticket.is_some() {
+                self.release_ticket(client);
+            }
+        };
         if self.is_shutting_down() {
+            unused_ticket();
             return Err(Error::ShuttingDown);
         }
         if let Some(cursor) = resume.filter(|_| self.config.reconnect_grace_ms > 0) {
-            if let Some(connected) = self.reattach(transport, handshake, cursor)? {
-                return Ok(connected);
+            match self.reattach(transport, handshake, cursor) {
+                Ok(None) => {}
+                done => {
+                    unused_ticket();
+                    if let Some(connected) = done? {
+                        return Ok(connected);
+                    }
+                }
             }
         }
-        let client = client_ip(handshake, &self.config.trusted_proxy);
-        self.addresses.lock().admit(client, Instant::now())?;
+        if ticket.is_some() {
+            self.addresses.lock().redeem_ticket(client, Instant::now());
+        } else {
+            self.addresses.lock().admit(client, Instant::now())?;
+        }
         let mut recovered = None;
         let mut carried = None;
         if let Some(cursor) = resume {
@@ -405,6 +446,20 @@ impl Hub {
         }
         let from = carried.as_ref().map(|(_, g)| *g);
         Ok(self.finish_connect(session, handshake, from, recovered, carried.is_some()))
+    }
+
+    /// Counts a handshake ticket against its client address's limits, or
+    /// refuses it; the address it was counted for is returned, to be handed
+    /// to [`Hub::release_ticket`] or to [`Hub::connect_redeemed`].
+    pub(crate) fn admit_ticket(&self, handshake: &Handshake) -> Result<IpAddr, Error> {
+        let client = client_ip(handshake, &self.config.trusted_proxy);
+        self.addresses.lock().admit_ticket(client, Instant::now())?;
+        Ok(client)
+    }
+
+    /// Uncounts a ticket that expired or was refused.
+    pub(crate) fn release_ticket(&self, client: IpAddr) {
+        self.addresses.lock().release_ticket(client, Instant::now());
     }
 
     /// Continues the live session `cursor` names on a new transport, if it

@@ -1,5 +1,6 @@
 //! Rates and per-address accounting: how fast one session may send events,
-//! and how many sessions (and how fast) one client address may hold.
+//! and how many sessions and handshake tickets (and how fast) one client
+//! address may hold.
 //!
 //! Every limit here is a token bucket kept as one instant (the "theoretical
 //! arrival time" of GCRA): the bucket is full once that instant has passed,
@@ -9,6 +10,15 @@
 //! forgets addresses that left: an address with no live session is dropped
 //! as soon as its bucket is full again, checked a few at a time on every
 //! later connect or disconnect.
+//!
+//! A handshake ticket (`POST /handshake`) is a session slot reserved for
+//! its address: it counts against `--max-sessions-per-ip` and takes a
+//! `--max-new-sessions-per-ip` token when it is issued, and the session
+//! that redeems it takes its place without being counted or charged a
+//! second time. Outstanding tickets are also capped per address on their
+//! own (`--max-tickets-per-ip`, on by default): a ticket holds memory for
+//! `--ticket-ttl` whether or not anyone redeems it, and without that cap
+//! one address could hold every ticket the server allows.
 //!
 //! The client address is the TCP peer, unless that peer is one of the
 //! `--trusted-proxy` ranges: then `Forwarded: for=` (or, without it,
@@ -78,16 +88,21 @@ impl Bucket {
 }
 
 /// What the table keeps for one address.
+#[derive(Default)]
 struct Address {
-    /// Its live sessions.
+    /// Its live sessions (counted only while a per-address session limit
+    /// is on).
     live: usize,
+    /// Its outstanding handshake tickets.
+    tickets: usize,
     /// Its new-session bucket.
     bucket: Bucket,
 }
 
 /// Live sessions and new-session rates by client address.
 pub(crate) struct AddressTable {
-    /// Addresses with a live session or a bucket that is not yet full.
+    /// Addresses with a live session, an outstanding ticket or a bucket
+    /// that is not yet full.
     table: HashMap<IpAddr, Address>,
     /// Addresses that lost their last session, with the time their bucket
     /// is full again, oldest first: the candidates to forget.
@@ -96,6 +111,8 @@ pub(crate) struct AddressTable {
     max_sessions: usize,
     /// `--max-new-sessions-per-ip`; `None` is no limit.
     rate: Option<Rate>,
+    /// `--max-tickets-per-ip`; 0 is no cap.
+    max_tickets: usize,
 }
 
 /// Idle records looked at per connect or disconnect: more than one, so the
@@ -111,11 +128,12 @@ impl AddressTable {
             idle: VecDeque::new(),
             max_sessions: config.max_sessions_per_ip,
             rate: Rate::new(per_second, per_second),
+            max_tickets: config.max_tickets_per_ip,
         }
     }
 
-    /// Whether any per-address limit is on; when none is, the table stays
-    /// empty and costs nothing.
+    /// Whether a per-address session limit is on; when none is, sessions
+    /// are not counted here and cost nothing.
     pub(crate) fn enabled(&self) -> bool {
         self.max_sessions > 0 || self.rate.is_some()
     }
@@ -126,11 +144,8 @@ impl AddressTable {
             return Ok(());
         }
         self.sweep(now);
-        let entry = self.table.entry(ip).or_insert(Address {
-            live: 0,
-            bucket: Bucket::default(),
-        });
-        if self.max_sessions > 0 && entry.live >= self.max_sessions {
+        let entry = self.table.entry(ip).or_default();
+        if self.max_sessions > 0 && entry.live + entry.tickets >= self.max_sessions {
             return Err(Error::AddressFull);
         }
         if let Some(rate) = &self.rate {
@@ -142,15 +157,74 @@ impl AddressTable {
         Ok(())
     }
 
-    /// Uncounts a session of `ip` that [`admit`](Self::admit) counted.
+    /// Uncounts a session of `ip` that [`admit`](Self::admit) or
+    /// [`redeem_ticket`](Self::redeem_ticket) counted.
     pub(crate) fn release(&mut self, ip: IpAddr, now: Instant) {
         if !self.enabled() {
             return;
         }
+        self.uncount(ip, now, |a| a.live = a.live.saturating_sub(1));
+    }
+
+    /// Counts a new ticket for `ip` as a session slot, or refuses it with
+    /// the limit it hit. Refused before the middleware runs, so a flood of
+    /// them costs no authentication work.
+    pub(crate) fn admit_ticket(&mut self, ip: IpAddr, now: Instant) -> Result<(), Error> {
+        if !self.enabled() && self.max_tickets == 0 {
+            return Ok(());
+        }
+        self.sweep(now);
+        // A new entry is never refused (no ticket, no session, a full
+        // bucket), so a refusal leaves no empty entry behind.
+        let entry = self.table.entry(ip).or_default();
+        if self.max_tickets > 0 && entry.tickets >= self.max_tickets {
+            return Err(Error::AddressTickets);
+        }
+        if self.max_sessions > 0 && entry.live + entry.tickets >= self.max_sessions {
+            return Err(Error::AddressFull);
+        }
+        if let Some(rate) = &self.rate {
+            if !entry.bucket.take(rate, now) {
+                return Err(Error::AddressRate);
+            }
+        }
+        entry.tickets += 1;
+        Ok(())
+    }
+
+    /// Uncounts a ticket of `ip` that expired, or whose middleware refused
+    /// it after [`admit_ticket`](Self::admit_ticket) counted it.
+    pub(crate) fn release_ticket(&mut self, ip: IpAddr, now: Instant) {
+        if !self.enabled() && self.max_tickets == 0 {
+            return;
+        }
+        self.uncount(ip, now, |a| a.tickets = a.tickets.saturating_sub(1));
+    }
+
+    /// Turns a ticket of `ip` into the session that redeemed it: the slot
+    /// and the token were taken when the ticket was issued, so nothing is
+    /// checked or charged again. [`release`](Self::release) uncounts it.
+    pub(crate) fn redeem_ticket(&mut self, ip: IpAddr, now: Instant) {
+        if !self.enabled() && self.max_tickets == 0 {
+            return;
+        }
+        let counted = self.enabled();
+        self.uncount(ip, now, |a| {
+            a.tickets = a.tickets.saturating_sub(1);
+            if counted {
+                a.live += 1;
+            }
+        });
+    }
+
+    /// Applies `change` to `ip`'s record; a record left with no session and
+    /// no ticket is forgotten, at once if its bucket is full, else once it
+    /// is.
+    fn uncount(&mut self, ip: IpAddr, now: Instant, change: impl FnOnce(&mut Address)) {
         if let Entry::Occupied(mut e) = self.table.entry(ip) {
             let a = e.get_mut();
-            a.live = a.live.saturating_sub(1);
-            if a.live == 0 {
+            change(a);
+            if a.live == 0 && a.tickets == 0 {
                 match a.bucket.full_at {
                     Some(at) if at > now => self.idle.push_back((at, ip)),
                     _ => {
@@ -170,7 +244,8 @@ impl AddressTable {
                 Some(&(at, ip)) if at <= now => {
                     self.idle.pop_front();
                     if let Entry::Occupied(e) = self.table.entry(ip) {
-                        if e.get().live == 0 && e.get().bucket.is_full(now) {
+                        let a = e.get();
+                        if a.live == 0 && a.tickets == 0 && a.bucket.is_full(now) {
                             e.remove();
                         }
                     }
@@ -287,6 +362,47 @@ mod tests {
         t.admit(other, now).unwrap();
         t.release(other, now);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_ticket_holds_a_session_slot_until_it_becomes_that_session_or_expires() {
+        let now = Instant::now();
+        let a = ip("10.0.0.1");
+        // With a session cap: tickets and sessions share it.
+        let mut t = table(2, 0);
+        t.admit_ticket(a, now).unwrap();
+        t.admit(a, now).unwrap();
+        assert_eq!(t.admit_ticket(a, now), Err(Error::AddressFull));
+        assert_eq!(t.admit(a, now), Err(Error::AddressFull));
+        // Redeemed, it is one session, not two.
+        t.redeem_ticket(a, now);
+        assert_eq!(t.admit(a, now), Err(Error::AddressFull));
+        t.release(a, now);
+        t.release(a, now);
+        assert_eq!(t.len(), 0);
+        // The ticket cap alone, sessions uncounted; an expired ticket frees
+        // its place and the address is forgotten.
+        let mut t = AddressTable::new(&Config {
+            max_tickets_per_ip: 2,
+            ..Config::default()
+        });
+        assert!(!t.enabled());
+        t.admit_ticket(a, now).unwrap();
+        t.admit_ticket(a, now).unwrap();
+        assert_eq!(t.admit_ticket(a, now), Err(Error::AddressTickets));
+        t.admit(a, now).unwrap();
+        t.redeem_ticket(a, now);
+        t.admit_ticket(a, now).unwrap();
+        t.release_ticket(a, now);
+        t.release_ticket(a, now);
+        assert_eq!(t.len(), 0);
+        // A rate: the ticket takes the token, its session does not.
+        let mut t = table(0, 1);
+        t.admit_ticket(a, now).unwrap();
+        assert_eq!(t.admit_ticket(a, now), Err(Error::AddressRate));
+        t.redeem_ticket(a, now);
+        t.release(a, now);
+        assert_eq!(t.len(), 1, "remembered until its bucket is full again");
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub(crate) struct Snapshot {
     pub(crate) sse: usize,
     /// Live polling sessions.
     pub(crate) polling: usize,
+    /// Outstanding handshake tickets.
+    pub(crate) tickets: usize,
     /// The backend's state, when a backend that has one is configured.
     pub(crate) backend: Option<BackendGauges>,
 }
@@ -141,6 +143,8 @@ pub(crate) struct Metrics {
     rejected: Family<StatusLabel, Counter>,
     /// How long a long-poll was held before it answered.
     poll_hold: Histogram,
+    /// Outstanding handshake tickets (set at scrape).
+    tickets: Gauge,
     /// Resident memory (set at scrape).
     rss: Gauge,
     /// Open file descriptors (set at scrape).
@@ -219,6 +223,7 @@ impl Metrics {
             bytes_written: Counter::default(),
             rejected: Family::default(),
             poll_hold: Histogram::new(latency_buckets()),
+            tickets: Gauge::default(),
             rss: Gauge::default(),
             open_fds: Gauge::default(),
             backend: backend.then(|| BackendSeries {
@@ -237,6 +242,11 @@ impl Metrics {
             "disconnects",
             "Sessions ended, by reason",
             disconnects_family,
+        );
+        r.register(
+            "tickets",
+            "Handshake tickets issued and neither redeemed nor expired",
+            metrics.tickets.clone(),
         );
         r.register(
             "slow_reader_drops",
@@ -369,6 +379,7 @@ impl Metrics {
     pub(crate) fn encode(&self, now: Snapshot) -> String {
         self.sessions[0].set(now.sse as i64);
         self.sessions[1].set(now.polling as i64);
+        self.tickets.set(now.tickets as i64);
         if let Some(rss) = process_rss() {
             self.rss.set(rss as i64);
         }
@@ -423,6 +434,7 @@ mod tests {
         let text = m.encode(Snapshot {
             sse: 3,
             polling: 1,
+            tickets: 5,
             backend: Some(BackendGauges {
                 connected: false,
                 reconnects: 2,
@@ -431,6 +443,7 @@ mod tests {
         });
         for needle in [
             "ssio_sessions{transport=\"sse\"} 3",
+            "ssio_tickets 5",
             "ssio_connects_total{transport=\"sse\"} 1",
             "ssio_disconnects_total{transport=\"sse\",reason=\"slow reader\"} 1",
             "ssio_slow_reader_drops_total 1",
