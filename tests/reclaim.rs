@@ -25,7 +25,10 @@ async fn abandoned_poll_sessions_are_reclaimed_without_any_request() {
     assert!(server.io.stats().sessions > 0);
     server.wait_sessions(0, Duration::from_secs(10)).await;
     let r = get(addr, "/stats").await;
-    assert_eq!(r.text(), r#"{"sessions":0,"sse":0,"polling":0,"count":0}"#);
+    assert_eq!(
+        r.text(),
+        r#"{"sessions":0,"sse":0,"polling":0,"count":0,"away":0}"#
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +76,7 @@ async fn wait_stats_zero(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = get(addr, "/stats").await;
-        if r.text() == r#"{"sessions":0,"sse":0,"polling":0,"count":0}"# {
+        if r.text() == r#"{"sessions":0,"sse":0,"polling":0,"count":0,"away":0}"# {
             return;
         }
         assert!(
