@@ -1,6 +1,7 @@
 //! Abandoned sessions are reclaimed without any request, memory included:
 //! 20,000 handshakes in process, and 100,000 against the binary, whose RSS
-//! must come back to its baseline.
+//! must come back to its baseline; away sessions that expire give their
+//! memory back too.
 
 mod support;
 
@@ -86,4 +87,98 @@ async fn wait_stats_zero(addr: SocketAddr) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Opens streams with a browser-sized head and resets each as soon as its
+/// head came back, from 8 tasks, for `span`: each leaves an away session.
+async fn open_and_reset(addr: SocketAddr, span: Duration) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let opened = Arc::new(AtomicUsize::new(0));
+    let until = Instant::now() + span;
+    let head = format!(
+        "GET /events HTTP/1.1\r\nHost: localhost\r\nCookie: s={}\r\n\r\n",
+        "c".repeat(2_000)
+    );
+    let mut tasks = Vec::new();
+    for salt in 0..8 {
+        let (opened, head) = (opened.clone(), head.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let Ok(mut s) = loopback::connect(addr, salt).await else {
+                    continue;
+                };
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    continue;
+                }
+                let mut buf = [0u8; 512];
+                if let Ok(Ok(n)) = tokio::time::timeout(WAIT, s.read(&mut buf)).await {
+                    if buf[..n].starts_with(b"HTTP/1.1 200") {
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    opened.load(Ordering::Relaxed)
+}
+
+async fn wait_nothing_away(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = get(addr, "/stats").await;
+        if r.text() == r#"{"sessions":0,"sse":0,"polling":0,"count":0,"away":0}"# {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "away sessions never expired: {}",
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn away_sessions_that_expire_give_their_memory_back() {
+    let p = spawn_ssio(
+        &[],
+        0,
+        &["--recovery-window", "4000", "--max-sessions", "100000"],
+    )
+    .await;
+    let pid = p.pid;
+    // Warm up allocator and runtime, then take the baseline.
+    open_and_reset(p.addr, Duration::from_millis(200)).await;
+    wait_nothing_away(p.addr).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let base = procfs::rss_kib(pid).expect("server gone");
+    let opened = open_and_reset(p.addr, Duration::from_secs(3)).await;
+    let peak = procfs::rss_kib(pid).expect("server gone");
+    wait_nothing_away(p.addr).await;
+    // At least three quarters of what the flood took must come back.
+    let bound = base + peak.saturating_sub(base) / 4;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = procfs::rss_kib(pid).expect("server gone");
+    while after > bound && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = procfs::rss_kib(pid).expect("server gone");
+    }
+    eprintln!(
+        "{opened} away sessions; RSS KiB: baseline {base}, peak {peak}, after expiry {after}"
+    );
+    assert!(
+        peak > base + 2 * 1024,
+        "the flood was too small to tell: {opened} streams, RSS {base} -> {peak} KiB"
+    );
+    assert!(
+        after <= bound,
+        "RSS {after} KiB still holds more than a quarter of the flood's \
+         {base} -> {peak} KiB 5 s after the last away session expired"
+    );
 }
