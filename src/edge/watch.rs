@@ -14,6 +14,7 @@
 //! task watches; a stream ending wakes it.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -212,9 +213,7 @@ where
             .map(|idle| *activity.idle_since.lock() + idle);
         if asked.is_none() {
             let why = if closing_seen && activity.is_idle() {
-                // Each stream's `disconnect` has been written: HTTP/2 puts
-                // a GOAWAY ahead of buffered stream data, and the conn was
-                // polled (so flushed) just before this check.
+                // Every stream has ended, each with its `disconnect`.
                 Some(None)
             } else if activity.too_many_resets.load(Ordering::Acquire) {
                 debug!("too many streams reset; sending GOAWAY");
@@ -226,6 +225,12 @@ where
                 None
             };
             if let Some(linger) = why {
+                // HTTP/2 writes a GOAWAY ahead of buffered stream data: the
+                // connection is polled once more, which writes what the last
+                // streams left (their `disconnect`), before it is asked.
+                if let Some(ended) = poll_once(conn.as_mut()).await {
+                    return ended;
+                }
                 // At shutdown the shutdown timeout bounds it instead.
                 asked = Some(linger.map_or(far_future(), |l| now + l));
                 conn.as_mut().graceful_shutdown();
@@ -245,6 +250,15 @@ where
             _ = tokio::time::sleep_until(wake) => {}
         }
     }
+}
+
+/// Polls `f` once: its output if that finished it.
+async fn poll_once<F: Future>(mut f: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// A deadline that never comes (a day is as good as never here, and
