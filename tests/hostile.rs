@@ -525,6 +525,9 @@ fn help_lists_every_hostile_input_flag_with_its_env_and_default() {
             Some("0"),
         ),
         ("--trusted-proxy", "SSIO_TRUSTED_PROXY", None),
+        ("--max-away-sessions", "SSIO_MAX_AWAY_SESSIONS", Some("0")),
+        ("--idle-timeout", "SSIO_IDLE_TIMEOUT", Some("60000")),
+        ("--max-resets", "SSIO_MAX_RESETS", Some("100")),
     ] {
         let line = help
             .split("\n\n")
