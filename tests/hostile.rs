@@ -703,17 +703,16 @@ fn browser_head() -> String {
     head
 }
 
-/// Opens streams and resets each as soon as its head arrives, from `conns`
-/// tasks at once, for `span`; returns how many streams were opened.
-async fn open_and_reset(addr: SocketAddr, conns: u32, span: Duration) -> usize {
+/// Opens `total` streams from `conns` tasks at once, resetting each as soon
+/// as its head arrives.
+async fn open_and_reset(addr: SocketAddr, conns: u32, total: usize) {
     let opened = Arc::new(AtomicUsize::new(0));
-    let until = Instant::now() + span;
     let mut tasks = Vec::new();
     for salt in 0..conns {
         let opened = opened.clone();
         tasks.push(tokio::spawn(async move {
             let head = browser_head();
-            while Instant::now() < until {
+            while opened.load(Ordering::Relaxed) < total {
                 let Ok(mut s) = loopback::connect(addr, salt).await else {
                     continue;
                 };
@@ -730,10 +729,14 @@ async fn open_and_reset(addr: SocketAddr, conns: u32, span: Duration) -> usize {
             }
         }));
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    opened.load(Ordering::Relaxed)
+    let all = async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    };
+    timeout(Duration::from_secs(30), all)
+        .await
+        .expect("the flood took over 30 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -741,7 +744,7 @@ async fn an_open_and_reset_flood_keeps_the_away_table_bounded_and_an_innocent_cl
     let p = spawn_ssio(&[], 0, &["--max-sessions", "1000"]).await;
     let pid = p.pid;
     // Warm up: a full away table once, so what is measured next is growth.
-    open_and_reset(p.addr, 8, Duration::from_secs(1)).await;
+    open_and_reset(p.addr, 8, 1_000).await;
     let base = procfs::rss_kib(pid).expect("server gone");
     let most = Arc::new(AtomicUsize::new(0));
     let watcher = {
@@ -756,7 +759,8 @@ async fn an_open_and_reset_flood_keeps_the_away_table_bounded_and_an_innocent_cl
         })
     };
     let t = Instant::now();
-    let opened = open_and_reset(p.addr, 8, Duration::from_secs(4)).await;
+    let opened = 3_000;
+    open_and_reset(p.addr, 8, opened).await;
     let took = t.elapsed();
     watcher.abort();
     let peak = procfs::rss_kib(pid).expect("server gone");
@@ -765,13 +769,27 @@ async fn an_open_and_reset_flood_keeps_the_away_table_bounded_and_an_innocent_cl
         "{opened} streams opened and reset in {took:?}: most away {most}; \
          RSS KiB {base} -> {peak}"
     );
-    assert!(opened > 2_000, "the flood was too small to tell: {opened}");
     assert!(most <= 1_000, "{most} away sessions at --max-sessions 1000");
     assert!(
         peak < base + 32 * 1024,
         "RSS grew from {base} to {peak} KiB"
     );
 
+    // Streams reset in the last reconnect grace are still live and counted
+    // (and at this rate fill --max-sessions); then they are away too.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = get(p.addr, "/stats").await.json();
+        if s["sessions"] == json!(0) {
+            assert_eq!(s["away"], json!(1_000), "{s}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flood's sessions stayed live: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // An innocent client gets in, goes, and comes back to its own session.
     let mut r = Reader::new(Sse::open(p.addr).await);
     let first = r.next().await;
