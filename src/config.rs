@@ -135,8 +135,8 @@ pub const DEFAULT_MAX_AWAY_SESSIONS: usize = 0;
 /// while one that only answers HTTP/2 PINGs lets it go within a minute.
 #[cfg(feature = "tls")]
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
-/// Default count of streams one HTTP/2 connection may reset before they
-/// ended within `RESET_WINDOW` (10 s) before it is sent GOAWAY: far more
+/// Default count of streams one HTTP/2 connection may reset (before their
+/// response ended) within 10 s; one more and it is sent GOAWAY. Far more
 /// than the tabs of one browser closing together, far fewer than a flood.
 #[cfg(feature = "tls")]
 pub const DEFAULT_MAX_RESETS: u32 = 100;
