@@ -141,6 +141,23 @@ pub const DEFAULT_RECONNECT_GRACE_MS: u64 = 500;
 /// short next to any recovery window worth having, long enough that a
 /// client of a server that is down does not spin.
 pub const SSE_RETRY_WITHOUT_GRACE_MS: u64 = 1_000;
+/// Default cap on sessions waiting in the recovery window: 0, as many as
+/// `--max-sessions`, so that every client of a full server cut off at once
+/// (a proxy restart) can still resume, while a flood of dropped streams
+/// holds no more than a full server's worth.
+pub const DEFAULT_MAX_AWAY_SESSIONS: usize = 0;
+/// Default time, in milliseconds, an HTTPS connection with no request in
+/// flight and no open stream is kept: a little over two pingIntervals, so
+/// a browser that navigates between pages of the site (its connection idle
+/// for the moment between one stream and the next) keeps its connection,
+/// while one that only answers HTTP/2 PINGs lets it go within a minute.
+#[cfg(feature = "tls")]
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default count of streams one HTTP/2 connection may reset (before their
+/// response ended) within 10 s; one more and it is sent GOAWAY. Far more
+/// than the tabs of one browser closing together, far fewer than a flood.
+#[cfg(feature = "tls")]
+pub const DEFAULT_MAX_RESETS: u32 = 100;
 
 /// Server configuration: the CLI flags, their environment fallbacks, and the
 /// limits the hub enforces.
@@ -384,6 +401,25 @@ pub struct Config {
     /// it at once.
     #[arg(long = "reconnect-grace", env = "SSIO_RECONNECT_GRACE", default_value_t = DEFAULT_RECONNECT_GRACE_MS, value_name = "MS")]
     pub reconnect_grace_ms: u64,
+
+    /// Sessions waiting in the recovery window; past it the one that went
+    /// away first ends for good. With --max-sessions-per-ip, one address
+    /// may also keep no more than that many. 0 = as many as --max-sessions.
+    #[arg(long = "max-away-sessions", env = "SSIO_MAX_AWAY_SESSIONS", default_value_t = DEFAULT_MAX_AWAY_SESSIONS, value_name = "N")]
+    pub max_away_sessions: usize,
+
+    /// How long (ms) an HTTPS connection with no request in flight and no
+    /// open stream is kept, HTTP/2 PINGs or not; 0 = no limit.
+    #[cfg(feature = "tls")]
+    #[arg(long = "idle-timeout", env = "SSIO_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT_MS, value_name = "MS")]
+    pub idle_timeout_ms: u64,
+
+    /// Streams one HTTP/2 connection may reset (before their response
+    /// ended) within 10 s; one more and the connection gets GOAWAY.
+    /// 0 = no limit.
+    #[cfg(feature = "tls")]
+    #[arg(long = "max-resets", env = "SSIO_MAX_RESETS", default_value_t = DEFAULT_MAX_RESETS, value_name = "N")]
+    pub max_resets: u32,
 }
 
 /// An address range given to `--trusted-proxy`: `10.0.0.0/8`, `::1`, ...
@@ -500,6 +536,11 @@ impl Default for Config {
             max_mux_sessions: DEFAULT_MAX_MUX_SESSIONS,
             mux_grace_ms: DEFAULT_MUX_GRACE_MS,
             reconnect_grace_ms: DEFAULT_RECONNECT_GRACE_MS,
+            max_away_sessions: DEFAULT_MAX_AWAY_SESSIONS,
+            #[cfg(feature = "tls")]
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            #[cfg(feature = "tls")]
+            max_resets: DEFAULT_MAX_RESETS,
         }
     }
 }
@@ -534,6 +575,21 @@ impl Config {
     /// Recovery window as a `Duration`.
     pub fn recovery_window(&self) -> Duration {
         Duration::from_millis(self.recovery_window_ms)
+    }
+
+    /// The most sessions the away table holds: `--max-away-sessions`, or
+    /// `--max-sessions` when that is 0.
+    pub fn max_away(&self) -> usize {
+        match self.max_away_sessions {
+            0 => self.max_sessions,
+            n => n,
+        }
+    }
+
+    /// `--idle-timeout` as a `Duration`; `None` when off.
+    #[cfg(feature = "tls")]
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
     }
 
     /// Server-side acknowledgement deadline as a `Duration`.
@@ -681,7 +737,13 @@ mod tests {
         use clap::CommandFactory;
         let command = Config::command();
         let has = |long: &str| command.get_arguments().any(|a| a.get_long() == Some(long));
-        for flag in ["tls-cert", "tls-key", "tls-self-signed"] {
+        for flag in [
+            "tls-cert",
+            "tls-key",
+            "tls-self-signed",
+            "idle-timeout",
+            "max-resets",
+        ] {
             assert_eq!(has(flag), cfg!(feature = "tls"), "--{flag}");
         }
         for flag in ["redis", "node-id", "advertise"] {

@@ -537,6 +537,9 @@ fn help_lists_every_hostile_input_flag_with_its_env_and_default() {
             "SSIO_FORWARD_MAX_INFLIGHT",
             Some("1024"),
         ),
+        ("--max-away-sessions", "SSIO_MAX_AWAY_SESSIONS", Some("0")),
+        ("--idle-timeout", "SSIO_IDLE_TIMEOUT", Some("60000")),
+        ("--max-resets", "SSIO_MAX_RESETS", Some("100")),
     ] {
         let line = help
             .split("\n\n")
@@ -648,7 +651,10 @@ async fn junk_after_a_raw_events_head_costs_no_cpu() {
     eprintln!("10 MB of junk after a raw /events head: {outcome}; server CPU {cpu:?}; {stats}");
     assert!(cpu < Duration::from_millis(50), "{cpu:?}");
     assert_ne!(outcome, "written", "10 MB was read");
-    assert_eq!(stats, r#"{"sessions":0,"sse":0,"polling":0,"count":0}"#);
+    assert_eq!(
+        stats,
+        r#"{"sessions":0,"sse":0,"polling":0,"count":0,"away":0}"#
+    );
 }
 
 /// Everything the server sends on a connection until it closes it.
@@ -701,7 +707,7 @@ async fn heads_whose_body_length_cannot_be_told_get_the_json_error_first_or_late
     }
     assert_eq!(
         get(server.addr, "/stats").await.text(),
-        r#"{"sessions":0,"sse":0,"polling":0,"count":0}"#
+        r#"{"sessions":0,"sse":0,"polling":0,"count":0,"away":0}"#
     );
 }
 
@@ -748,7 +754,7 @@ async fn heads_hyper_would_refuse_get_the_json_error_with_cors() {
     }
     assert_eq!(
         get(server.addr, "/stats").await.text(),
-        r#"{"sessions":0,"sse":0,"polling":0,"count":0}"#
+        r#"{"sessions":0,"sse":0,"polling":0,"count":0,"away":0}"#
     );
 }
 
@@ -1052,4 +1058,136 @@ async fn a_ticket_flood_from_one_address_locks_nobody_out_with_per_address_limit
         ..patient()
     };
     ticket_flood_spares_others(config, "per-address limits on").await;
+/// A browser-sized `GET /events` head: what each reset stream of a flood
+/// leaves behind, if anything keeps it.
+fn browser_head() -> String {
+    let mut head = String::from("GET /events HTTP/1.1\r\nHost: localhost\r\n");
+    head.push_str("User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n");
+    head.push_str("Accept: text/event-stream\r\nAccept-Language: en-US,en;q=0.9\r\nCache-Control: no-cache\r\n");
+    head.push_str(&format!("Cookie: session={}\r\n", "c".repeat(1_500)));
+    head.push_str("\r\n");
+    head
+}
+
+/// Opens `total` streams from `conns` tasks at once, resetting each as soon
+/// as its head arrives.
+async fn open_and_reset(addr: SocketAddr, conns: u32, total: usize) {
+    let opened = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for salt in 0..conns {
+        let opened = opened.clone();
+        tasks.push(tokio::spawn(async move {
+            let head = browser_head();
+            while opened.load(Ordering::Relaxed) < total {
+                let Ok(mut s) = loopback::connect(addr, salt).await else {
+                    continue;
+                };
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    continue;
+                }
+                let mut buf = [0u8; 512];
+                if let Ok(Ok(n)) = timeout(WAIT, s.read(&mut buf)).await {
+                    if buf[..n].starts_with(b"HTTP/1.1 200") {
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            }
+        }));
+    }
+    let all = async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    };
+    timeout(Duration::from_secs(30), all)
+        .await
+        .expect("the flood took over 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_and_reset_flood_keeps_the_away_table_bounded_and_an_innocent_client_resumes() {
+    let p = spawn_ssio(&[], 0, &["--max-sessions", "1000"]).await;
+    let pid = p.pid;
+    // Warm up: a full away table once, so what is measured next is growth.
+    open_and_reset(p.addr, 8, 1_000).await;
+    let base = procfs::rss_kib(pid).expect("server gone");
+    let most = Arc::new(AtomicUsize::new(0));
+    let watcher = {
+        let (most, addr) = (most.clone(), p.addr);
+        tokio::spawn(async move {
+            loop {
+                let s = get(addr, "/stats").await.json();
+                let away = s["away"].as_u64().expect("/stats shows away") as usize;
+                most.fetch_max(away, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let t = Instant::now();
+    let opened = 3_000;
+    open_and_reset(p.addr, 8, opened).await;
+    let took = t.elapsed();
+    watcher.abort();
+    let peak = procfs::rss_kib(pid).expect("server gone");
+    let most = most.load(Ordering::Relaxed);
+    eprintln!(
+        "{opened} streams opened and reset in {took:?}: most away {most}; \
+         RSS KiB {base} -> {peak}"
+    );
+    assert!(most <= 1_000, "{most} away sessions at --max-sessions 1000");
+    assert!(
+        peak < base + 32 * 1024,
+        "RSS grew from {base} to {peak} KiB"
+    );
+
+    // Streams reset in the last reconnect grace are still live and counted
+    // (and at this rate fill --max-sessions); then they are away too.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = get(p.addr, "/stats").await.json();
+        if s["sessions"] == json!(0) {
+            assert_eq!(s["away"], json!(1_000), "{s}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flood's sessions stayed live: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An innocent client gets in, goes, and comes back to its own session.
+    let mut r = Reader::new(Sse::open(p.addr).await);
+    let first = r.next().await;
+    let id = first.id.expect("a cursor");
+    let sid = r.sse.sid.clone();
+    r.sse.set_reset_on_drop();
+    drop(r);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = get(p.addr, "/stats").await.json();
+        if s["sessions"] == json!(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the innocent stream never went away: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut back = Reader::new(Sse::open_with(p.addr, "/events", &[("Last-Event-ID", &id)]).await);
+    let c = back.next().await;
+    let data: Value = serde_json::from_str(&c.data).unwrap();
+    assert_eq!(
+        (data["sid"].clone(), data["recovered"].clone()),
+        (json!(sid), json!(true))
+    );
+    let s = get(p.addr, "/stats").await.json();
+    assert_eq!(
+        (s["sessions"].clone(), s["count"].clone()),
+        (json!(1), json!(1))
+    );
+    // The table was full of the flood's sessions: the innocent one took
+    // the place of the oldest, and left it again by resuming.
+    assert_eq!(s["away"], json!(999), "{s}");
 }

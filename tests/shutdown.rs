@@ -135,6 +135,6 @@ async fn a_restarted_server_on_the_same_port_takes_the_clients_back() {
     let r = get(second.addr, "/stats").await;
     assert_eq!(
         r.text(),
-        r#"{"sessions":20,"sse":20,"polling":0,"count":20}"#
+        r#"{"sessions":20,"sse":20,"polling":0,"count":20,"away":0}"#
     );
 }

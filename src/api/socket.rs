@@ -50,9 +50,17 @@ impl SocketState {
         }
     }
 
+    /// Lets go of what a session that ended (or went away) no longer needs:
+    /// its handlers, and its handshake's headers, query and `auth`, which
+    /// are most of an away session's size and which a resume replaces with
+    /// its own. The address and time stay, for whoever still reads them.
     pub(super) fn clear(&self) {
         self.handlers.clear();
         self.ack_handlers.clear();
+        let mut handshake = self.handshake.lock();
+        let mut kept = Handshake::new(Default::default(), None, handshake.address);
+        kept.issued = handshake.issued;
+        *handshake = Arc::new(kept);
     }
 }
 
@@ -249,7 +257,9 @@ impl Socket {
     }
 
     /// What the client presented when this connection began: headers,
-    /// query, `auth`, remote address and time.
+    /// query, `auth`, remote address and time. Once the socket has
+    /// disconnected (its `disconnect` handlers have run), only the address
+    /// and time are left.
     pub fn handshake(&self) -> Arc<Handshake> {
         self.state.handshake.lock().clone()
     }

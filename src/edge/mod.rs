@@ -1,6 +1,6 @@
 //! The edge: TCP and TLS connections, the first request head, HTTP routing,
-//! static files, probes and the tower service. Bytes come in here and
-//! leave as transport calls.
+//! static files, probes, the tower service and the limits of an HTTPS
+//! connection. Bytes come in here and leave as transport calls.
 
 pub(crate) mod accept;
 pub(crate) mod probe;
@@ -11,3 +11,5 @@ pub(crate) mod statics;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 pub(crate) mod tower;
+#[cfg(feature = "tls")]
+pub(crate) mod watch;

@@ -230,6 +230,7 @@ where
             let s = io.stats();
             let mut body = serde_json::json!({
                 "sessions": s.sessions, "sse": s.sse, "polling": s.polling, "count": s.count,
+                "away": s.away,
             });
             // A cluster node also says which node it is.
             if let Some(node) = io.config().cluster_node() {

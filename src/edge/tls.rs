@@ -13,13 +13,9 @@
 //! protocol the client picked from the finished handshake and speaks it.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -27,7 +23,6 @@ use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::ParsedCertificate;
@@ -42,8 +37,8 @@ use crate::config::Config;
 use crate::edge::accept::Prefixed;
 use crate::edge::refusal::JsonRefusals;
 use crate::edge::router;
+use crate::edge::watch::{watch, Activity, Limits};
 use crate::session::Peer;
-use crate::transport::http::ResponseBody;
 
 /// ALPN protocol IDs in order of preference.
 const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -152,10 +147,12 @@ impl Tls {
     }
 }
 
-/// Serves one TLS connection. The handshake and then the first bytes of
-/// the first request must each arrive within `--header-timeout`: plain HTTP
-/// sent to this port, garbage, or a handshake that stalls is dropped then,
-/// costing nobody else anything.
+/// Serves one TLS connection. The handshake, the first bytes and the first
+/// complete request must all arrive within `--header-timeout` of accept:
+/// plain HTTP sent to this port, garbage, a handshake that stalls, or an
+/// HTTP/2 preface with no request after it is dropped then, costing nobody
+/// else anything. After that the connection is held to the limits in
+/// `watch`.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -164,8 +161,9 @@ pub(crate) async fn serve(
     closing: CancellationToken,
 ) {
     let config = io.config().clone();
+    let deadline = tokio::time::Instant::now() + config.header_timeout();
     let handshake = tokio::select! {
-        r = tokio::time::timeout(config.header_timeout(), tls.acceptor.accept(stream)) => r,
+        r = tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)) => r,
         _ = closing.cancelled() => return,
     };
     let stream = match handshake {
@@ -175,22 +173,23 @@ pub(crate) async fn serve(
     };
     let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     // hyper-util's auto builder reads the first bytes to tell the protocols
-    // apart, with no deadline of its own; an HTTP/2 connection has no
-    // header timeout either. So the first bytes are read here, in time.
+    // apart, with no deadline of its own. So the first bytes are read here,
+    // in time.
     let first = tokio::select! {
-        r = tokio::time::timeout(config.header_timeout(), first_bytes(stream)) => r,
+        r = tokio::time::timeout_at(deadline, first_bytes(stream)) => r,
         _ = closing.cancelled() => return,
     };
     let Ok(Some(stream)) = first else { return };
-    let open = Arc::new(AtomicUsize::new(0));
+    let activity = Activity::new(config.max_resets);
     let service = {
-        let (io, open) = (io.clone(), open.clone());
+        let (io, activity) = (io.clone(), activity.clone());
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(Peer(peer));
-            let (io, open) = (io.clone(), open.clone());
+            let io = io.clone();
+            let flight = activity.request();
             async move {
                 let res = router::handle(&io, req).await;
-                Ok::<_, Infallible>(res.map(|body| Counted::new(body, open).boxed()))
+                Ok::<_, Infallible>(res.map(|body| flight.respond(body).boxed()))
             }
         })
     };
@@ -216,97 +215,18 @@ pub(crate) async fn serve(
     // HTTP/1.1 over TLS is read by hyper from the first head on.
     let stream = JsonRefusals::new(stream, io.clone());
     let conn = builder.serve_connection(TokioIo::new(stream), service);
-    let conn = LastWordsFirst {
-        conn: Box::pin(conn.into_owned()),
-        closing: Box::pin(closing.cancelled_owned()),
-        closing_seen: false,
-        open,
-        asked: false,
+    let limits = Limits {
+        first_request: deadline,
+        idle: config.idle_timeout(),
+        // A connection asked to go away closes once its client has
+        // answered a PING; one that does not answer gets no longer than a
+        // client gets to send a head.
+        linger: config.header_timeout(),
     };
-    // Not handed to the graceful-shutdown watcher: `LastWordsFirst` ends
-    // the connection itself, and the task tracker lets shutdown wait.
-    if let Err(e) = conn.await {
+    // Not handed to the graceful-shutdown watcher: `watch` ends the
+    // connection itself, and the task tracker lets shutdown wait.
+    if let Err(e) = watch(conn.into_owned(), activity, limits, closing).await {
         debug!(error = %e, "TLS connection ended with an error");
-    }
-}
-
-/// A response body that counts itself among its connection's open ones.
-struct Counted {
-    body: ResponseBody,
-    open: Arc<AtomicUsize>,
-}
-
-impl Counted {
-    fn new(body: ResponseBody, open: Arc<AtomicUsize>) -> Counted {
-        open.fetch_add(1, Ordering::AcqRel);
-        Counted { body, open }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl hyper::body::Body for Counted {
-    type Data = bytes::Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A TLS connection that, at shutdown, sends GOAWAY only after every open
-/// response ended: each stream's `disconnect` goes out first, and a client
-/// reading the connection sees its streams end before the connection does.
-/// HTTP/2 writes a pending GOAWAY ahead of buffered stream data, so the
-/// connection is polled once more (which flushes that data) before it is
-/// asked to go away.
-struct LastWordsFirst<C> {
-    conn: Pin<Box<C>>,
-    closing: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    closing_seen: bool,
-    open: Arc<AtomicUsize>,
-    asked: bool,
-}
-
-impl<C> Future for LastWordsFirst<C>
-where
-    C: GracefulConnection,
-{
-    type Output = Result<(), C::Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        if !this.closing_seen && this.closing.as_mut().poll(cx).is_ready() {
-            this.closing_seen = true;
-        }
-        loop {
-            if let Poll::Ready(r) = this.conn.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
-            // Streams end on their own tasks, and each end wakes this one
-            // to write it, so this check runs again after the last.
-            if this.closing_seen && !this.asked && this.open.load(Ordering::Acquire) == 0 {
-                this.asked = true;
-                this.conn.as_mut().graceful_shutdown();
-                continue;
-            }
-            return Poll::Pending;
-        }
     }
 }
 

@@ -51,7 +51,7 @@ use crate::engine::fanout::{Delivery, Fanout};
 use crate::engine::limits::{client_ip, AddressTable, Bucket, Rate};
 use crate::engine::mailbox::{Mailbox, Unresumable};
 use crate::engine::packet::Packet;
-use crate::engine::recovery::{AwayTable, Cursor};
+use crate::engine::recovery::{Away, AwayTable, Cursor};
 use crate::error::Error;
 use crate::ops::metrics::Metrics;
 use crate::session::{DisconnectReason, Handshake, Sid, Transport};
@@ -211,8 +211,9 @@ pub(crate) struct Hub {
     /// can wait for them first.
     finishing: TaskTracker,
     /// Sessions whose transport dropped, kept for a resume until the
-    /// recovery window passes.
-    away: Mutex<AwayTable<Arc<Session>>>,
+    /// recovery window passes, as many as `--max-away-sessions` and
+    /// `--max-sessions-per-ip` let it hold.
+    away: Mutex<Away<Arc<Session>>>,
     /// Live sessions whose stream dropped without a close, by the
     /// incarnation that dropped, until their reconnect grace ends.
     graced: Mutex<AwayTable<u64>>,
@@ -254,6 +255,7 @@ impl Hub {
         lifecycle: Weak<dyn Lifecycle>,
     ) -> Hub {
         let metrics = Metrics::new(fanout.clock().clone(), backend.status().is_some());
+        let away = Away::new(config.max_away(), config.max_sessions_per_ip);
         Hub {
             metrics,
             addresses: Mutex::new(AddressTable::new(&config)),
@@ -272,7 +274,7 @@ impl Hub {
             polling: AtomicUsize::new(0),
             ended_since_trim: AtomicUsize::new(0),
             finishing: TaskTracker::new(),
-            away: Mutex::new(AwayTable::default()),
+            away: Mutex::new(away),
             graced: Mutex::new(AwayTable::default()),
             incarnations: AtomicU64::new(0),
             retrim_at: Mutex::new(None),
@@ -605,6 +607,9 @@ impl Hub {
     /// this node holds it, so no other node forwards a resume here for it.
     fn forget(self: &Arc<Self>, session: &Session) {
         self.end_for_good(session);
+        // What an away session held (its mailbox, its socket state) is freed
+        // now, not when it went away: worth a trim as much as an end.
+        self.count_ended();
         if let Err(pending) = ready_now(self.backend.unclaim(*session.sid.as_uuid())) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 // Tracked, so that closing the backend waits for it.
@@ -729,8 +734,17 @@ impl Hub {
         session.parked.lock().take();
         if away {
             let at = Instant::now() + self.config.recovery_window();
-            if self.away.lock().insert(sid, session.clone(), at) {
+            let inserted = self
+                .away
+                .lock()
+                .insert(sid, session.client, session.clone(), at);
+            let (earliest, evicted) = inserted;
+            if earliest {
                 self.reaper.notify_one();
+            }
+            for (old, gone) in evicted {
+                tracing::debug!(target: "ssio::session", sid = %tag(old), "away session ended to make room");
+                self.forget(&gone);
             }
         } else {
             self.fanout.leave_all(sid);
@@ -750,6 +764,12 @@ impl Hub {
                 self.finish_later(session, reason, pending)
             }
         }
+        self.count_ended();
+    }
+
+    /// Counts one more session gone (ended, or away and then forgotten)
+    /// towards the next trim.
+    fn count_ended(&self) {
         if self.ended_since_trim.fetch_add(1, Ordering::Relaxed) + 1 == TRIM_AFTER_ENDED {
             self.reaper.notify_one();
         }

@@ -16,9 +16,18 @@
 //! the hub's reaper like idle polls: no timer per session. It is generic
 //! over what it holds: the hub keeps a second one for the blip grace, whose
 //! entries are sessions still live and counted, for a much shorter time.
+//!
+//! Away sessions are no longer counted as live, so nothing else bounds
+//! them: a client that opens streams and resets them at once would leave
+//! one behind per stream for the whole window. [`Away`] bounds them in all
+//! (`--max-away-sessions`) and per client address (`--max-sessions-per-ip`),
+//! and makes room by ending the one that went away first, never by refusing:
+//! a new client still gets in, and what a flood costs is its own oldest
+//! sessions, or the oldest of everyone's once the whole table is its.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::net::IpAddr;
 
 use tokio::time::Instant;
 
@@ -121,6 +130,12 @@ impl<T> AwayTable<T> {
         Some(value)
     }
 
+    /// Takes the entry with the earliest deadline, whatever the time.
+    fn pop_first(&mut self) -> Option<(Sid, T)> {
+        let (_, sid) = *self.deadlines.first()?;
+        self.take(&sid).map(|v| (sid, v))
+    }
+
     /// Takes the next entry whose deadline is at or before `now`.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(Sid, T)> {
         let (at, sid) = *self.deadlines.first()?;
@@ -150,6 +165,139 @@ impl<T> AwayTable<T> {
     pub(crate) fn shrink(&mut self) {
         if self.entries.capacity() > 4 * self.entries.len().max(1024) {
             self.entries.shrink_to(2 * self.entries.len());
+        }
+    }
+}
+
+/// The hub's away sessions: an [`AwayTable`] bounded in all and per client
+/// address. Every entry gets the same window, so the earliest deadline is
+/// the session that went away first.
+pub(crate) struct Away<T> {
+    /// The entries, with the address each counts against.
+    table: AwayTable<(IpAddr, T)>,
+    /// Each address's entries, the first to go away in front; kept only
+    /// while there is a per-address cap, which also bounds each queue.
+    by_address: HashMap<IpAddr, VecDeque<Sid>>,
+    /// The most entries in all.
+    max: usize,
+    /// The most entries of one address; 0 is no cap.
+    max_per_address: usize,
+}
+
+impl<T> Away<T> {
+    /// An empty table holding at most `max` entries, `max_per_address` of
+    /// them (when not 0) for one address.
+    pub(crate) fn new(max: usize, max_per_address: usize) -> Away<T> {
+        Away {
+            table: AwayTable::default(),
+            by_address: HashMap::new(),
+            max,
+            max_per_address,
+        }
+    }
+
+    /// Holds `value` for `sid`, of address `ip`, until `at`. Returns whether
+    /// `at` is now the earliest deadline (the reaper must be told) and the
+    /// entries that had to go to make room, which the caller ends for good.
+    pub(crate) fn insert(
+        &mut self,
+        sid: Sid,
+        ip: IpAddr,
+        value: T,
+        at: Instant,
+    ) -> (bool, Vec<(Sid, T)>) {
+        let mut evicted = Vec::new();
+        // Replaced, as `AwayTable::insert` replaces: not made room for.
+        self.take(&sid);
+        if self.max_per_address > 0 {
+            let queue = self.by_address.entry(ip).or_default();
+            let over = (queue.len() + 1).saturating_sub(self.max_per_address);
+            let oldest: Vec<Sid> = queue.iter().take(over).copied().collect();
+            for old in oldest {
+                evicted.extend(self.take(&old).map(|v| (old, v)));
+            }
+            self.by_address.entry(ip).or_default().push_back(sid);
+        }
+        while self.table.len() >= self.max.max(1) {
+            match self.pop_first() {
+                Some(entry) => evicted.push(entry),
+                None => break,
+            }
+        }
+        let earliest = self.table.insert(sid, (ip, value), at);
+        if self.max == 0 {
+            evicted.extend(self.take(&sid).map(|v| (sid, v)));
+        }
+        (earliest, evicted)
+    }
+
+    /// Whether `sid` is away.
+    pub(crate) fn contains(&self, sid: &Sid) -> bool {
+        self.table.contains(sid)
+    }
+
+    /// Takes `sid`'s entry out, if it is there.
+    pub(crate) fn take(&mut self, sid: &Sid) -> Option<T> {
+        let (ip, value) = self.table.take(sid)?;
+        self.unlist(ip, sid);
+        Some(value)
+    }
+
+    /// Takes the next entry whose deadline is at or before `now`.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(Sid, T)> {
+        let (sid, (ip, value)) = self.table.pop_expired(now)?;
+        self.unlist(ip, &sid);
+        Some((sid, value))
+    }
+
+    /// Takes the entry that went away first.
+    fn pop_first(&mut self) -> Option<(Sid, T)> {
+        let (sid, (ip, value)) = self.table.pop_first()?;
+        self.unlist(ip, &sid);
+        Some((sid, value))
+    }
+
+    /// Drops `sid` from `ip`'s queue: a scan of at most the per-address
+    /// cap, usually from its front.
+    fn unlist(&mut self, ip: IpAddr, sid: &Sid) {
+        if let Some(queue) = self.by_address.get_mut(&ip) {
+            if let Some(i) = queue.iter().position(|s| s == sid) {
+                queue.remove(i);
+            }
+            if queue.is_empty() {
+                self.by_address.remove(&ip);
+            }
+        }
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.table.next_deadline()
+    }
+
+    /// How many sessions are away.
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// How many sessions of `ip` are away (counted only under a cap).
+    #[cfg(test)]
+    fn of(&self, ip: IpAddr) -> usize {
+        self.by_address.get(&ip).map_or(0, VecDeque::len)
+    }
+
+    /// Takes every entry out (at shutdown).
+    pub(crate) fn drain(&mut self) -> Vec<(Sid, T)> {
+        self.by_address.clear();
+        let all = self.table.drain();
+        all.into_iter().map(|(sid, (_, v))| (sid, v)).collect()
+    }
+
+    /// Gives back the capacity a flood of away sessions left behind.
+    pub(crate) fn shrink(&mut self) {
+        self.table.shrink();
+        if self.by_address.capacity() > 4 * self.by_address.len().max(256) {
+            self.by_address.shrink_to(2 * self.by_address.len());
         }
     }
 }
@@ -198,5 +346,54 @@ mod tests {
         assert_eq!(t.take(&a), Some(1));
         assert_eq!(t.len(), 0);
         assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_full_away_table_ends_the_session_that_went_away_first() {
+        let mut t: Away<u32> = Away::new(3, 0);
+        let now = Instant::now();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let sids: Vec<Sid> = (0..5).map(|_| Sid::new_v4()).collect();
+        let mut gone = Vec::new();
+        for (n, sid) in sids.iter().enumerate() {
+            let at = now + std::time::Duration::from_millis(n as u64);
+            gone.extend(t.insert(*sid, ip, n as u32, at).1);
+        }
+        assert_eq!(gone, vec![(sids[0], 0), (sids[1], 1)]);
+        assert_eq!(t.len(), 3);
+        // Zero holds nothing: the entry goes as it comes.
+        let mut none: Away<u32> = Away::new(0, 0);
+        assert_eq!(none.insert(sids[0], ip, 7, now).1, vec![(sids[0], 7)]);
+        assert_eq!(none.len(), 0);
+    }
+
+    #[test]
+    fn one_address_makes_room_among_its_own_away_sessions_only() {
+        let mut t: Away<u32> = Away::new(100, 2);
+        let now = Instant::now();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let other = Sid::new_v4();
+        assert!(t.insert(other, b, 9, now).1.is_empty());
+        let sids: Vec<Sid> = (0..4).map(|_| Sid::new_v4()).collect();
+        let mut gone = Vec::new();
+        for (n, sid) in sids.iter().enumerate() {
+            let at = now + std::time::Duration::from_millis(1 + n as u64);
+            gone.extend(t.insert(*sid, a, n as u32, at).1);
+        }
+        assert_eq!(gone, vec![(sids[0], 0), (sids[1], 1)]);
+        assert_eq!((t.of(a), t.of(b), t.len()), (2, 1, 3));
+        // A resume takes its entry out of its address's queue too.
+        assert_eq!(t.take(&sids[3]), Some(3));
+        assert_eq!(t.of(a), 1);
+        assert_eq!(
+            t.pop_expired(now + std::time::Duration::from_secs(1)),
+            Some((other, 9))
+        );
+        assert_eq!(
+            t.pop_expired(now + std::time::Duration::from_secs(1)),
+            Some((sids[2], 2))
+        );
+        assert_eq!((t.of(a), t.of(b), t.len()), (0, 0, 0));
+        assert!(t.by_address.is_empty());
     }
 }

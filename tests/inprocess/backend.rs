@@ -177,6 +177,6 @@ async fn a_refused_join_is_a_503_and_counts_nobody() {
     let stats = get(addr, "/stats").await.json();
     assert_eq!(
         stats,
-        json!({"sessions": 1, "sse": 1, "polling": 0, "count": 1})
+        json!({"sessions": 1, "sse": 1, "polling": 0, "count": 1, "away": 0})
     );
 }

@@ -354,3 +354,149 @@ async fn query_values_are_percent_decoded_on_every_route() {
         }
     }
 }
+
+/// Opens a stream from source address `from`, reads its connect event and
+/// returns the stream with its cursor; dropping it resets the connection.
+async fn open_from(server: &Server, from: [u8; 4]) -> (Reader, String) {
+    let (r, _) = stream_from(server, from, &[]).await;
+    let id = r.1;
+    (r.0, id)
+}
+
+/// Opens a stream from source address `from` with `headers`; returns it
+/// with its first cursor, and its connect data.
+async fn stream_from(
+    server: &Server,
+    from: [u8; 4],
+    headers: &[(&str, &str)],
+) -> ((Reader, String), Value) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let tcp = tokio::time::timeout(WAIT, socket.connect(server.addr))
+        .await
+        .expect("connect in time")
+        .unwrap();
+    let mut sse = Sse::open_on(tcp, server.addr, "/events", headers).await;
+    sse.set_reset_on_drop();
+    let mut r = Reader::new(sse);
+    let c = r.next().await;
+    assert_eq!(c.event, "connect");
+    let id = c.id.expect("a cursor");
+    ((r, id), serde_json::from_str(&c.data).unwrap())
+}
+
+/// [`resume`] from source address `from`: each address has its own cap.
+async fn resume_from(server: &Server, from: [u8; 4], id: &str) -> (Reader, Value) {
+    let ((r, _), hs) = stream_from(server, from, &[("Last-Event-ID", id)]).await;
+    (r, hs)
+}
+
+/// Waits until `/stats` says `sessions` live and `away` away, checking on
+/// the way that the away table never held more than `most`.
+async fn wait_stats(server: &Server, sessions: u64, away: u64, most: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = get(server.addr, "/stats").await.json();
+        assert!(s["away"].as_u64().unwrap() <= most, "over the bound: {s}");
+        if s["sessions"] == json!(sessions)
+            && s["count"] == json!(sessions)
+            && s["away"] == json!(away)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {sessions} live and {away} away, have {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_reset_streams_keeps_no_more_away_sessions_than_the_bound_and_the_newest_resume()
+{
+    let (server, _) = start(Config {
+        max_away_sessions: 5,
+        reconnect_grace_ms: 0,
+        ..config()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let (r, id) = open_from(&server, [127, 0, 0, 1]).await;
+        ids.push((r.sse.sid.clone(), id));
+        drop(r);
+        wait_stats(&server, 0, (ids.len() as u64).min(5), 5).await;
+    }
+    // The newest away session comes back whole; the oldest was ended to
+    // make room, and its client gets a fresh session that says so.
+    let (sid, id) = ids.last().unwrap().clone();
+    let (_back, hs) = resume(&server, &id).await;
+    assert_eq!(
+        (hs["sid"].clone(), hs["recovered"].clone()),
+        (json!(sid), json!(true))
+    );
+    let (sid, id) = ids[0].clone();
+    let (_fresh, hs) = resume(&server, &id).await;
+    assert_ne!(hs["sid"], json!(sid));
+    assert_eq!(
+        (hs["recovered"].clone(), hs["missed"].clone()),
+        (json!(false), json!(true))
+    );
+    wait_stats(&server, 2, 4, 5).await;
+    assert_eq!(server.io.stats().away, 4);
+}
+
+#[tokio::test]
+async fn one_address_s_away_sessions_count_against_its_cap_and_no_other_s() {
+    let (server, _) = start(Config {
+        max_sessions_per_ip: 3,
+        reconnect_grace_ms: 0,
+        ..config()
+    })
+    .await;
+    let (a, b) = ([127, 0, 0, 2], [127, 0, 0, 3]);
+    let mut of_b = Vec::new();
+    for n in 0..2u64 {
+        let (r, id) = open_from(&server, b).await;
+        of_b.push((r.sse.sid.clone(), id));
+        drop(r);
+        wait_stats(&server, 0, n + 1, 2).await;
+    }
+    let mut of_a = Vec::new();
+    for n in 0..6u64 {
+        let (r, id) = open_from(&server, a).await;
+        of_a.push((r.sse.sid.clone(), id));
+        drop(r);
+        wait_stats(&server, 0, 2 + (n + 1).min(3), 5).await;
+    }
+    // The other address lost nothing to the flood.
+    let mut back = Vec::new();
+    for (n, (sid, id)) in of_b.iter().enumerate() {
+        let (r, hs) = resume_from(&server, [127, 0, 0, 10 + n as u8], id).await;
+        back.push(r);
+        assert_eq!(
+            (hs["sid"].clone(), hs["recovered"].clone()),
+            (json!(sid), json!(true))
+        );
+    }
+    // The flooding address kept its newest three.
+    let (sid, id) = of_a[5].clone();
+    let (_newest, hs) = resume_from(&server, [127, 0, 0, 20], &id).await;
+    assert_eq!(
+        (hs["sid"].clone(), hs["recovered"].clone()),
+        (json!(sid), json!(true))
+    );
+    let (sid, id) = of_a[3].clone();
+    let (_oldest_kept, hs) = resume_from(&server, [127, 0, 0, 21], &id).await;
+    assert_eq!(
+        (hs["sid"].clone(), hs["recovered"].clone()),
+        (json!(sid), json!(true))
+    );
+    let (sid, id) = of_a[2].clone();
+    let (_gone, hs) = resume_from(&server, [127, 0, 0, 22], &id).await;
+    assert_ne!(hs["sid"], json!(sid));
+    assert_eq!(hs["missed"], json!(true));
+    // Two of b's, two of a's and one fresh live; a's fifth still away.
+    wait_stats(&server, 5, 1, 5).await;
+}

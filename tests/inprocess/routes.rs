@@ -162,7 +162,10 @@ async fn stats_report_sessions_by_transport() {
     let _a = Sse::connect(server.addr).await;
     let _p = Poller::handshake(server.addr).await;
     let r = get(server.addr, "/stats").await;
-    assert_eq!(r.text(), r#"{"sessions":2,"sse":1,"polling":1,"count":2}"#);
+    assert_eq!(
+        r.text(),
+        r#"{"sessions":2,"sse":1,"polling":1,"count":2,"away":0}"#
+    );
 }
 
 #[tokio::test]

@@ -576,3 +576,186 @@ async fn shutdown_ends_every_h2_stream_with_disconnect_then_goaway() {
         );
     }
 }
+
+/// The HTTP/2 client preface and an empty SETTINGS frame.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+const PING: u8 = 0x6;
+
+/// Reads frames off a raw HTTP/2 connection until the server closes it,
+/// answering every PING as a live client would if `pong`; returns how long
+/// after `t0` it closed.
+async fn until_closed<S>(mut s: S, t0: Instant, pong: bool) -> Duration
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let read = async {
+        loop {
+            let mut head = [0u8; 9];
+            if s.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if s.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            if pong && head[3] == PING && head[4] & 0x1 == 0 {
+                let mut ack = vec![0, 0, 8, PING, 0x1, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
+                if s.write_all(&ack).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    timeout(Duration::from_secs(8), read)
+        .await
+        .expect("the connection was never closed");
+    t0.elapsed()
+}
+
+#[tokio::test]
+async fn an_h2_connection_with_no_complete_request_is_closed_at_the_header_timeout() {
+    let config = Config {
+        header_timeout_ms: 800,
+        // PINGs every 100 ms, each answered: liveness is not a request.
+        ping_interval_ms: 100,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    };
+    let mut server = TlsServer::start(config).await;
+    // A preface and SETTINGS, then nothing.
+    let t0 = Instant::now();
+    let mut bare = server.tls().await;
+    bare.write_all(PREFACE).await.unwrap();
+    // Half a header block: HEADERS with END_STREAM but not END_HEADERS (the
+    // rest would come in CONTINUATION frames), holding `:method: GET`. Its
+    // client cannot answer PINGs: nothing may come between a HEADERS frame
+    // and its CONTINUATION, so the keep-alive alone would close it only
+    // after pingInterval + pingTimeout.
+    let t1 = Instant::now();
+    let mut half = server.tls().await;
+    half.write_all(PREFACE).await.unwrap();
+    half.write_all(&[0, 0, 1, 0x1, 0x1, 0, 0, 0, 1, 0x82])
+        .await
+        .unwrap();
+    let (bare, half) = tokio::join!(until_closed(bare, t0, true), until_closed(half, t1, false));
+    for (what, took) in [("preface only", bare), ("half a header block", half)] {
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_millis(2_000),
+            "{what}: closed after {took:?} (header timeout 800 ms)"
+        );
+    }
+    // A connection that asks in time is served.
+    let (mut h2, _conn) = server.h2().await;
+    let r = send(&mut h2, get("/stats")).await;
+    assert_eq!(r.status(), 200);
+    server.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_after_the_idle_timeout_but_not_one_with_an_open_stream() {
+    let config = Config {
+        idle_timeout_ms: 600,
+        ping_interval_ms: 100,
+        ping_timeout_ms: 5_000,
+        ..fast_config()
+    };
+    let mut server = TlsServer::start(config).await;
+    // hyper's client answers every PING; one request, then nothing.
+    let (mut idle, idle_conn, seen) = server.h2_tapped().await;
+    let r = send(&mut idle, get("/stats")).await;
+    assert_eq!(
+        text(r).await,
+        r#"{"sessions":0,"sse":0,"polling":0,"count":0,"away":0}"#
+    );
+    let t0 = Instant::now();
+    // One with an open stream, idle but for its keep-alives.
+    let (mut busy, busy_conn) = server.h2().await;
+    let mut body = send(&mut busy, get("/events")).await.into_body();
+    let mut buf = String::new();
+    events(&mut body, &mut buf, 2).await;
+
+    let ended = timeout(WAIT, idle_conn)
+        .await
+        .expect("the idle connection was never closed");
+    let took = t0.elapsed();
+    assert!(ended.unwrap().is_ok(), "closed with an error, not GOAWAY");
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(2_500),
+        "idle connection closed after {took:?} (idle timeout 600 ms)"
+    );
+    assert!(
+        frames(&seen.lock().unwrap())
+            .iter()
+            .any(|f| f.kind == GOAWAY),
+        "no GOAWAY"
+    );
+    // Three idle timeouts later the stream is still open and served.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    assert!(
+        !busy_conn.is_finished(),
+        "the connection with a stream was closed"
+    );
+    let p = send(&mut busy, get("/poll")).await;
+    assert_eq!(p.status(), 200);
+    assert_eq!(
+        events(&mut body, &mut buf, 1).await,
+        ["event: user count\ndata: 2"]
+    );
+    drop(body);
+    server.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn an_h2_connection_resetting_streams_past_the_limit_gets_goaway_and_its_sessions_end_exactly(
+) {
+    let config = Config {
+        max_resets: 5,
+        reconnect_grace_ms: 0,
+        ..fast_config_slow_pings()
+    };
+    let mut server = TlsServer::start(config).await;
+    let (mut h2, conn, seen) = server.h2_tapped().await;
+    let mut opened = 0;
+    for _ in 0..50 {
+        let Ok(Ok(res)) = timeout(WAIT, h2.send_request(get("/events"))).await else {
+            break;
+        };
+        if res.status() != 200 {
+            break;
+        }
+        let mut body = res.into_body();
+        // The session is live (its connect event came), then the stream is
+        // reset (dropping the body sends RST_STREAM).
+        match timeout(WAIT, body.frame()).await.expect("data in time") {
+            Some(Ok(_)) => opened += 1,
+            _ => break,
+        }
+        drop(body);
+        // Let the reset land before the next stream, as a flood paced by
+        // its own round trips does.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ended = timeout(WAIT, conn)
+        .await
+        .expect("the connection was never closed");
+    assert!(ended.unwrap().is_ok(), "closed with an error, not GOAWAY");
+    assert!(
+        frames(&seen.lock().unwrap())
+            .iter()
+            .any(|f| f.kind == GOAWAY),
+        "no GOAWAY"
+    );
+    assert!(
+        (6..=8).contains(&opened),
+        "{opened} streams before GOAWAY (limit 5)"
+    );
+    // Every session it opened went away, none is live, the count is exact.
+    until(WAIT, "every session to go away", || {
+        let s = server.io.stats();
+        (s.sessions, s.count, s.away) == (0, 0, opened)
+    })
+    .await;
+    server.shutdown(WAIT).await;
+}
