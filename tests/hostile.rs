@@ -1058,6 +1058,8 @@ async fn a_ticket_flood_from_one_address_locks_nobody_out_with_per_address_limit
         ..patient()
     };
     ticket_flood_spares_others(config, "per-address limits on").await;
+}
+
 /// A browser-sized `GET /events` head: what each reset stream of a flood
 /// leaves behind, if anything keeps it.
 fn browser_head() -> String {
