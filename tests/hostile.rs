@@ -712,6 +712,55 @@ async fn heads_whose_body_length_cannot_be_told_get_the_json_error_first_or_late
 }
 
 #[tokio::test]
+async fn a_later_head_over_the_header_limit_gets_431_however_it_arrives() {
+    let server = Server::start(fast_config()).await;
+    let mut a = Sse::connect(server.addr).await;
+    a.wait_count(1, WAIT).await;
+    let health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    // 20 KB against the default 16 KiB: hyper's read buffer alone lets it
+    // through when it arrives with the head before it.
+    let big = format!(
+        "GET /stats HTTP/1.1\r\nHost: x\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+        "c".repeat(20_000)
+    );
+    let body = r#"{"error":"request head too large"}"#;
+    // Pipelined behind a first request, and sent after its answer was read.
+    for pipelined in [true, false] {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        if pipelined {
+            s.write_all(&[&health[..], big.as_bytes()].concat())
+                .await
+                .unwrap();
+        } else {
+            s.write_all(&health).await.unwrap();
+            let mut first = [0u8; 512];
+            let n = timeout(WAIT, s.read(&mut first)).await.unwrap().unwrap();
+            assert!(first[..n].ends_with(b"{\"status\":\"ok\"}"), "{n}");
+            s.write_all(big.as_bytes()).await.unwrap();
+        }
+        let mut out = Vec::new();
+        timeout(WAIT, s.read_to_end(&mut out))
+            .await
+            .expect("the server never closed the connection")
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let last = out.rfind("HTTP/1.1 ").unwrap();
+        let answer = &out[last..];
+        assert!(
+            answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "pipelined {pipelined}: {answer}"
+        );
+        assert!(answer.ends_with(body), "pipelined {pipelined}: {answer}");
+    }
+    // Nobody else noticed.
+    a.assert_quiet(Duration::from_millis(100)).await;
+    assert_eq!(
+        get(server.addr, "/stats").await.text(),
+        r#"{"sessions":1,"sse":1,"polling":0,"count":1,"away":0}"#
+    );
+}
+
+#[tokio::test]
 async fn heads_hyper_would_refuse_get_the_json_error_with_cors() {
     let server = Server::start(fast_config()).await;
     let cases: [(Vec<u8>, u16, &str); 4] = [

@@ -98,6 +98,23 @@ fn preflight(io: &Io, origin: Option<&HeaderValue>) -> Result<Response<ResponseB
     }
 }
 
+/// The size of `req`'s head as HTTP/1.1 writes it. The edge judges a
+/// connection's first head by its bytes, but a later head on a kept-alive
+/// connection, or one over TLS, is read by hyper, whose read buffer is only
+/// a rough bound (a head that arrives with the bytes before it, or in one
+/// large read, passes whatever its size): so `--max-header-bytes` is
+/// checked again here, on what was parsed.
+fn head_bytes<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + fields + 2
+}
+
 fn probe_json((status, body): (StatusCode, Bytes)) -> Response<ResponseBody> {
     http::json(status, body)
 }
@@ -111,6 +128,9 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    if head_bytes(&req) > io.config().max_header_bytes {
+        return Err(Error::HeadTooLarge);
+    }
     let sid = SidParam::parse(req.uri().query());
     let mux = MuxParam::parse(req.uri().query());
     let req = match reroute::reroute(io, req, sid, mux).await? {

@@ -37,9 +37,12 @@ async function openTabs(context, url, n) {
   return tabs;
 }
 
-/** /stats as one of the pages sees it (no certificate trouble over TLS). */
-function pageStats(page) {
-  return page.evaluate(() => fetch('/stats').then((r) => r.json()));
+/** /stats as one of the pages sees it (no certificate trouble over TLS):
+ * its live counts, as `stats` in helpers.mjs gives them. */
+async function pageStats(page) {
+  const { away, ...live } = await page.evaluate(() => fetch('/stats').then((r) => r.json()));
+  if (!Number.isInteger(away)) throw new Error(`/stats without "away": ${JSON.stringify(live)}`);
+  return live;
 }
 
 async function everyTabShows(tabs, n, ms) {
