@@ -5,6 +5,7 @@
 
 pub(crate) mod ack;
 pub(crate) mod io;
+pub(crate) mod jwt;
 pub(crate) mod middleware;
 pub(crate) mod operator;
 pub(crate) mod socket;
