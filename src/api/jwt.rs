@@ -124,7 +124,15 @@ impl Verifier {
             validation.leeway = 0;
             validation.set_required_spec_claims(&["exp"]);
             match decode::<Value>(token, &key.key, &validation) {
-                Ok(data) => return grant(&data.claims),
+                Ok(data) => {
+                    let grant = grant(&data.claims)?;
+                    // The library lets a token through for the whole second
+                    // of its `exp`; the session would end at once.
+                    if grant.remaining().is_zero() {
+                        return Err(Refusal::Expired);
+                    }
+                    return Ok(grant);
+                }
                 Err(e) if *e.kind() == jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
                     refusal = Refusal::Expired;
                 }

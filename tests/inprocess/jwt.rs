@@ -138,6 +138,8 @@ async fn every_bad_token_is_refused_with_its_message_and_makes_no_session() {
         (hs256(json!({ "sub": "ann", "exp": "soon" })), "invalid token"),
         (hs256(json!({ "sub": 7, "exp": exp })), "invalid token"),
         (hs256(json!({ "sub": "ann", "exp": now() - 1 })), "token expired"),
+        // Its `exp` second has begun: a session would end at once.
+        (hs256(json!({ "sub": "ann", "exp": now() })), "token expired"),
         (reheaded(ALG_NONE, json!({ "sub": "ann", "exp": exp }), ""), "invalid token"),
         (reheaded(ALG_HS512, json!({ "sub": "ann", "exp": exp }), "AAAA"), "invalid token"),
     ];
