@@ -432,11 +432,20 @@ pub struct Config {
 
     /// HS256 secret for JWT sessions: `POST /handshake` must then carry
     /// `{"token": "<jwt>"}` (with `exp`), and `POST /refresh` renews it.
-    #[arg(long = "jwt-secret", env = "SSIO_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long = "jwt-secret",
+        env = "SSIO_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<JwtSecret>,
 
     /// PEM public key (RSA for RS256, EC P-256 for ES256) for JWT sessions.
-    #[arg(long = "jwt-public-key", env = "SSIO_JWT_PUBLIC_KEY", value_name = "PEM")]
+    #[arg(
+        long = "jwt-public-key",
+        env = "SSIO_JWT_PUBLIC_KEY",
+        value_name = "PEM"
+    )]
     pub jwt_public_key: Option<PathBuf>,
 
     /// JSON Web Key Set file for JWT sessions: a token's `kid` picks its key.

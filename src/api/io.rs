@@ -41,8 +41,8 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use crate::api::ack::Ack;
-use crate::api::middleware::Rejection;
 use crate::api::jwt::{Grant, Verifier};
+use crate::api::middleware::Rejection;
 use crate::api::socket::TokenState;
 use crate::api::tickets::Tickets;
 use crate::config::Config;
@@ -527,7 +527,8 @@ impl Io {
             }
             token.refreshed = Some(now);
         }
-        let value: Value = serde_json::from_slice(body).map_err(|e| Error::BadJson(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| Error::BadJson(e.to_string()))?;
         let Some(text) = value.get("token").and_then(Value::as_str) else {
             return Err(Error::BadJson("expected {\"token\": \"<jwt>\"}".into()));
         };
@@ -623,10 +624,9 @@ impl Lifecycle for Inner {
             let token = handshake.auth.get("token").and_then(Value::as_str);
             // Verified before the session began; one that expired since
             // ends the session at once instead of living without a token.
-            let grant = token.and_then(|t| jwt.verify(t).ok()).unwrap_or(Grant {
-                user: None,
-                exp: 0,
-            });
+            let grant = token
+                .and_then(|t| jwt.verify(t).ok())
+                .unwrap_or(Grant { user: None, exp: 0 });
             let mut slot = state.token.lock();
             let refreshed = slot.as_ref().and_then(|t| t.refreshed);
             *slot = Some(TokenState { grant, refreshed });

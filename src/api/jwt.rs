@@ -156,7 +156,8 @@ fn grant(claims: &Value) -> Result<Grant, Refusal> {
 }
 
 fn public_key(path: &Path) -> Result<Key, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("--jwt-public-key {}: {e}", path.display()))?;
+    let pem =
+        std::fs::read(path).map_err(|e| format!("--jwt-public-key {}: {e}", path.display()))?;
     if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
         return Ok(Key {
             key,

@@ -17,11 +17,16 @@ use ssio::Config;
 const SECRET: &str = "a test secret of no importance";
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/jwt").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support/jwt")
+        .join(name)
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn hs256(claims: Value) -> String {
@@ -135,28 +140,58 @@ async fn every_bad_token_is_refused_with_its_message_and_makes_no_session() {
         ("not a jwt".to_string(), "invalid token"),
         (other, "invalid token"),
         (hs256(json!({ "sub": "ann" })), "invalid token"),
-        (hs256(json!({ "sub": "ann", "exp": "soon" })), "invalid token"),
+        (
+            hs256(json!({ "sub": "ann", "exp": "soon" })),
+            "invalid token",
+        ),
         (hs256(json!({ "sub": 7, "exp": exp })), "invalid token"),
-        (hs256(json!({ "sub": "ann", "exp": now() - 1 })), "token expired"),
+        (
+            hs256(json!({ "sub": "ann", "exp": now() - 1 })),
+            "token expired",
+        ),
         // Its `exp` second has begun: a session would end at once.
-        (hs256(json!({ "sub": "ann", "exp": now() })), "token expired"),
-        (reheaded(ALG_NONE, json!({ "sub": "ann", "exp": exp }), ""), "invalid token"),
-        (reheaded(ALG_HS512, json!({ "sub": "ann", "exp": exp }), "AAAA"), "invalid token"),
+        (
+            hs256(json!({ "sub": "ann", "exp": now() })),
+            "token expired",
+        ),
+        (
+            reheaded(ALG_NONE, json!({ "sub": "ann", "exp": exp }), ""),
+            "invalid token",
+        ),
+        (
+            reheaded(ALG_HS512, json!({ "sub": "ann", "exp": exp }), "AAAA"),
+            "invalid token",
+        ),
     ];
     for (token, error) in &cases {
         assert_refused(&handshake(&server, token).await, 401, error);
     }
     // No token at all, or not a string.
-    assert_refused(&post(server.addr, "/handshake", b"{}").await, 401, "invalid token");
-    assert_refused(&post(server.addr, "/handshake", br#"{"token":1}"#).await, 401, "invalid token");
+    assert_refused(
+        &post(server.addr, "/handshake", b"{}").await,
+        401,
+        "invalid token",
+    );
+    assert_refused(
+        &post(server.addr, "/handshake", br#"{"token":1}"#).await,
+        401,
+        "invalid token",
+    );
     // Oversized: refused before any decoding, with the limit's name.
     let big = hs256(json!({ "sub": "a".repeat(600), "exp": exp }));
-    assert_refused(&handshake(&server, &big).await, 413, "token too large (limit 600 bytes)");
+    assert_refused(
+        &handshake(&server, &big).await,
+        413,
+        "token too large (limit 600 bytes)",
+    );
     // A transport without a ticket carries no token.
     assert_refused(&get(server.addr, "/poll").await, 401, "invalid token");
     let r = request(server.addr, "GET", "/events", &[], b"").await;
     assert_refused(&r, 401, "invalid token");
-    assert_eq!((server.io.stats().sessions, server.io.stats().count), (0, 0));
+    assert_eq!(
+        (server.io.stats().sessions, server.io.stats().count),
+        (0, 0)
+    );
 }
 
 #[tokio::test]
@@ -185,32 +220,48 @@ async fn a_session_ends_with_token_expired_at_its_exp_and_the_count_follows() {
 async fn a_refresh_with_the_same_sub_moves_the_expiry_and_is_rate_limited() {
     let server = start(with_secret()).await;
     let start_at = now();
-    let sid = open(&server, &hs256(json!({ "sub": "ann", "exp": start_at + 2 }))).await;
+    let token = hs256(json!({ "sub": "ann", "exp": start_at + 2 }));
+    let t = handshake(&server, &token).await.json()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut s = Sse::open_with(server.addr, &format!("/events?ticket={t}"), &[]).await;
+    assert_eq!(s.next_event().await.0, "connect");
     let later = start_at + 4;
-    let r = refresh(&server, &sid, &hs256(json!({ "sub": "ann", "exp": later }))).await;
+    let r = refresh(
+        &server,
+        &s.sid,
+        &hs256(json!({ "sub": "ann", "exp": later })),
+    )
+    .await;
     assert_eq!((r.status, r.json()), (200, json!({ "exp": later })));
-    // A second refresh within --refresh-min-interval is refused before its
-    // token is read, however good.
-    let r = refresh(&server, &sid, &hs256(json!({ "sub": "ann", "exp": later }))).await;
-    assert_refused(&r, 429, "too many refreshes, slow down");
-    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
-    // Past the first token's exp, the session lives on.
-    let poller = Poller { addr: server.addr, sid: sid.clone() };
-    tokio::time::timeout(Duration::from_secs(6), async {
-        while now() < start_at + 3 {
-            let r = poller.poll().await;
-            assert_eq!(r.status, 200, "{}", r.text());
+    // More within --refresh-min-interval are refused before their token
+    // is read, however good.
+    for _ in 0..100 {
+        let r = refresh(
+            &server,
+            &s.sid,
+            &hs256(json!({ "sub": "ann", "exp": later + 60 })),
+        )
+        .await;
+        assert_refused(&r, 429, "too many refreshes, slow down");
+        assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    }
+    // The session outlives its first token and ends at the refreshed one.
+    loop {
+        let (event, data) = s.next_event_within(Duration::from_secs(7)).await;
+        if event == "disconnect" {
+            assert_eq!(data, r#""token expired""#);
+            break;
         }
-    })
-    .await
-    .expect("polls did not end");
-    assert_eq!(server.io.stats().count, 1);
-    // And ends at the new one.
-    server.wait_sessions(0, Duration::from_secs(4)).await;
+    }
+    assert!(now() >= later, "ended before the refreshed token's exp");
+    server.wait_sessions(0, WAIT).await;
 }
 
 #[tokio::test]
-async fn a_refresh_for_another_user_or_with_a_bad_token_is_refused_and_the_session_keeps_its_expiry() {
+async fn a_refresh_for_another_user_or_with_a_bad_token_is_refused_and_the_session_keeps_its_expiry(
+) {
     let server = start(Config {
         refresh_min_interval_ms: 0,
         ..with_secret()
@@ -218,17 +269,32 @@ async fn a_refresh_for_another_user_or_with_a_bad_token_is_refused_and_the_sessi
     .await;
     let exp = now() + 60;
     let sid = open(&server, &hs256(json!({ "sub": "ann", "exp": exp }))).await;
-    let r = refresh(&server, &sid, &hs256(json!({ "sub": "bob", "exp": exp + 60 }))).await;
+    let r = refresh(
+        &server,
+        &sid,
+        &hs256(json!({ "sub": "bob", "exp": exp + 60 })),
+    )
+    .await;
     assert_refused(&r, 403, "token belongs to another user");
     let r = refresh(&server, &sid, &hs256(json!({ "exp": exp + 60 }))).await;
     assert_refused(&r, 403, "token belongs to another user");
-    let r = refresh(&server, &sid, &hs256(json!({ "sub": "ann", "exp": now() - 1 }))).await;
+    let r = refresh(
+        &server,
+        &sid,
+        &hs256(json!({ "sub": "ann", "exp": now() - 1 })),
+    )
+    .await;
     assert_refused(&r, 401, "token expired");
     let r = refresh(&server, &sid, "x.y.z").await;
     assert_refused(&r, 401, "invalid token");
     let r = post(server.addr, &format!("/refresh?sid={sid}"), b"[").await;
     assert_eq!(r.status, 400);
-    let r = refresh(&server, "0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10", &hs256(json!({ "sub": "ann", "exp": exp }))).await;
+    let r = refresh(
+        &server,
+        "0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10",
+        &hs256(json!({ "sub": "ann", "exp": exp })),
+    )
+    .await;
     assert_refused(&r, 400, "unknown session");
     // A flood of refreshes, each refused, leaves the session as it was.
     for _ in 0..50 {
@@ -236,7 +302,12 @@ async fn a_refresh_for_another_user_or_with_a_bad_token_is_refused_and_the_sessi
         assert_eq!(r.status, 403);
     }
     assert_eq!(server.io.stats().count, 1);
-    let r = refresh(&server, &sid, &hs256(json!({ "sub": "ann", "exp": exp + 1 }))).await;
+    let r = refresh(
+        &server,
+        &sid,
+        &hs256(json!({ "sub": "ann", "exp": exp + 1 })),
+    )
+    .await;
     assert_eq!((r.status, r.json()), (200, json!({ "exp": exp + 1 })));
 }
 
@@ -244,12 +315,18 @@ async fn a_refresh_for_another_user_or_with_a_bad_token_is_refused_and_the_sessi
 async fn without_jwt_keys_refresh_is_not_found() {
     let server = start(fast_config()).await;
     let sid = Poller::handshake(server.addr).await.sid;
-    let r = refresh(&server, &sid, &hs256(json!({ "sub": "ann", "exp": now() + 9 }))).await;
+    let r = refresh(
+        &server,
+        &sid,
+        &hs256(json!({ "sub": "ann", "exp": now() + 9 })),
+    )
+    .await;
     assert_refused(&r, 404, "not found");
 }
 
 #[tokio::test]
-async fn with_an_rsa_public_key_only_rs256_passes_and_an_hs256_token_keyed_with_the_pem_is_refused() {
+async fn with_an_rsa_public_key_only_rs256_passes_and_an_hs256_token_keyed_with_the_pem_is_refused()
+{
     let server = start(Config {
         jwt_public_key: Some(fixture("rsa.pub")),
         ..fast_config()
@@ -265,7 +342,11 @@ async fn with_an_rsa_public_key_only_rs256_passes_and_an_hs256_token_keyed_with_
     )
     .unwrap();
     assert_refused(&handshake(&server, &confused).await, 401, "invalid token");
-    assert_refused(&handshake(&server, &hs256(claims)).await, 401, "invalid token");
+    assert_refused(
+        &handshake(&server, &hs256(claims)).await,
+        401,
+        "invalid token",
+    );
 }
 
 #[tokio::test]
@@ -327,6 +408,8 @@ fn unusable_key_files_are_named_at_start() {
         jwt_jwks: Some(fixture("rsa.pub")),
         ..fast_config()
     };
-    assert!(ssio::Io::check_keys(&not_a_set).unwrap_err().starts_with("--jwt-jwks "));
+    assert!(ssio::Io::check_keys(&not_a_set)
+        .unwrap_err()
+        .starts_with("--jwt-jwks "));
     assert_eq!(ssio::Io::check_keys(&with_secret()), Ok(()));
 }
