@@ -446,11 +446,11 @@ pub struct Config {
         env = "SSIO_JWT_PUBLIC_KEY",
         value_name = "PEM"
     )]
-    pub jwt_public_key: Option<PathBuf>,
+    pub jwt_public_key: Option<std::path::PathBuf>,
 
     /// JSON Web Key Set file for JWT sessions: a token's `kid` picks its key.
     #[arg(long = "jwt-jwks", env = "SSIO_JWT_JWKS", value_name = "FILE")]
-    pub jwt_jwks: Option<PathBuf>,
+    pub jwt_jwks: Option<std::path::PathBuf>,
 
     /// Longest JWT accepted (bytes); more gets 413.
     #[arg(long = "max-token-bytes", env = "SSIO_MAX_TOKEN_BYTES", default_value_t = DEFAULT_MAX_TOKEN_BYTES, value_name = "BYTES")]

@@ -1,7 +1,7 @@
 //! The socket.io-style API: [`Io`](crate::Io) for the server,
 //! [`Socket`](crate::Socket) for one client, broadcast targets, acks,
-//! connection middleware and handshake tickets. The only layer that knows
-//! event names.
+//! connection middleware, JWT sessions and handshake tickets. The only
+//! layer that knows event names.
 
 pub(crate) mod ack;
 pub(crate) mod io;
