@@ -111,7 +111,9 @@ fn assert_refused(r: &Resp, status: u16, error: &str) {
 #[tokio::test]
 async fn a_token_opens_a_session_whose_user_id_is_its_sub() {
     let server = start(with_secret()).await;
-    let sid = open(&server, &hs256(json!({ "sub": "ann", "exp": now() + 60 }))).await;
+    // An audience, which no flag names, is not checked.
+    let claims = json!({ "sub": "ann", "exp": now() + 60, "aud": "elsewhere" });
+    let sid = open(&server, &hs256(claims)).await;
     let r = post(
         server.addr,
         &format!("/emit?sid={sid}"),
@@ -289,6 +291,15 @@ async fn a_refresh_for_another_user_or_with_a_bad_token_is_refused_and_the_sessi
     assert_refused(&r, 401, "invalid token");
     let r = post(server.addr, &format!("/refresh?sid={sid}"), b"[").await;
     assert_eq!(r.status, 400);
+    let big = format!(r#"{{"token":"{}"}}"#, "a".repeat(5000));
+    let r = post(server.addr, &format!("/refresh?sid={sid}"), big.as_bytes()).await;
+    assert_refused(&r, 413, "auth payload too large (limit 4096 bytes)");
+    let long = hs256(json!({ "sub": "ann", "exp": exp, "pad": "a".repeat(1800) }));
+    assert_refused(
+        &refresh(&server, &sid, &long).await,
+        413,
+        "token too large (limit 2048 bytes)",
+    );
     let r = refresh(
         &server,
         "0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10",
