@@ -47,8 +47,15 @@ export interface SocketOptions {
   /**
    * Sent to the server's connection middleware (`io.use_`) on every
    * connection, in the body of a `POST /handshake` (never in a URL).
+   *
+   * A function is called again for every connection. With JWT sessions it
+   * returns `{ token }`, and is also called two thirds into each token's
+   * life (`exp - iat`) for a fresh one, sent with `POST /refresh`; if it
+   * gives none the server ends the session with `"token expired"`.
    */
-  auth?: Record<string, unknown>;
+  auth?:
+    | Record<string, unknown>
+    | (() => Record<string, unknown> | Promise<Record<string, unknown>>);
   /**
    * Share one stream with the other tabs of this origin (over HTTP/1.1,
    * where Web Locks and BroadcastChannel exist). Each tab keeps its own

@@ -56,6 +56,9 @@
     // ---- recovery: the cursor of the last ordinary event read, sent back
     // on the next connection so the server can replay what was missed ----
     var lastId = '';
+    // ---- JWT sessions: the payload the session began with, and the timer
+    // that asks `auth` for a fresh token before this one expires ----
+    var auth, renewal;
 
     var socket = { id: null, connected: false, transport: null, recovered: false };
 
@@ -77,8 +80,13 @@
       var my = gen;
       if (!opts.auth) return begin('');
       // ---- auth: EventSource can send no body, so the payload goes in a
-      // POST that answers with a one-time ticket; a refusal is readable ----
-      fetch(base + '/handshake', { method: 'POST', body: JSON.stringify(opts.auth) })
+      // POST that answers with a one-time ticket; a refusal is readable. A
+      // function is asked again for every handshake, so a token is fresh ----
+      Promise.resolve(typeof opts.auth == 'function' ? opts.auth() : opts.auth)
+        .then(function (a) {
+          auth = a;
+          return fetch(base + '/handshake', { method: 'POST', body: JSON.stringify(a) });
+        })
         .then(answer)
         .then(function (b) { if (my == gen) begin('ticket=' + b.ticket); },
           function (e) { if (my == gen) fail(e); });
@@ -129,6 +137,7 @@
     function stop() {
       gen++;
       clearTimeout(timer);
+      clearTimeout(renewal);
       var t = current;
       // Cleared first: the transport is stale before it is closed.
       current = null;
@@ -138,6 +147,7 @@
     function up(hs, tr) {
       if (tr) socket.transport = tr;
       attempts = 0;
+      renew();
       pollLimit = hs.pingInterval + hs.pingTimeout || pollLimit;
       // The server continued the session: nothing happened, as far as the
       // page can tell.
@@ -152,6 +162,28 @@
       outbox = [];
       queued.forEach(post);
       fire('connect');
+    }
+
+    // Two thirds into the token's life (`exp - iat`, so a page whose clock
+    // is off still refreshes in time), `auth` is asked for a fresh token,
+    // sent in-band. Without one the server ends the session with "token
+    // expired", and the reconnection asks `auth` again.
+    function renew() {
+      var my = gen, c;
+      try {
+        c = JSON.parse(atob(auth.token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+      } catch (e) { return; }
+      if (typeof opts.auth != 'function' || !c.exp) return;
+      renewal = setTimeout(function () {
+        Promise.resolve(opts.auth()).then(function (a) {
+          if (my == gen) return fetch(base + '/refresh?sid=' + socket.id,
+            { method: 'POST', body: JSON.stringify({ token: a.token }) }).then(answer).then(function () {
+            auth = a;
+            if (my == gen) renew();
+          });
+        }).catch(function () {});
+        // setTimeout fires at once past 2^31 ms.
+      }, Math.min((c.exp - (c.iat || Date.now() / 1000)) * 667, 2e9));
     }
 
     // The session is over, whoever noticed first.

@@ -159,6 +159,15 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 #[cfg(feature = "tls")]
 pub const DEFAULT_MAX_RESETS: u32 = 100;
 
+/// Default cap on a JWT's length, in bytes: a signed token with a handful
+/// of claims is a few hundred bytes, an RS256 one under a kilobyte; past
+/// this the server does no base64 or signature work at all.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 2048;
+/// Default shortest time between two `POST /refresh` of one session, in
+/// milliseconds: an honest client refreshes once per token life, so a
+/// second within a second is a loop or a flood, each one a signature check.
+pub const DEFAULT_REFRESH_MIN_INTERVAL_MS: u64 = 1000;
+
 /// Server configuration: the CLI flags, their environment fallbacks, and the
 /// limits the hub enforces.
 #[derive(Debug, Clone, Parser)]
@@ -420,6 +429,55 @@ pub struct Config {
     #[cfg(feature = "tls")]
     #[arg(long = "max-resets", env = "SSIO_MAX_RESETS", default_value_t = DEFAULT_MAX_RESETS, value_name = "N")]
     pub max_resets: u32,
+
+    /// HS256 secret for JWT sessions: `POST /handshake` must then carry
+    /// `{"token": "<jwt>"}` (with `exp`), and `POST /refresh` renews it.
+    #[arg(
+        long = "jwt-secret",
+        env = "SSIO_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<JwtSecret>,
+
+    /// PEM public key (RSA for RS256, EC P-256 for ES256) for JWT sessions.
+    #[arg(
+        long = "jwt-public-key",
+        env = "SSIO_JWT_PUBLIC_KEY",
+        value_name = "PEM"
+    )]
+    pub jwt_public_key: Option<std::path::PathBuf>,
+
+    /// JSON Web Key Set file for JWT sessions: a token's `kid` picks its key.
+    #[arg(long = "jwt-jwks", env = "SSIO_JWT_JWKS", value_name = "FILE")]
+    pub jwt_jwks: Option<std::path::PathBuf>,
+
+    /// Longest JWT accepted (bytes); more gets 413.
+    #[arg(long = "max-token-bytes", env = "SSIO_MAX_TOKEN_BYTES", default_value_t = DEFAULT_MAX_TOKEN_BYTES, value_name = "BYTES")]
+    pub max_token_bytes: usize,
+
+    /// Shortest time (ms) between two `POST /refresh` of one session; a
+    /// sooner one gets 429.
+    #[arg(long = "refresh-min-interval", env = "SSIO_REFRESH_MIN_INTERVAL", default_value_t = DEFAULT_REFRESH_MIN_INTERVAL_MS, value_name = "MS")]
+    pub refresh_min_interval_ms: u64,
+}
+
+/// The `--jwt-secret`: its `Debug` does not show it, so a logged
+/// configuration does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtSecret(pub String);
+
+impl std::fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtSecret(..)")
+    }
+}
+
+impl std::str::FromStr for JwtSecret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<JwtSecret, Self::Err> {
+        Ok(JwtSecret(s.to_string()))
+    }
 }
 
 /// An address range given to `--trusted-proxy`: `10.0.0.0/8`, `::1`, ...
@@ -541,6 +599,11 @@ impl Default for Config {
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             #[cfg(feature = "tls")]
             max_resets: DEFAULT_MAX_RESETS,
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_jwks: None,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            refresh_min_interval_ms: DEFAULT_REFRESH_MIN_INTERVAL_MS,
         }
     }
 }
@@ -600,6 +663,11 @@ impl Config {
     /// Handshake ticket life as a `Duration`.
     pub fn ticket_ttl(&self) -> Duration {
         Duration::from_millis(self.ticket_ttl_ms)
+    }
+
+    /// The shortest time between two refreshes of one session.
+    pub fn refresh_min_interval(&self) -> Duration {
+        Duration::from_millis(self.refresh_min_interval_ms)
     }
 
     /// Re-attachment window of a shared stream's sessions as a `Duration`.

@@ -132,6 +132,16 @@ pub enum Error {
     /// A middleware or event handler panicked; nothing else was harmed.
     #[error("handler failed")]
     HandlerFailed,
+    /// A JWT longer than `--max-token-bytes`.
+    #[error("token too large (limit {0} bytes)")]
+    TokenTooLarge(usize),
+    /// A session refreshed its token sooner than `--refresh-min-interval`
+    /// after the last time.
+    #[error("too many refreshes, slow down")]
+    RefreshRate,
+    /// A refresh whose token names another user (`sub`) than the session's.
+    #[error("token belongs to another user")]
+    NotTokenOwner,
 }
 
 impl Error {
@@ -165,6 +175,9 @@ impl Error {
             Error::Rejected { .. } => StatusCode::FORBIDDEN,
             Error::HandlerFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Error::TokenTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RefreshRate => StatusCode::TOO_MANY_REQUESTS,
+            Error::NotTokenOwner => StatusCode::FORBIDDEN,
             Error::Full | Error::ShuttingDown | Error::Backend(_) | Error::ForwardBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -183,6 +196,8 @@ impl Error {
             // A forward in flight is a poll held up to pingInterval at
             // most, usually a round trip: a slot is back soon.
             Error::ForwardBusy => Some("1"),
+            // The default interval is a second.
+            Error::RefreshRate => Some("1"),
             _ => None,
         }
     }

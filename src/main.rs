@@ -36,6 +36,11 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::parse();
     ssio::logging::init(config.log_format);
     refuse_left_out_variables();
+    if let Err(e) = Io::check_keys(&config) {
+        // A bad flag, as clap reports one: the reason, exit 2.
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     #[cfg(feature = "tls")]
     let tls = Tls::from_config(&config)?;
     let listener = ssio::bind(config.addr()?, config.backlog)?;

@@ -148,6 +148,9 @@ pub enum DisconnectReason {
     /// The client fell more than `--max-pending-events` ordinary events
     /// behind; it is dropped instead of silently missing events.
     SlowReader,
+    /// The session's JWT expired before the client sent a fresh one
+    /// (`POST /refresh`).
+    TokenExpired,
 }
 
 impl DisconnectReason {
@@ -160,6 +163,7 @@ impl DisconnectReason {
             DisconnectReason::ServerShutdown => "server shutdown",
             DisconnectReason::ServerDisconnect => "server disconnect",
             DisconnectReason::SlowReader => "slow reader",
+            DisconnectReason::TokenExpired => "token expired",
         }
     }
 }

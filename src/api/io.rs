@@ -41,7 +41,9 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use crate::api::ack::Ack;
+use crate::api::jwt::{Grant, Verifier};
 use crate::api::middleware::Rejection;
+use crate::api::socket::TokenState;
 use crate::api::tickets::Tickets;
 use crate::config::Config;
 use crate::engine::backend::{ready_now, Backend, Broadcast, LocalBackend};
@@ -92,6 +94,8 @@ pub(super) struct Inner {
     /// table), one value per type, created on first use. Kept here so that
     /// those layers need no global and this one need not know them.
     pub(super) extensions: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
+    /// The `--jwt-*` keys: with them, every session needs a token.
+    pub(super) jwt: Option<Verifier>,
 }
 
 /// The resume cursor a session-starting request presents, in
@@ -177,6 +181,10 @@ impl Io {
     /// `make` builds from this server's own [`Fanout`] (where the backend
     /// must deliver every broadcast, on every node). [`run`](crate::run)
     /// starts and closes it; embedders call [`Io::start`] and [`Io::close`].
+    ///
+    /// # Panics
+    /// If a `--jwt-*` key in `config` cannot be used; [`Io::check_keys`]
+    /// says so without panicking.
     pub fn with_backend<B, F>(config: Config, make: F) -> Io
     where
         B: Backend,
@@ -199,6 +207,7 @@ impl Io {
             },
             recovery.then(|| config.recovery_window()),
         );
+        let jwt = Verifier::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
         let backend: Arc<dyn Backend> = Arc::new(make(fanout.clone()));
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let lifecycle: Weak<dyn Lifecycle> = weak.clone();
@@ -209,6 +218,7 @@ impl Io {
                 middleware: RwLock::new(Vec::new()),
                 tickets: Arc::new(Tickets::new()),
                 extensions: Mutex::new(Vec::new()),
+                jwt,
             }
         });
         inner.hub.spawn_reaper();
@@ -372,6 +382,11 @@ impl Io {
                     .tickets
                     .redeem(&id)
                     .ok_or(Error::BadAuth("unknown, used or expired ticket"))?;
+                // The token may have expired since the ticket was issued.
+                if let Err(e) = self.token_of(&redeemed.handshake) {
+                    hub.release_ticket(redeemed.client);
+                    return Err(e);
+                }
                 // Shared, not copied, with the socket state that keeps it.
                 let handshake = Arc::new(redeemed.handshake);
                 hub.connect_redeemed(transport, &handshake, resume, redeemed.client)
@@ -408,8 +423,10 @@ impl Io {
         Ok((c.session, c.delivery))
     }
 
-    /// Runs the middleware on `handshake`.
+    /// Runs the middleware on `handshake`, after checking its token when
+    /// sessions need one.
     pub(crate) fn check(&self, handshake: &Handshake) -> Result<(), Error> {
+        self.token_of(handshake)?;
         let chain = self.inner.middleware.read().clone();
         for m in chain {
             guarded(|| m(handshake))?.map_err(|r| Error::Rejected {
@@ -459,6 +476,73 @@ impl Io {
                 hub.release_ticket(client);
                 Error::Full
             })
+    }
+
+    /// Whether the JWT keys `config` names (if any) can be used: the
+    /// message says which cannot, and why.
+    pub fn check_keys(config: &Config) -> Result<(), String> {
+        Verifier::from_config(config).map(|_| ())
+    }
+
+    /// What the `token` in `handshake`'s `auth` grants; `None` without
+    /// JWT sessions.
+    pub(crate) fn token_of(&self, handshake: &Handshake) -> Result<Option<Grant>, Error> {
+        let Some(jwt) = &self.inner.jwt else {
+            return Ok(None);
+        };
+        let token = handshake.auth.get("token").and_then(Value::as_str);
+        self.verify(jwt, token).map(Some)
+    }
+
+    fn verify(&self, jwt: &Verifier, token: Option<&str>) -> Result<Grant, Error> {
+        let refused = |r: crate::api::jwt::Refusal| Error::Rejected {
+            status: 401,
+            message: r.as_str().into(),
+            data: None,
+        };
+        let token = token.ok_or(refused(crate::api::jwt::Refusal::Invalid))?;
+        let max = self.config().max_token_bytes;
+        if token.len() > max {
+            return Err(Error::TokenTooLarge(max));
+        }
+        jwt.verify(token).map_err(refused)
+    }
+
+    /// `POST /refresh`: `body` is `{"token": "<jwt>"}`, a fresh token for
+    /// `session`'s user. Answers the new expiry. The session's rate is
+    /// charged before the token is read, so a flood costs no signature
+    /// work.
+    pub(crate) fn refresh(&self, session: &Arc<Session>, body: &[u8]) -> Result<u64, Error> {
+        let Some(jwt) = &self.inner.jwt else {
+            return Err(Error::NotFound);
+        };
+        let state = state_of(session).ok_or(Error::UnknownSession)?;
+        {
+            let mut token = state.token.lock();
+            let token = token.as_mut().ok_or(Error::UnknownSession)?;
+            let now = tokio::time::Instant::now();
+            let min = self.config().refresh_min_interval();
+            if token.refreshed.is_some_and(|at| now < at + min) {
+                return Err(Error::RefreshRate);
+            }
+            token.refreshed = Some(now);
+        }
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| Error::BadJson(e.to_string()))?;
+        let Some(text) = value.get("token").and_then(Value::as_str) else {
+            return Err(Error::BadJson("expected {\"token\": \"<jwt>\"}".into()));
+        };
+        let grant = self.verify(jwt, Some(text))?;
+        if session.closed_reason().is_some() {
+            return Err(Error::UnknownSession);
+        }
+        let mut token = state.token.lock();
+        let token = token.as_mut().ok_or(Error::UnknownSession)?;
+        if token.grant.user.is_none() || grant.user != token.grant.user {
+            return Err(Error::NotTokenOwner);
+        }
+        token.grant = grant;
+        Ok(token.grant.exp)
     }
 
     /// Handshake tickets issued and neither redeemed nor yet swept away.
@@ -536,6 +620,19 @@ impl Lifecycle for Inner {
             }
         };
         state.recovered.store(recovered, Ordering::SeqCst);
+        if let Some(jwt) = &self.jwt {
+            let token = handshake.auth.get("token").and_then(Value::as_str);
+            // Verified before the session began; one that expired since
+            // ends the session at once instead of living without a token.
+            let grant = token
+                .and_then(|t| jwt.verify(t).ok())
+                .unwrap_or(Grant { user: None, exp: 0 });
+            let mut slot = state.token.lock();
+            let refreshed = slot.as_ref().and_then(|t| t.refreshed);
+            *slot = Some(TokenState { grant, refreshed });
+            drop(slot);
+            tokio::spawn(expire(Arc::downgrade(&self.hub), Arc::downgrade(session)));
+        }
         let on_connection = self.on_connection.read().clone();
         let socket = Socket {
             io: Io { inner: self },
@@ -565,6 +662,41 @@ impl Lifecycle for Inner {
         // Break `Io` → handlers → closure → `Io` cycles. A resume registers
         // them again through the connection handlers.
         socket.state.clear();
+    }
+}
+
+/// Ends `session` with "token expired" once its token's `exp` has passed
+/// without a refresh. It holds weak references only, and wakes once per
+/// token: a refresh moves the expiry, and the task sleeps again.
+async fn expire(hub: Weak<Hub>, session: Weak<Session>) {
+    loop {
+        let remaining = {
+            let Some(session) = session.upgrade() else {
+                return;
+            };
+            if session.closed_reason().is_some() {
+                return;
+            }
+            let Some(state) = state_of(&session) else {
+                return;
+            };
+            let remaining = match &*state.token.lock() {
+                Some(t) => t.grant.remaining(),
+                None => return,
+            };
+            if remaining.is_zero() {
+                if let Some(hub) = hub.upgrade() {
+                    hub.disconnect_incarnation(
+                        session.sid,
+                        session.incarnation,
+                        DisconnectReason::TokenExpired,
+                    );
+                }
+                return;
+            }
+            remaining
+        };
+        tokio::time::sleep(remaining).await;
     }
 }
 

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::api::ack::Ack;
+use crate::api::jwt::Grant;
 use crate::engine::hub::Session;
 use crate::engine::packet::Packet;
 use crate::engine::rooms::Target;
@@ -37,6 +38,17 @@ pub(super) struct SocketState {
     pub(super) handshake: Mutex<Arc<Handshake>>,
     /// Whether the connection now serving the socket was a resume.
     pub(super) recovered: AtomicBool,
+    /// With JWT sessions: what the latest token granted, and when the
+    /// session last refreshed it.
+    pub(super) token: Mutex<Option<TokenState>>,
+}
+
+/// A JWT session's token, as the socket holds it.
+pub(super) struct TokenState {
+    /// What the latest token granted: the user and the expiry.
+    pub(super) grant: Grant,
+    /// The last `POST /refresh` that was let through.
+    pub(super) refreshed: Option<tokio::time::Instant>,
 }
 
 impl SocketState {
@@ -47,6 +59,7 @@ impl SocketState {
             data: Mutex::new(Value::Null),
             handshake: Mutex::new(handshake.clone()),
             recovered: AtomicBool::new(false),
+            token: Mutex::new(None),
         }
     }
 
@@ -262,6 +275,14 @@ impl Socket {
     /// and time are left.
     pub fn handshake(&self) -> Arc<Handshake> {
         self.state.handshake.lock().clone()
+    }
+
+    /// The user id of a JWT session: its token's `sub` claim. `None`
+    /// without JWT sessions (`--jwt-*`) or when the token had no `sub`. A
+    /// refresh must carry the same `sub`, so it never changes.
+    pub fn user_id(&self) -> Option<String> {
+        let token = self.state.token.lock();
+        token.as_ref()?.grant.user.as_deref().map(String::from)
     }
 
     /// Whether this connection resumed an earlier session (same sid, rooms

@@ -84,7 +84,10 @@ where
 fn maybe_elsewhere<B>(io: &Io, sid: Sid, req: &Request<B>) -> bool {
     let session_route = matches!(
         (req.method(), req.uri().path()),
-        (&Method::GET, "/poll") | (&Method::POST, "/emit") | (&Method::POST, "/close")
+        (&Method::GET, "/poll")
+            | (&Method::POST, "/emit")
+            | (&Method::POST, "/close")
+            | (&Method::POST, "/refresh")
     );
     io.config().cluster_node().is_some()
         && session_route

@@ -36,6 +36,7 @@ fn allowed(path: &str) -> Option<&'static str> {
         "/events" | "/poll" | "/stats" | "/_api/server.js" => Some("GET, OPTIONS"),
         "/metrics" | "/healthz" | "/readyz" => Some("GET, OPTIONS"),
         "/emit" | "/close" | "/handshake" | "/mux/attach" => Some("POST, OPTIONS"),
+        "/refresh" => Some("POST, OPTIONS"),
         p if statics::lookup(p).is_some() => Some("GET, HEAD, OPTIONS"),
         _ => None,
     }
@@ -257,6 +258,17 @@ where
                 body["node"] = node.into();
             }
             Ok(http::json(StatusCode::OK, Bytes::from(body.to_string())))
+        }
+        (&Method::POST, "/refresh") => {
+            let session = lookup(io, sid.sid()?)?;
+            let limit = io.config().max_auth_bytes;
+            let body = match http::read_body_within(io.config(), req, limit).await {
+                Err(Error::PayloadTooLarge(n)) => return Err(Error::AuthTooLarge(n)),
+                other => other?,
+            };
+            let exp = io.refresh(&session, &body)?;
+            let body = serde_json::json!({ "exp": exp }).to_string();
+            Ok(http::json(StatusCode::OK, Bytes::from(body)))
         }
         (&Method::GET, "/healthz") => Ok(probe_json(probe::healthz())),
         (&Method::GET, "/readyz") => Ok(probe_json(probe::readyz(io))),

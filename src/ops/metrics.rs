@@ -38,13 +38,14 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 const TRANSPORTS: [Transport; 2] = [Transport::Sse, Transport::Polling];
 
 /// Every disconnect reason, in the order of the per-reason arrays.
-const REASONS: [DisconnectReason; 6] = [
+const REASONS: [DisconnectReason; 7] = [
     DisconnectReason::TransportClose,
     DisconnectReason::PingTimeout,
     DisconnectReason::ClientClose,
     DisconnectReason::ServerShutdown,
     DisconnectReason::ServerDisconnect,
     DisconnectReason::SlowReader,
+    DisconnectReason::TokenExpired,
 ];
 
 /// How an event reached sessions, for `ssio_events_published_total`.
@@ -129,7 +130,7 @@ pub(crate) struct Metrics {
     /// Sessions started, by transport.
     connects: [Counter; 2],
     /// Sessions ended, by transport and reason.
-    disconnects: [[Counter; 6]; 2],
+    disconnects: [[Counter; 7]; 2],
     /// Sessions dropped for falling behind (also a disconnect reason; kept
     /// apart because it is the one to alert on).
     slow_reader_drops: Counter,

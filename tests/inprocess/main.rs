@@ -18,6 +18,7 @@ mod count;
 mod emit;
 mod garbage;
 mod grace;
+mod jwt;
 mod keep_alive;
 mod limits;
 mod middleware;
