@@ -132,6 +132,19 @@ pub enum Error {
     /// A middleware or event handler panicked; nothing else was harmed.
     #[error("handler failed")]
     HandlerFailed,
+    /// A server API request without a key `--api-key` names.
+    #[error("missing or invalid API key")]
+    ApiKey,
+    /// A server API command named a session no node holds.
+    #[error("unknown session")]
+    ApiUnknownSession,
+    /// A `POST /api/batch` with more than `--api-max-batch` commands.
+    #[error("too many commands in one batch (limit {0})")]
+    BatchTooLarge(usize),
+    /// A publish whose `idempotency_key` is still being published by
+    /// another request.
+    #[error("a publish with this idempotency_key is in progress")]
+    IdempotencyBusy,
 }
 
 impl Error {
@@ -164,6 +177,10 @@ impl Error {
             Error::Rejected { status: 401, .. } => StatusCode::UNAUTHORIZED,
             Error::Rejected { .. } => StatusCode::FORBIDDEN,
             Error::HandlerFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::ApiKey => StatusCode::UNAUTHORIZED,
+            Error::ApiUnknownSession => StatusCode::NOT_FOUND,
+            Error::BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::IdempotencyBusy => StatusCode::CONFLICT,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::Full | Error::ShuttingDown | Error::Backend(_) | Error::ForwardBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
