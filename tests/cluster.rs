@@ -1664,6 +1664,34 @@ async fn the_server_api_publishes_once_everywhere_and_reaches_a_session_through_
         readers.push(Reader::open(c.addr(node), &[]).await.0);
     }
     c.settle(3, &[1, 1, 1], &[0, 0, 0]).await;
+    // Any node lists every node with its own sessions, and the one count.
+    let auth = format!("Bearer {API_KEY}");
+    for node in 0..3 {
+        let info = request(
+            c.addr(node),
+            "GET",
+            "/api/info",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .await
+        .json();
+        let each = |id: &str| json!({ "node": id, "sessions": 1, "sse": 1, "polling": 0 });
+        assert_eq!(
+            (
+                &info["node"],
+                &info["count"],
+                &info["sessions"],
+                &info["nodes"]
+            ),
+            (
+                &json!(format!("n{node}")),
+                &json!(3),
+                &json!(1),
+                &json!([each("n0"), each("n1"), each("n2")])
+            )
+        );
+    }
     let end = |n: &str| json!({ "event": "chat message", "data": { "message": n } });
     let news = |n: i64| vec![("news".to_string(), n.to_string())];
 

@@ -78,7 +78,7 @@ where
     let path = req.uri().path().to_string();
     match (&method, path.as_str()) {
         (&Method::GET, "/api/rooms") => Ok(ok(rooms(io))),
-        (&Method::GET, "/api/info") => Ok(ok(info(io, local))),
+        (&Method::GET, "/api/info") => Ok(ok(info(io, &headers, local).await)),
         (&Method::POST, "/api/batch") => {
             let body = parse_object(&http::read_body(config, req).await?)?;
             let Some(Value::Array(commands)) = body.get("commands") else {
@@ -365,37 +365,9 @@ async fn elsewhere(
         Ok(None) => return Err(Error::ApiUnknownSession),
         Err(e) => return Err(e.into()),
     };
-    let mut replayed = HeaderMap::new();
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        replayed.insert(header::AUTHORIZATION, auth.clone());
-    }
-    replayed.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    let peers = io.extension::<forward::Peers>();
-    let slot = peers.admit(&addr, config.forward_max_inflight)?;
+    let body = Bytes::from(Value::Object(params.clone()).to_string());
     let target = format!("/api/{name}");
-    let res = forward::forward(forward::Forward {
-        client: peers.client(config),
-        addr: &addr,
-        method: Method::POST,
-        target: &target,
-        headers: replayed,
-        body: Bytes::from(Value::Object(params.clone()).to_string()),
-        from: config.cluster_node().unwrap_or_default(),
-        vouch: None,
-        slot,
-        within: config.ping_timeout(),
-        stream: None,
-    })
-    .await?;
-    let status = res.status();
-    let body = http_body_util::BodyExt::collect(res.into_body())
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (status, value) = replay(io, headers, &addr, Method::POST, &target, body).await?;
     let why = || {
         value
             .get("error")
@@ -409,6 +381,49 @@ async fn elsewhere(
         StatusCode::BAD_REQUEST => Err(Error::BadJson(why())),
         _ => Err(Error::Backend(BackendError(why()))),
     }
+}
+
+/// Sends an API request, with this request's key, to the node at `addr`;
+/// returns its status and JSON answer.
+async fn replay(
+    io: &Io,
+    headers: &HeaderMap,
+    addr: &str,
+    method: Method,
+    target: &str,
+    body: Bytes,
+) -> Result<(StatusCode, Value), Error> {
+    let config = io.config();
+    let mut replayed = HeaderMap::new();
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        replayed.insert(header::AUTHORIZATION, auth.clone());
+    }
+    replayed.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let peers = io.extension::<forward::Peers>();
+    let slot = peers.admit(addr, config.forward_max_inflight)?;
+    let res = forward::forward(forward::Forward {
+        client: peers.client(config),
+        addr,
+        method,
+        target,
+        headers: replayed,
+        body,
+        from: config.cluster_node().unwrap_or_default(),
+        vouch: None,
+        slot,
+        within: config.ping_timeout(),
+        stream: None,
+    })
+    .await?;
+    let status = res.status();
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
 /// `{"rooms": [{"room", "members"}]}`, sorted by name (this node's rooms).
@@ -427,8 +442,9 @@ fn rooms(io: &Io) -> Value {
 }
 
 /// `/api/info`: this server's version, counts and deliveries, and each
-/// node's sessions (`local`: this node's own figures only).
-fn info(io: &Io, local: bool) -> Value {
+/// live node's sessions (`local`: this node's own figures only, which is
+/// what one node asks of each other for its list).
+async fn info(io: &Io, headers: &HeaderMap, local: bool) -> Value {
     let hub = io.hub();
     let node = io.config().cluster_node();
     let (sse, polling) = (
@@ -438,7 +454,11 @@ fn info(io: &Io, local: bool) -> Value {
     let this = json!({
         "node": node, "sessions": hub.session_count(), "sse": sse, "polling": polling,
     });
-    let _ = local;
+    let nodes = if local || node.is_none() {
+        vec![this]
+    } else {
+        cluster_nodes(io, headers, this).await
+    };
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "node": node,
@@ -447,8 +467,50 @@ fn info(io: &Io, local: bool) -> Value {
         "sse": sse,
         "polling": polling,
         "deliveries": hub.metrics.deliveries(),
-        "nodes": [this],
+        "nodes": nodes,
     })
+}
+
+/// Each live node's own figures, asked of it (`/api/info?local=1`) with
+/// this request's key. A node that does not answer is left out: it is
+/// gone, and its lease runs out within the heartbeat bound.
+async fn cluster_nodes(io: &Io, headers: &HeaderMap, this: Value) -> Vec<Value> {
+    let me = io.config().cluster_node().unwrap_or_default();
+    let listed = match io.hub().backend.nodes().await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the cluster's nodes");
+            return vec![this];
+        }
+    };
+    let mut nodes = Vec::with_capacity(listed.len());
+    for (node, addr) in listed {
+        if node == me {
+            nodes.push(this.clone());
+            continue;
+        }
+        let asked = replay(
+            io,
+            headers,
+            &addr,
+            Method::GET,
+            "/api/info?local=1",
+            Bytes::new(),
+        );
+        match asked.await {
+            Ok((status, answer)) if status.is_success() => {
+                if let Some(figures) = answer["nodes"].get(0) {
+                    nodes.push(figures.clone());
+                }
+            }
+            Ok((status, _)) => tracing::debug!(%node, %status, "a node refused its figures"),
+            Err(e) => tracing::debug!(%node, error = %e, "a node did not give its figures"),
+        }
+    }
+    if !nodes.iter().any(|n| n["node"] == me) {
+        nodes.push(this);
+    }
+    nodes
 }
 
 /// The body of every API request: one JSON object.
