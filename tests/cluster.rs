@@ -1716,6 +1716,29 @@ async fn the_server_api_publishes_once_everywhere_and_reaches_a_session_through_
         api(c.addr(1), "/api/join", member.clone()).await,
         (200, json!({}))
     );
+    // A room with members on nodes 0 and 2, listed whole by node 1.
+    let on_0 = readers[0].sse.sid.clone();
+    let also = json!({ "sid": on_0, "room": "r" });
+    assert_eq!(
+        api(c.addr(0), "/api/join", also.clone()).await,
+        (200, json!({}))
+    );
+    let listed = request(
+        c.addr(1),
+        "GET",
+        "/api/rooms",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await
+    .json();
+    let mut both = vec![on_0.clone(), on_2.clone()];
+    both.sort();
+    assert_eq!(
+        listed,
+        json!({ "rooms": [{ "room": "r", "members": both }] })
+    );
+    assert_eq!(api(c.addr(2), "/api/leave", also).await, (200, json!({})));
     let to_room = json!({ "event": "news", "data": 2, "room": "r" });
     assert_eq!(api(c.addr(0), "/api/publish", to_room.clone()).await.0, 200);
     api(c.addr(0), "/api/publish", end("end 2")).await;

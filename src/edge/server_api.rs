@@ -12,7 +12,7 @@
 //! the node that holds it (as `reroute` does for a client's own requests),
 //! so a backend may send every command to any node.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap};
@@ -77,7 +77,7 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     match (&method, path.as_str()) {
-        (&Method::GET, "/api/rooms") => Ok(ok(rooms(io))),
+        (&Method::GET, "/api/rooms") => Ok(ok(rooms(io, &headers, local).await)),
         (&Method::GET, "/api/info") => Ok(ok(info(io, &headers, local).await)),
         (&Method::POST, "/api/batch") => {
             let body = parse_object(&http::read_body(config, req).await?)?;
@@ -426,17 +426,55 @@ async fn replay(
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
-/// `{"rooms": [{"room", "members"}]}`, sorted by name (this node's rooms).
-fn rooms(io: &Io) -> Value {
-    let rooms: Vec<Value> = io
-        .hub()
-        .fanout()
-        .room_list()
+/// `{"rooms": [{"room", "members"}]}`, sorted by name, members sorted:
+/// every node's rooms merged, each node's asked of it
+/// (`/api/rooms?local=1`) with this request's key (`local`: this node's
+/// own only). A node that does not answer is left out, as in `info`.
+async fn rooms(io: &Io, headers: &HeaderMap, local: bool) -> Value {
+    let mut merged: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (room, members) in io.hub().fanout().room_list() {
+        merged
+            .entry(room.to_string())
+            .or_default()
+            .extend(members.iter().map(Sid::to_string));
+    }
+    let me = io.config().cluster_node();
+    if !local && me.is_some() {
+        let listed = io.hub().backend.nodes().await.unwrap_or_default();
+        for (node, addr) in listed {
+            if Some(node.as_str()) == me {
+                continue;
+            }
+            let asked = replay(
+                io,
+                headers,
+                &addr,
+                Method::GET,
+                "/api/rooms?local=1",
+                Bytes::new(),
+            );
+            let Ok((status, answer)) = asked.await else {
+                continue;
+            };
+            let Some(theirs) = answer["rooms"].as_array().filter(|_| status.is_success()) else {
+                continue;
+            };
+            for entry in theirs {
+                let (Some(room), Some(members)) =
+                    (entry["room"].as_str(), entry["members"].as_array())
+                else {
+                    continue;
+                };
+                merged
+                    .entry(room.to_string())
+                    .or_default()
+                    .extend(members.iter().filter_map(Value::as_str).map(str::to_string));
+            }
+        }
+    }
+    let rooms: Vec<Value> = merged
         .into_iter()
-        .map(|(room, members)| {
-            let members: Vec<String> = members.iter().map(Sid::to_string).collect();
-            json!({ "room": &*room, "members": members })
-        })
+        .map(|(room, members)| json!({ "room": room, "members": members }))
         .collect();
     json!({ "rooms": rooms })
 }
