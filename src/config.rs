@@ -158,6 +158,14 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// than the tabs of one browser closing together, far fewer than a flood.
 #[cfg(feature = "tls")]
 pub const DEFAULT_MAX_RESETS: u32 = 100;
+/// Default number of `idempotency_key`s the server API remembers (the
+/// oldest is forgotten first): enough for a backend's retries of the last
+/// few seconds of publishes, bounded whatever a client sends.
+pub const DEFAULT_API_MAX_IDEMPOTENCY_KEYS: usize = 10_000;
+/// Default cap on an `idempotency_key`, in bytes.
+pub const DEFAULT_API_MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// Default cap on the commands of one `POST /api/batch`.
+pub const DEFAULT_API_MAX_BATCH: usize = 100;
 
 /// Default cap on a JWT's length, in bytes: a signed token with a handful
 /// of claims is a few hundred bytes, an RS256 one under a kilobyte; past
@@ -478,6 +486,36 @@ impl std::str::FromStr for JwtSecret {
     fn from_str(s: &str) -> Result<JwtSecret, Self::Err> {
         Ok(JwtSecret(s.to_string()))
     }
+    /// Keys that open the server API (`/api/*`), sent as `Authorization:
+    /// Bearer <key>`. Repeat the flag, or separate keys with commas in the
+    /// variable, to rotate one key out while the next is in use. No key:
+    /// the API does not exist (404).
+    #[arg(
+        long = "api-key",
+        env = "SSIO_API_KEY",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Serve the server API on this address instead of the public one, so
+    /// backends reach it on a private network only.
+    #[arg(long = "api-listen", env = "SSIO_API_LISTEN", value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+
+    /// `idempotency_key`s the server API remembers; the oldest is
+    /// forgotten first.
+    #[arg(long = "api-max-idempotency-keys", env = "SSIO_API_MAX_IDEMPOTENCY_KEYS", default_value_t = DEFAULT_API_MAX_IDEMPOTENCY_KEYS, value_name = "N")]
+    pub api_max_idempotency_keys: usize,
+
+    /// Longest `idempotency_key` accepted, in bytes.
+    #[arg(long = "api-max-idempotency-key-bytes", env = "SSIO_API_MAX_IDEMPOTENCY_KEY_BYTES", default_value_t = DEFAULT_API_MAX_IDEMPOTENCY_KEY_BYTES, value_name = "BYTES")]
+    pub api_max_idempotency_key_bytes: usize,
+
+    /// Commands one `POST /api/batch` may carry.
+    #[arg(long = "api-max-batch", env = "SSIO_API_MAX_BATCH", default_value_t = DEFAULT_API_MAX_BATCH, value_name = "N")]
+    pub api_max_batch: usize,
 }
 
 /// An address range given to `--trusted-proxy`: `10.0.0.0/8`, `::1`, ...
@@ -604,6 +642,11 @@ impl Default for Config {
             jwt_jwks: None,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             refresh_min_interval_ms: DEFAULT_REFRESH_MIN_INTERVAL_MS,
+            api_keys: Vec::new(),
+            api_listen: None,
+            api_max_idempotency_keys: DEFAULT_API_MAX_IDEMPOTENCY_KEYS,
+            api_max_idempotency_key_bytes: DEFAULT_API_MAX_IDEMPOTENCY_KEY_BYTES,
+            api_max_batch: DEFAULT_API_MAX_BATCH,
         }
     }
 }

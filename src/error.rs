@@ -142,6 +142,19 @@ pub enum Error {
     /// A refresh whose token names another user (`sub`) than the session's.
     #[error("token belongs to another user")]
     NotTokenOwner,
+    /// A server API request without a key `--api-key` names.
+    #[error("missing or invalid API key")]
+    ApiKey,
+    /// A server API command named a session no node holds.
+    #[error("unknown session")]
+    ApiUnknownSession,
+    /// A `POST /api/batch` with more than `--api-max-batch` commands.
+    #[error("too many commands in one batch (limit {0})")]
+    BatchTooLarge(usize),
+    /// A publish whose `idempotency_key` is still being published by
+    /// another request.
+    #[error("a publish with this idempotency_key is in progress")]
+    IdempotencyBusy,
 }
 
 impl Error {
@@ -174,6 +187,10 @@ impl Error {
             Error::Rejected { status: 401, .. } => StatusCode::UNAUTHORIZED,
             Error::Rejected { .. } => StatusCode::FORBIDDEN,
             Error::HandlerFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::ApiKey => StatusCode::UNAUTHORIZED,
+            Error::ApiUnknownSession => StatusCode::NOT_FOUND,
+            Error::BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::IdempotencyBusy => StatusCode::CONFLICT,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::TokenTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RefreshRate => StatusCode::TOO_MANY_REQUESTS,

@@ -6,7 +6,8 @@
 //! import that points up):
 //!
 //! - `edge`: sockets, TLS, the first request head, routing, static files,
-//!   probes and the tower service: where bytes become requests;
+//!   probes, the tower service and the server API (`/api/*`, for backends
+//!   in any language): where bytes become requests;
 //! - `cluster`: several nodes over Redis ([`RedisBackend`]), and the
 //!   forwarding of a request to the node that holds its session;
 //! - `transport`: SSE, raw-socket SSE, long-polling and shared tab streams,

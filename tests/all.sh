@@ -15,6 +15,8 @@ export SSIO_REQUIRE_CLUSTER=1
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# examples/publish.py is run by tests/examples.rs.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # The cluster tests start their own redis-server and nginx on loopback.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)

@@ -1638,3 +1638,143 @@ async fn a_flood_of_forwards_is_held_to_the_in_flight_cap_with_503_and_few_conne
     let block = r.next_ordinary().await;
     assert_eq!((block.event.as_str(), block.data.as_str()), ("direct", "7"));
 }
+
+/// A server API call with the cluster's key.
+async fn api(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    let auth = format!("Bearer {API_KEY}");
+    let r = request(
+        addr,
+        "POST",
+        path,
+        &[("Authorization", &auth)],
+        body.to_string().as_bytes(),
+    )
+    .await;
+    (r.status, r.json())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_api_publishes_once_everywhere_and_reaches_a_session_through_any_node() {
+    let Some(_turn) = one_at_a_time().await else {
+        return;
+    };
+    let c = Embedded::start(3).await;
+    let mut readers = Vec::new();
+    for node in 0..3 {
+        readers.push(Reader::open(c.addr(node), &[]).await.0);
+    }
+    c.settle(3, &[1, 1, 1], &[0, 0, 0]).await;
+    // Any node lists every node with its own sessions, and the one count.
+    let auth = format!("Bearer {API_KEY}");
+    for node in 0..3 {
+        let info = request(
+            c.addr(node),
+            "GET",
+            "/api/info",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .await
+        .json();
+        let each = |id: &str| json!({ "node": id, "sessions": 1, "sse": 1, "polling": 0 });
+        assert_eq!(
+            (
+                &info["node"],
+                &info["count"],
+                &info["sessions"],
+                &info["nodes"]
+            ),
+            (
+                &json!(format!("n{node}")),
+                &json!(3),
+                &json!(1),
+                &json!([each("n0"), each("n1"), each("n2")])
+            )
+        );
+    }
+    let end = |n: &str| json!({ "event": "chat message", "data": { "message": n } });
+    let news = |n: i64| vec![("news".to_string(), n.to_string())];
+
+    // Published through one node: on every node, once.
+    let (status, _) = api(
+        c.addr(0),
+        "/api/publish",
+        json!({ "event": "news", "data": 1 }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    api(c.addr(0), "/api/publish", end("end 1")).await;
+    for r in readers.iter_mut() {
+        assert_eq!(r.until("end 1").await, news(1));
+    }
+
+    // Node 1 puts node 2's session in a room; a room publish through node
+    // 0 reaches it alone; node 0 takes it out again.
+    let on_2 = readers[2].sse.sid.clone();
+    let member = json!({ "sid": on_2, "room": "r" });
+    assert_eq!(
+        api(c.addr(1), "/api/join", member.clone()).await,
+        (200, json!({}))
+    );
+    // A room with members on nodes 0 and 2, listed whole by node 1.
+    let on_0 = readers[0].sse.sid.clone();
+    let also = json!({ "sid": on_0, "room": "r" });
+    assert_eq!(
+        api(c.addr(0), "/api/join", also.clone()).await,
+        (200, json!({}))
+    );
+    let listed = request(
+        c.addr(1),
+        "GET",
+        "/api/rooms",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await
+    .json();
+    let mut both = vec![on_0.clone(), on_2.clone()];
+    both.sort();
+    assert_eq!(
+        listed,
+        json!({ "rooms": [{ "room": "r", "members": both }] })
+    );
+    assert_eq!(api(c.addr(2), "/api/leave", also).await, (200, json!({})));
+    let to_room = json!({ "event": "news", "data": 2, "room": "r" });
+    assert_eq!(api(c.addr(0), "/api/publish", to_room.clone()).await.0, 200);
+    api(c.addr(0), "/api/publish", end("end 2")).await;
+    for (i, r) in readers.iter_mut().enumerate() {
+        let want = if i == 2 { news(2) } else { vec![] };
+        assert_eq!(r.until("end 2").await, want, "node {i}");
+    }
+    assert_eq!(api(c.addr(0), "/api/leave", member).await, (200, json!({})));
+    api(c.addr(0), "/api/publish", to_room).await;
+    api(c.addr(0), "/api/publish", end("end 3")).await;
+    for r in readers.iter_mut() {
+        assert_eq!(r.until("end 3").await, vec![]);
+    }
+
+    // A publish to a session, and its end, through nodes that do not
+    // hold it.
+    let on_1 = readers[1].sse.sid.clone();
+    let direct = json!({ "event": "news", "data": 4, "sid": on_1 });
+    assert_eq!(api(c.addr(2), "/api/publish", direct).await.0, 200);
+    assert_eq!(
+        api(c.addr(0), "/api/disconnect", json!({ "sid": on_1 })).await,
+        (200, json!({}))
+    );
+    let got = readers[1].next_ordinary().await;
+    assert_eq!((got.event.as_str(), got.data.as_str()), ("news", "4"));
+    let gone = readers[1].next_ordinary().await;
+    assert_eq!(
+        (gone.event.as_str(), gone.data.as_str()),
+        ("disconnect", "\"server disconnect\"")
+    );
+    // No node holds it now.
+    for node in 0..3 {
+        assert_eq!(
+            api(c.addr(node), "/api/disconnect", json!({ "sid": on_1 })).await,
+            (404, json!({ "error": "unknown session" })),
+            "node {node}"
+        );
+    }
+}

@@ -313,3 +313,54 @@ async fn the_middleware_example_refuses_without_a_known_token_and_greets_by_name
         (200, r#"{"data":"ann"}"#.into())
     );
 }
+
+/// Runs `examples/publish.py` with `key` and `args`; returns its exit
+/// status, stdout and stderr.
+async fn publish_py(key: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/publish.py");
+    let out = tokio::time::timeout(
+        WAIT * 2,
+        Command::new("python3")
+            .arg(script)
+            .args(args)
+            .env("SSIO_API_KEY", key)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("publish.py did not finish")
+    .expect("python3 could not run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn publish_py_publishes_through_the_server_api_and_prints_the_cursor() {
+    let config = ssio::Config {
+        api_keys: vec!["py-key".into()],
+        ..fast_config()
+    };
+    let server = Server::start_with("127.0.0.1:0".parse().unwrap(), config, |_| {}).await;
+    let url = format!("http://{}", server.addr);
+    let mut r = Reader::new(Sse::open(server.addr).await);
+    assert_eq!(r.next().await.event, "connect");
+    let (code, stdout, stderr) =
+        publish_py("py-key", &[&url, "chat message", r#"{"text": "hi"}"#]).await;
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (Some(0), "00000000-0000-0000-0000-000000000000:1:0\n", "")
+    );
+    let b = r.next().await;
+    assert_eq!(
+        (b.event.as_str(), b.data.as_str()),
+        ("chat message", r#"{"text":"hi"}"#)
+    );
+    let (code, stdout, stderr) = publish_py("wrong", &[&url, "chat message"]).await;
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (Some(1), "", "refused: 401: missing or invalid API key\n")
+    );
+}

@@ -1242,3 +1242,71 @@ async fn an_open_and_reset_flood_keeps_the_away_table_bounded_and_an_innocent_cl
     // the place of the oldest, and left it again by resuming.
     assert_eq!(s["away"], json!(999), "{s}");
 }
+
+/// The server API as an attacker or a runaway backend pushes on it: keys
+/// from the variable (two, comma-separated, as a rotation has them) and
+/// nothing else opens it, and 20,000 distinct idempotency keys leave only
+/// the newest `--api-max-idempotency-keys` remembered.
+#[tokio::test]
+async fn the_server_api_opens_only_to_its_keys_and_forgets_the_oldest_idempotency_keys() {
+    let mut cmd = support::process::ssio(&[], 0);
+    cmd.env("SSIO_API_KEY", "first,second")
+        .args(["--api-max-idempotency-keys", "100"]);
+    let p = support::process::spawn(cmd, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let call = |key: &'static str, body: String| async move {
+        let auth = format!("Bearer {key}");
+        request(
+            p.addr,
+            "POST",
+            "/api/batch",
+            &[("Authorization", &auth)],
+            body.as_bytes(),
+        )
+        .await
+    };
+    let none = r#"{"commands":[]}"#.to_string();
+    assert_eq!(call("first", none.clone()).await.status, 200);
+    assert_eq!(call("second", none.clone()).await.status, 200);
+    for wrong in ["first,second", "firs", "third", ""] {
+        let r = call(wrong, none.clone()).await;
+        assert_eq!(
+            (r.status, r.json()),
+            (401, json!({ "error": "missing or invalid API key" })),
+            "{wrong:?}"
+        );
+    }
+    let batch = |from: usize| {
+        let commands: Vec<Value> = (from..from + 100)
+            .map(|k| {
+                json!({ "method": "publish",
+                        "params": { "event": "e", "idempotency_key": format!("k{k}") } })
+            })
+            .collect();
+        json!({ "commands": commands }).to_string()
+    };
+    let cursor = |r: &Resp, i: usize| r.json()["replies"][i]["result"]["cursor"].clone();
+    for from in (0..20_000).step_by(100) {
+        let r = call("first", batch(from)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            cursor(&r, 99),
+            json!(format!(
+                "00000000-0000-0000-0000-000000000000:{}:0",
+                from + 100
+            ))
+        );
+    }
+    // The last hundred are answered from the table, the rest publish anew.
+    let r = call("first", batch(19_900)).await;
+    assert_eq!(
+        cursor(&r, 0),
+        json!("00000000-0000-0000-0000-000000000000:19901:0")
+    );
+    let r = call("first", batch(0)).await;
+    assert_eq!(
+        cursor(&r, 99),
+        json!("00000000-0000-0000-0000-000000000000:20100:0")
+    );
+}

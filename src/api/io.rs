@@ -579,6 +579,16 @@ impl Io {
         result
     }
 
+    /// The socket of the live session `sid` on this node, for the server
+    /// API's commands.
+    pub(crate) fn socket_of(&self, sid: &crate::session::Sid) -> Option<Socket> {
+        let session = self.inner.hub.get(sid)?;
+        if session.closed_reason().is_some() {
+            return None;
+        }
+        self.socket(session)
+    }
+
     fn socket(&self, session: Arc<Session>) -> Option<Socket> {
         let state = state_of(&session)?;
         Some(Socket {

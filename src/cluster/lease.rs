@@ -118,6 +118,8 @@ impl Keys {
 pub(crate) struct LeaseScript {
     script: Script,
     owner: Script,
+    /// Lists the live nodes (`nodes.lua`), for the server API's info.
+    nodes: Script,
     keys: Keys,
 }
 
@@ -130,6 +132,7 @@ impl LeaseScript {
         LeaseScript {
             script: Script::new(include_str!("lease.lua")),
             owner: Script::new(include_str!("owner.lua")),
+            nodes: Script::new(include_str!("nodes.lua")),
             keys,
         }
     }
@@ -195,6 +198,25 @@ impl LeaseScript {
             .arg(&*id.hyphenated().encode_lower(&mut buf))
             .invoke_async(conn)
             .await
+    }
+}
+
+impl LeaseScript {
+    /// Every node whose lease is live, with its address, sorted by node.
+    pub(crate) async fn nodes(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<Vec<(String, String)>> {
+        let flat: Vec<String> = self
+            .nodes
+            .key(&self.keys.nodes)
+            .key(&self.keys.addrs)
+            .invoke_async(conn)
+            .await?;
+        Ok(flat
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect())
     }
 }
 

@@ -460,6 +460,17 @@ impl Backend for RedisBackend {
         *self.shared.key.lock()
     }
 
+    fn nodes(&self) -> BackendFuture<Vec<(String, String)>> {
+        let s = self.shared.clone();
+        Box::pin(async move {
+            let mut conn = s.conn.clone();
+            tokio::time::timeout(CALL_TIMEOUT, s.script.nodes(&mut conn))
+                .await
+                .map_err(|_| BackendError("redis unreachable".into()))?
+                .map_err(|e| BackendError(format!("redis: {e}")))
+        })
+    }
+
     fn status(&self) -> Option<BackendStatus> {
         let s = &self.shared;
         let connected = s.commands_up.load(Ordering::SeqCst)

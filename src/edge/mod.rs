@@ -7,6 +7,7 @@ pub(crate) mod probe;
 pub(crate) mod refusal;
 pub(crate) mod router;
 pub mod server;
+pub(crate) mod server_api;
 pub(crate) mod statics;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;

@@ -16,6 +16,7 @@ use crate::api::ack::Ack;
 use crate::api::io::Io;
 use crate::cluster::reroute::{self, Rerouted};
 use crate::edge::probe;
+use crate::edge::server_api;
 use crate::edge::statics;
 use crate::engine::hub::Session;
 use crate::engine::recovery::Cursor;
@@ -277,6 +278,18 @@ where
             "text/plain; charset=utf-8",
             statics::SERVER_SOURCE.as_bytes(),
         )),
+        // The server API; only on --api-listen when that is set, but a
+        // command another node replays here comes to the public address.
+        (_, p) if server_api::is_api(p) => {
+            if io.config().api_listen.is_some()
+                && !req
+                    .headers()
+                    .contains_key(crate::cluster::forward::FORWARDED)
+            {
+                return Err(Error::NotFound);
+            }
+            server_api::handle(io, req).await
+        }
         (&Method::GET | &Method::HEAD, p) => match statics::lookup(p) {
             Some(f) => Ok(statics::static_file(f, req.headers())),
             None => Err(not_found_or_method(p)),
@@ -400,7 +413,7 @@ fn parse_emit(body: &[u8], max_event_name: usize) -> Result<(String, Value, bool
 }
 
 /// The rules for a client-sent event name.
-fn check_event_name(name: &str, max: usize) -> Result<(), Error> {
+pub(crate) fn check_event_name(name: &str, max: usize) -> Result<(), Error> {
     if name.is_empty() {
         Err(Error::BadEventName("empty"))
     } else if name.len() > max {

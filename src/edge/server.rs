@@ -23,6 +23,7 @@ use crate::api::io::Io;
 use crate::edge::accept::{self, Prefixed};
 use crate::edge::refusal::JsonRefusals;
 use crate::edge::router;
+use crate::edge::server_api;
 #[cfg(feature = "tls")]
 use crate::edge::tls::{self, Tls};
 use crate::session::Peer;
@@ -81,9 +82,20 @@ async fn serve_all(listener: TcpListener, io: Io, tls: Option<Tls>, shutdown: im
                 if let Ok(at) = l.local_addr() {
                     info!("metrics on http://{at}/metrics");
                 }
-                tracker.spawn(serve_internal(l, io.clone(), internal_done.clone()));
+                tracker.spawn(serve_internal(l, io.clone(), internal_done.clone(), false));
             }
             Err(e) => error!(%addr, error = %e, "could not listen for metrics"),
+        }
+    }
+    if let Some(addr) = config.api_listen {
+        match bind(addr, 128) {
+            Ok(l) => {
+                if let Ok(at) = l.local_addr() {
+                    info!("server API on http://{at}/api/");
+                }
+                tracker.spawn(serve_internal(l, io.clone(), internal_done.clone(), true));
+            }
+            Err(e) => error!(%addr, error = %e, "could not listen for the server API"),
         }
     }
     // One thread runs every task: let idle streams take latest values from
@@ -245,9 +257,9 @@ async fn serve_hyper(
     }
 }
 
-/// Serves `/metrics` and the probes on the `--metrics-listen` address
-/// until `done`.
-async fn serve_internal(listener: TcpListener, io: Io, done: CancellationToken) {
+/// Serves `/metrics` and the probes on the `--metrics-listen` address, or
+/// (`api`) the server API on the `--api-listen` address, until `done`.
+async fn serve_internal(listener: TcpListener, io: Io, done: CancellationToken, api: bool) {
     let tracker = TaskTracker::new();
     loop {
         let stream = tokio::select! {
@@ -263,9 +275,16 @@ async fn serve_internal(listener: TcpListener, io: Io, done: CancellationToken) 
         let io = io.clone();
         let done = done.clone();
         tracker.spawn(async move {
-            let service = service_fn(move |req| {
-                let res = router::handle_internal(&io, &req);
-                async move { Ok::<_, Infallible>(res) }
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let io = io.clone();
+                async move {
+                    let res = if api {
+                        server_api::handle_listen(&io, req).await
+                    } else {
+                        router::handle_internal(&io, &req)
+                    };
+                    Ok::<_, Infallible>(res)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -106,6 +106,11 @@ pub trait Backend: Send + Sync + 'static {
     fn cluster_key(&self) -> Option<[u8; 32]> {
         None
     }
+    /// Every live node of the cluster (this one included) with the address
+    /// the others reach it at, sorted by node; a single process has none.
+    fn nodes(&self) -> BackendFuture<Vec<(String, String)>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
     /// The backend's own state, for `/readyz` and `/metrics`: `None` for a
     /// backend with nothing to reach (the local one), which is then always
     /// ready. A plain read of what the backend last saw, because probes

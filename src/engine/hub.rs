@@ -357,6 +357,19 @@ impl Hub {
         }
         let mut recovered = None;
         let mut carried = None;
+        // A position in the log with no session (the nil sid), as the
+        // server API's publish answers: a page rendered at that point
+        // starts a fresh session there, so it gets each later broadcast
+        // once, with no gap. Gone from the log, it is an ordinary missed
+        // resume.
+        let mut from = None;
+        let resume = match resume {
+            Some(c) if c.sid.as_uuid().is_nil() && self.fanout.can_resume_at(c.broadcast) => {
+                from = Some(c.broadcast);
+                None
+            }
+            other => other,
+        };
         if let Some(cursor) = resume {
             self.disconnect(cursor.sid, DisconnectReason::TransportClose);
             let old = self.away.lock().take(&cursor.sid);
@@ -396,7 +409,7 @@ impl Hub {
                 handshake.address,
                 client,
                 Arc::new(Mailbox::new(self.retain())),
-                self.fanout.end(),
+                from.unwrap_or_else(|| self.fanout.end()),
                 incarnation,
             )),
         };
@@ -420,7 +433,7 @@ impl Hub {
             let _order = self.order.lock();
             match ready_now(self.backend.join(session.sid)) {
                 Ok(Ok(())) => {
-                    let from = carried.as_ref().map(|(_, g)| *g);
+                    let from = carried.as_ref().map(|(_, g)| *g).or(from);
                     return Ok(self.finish_connect(
                         session,
                         handshake,
@@ -446,7 +459,7 @@ impl Hub {
             self.end_for_good(&session);
             return Err(e.into());
         }
-        let from = carried.as_ref().map(|(_, g)| *g);
+        let from = carried.as_ref().map(|(_, g)| *g).or(from);
         Ok(self.finish_connect(session, handshake, from, recovered, carried.is_some()))
     }
 

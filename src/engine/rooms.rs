@@ -54,6 +54,22 @@ impl<M> Default for Rooms<M> {
 }
 
 impl<M: Clone> Rooms<M> {
+    /// Every room with its members, each sorted (rooms by name, members by
+    /// sid), for the server API's listing.
+    pub(crate) fn list(&self) -> Vec<(Arc<str>, Vec<Sid>)> {
+        let mut rooms: Vec<_> = self
+            .members
+            .iter()
+            .map(|(room, members)| {
+                let mut sids: Vec<Sid> = members.keys().copied().collect();
+                sids.sort_unstable();
+                (room.clone(), sids)
+            })
+            .collect();
+        rooms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rooms
+    }
+
     /// Adds `sid` to `room`; false if it would be in more than `max` rooms.
     pub(crate) fn join(&mut self, room: &str, sid: Sid, member: M, max: usize) -> bool {
         let mine = self.of.entry(sid).or_default();

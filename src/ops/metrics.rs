@@ -346,6 +346,11 @@ impl Metrics {
     }
 
     /// `n` events and `bytes` body bytes were written to one session.
+    /// Events written to clients since start (`ssio_deliveries_total`).
+    pub(crate) fn deliveries(&self) -> u64 {
+        self.deliveries.get()
+    }
+
     pub(crate) fn written(&self, n: u64, bytes: u64) {
         if n > 0 {
             self.deliveries.inc_by(n);

@@ -27,6 +27,7 @@ mod poll;
 mod recovery;
 mod rooms;
 mod routes;
+mod server_api;
 mod slow_readers;
 mod slowloris;
 mod sse;

@@ -346,6 +346,9 @@ pub async fn ack_through(addr: SocketAddr, sid: &str, event: &str, data: Value) 
     r.json()["data"].clone()
 }
 
+/// The server API key of every [`Embedded`] node.
+pub const API_KEY: &str = "cluster-api-key";
+
 /// Nodes in this process, each running the feature-test app (rooms, acks,
 /// `whoami`) on the Redis backend, with a recovery window: what the room
 /// and resume tests need, which the demo binary does not serve.
@@ -370,6 +373,7 @@ impl Embedded {
                 ping_interval_ms: PING_INTERVAL,
                 ping_timeout_ms: PING_TIMEOUT,
                 recovery_window_ms: 30_000,
+                api_keys: vec![API_KEY.into()],
                 ..fast_config()
             };
             let listener = ssio::bind("127.0.0.1:0".parse().unwrap(), config.backlog).unwrap();

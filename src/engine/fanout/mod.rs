@@ -259,6 +259,11 @@ impl Fanout {
         self.rooms.lock().members(rooms, except).len()
     }
 
+    /// Every room with members on this node, with them, sorted.
+    pub(crate) fn room_list(&self) -> Vec<(Arc<str>, Vec<Sid>)> {
+        self.rooms.lock().list()
+    }
+
     /// Rooms with members on this node.
     pub(crate) fn room_count(&self) -> usize {
         self.rooms.lock().room_count()
