@@ -1309,4 +1309,62 @@ async fn the_server_api_opens_only_to_its_keys_and_forgets_the_oldest_idempotenc
         cursor(&r, 99),
         json!("00000000-0000-0000-0000-000000000000:20100:0")
     );
+/// The admin page as a client with no key gets it: only the key form is
+/// shown, the dashboard is hidden until a key is accepted, and nothing in
+/// the page can carry the key anywhere but an `Authorization` header.
+#[tokio::test]
+async fn the_admin_page_without_a_key_serves_only_the_key_form_and_never_puts_the_key_in_a_url_or_local_storage(
+) {
+    let s = Server::start(fast_config()).await;
+    let page = get(s.addr, "/admin").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("cache-control").as_deref(), Some("no-cache"));
+    let html = page.text();
+    // One form is shown, the key form; every other form is inside the
+    // dashboard, which starts hidden.
+    let (before, dashboard) = html
+        .split_once("<div id=\"dashboard\" hidden>")
+        .expect("the dashboard starts hidden");
+    assert_eq!(before.matches("<form").count(), 1, "{before}");
+    assert!(before.contains("<form id=\"key-form\" method=\"post\""));
+    assert_eq!(dashboard.matches("<form").count(), 2);
+    // The key input has no name, so no form submission can carry it, and
+    // the policy lets no form navigate at all: with scripts off, a
+    // submitted key still cannot land in a query string.
+    let input = html
+        .split("<input")
+        .find(|i| i.contains("id=\"key\""))
+        .expect("the key input");
+    let input = &input[..input.find('>').unwrap()];
+    assert!(!input.contains("name="), "{input}");
+    assert!(input.contains("type=\"password\""), "{input}");
+    assert!(html.contains("form-action 'none'"));
+    assert!(html.contains("connect-src 'self'"));
+    assert!(html.contains("<meta name=\"referrer\" content=\"no-referrer\">"));
+    assert!(!html.contains("<script>"), "no inline script");
+
+    let js = get(s.addr, "/public/admin.js").await;
+    assert_eq!(js.status, 200);
+    let js = js.text();
+    // The key is kept in the tab's sessionStorage and nowhere else.
+    for leak in [
+        "localStorage.",
+        "localStorage[",
+        "document.cookie",
+        "location.search",
+        "location.href =",
+        "history.",
+        "URLSearchParams",
+        "?key",
+    ] {
+        assert!(!js.contains(leak), "admin.js uses {leak}");
+    }
+    assert_eq!(js.matches("sessionStorage.setItem(").count(), 1);
+    // The only way the key leaves: the Authorization header.
+    assert_eq!(js.matches("'Bearer ' + key").count(), 1);
+    assert_eq!(get(s.addr, "/public/admin.css").await.status, 200);
 }

@@ -36,7 +36,7 @@ pub(crate) fn lookup(path: &str) -> Option<&'static StaticFile> {
 /// Every file with the paths that name it. Built on first use, so each
 /// file is compressed once per process and never per request.
 static FILES: std::sync::LazyLock<Vec<(&[&str], StaticFile)>> = std::sync::LazyLock::new(|| {
-    let table: [(&[&str], &str, &'static [u8]); 7] = [
+    let table: [(&[&str], &str, &'static [u8]); 10] = [
         (
             &["/", "/index.html"],
             "text/html; charset=utf-8",
@@ -63,6 +63,21 @@ static FILES: std::sync::LazyLock<Vec<(&[&str], StaticFile)>> = std::sync::LazyL
             &["/public/style.css"],
             "text/css; charset=utf-8",
             include_bytes!("../../public/style.css"),
+        ),
+        (
+            &["/admin"],
+            "text/html; charset=utf-8",
+            include_bytes!("../../public/admin.html"),
+        ),
+        (
+            &["/public/admin.js"],
+            JS,
+            include_bytes!("../../public/admin.js"),
+        ),
+        (
+            &["/public/admin.css"],
+            "text/css; charset=utf-8",
+            include_bytes!("../../public/admin.css"),
         ),
     ];
     table
@@ -352,6 +367,9 @@ mod tests {
             "/public/ssio.d.ts",
             "/public/ssio.mjs",
             "/public/style.css",
+            "/admin",
+            "/public/admin.js",
+            "/public/admin.css",
         ] {
             assert!(lookup(p).is_some(), "{p}");
         }
@@ -362,6 +380,9 @@ mod tests {
             "/PUBLIC/client.js",
             "/public/client.js/",
             "/public/client.js?x",
+            "/admin/",
+            "/admin.html",
+            "/public/admin.html",
         ] {
             assert!(lookup(p).is_none(), "{p}");
         }
@@ -371,7 +392,7 @@ mod tests {
         #[test]
         fn static_lookup_serves_only_the_table(path in "/[./%a-z0-9A-Z]{0,40}") {
             if lookup(&path).is_some() {
-                prop_assert!(["/", "/index.html", "/public/client.js", "/public/ssio.js", "/public/ssio.min.js", "/public/ssio.mjs", "/public/ssio.d.ts", "/public/style.css"].contains(&path.as_str()));
+                prop_assert!(["/", "/index.html", "/public/client.js", "/public/ssio.js", "/public/ssio.min.js", "/public/ssio.mjs", "/public/ssio.d.ts", "/public/style.css", "/admin", "/public/admin.js", "/public/admin.css"].contains(&path.as_str()));
             }
         }
     }
