@@ -468,24 +468,7 @@ pub struct Config {
     /// sooner one gets 429.
     #[arg(long = "refresh-min-interval", env = "SSIO_REFRESH_MIN_INTERVAL", default_value_t = DEFAULT_REFRESH_MIN_INTERVAL_MS, value_name = "MS")]
     pub refresh_min_interval_ms: u64,
-}
 
-/// The `--jwt-secret`: its `Debug` does not show it, so a logged
-/// configuration does not leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JwtSecret(pub String);
-
-impl std::fmt::Debug for JwtSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JwtSecret(..)")
-    }
-}
-
-impl std::str::FromStr for JwtSecret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<JwtSecret, Self::Err> {
-        Ok(JwtSecret(s.to_string()))
-    }
     /// Keys that open the server API (`/api/*`), sent as `Authorization:
     /// Bearer <key>`. Repeat the flag, or separate keys with commas in the
     /// variable, to rotate one key out while the next is in use. No key:
@@ -516,6 +499,24 @@ impl std::str::FromStr for JwtSecret {
     /// Commands one `POST /api/batch` may carry.
     #[arg(long = "api-max-batch", env = "SSIO_API_MAX_BATCH", default_value_t = DEFAULT_API_MAX_BATCH, value_name = "N")]
     pub api_max_batch: usize,
+}
+
+/// The `--jwt-secret`: its `Debug` does not show it, so a logged
+/// configuration does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtSecret(pub String);
+
+impl std::fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtSecret(..)")
+    }
+}
+
+impl std::str::FromStr for JwtSecret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<JwtSecret, Self::Err> {
+        Ok(JwtSecret(s.to_string()))
+    }
 }
 
 /// An address range given to `--trusted-proxy`: `10.0.0.0/8`, `::1`, ...

@@ -1309,6 +1309,8 @@ async fn the_server_api_opens_only_to_its_keys_and_forgets_the_oldest_idempotenc
         cursor(&r, 99),
         json!("00000000-0000-0000-0000-000000000000:20100:0")
     );
+}
+
 /// The admin page as a client with no key gets it: only the key form is
 /// shown, the dashboard is hidden until a key is accepted, and nothing in
 /// the page can carry the key anywhere but an `Authorization` header.

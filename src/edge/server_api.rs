@@ -25,6 +25,7 @@ use crate::api::io::Io;
 use crate::cluster::forward;
 use crate::config::Config;
 use crate::edge::router::check_event_name;
+use crate::engine::fanout;
 use crate::engine::recovery::Cursor;
 use crate::error::{BackendError, Error};
 use crate::session::{DisconnectReason, Sid, Transport};
@@ -259,6 +260,8 @@ fn publish(io: &Io, mut params: Map<String, Value>, sid: Option<Sid>) -> Result<
             return Ok(earlier);
         }
     }
+    // The local backend appends on this thread, before `emit` returns.
+    fanout::take_appended_end();
     match (&room, sid) {
         (Some(room), _) => io.to(room).emit(&event, data),
         (None, Some(sid)) => match io.socket_of(&sid) {
@@ -272,9 +275,14 @@ fn publish(io: &Io, mut params: Map<String, Value>, sid: Option<Sid>) -> Result<
         },
         (None, None) => io.emit(&event, data),
     }
+    // Right after this publish's own event, never past another thread's.
+    // A shared backend appends only when the event comes back from it,
+    // so the end read now is before it: the page gets its own event once
+    // more, but misses nothing.
+    let end = fanout::take_appended_end().unwrap_or_else(|| io.hub().fanout().end());
     let cursor = Cursor {
         sid: Sid::nil(),
-        broadcast: io.hub().fanout().end(),
+        broadcast: end,
         direct: 0,
     };
     let result = json!({ "cursor": cursor.to_string() });

@@ -50,6 +50,21 @@ pub(crate) use cursor::{Delivery, Item};
 use sweeper::Sweep;
 pub(crate) use sweeper::{DirectWrite, Newest, Swept};
 
+thread_local! {
+    /// The log's end just after the last everyone-broadcast this thread
+    /// appended. A caller that must name the position right after its own
+    /// event (the server API's publish cursor) cannot read [`Fanout::end`]
+    /// afterwards: another thread may have appended in between, and a page
+    /// resuming from that later end would never get the other event.
+    static APPENDED_END: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// The log's end just after this thread's last everyone-broadcast since the
+/// previous call, if it appended one; clears it.
+pub(crate) fn take_appended_end() -> Option<u64> {
+    APPENDED_END.with(std::cell::Cell::take)
+}
+
 /// A node's broadcast log and latest-value slots; cheap to clone.
 #[derive(Clone)]
 pub struct Fanout {
@@ -191,6 +206,8 @@ impl Fanout {
                 at: now,
             });
             st.trim(now);
+            let end = st.end();
+            APPENDED_END.with(|c| c.set(Some(end)));
             st.drain_waiters()
         });
         wake(waiters, None);
@@ -511,6 +528,27 @@ mod tests {
         }
         fanout.publish_latest("count", p("count", 1));
         assert_eq!(*woke.lock(), (0..200).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn a_thread_learns_the_end_after_its_own_event_whatever_others_append() {
+        let fanout = Fanout::new(64);
+        assert_eq!(take_appended_end(), None);
+        fanout.publish(p("chat", 1));
+        let mine = take_appended_end().expect("an append was noted");
+        // Another thread appends before this one looks again: the end this
+        // thread learnt stays the one right after its own event.
+        let other = fanout.clone();
+        std::thread::spawn(move || {
+            other.publish(p("chat", 2));
+            assert_eq!(take_appended_end(), Some(mine + 1));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(fanout.end(), mine + 1);
+        assert_eq!(take_appended_end(), None, "taken once");
+        fanout.publish(p("chat", 3));
+        assert_eq!(take_appended_end(), Some(mine + 2));
     }
 
     #[test]
