@@ -25,6 +25,7 @@ use crate::api::io::Io;
 use crate::cluster::forward;
 use crate::config::Config;
 use crate::edge::router::check_event_name;
+use crate::edge::statics;
 use crate::engine::fanout;
 use crate::engine::recovery::Cursor;
 use crate::error::{BackendError, Error};
@@ -48,8 +49,17 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    // The admin page calls the API on the address it came from, so it is
+    // served here too when the API has an address of its own.
+    let admin = matches!(
+        path.as_str(),
+        "/admin" | "/public/admin.js" | "/public/admin.css"
+    );
     let answer = if is_api(&path) {
         handle(io, req).await
+    } else if admin && method == Method::GET && enabled(io.config()) {
+        let file = statics::lookup(&path).ok_or(Error::NotFound);
+        file.map(|f| statics::static_file(f, req.headers()))
     } else {
         Err(Error::NotFound)
     };
@@ -154,6 +164,7 @@ fn command_name(path: &str) -> Option<&'static str> {
         "/api/disconnect" => Some("disconnect"),
         "/api/join" => Some("join"),
         "/api/leave" => Some("leave"),
+        "/api/session" => Some("session"),
         _ => None,
     }
 }
@@ -200,6 +211,19 @@ async fn run(
                 return Err(Error::ApiUnknownSession);
             }
             Ok(json!({}))
+        }
+        "session" => {
+            let socket = sid
+                .and_then(|sid| io.socket_of(&sid))
+                .ok_or(Error::ApiUnknownSession)?;
+            let mut rooms = socket.rooms();
+            rooms.sort();
+            Ok(json!({
+                "sid": socket.id().to_string(),
+                "user": socket.user_id(),
+                "transport": socket.transport().as_str(),
+                "rooms": rooms,
+            }))
         }
         _ => {
             let room = match params.get("room") {

@@ -125,6 +125,64 @@ async fn a_token_opens_a_session_whose_user_id_is_its_sub() {
 }
 
 #[tokio::test]
+async fn the_server_api_reads_a_sessions_user_id() {
+    let server = start(Config {
+        api_keys: vec!["api-key".into()],
+        ..with_secret()
+    })
+    .await;
+    let sid = open(&server, &hs256(json!({ "sub": "ann", "exp": now() + 60 }))).await;
+    let api = |body: String| {
+        let addr = server.addr;
+        async move {
+            request(
+                addr,
+                "POST",
+                "/api/session",
+                &[("Authorization", "Bearer api-key")],
+                body.as_bytes(),
+            )
+            .await
+        }
+    };
+    let r = api(json!({ "sid": sid }).to_string()).await;
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            200,
+            json!({ "sid": sid, "user": "ann", "transport": "polling", "rooms": [] })
+        )
+    );
+    let r = request(
+        server.addr,
+        "POST",
+        "/api/join",
+        &[("Authorization", "Bearer api-key")],
+        json!({ "sid": sid, "room": "lobby" })
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!((r.status, r.json()), (200, json!({})));
+    let r = api(json!({ "sid": sid }).to_string()).await;
+    assert_eq!(r.json()["rooms"], json!(["lobby"]));
+    // A session nobody holds, a malformed sid and none at all.
+    let unknown = json!({ "sid": "6f1c2d3e-4a5b-4c6d-8e7f-8091a2b3c4d5" }).to_string();
+    for (body, status, error) in [
+        (unknown, 404, "unknown session"),
+        (r#"{"sid":"not-a-sid"}"#.to_string(), 404, "unknown session"),
+        ("{}".to_string(), 400, "invalid JSON: missing \"sid\""),
+    ] {
+        let r = api(body.clone()).await;
+        assert_eq!(
+            (r.status, r.json()),
+            (status, json!({ "error": error })),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn every_bad_token_is_refused_with_its_message_and_makes_no_session() {
     let server = start(Config {
         max_token_bytes: 600,

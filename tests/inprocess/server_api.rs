@@ -403,4 +403,15 @@ async fn api_listen_moves_the_api_off_the_public_address() {
         404,
         json!({ "error": "not found" }),
     );
+    // The admin page calls the API where it was loaded from, so it is on
+    // the API's address too; nothing else of the public table is.
+    for path in ["/admin", "/public/admin.js", "/public/admin.css"] {
+        let here = get(at, path).await;
+        assert_eq!(here.status, 200, "{path}");
+        assert_eq!(here.body, get(server.addr, path).await.body, "{path}");
+    }
+    let r = get(at, "/public/ssio.js").await;
+    assert_answer(&r, 404, json!({ "error": "not found" }));
+    let r = request(at, "POST", "/admin", &[], b"").await;
+    assert_answer(&r, 404, json!({ "error": "not found" }));
 }
