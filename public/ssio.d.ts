@@ -50,7 +50,7 @@ export interface SocketOptions {
    *
    * A function is called again for every connection. With JWT sessions it
    * returns `{ token }`, and is also called two thirds into each token's
-   * life (`exp - iat`) for a fresh one, sent with `POST /refresh`; if it
+   * life (`exp - iat`, less a second) for a fresh one, sent with `POST /refresh`; if it
    * gives none the server ends the session with `"token expired"`.
    */
   auth?:

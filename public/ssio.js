@@ -58,7 +58,7 @@
     var lastId = '';
     // ---- JWT sessions: the payload the session began with, and the timer
     // that asks `auth` for a fresh token before this one expires ----
-    var auth, renewal;
+    var auth, since, renewal;
 
     var socket = { id: null, connected: false, transport: null, recovered: false };
 
@@ -85,6 +85,7 @@
       Promise.resolve(typeof opts.auth == 'function' ? opts.auth() : opts.auth)
         .then(function (a) {
           auth = a;
+          since = Date.now();
           return fetch(base + '/handshake', { method: 'POST', body: JSON.stringify(a) });
         })
         .then(answer)
@@ -165,25 +166,29 @@
     }
 
     // Two thirds into the token's life (`exp - iat`, so a page whose clock
-    // is off still refreshes in time), `auth` is asked for a fresh token,
-    // sent in-band. Without one the server ends the session with "token
-    // expired", and the reconnection asks `auth` again.
+    // is off still refreshes in time), less the second that `iat` may have
+    // been rounded down by, counted from when `auth` gave the token, `auth`
+    // is asked for a fresh one, sent in-band; a refusal (too soon, a lost
+    // request) is asked again a second later. Without one the server ends
+    // the session with "token expired", and the reconnection asks `auth`
+    // again.
     function renew() {
       var my = gen, c;
       try {
         c = JSON.parse(atob(auth.token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
       } catch (e) { return; }
       if (typeof opts.auth != 'function' || !c.exp) return;
-      renewal = setTimeout(function () {
+      function ask() {
+        since = Date.now();
         Promise.resolve(opts.auth()).then(function (a) {
-          if (my == gen) return fetch(base + '/refresh?sid=' + socket.id,
+          return fetch(base + '/refresh?sid=' + socket.id,
             { method: 'POST', body: JSON.stringify({ token: a.token }) }).then(answer).then(function () {
             auth = a;
-            if (my == gen) renew();
           });
-        }).catch(function () {});
-        // setTimeout fires at once past 2^31 ms.
-      }, Math.min((c.exp - (c.iat || Date.now() / 1000)) * 667, 2e9));
+        }).then(function () { if (my == gen) renew(); }, function () { if (my == gen) renewal = setTimeout(ask, 1e3); });
+      }
+      // setTimeout fires at once past 2^31 ms.
+      renewal = setTimeout(ask, Math.min((c.exp - (c.iat || since / 1e3) - 1) * 667 - Date.now() + since, 2e9));
     }
 
     // The session is over, whoever noticed first.

@@ -18,7 +18,7 @@ export const MINIFIED = join(ROOT, 'public', 'ssio.min.js');
 const OPTIONS = {
   minify: true,
   target: 'es2017',
-  banner: '/* ssio client, minified from /public/ssio.js */',
+  banner: '/* ssio.js, minified */',
 };
 
 /** The minified client for `source`, the text of public/ssio.js. */
