@@ -184,7 +184,7 @@ async fn a_third_of_500_clients_killed_survivors_converge_exactly() {
     // Heartbeats long enough that 250 live pollers keep up on a busy machine.
     let server = Server::start(Config {
         ping_interval_ms: 1_000,
-        ping_timeout_ms: 2_000,
+        ping_timeout_ms: 5_000,
         ..fast_config()
     })
     .await;
@@ -236,8 +236,9 @@ async fn a_third_of_500_clients_killed_survivors_converge_exactly() {
     eprintln!("killed {killed_sse} SSE and {killed_poll} polling clients; {live} remain");
     assert!(killed_sse > 50 && killed_poll > 50);
 
+    // Within pingInterval + pingTimeout (6 s) of the kills, and a margin.
     server
-        .wait_sessions(live as usize, Duration::from_secs(8))
+        .wait_sessions(live as usize, Duration::from_secs(15))
         .await;
     for s in survivors_sse.iter_mut() {
         s.wait_count(live, Duration::from_secs(5)).await;

@@ -144,9 +144,13 @@ async fn mixed_transports_share_one_count_and_a_silent_poller_times_out() {
 
 #[tokio::test]
 async fn ordinary_events_arrive_in_order_none_lost_none_twice_across_polls() {
+    // The sender only emits and never polls: its session lives a
+    // pingTimeout from its first emit, longer than a loaded machine takes
+    // to send the 200.
     let server = Server::start(Config {
         ping_interval_ms: 2_000,
-        ping_timeout_ms: 5_000,
+        ping_timeout_ms: 30_000,
+        first_poll_timeout_ms: 30_000,
         ..fast_config()
     })
     .await;

@@ -156,7 +156,7 @@ async fn a_head_that_arrives_in_pieces_gets_the_same_stream() {
     );
     let sid = header_in(&head, "x-session-id").unwrap();
     let expected = format!(
-        "retry: 250\nid: {sid}:0:0\nevent: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":300,\"pingTimeout\":400}}\n\n"
+        "retry: 250\nid: {sid}:0:0\nevent: connect\ndata: {{\"sid\":\"{sid}\",\"pingInterval\":300,\"pingTimeout\":2000}}\n\n"
     );
     let mut size = String::new();
     r.read_line(&mut size).await.unwrap();
