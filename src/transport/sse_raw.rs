@@ -88,8 +88,8 @@ pub(crate) async fn start(
         .await
         .ok()?;
     let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
-        // Without a sweeper (several threads), the stream is woken as
-        // before and need not be reachable.
+        // Without a sweeper, the stream is woken as before and need not
+        // be reachable.
         if io.hub().fanout().sweeping() {
             let me: std::sync::Weak<dyn DirectWrite> = me.clone();
             body.write_directly(me);
