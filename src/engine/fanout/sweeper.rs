@@ -266,6 +266,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sweeper_runs_from_its_call_and_one_dropped_unpolled_lets_the_streams_go() {
+        let fanout = Fanout::new(8);
+        let first = fanout.clone().sweep();
+        // A stream that starts before the first poll is written directly.
+        assert!(fanout.sweeping());
+        // A second sweeper ends at once and leaves the first running.
+        fanout.clone().sweep().await;
+        assert!(fanout.sweeping());
+        let idle = fake(&fanout, false);
+        let (woken_count, waker) = counter();
+        assert!(idle
+            .delivery
+            .lock()
+            .poll_next(&mut Context::from_waker(&waker))
+            .is_pending());
+        fanout.publish_latest("count", p("count", 1));
+        assert_eq!(woken(&woken_count), 0);
+        // Never polled: what it was given goes back to the stream's task.
+        drop(first);
+        assert!(!fanout.sweeping());
+        assert_eq!(woken(&woken_count), 1);
+        assert!(idle.wrote.lock().is_empty());
+    }
+
+    #[tokio::test]
     async fn the_sweeper_writes_idle_streams_only_the_newest_value_and_wakes_the_rest() {
         let fanout = Fanout::new(8);
         let sweeper = tokio::spawn(fanout.clone().sweep());
