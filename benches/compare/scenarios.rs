@@ -379,7 +379,7 @@ async fn floor(n: usize, rounds: usize) -> Result<FloorRow, String> {
     last_ms.sort_by(f64::total_cmp);
     // The median round by wall time, and the CPU that same round took.
     let median = writes_ns
-        .get(((writes_ns.len() + 1) / 2).max(1) - 1)
+        .get(writes_ns.len().div_ceil(2).max(1) - 1)
         .copied()
         .unwrap_or((f64::NAN, f64::NAN));
     let per_write = median.0 / n as f64;
