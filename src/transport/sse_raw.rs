@@ -120,6 +120,9 @@ impl Future for Streaming {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // With several threads the sweeper may hold this lock on another
+        // one; it does so for a single non-blocking write, so waiting for
+        // it costs less than waking this task again later.
         let mut slot = self.0 .0.lock();
         let Some(stream) = slot.as_mut() else {
             return Poll::Ready(());
