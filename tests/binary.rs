@@ -75,3 +75,76 @@ async fn unprefixed_variables_belong_to_someone_else() {
         .line;
     assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
 }
+
+/// `ssio_fanout_swept_total` as `/metrics` on `addr` reports it.
+async fn swept(addr: std::net::SocketAddr) -> u64 {
+    let mut c = support::http::HttpConn::open(addr, 0).await.unwrap();
+    let (status, body) = support::http::within(WAIT, c.request("GET", "/metrics", b""))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let body = String::from_utf8(body).unwrap();
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("ssio_fanout_swept_total "))
+        .unwrap_or_else(|| panic!("no ssio_fanout_swept_total in\n{body}"));
+    line["ssio_fanout_swept_total ".len()..].parse().unwrap()
+}
+
+/// How long any one step may take before the test fails.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+// With two cores the binary runs several scheduler threads; its idle
+// streams still take each new count from the sweeper, not from a task
+// woken each, and every client reads the exact count.
+#[tokio::test]
+async fn on_two_cores_the_sweeper_writes_every_count_change_to_every_idle_stream() {
+    use support::sse::{Seen, SseClient};
+    let server = process::spawn(process::ssio(&["taskset", "-c", "0,1"], 0), WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = server.addr;
+    // Reads from `c` until it has `count`, which must be the only count
+    // it is given: a change is one publish, one value per stream.
+    async fn expect_count(c: &mut SseClient, count: i64) {
+        let mut seen = Seen::default();
+        while seen.counts.last() != Some(&count) {
+            support::http::within(WAIT, c.next(&mut seen))
+                .await
+                .unwrap_or_else(|e| panic!("count {count} never came: {e} (saw {seen:?})"));
+        }
+        assert_eq!(seen.counts, [count]);
+    }
+    let mut clients: Vec<SseClient> = Vec::new();
+    for salt in 0..20u32 {
+        let mut c = SseClient::connect(addr, salt).await.unwrap();
+        let n = clients.len() as i64 + 1;
+        expect_count(&mut c, n).await;
+        for other in clients.iter_mut() {
+            expect_count(other, n).await;
+        }
+        clients.push(c);
+    }
+    // Every stream is idle now. Each new session is one count change,
+    // which the sweeper writes to every stream already open; the new
+    // stream gets its first count from its own task.
+    for salt in 20..30u32 {
+        let before = swept(addr).await;
+        let idle = clients.len() as u64;
+        let mut c = SseClient::connect(addr, salt).await.unwrap();
+        let n = clients.len() as i64 + 1;
+        expect_count(&mut c, n).await;
+        for other in clients.iter_mut() {
+            expect_count(other, n).await;
+        }
+        clients.push(c);
+        // The counter moves once the sweep ends, just after its writes.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut now = swept(addr).await;
+        while now < before + idle && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            now = swept(addr).await;
+        }
+        assert_eq!(now - before, idle, "streams swept for count {n}");
+    }
+}

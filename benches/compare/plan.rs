@@ -85,6 +85,11 @@ pub struct Flags {
     /// Largest N socket.io is opened to in the ramp [full: 2000; quick: 1000]
     #[arg(long)]
     pub sio_ramp_n: Option<usize>,
+    /// Cores the server under test runs on, as `taskset -c` takes them:
+    /// `0,1` gives it both, sharing core 1 with the generator, as a
+    /// server on a machine of its own would run [default: 0]
+    #[arg(long, value_name = "CORES")]
+    pub server_cores: Option<String>,
 }
 
 /// Which scenarios, sizes and transports one run covers.
@@ -192,6 +197,9 @@ impl Plan {
         plan.ramp_n = f.ramp_n.unwrap_or(plan.ramp_n);
         plan.sio_chat_n = f.sio_chat_n.unwrap_or(plan.sio_chat_n);
         plan.sio_ramp_n = f.sio_ramp_n.unwrap_or(plan.sio_ramp_n);
+        if let Some(cores) = f.server_cores {
+            crate::procs::set_server_cores(cores);
+        }
         // A server process may hold 20,000 open files; one connection per
         // client leaves room for little more than 19,000 clients (the chat
         // adds its sender's two).

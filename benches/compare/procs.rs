@@ -14,12 +14,26 @@ use crate::repo;
 use crate::support::http::HttpConn;
 use crate::support::{process, procfs};
 
-/// The core the server under test owns.
+/// The core the server under test owns, and the floor's writer.
 pub const SERVER_CORE: &str = "0";
 /// The core the generator and everything else of the bench share.
 pub const GENERATOR_CORE: &str = "1";
 /// Listen backlog given to both servers.
 pub const BACKLOG: u32 = 4096;
+
+/// The cores the server under test runs on, as `taskset -c` takes them:
+/// `--server-cores`, [`SERVER_CORE`] unless set.
+static SERVER_CORES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Runs servers under test on `cores` rather than [`SERVER_CORE`] alone.
+pub fn set_server_cores(cores: String) {
+    let _ = SERVER_CORES.set(cores);
+}
+
+/// The cores servers under test run on.
+pub fn server_cores() -> &'static str {
+    SERVER_CORES.get().map_or(SERVER_CORE, String::as_str)
+}
 
 /// Longest a server may take to print its listening line.
 const START: Duration = Duration::from_secs(20);
@@ -60,7 +74,7 @@ impl Server {
         let node = !kind.is_ssio();
         let mut cmd = if node {
             let mut cmd = Command::new("taskset");
-            cmd.args(["-c", SERVER_CORE, "node", "--expose-gc"])
+            cmd.args(["-c", server_cores(), "node", "--expose-gc"])
                 .arg(repo::root().join("benches/peer/server.js"))
                 .arg("0");
             if let Some(hb) = hb {
@@ -69,7 +83,7 @@ impl Server {
             }
             cmd
         } else {
-            let mut cmd = process::ssio(&["taskset", "-c", SERVER_CORE], 0);
+            let mut cmd = process::ssio(&["taskset", "-c", server_cores()], 0);
             cmd.arg("--backlog").arg(BACKLOG.to_string());
             if kind == Kind::H2 {
                 let (cert, key) = crate::h2::write_certificate()?;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::clients::Kind;
 use crate::machine::Machine;
 use crate::plan::Plan;
-use crate::procs::{BACKLOG, GENERATOR_CORE, SERVER_CORE};
+use crate::procs::{server_cores, BACKLOG, GENERATOR_CORE};
 use crate::repo;
 use crate::results::{
     AbandonedRow, ChatRow, ChurnRow, FanoutRow, FloorRow, IdleRow, RampRow, Results,
@@ -95,6 +95,15 @@ fn floor_p99_at(floor: &[FloorRow], n: usize) -> Option<f64> {
         .iter()
         .find(|v| v.n == n)
         .and_then(|v| num(v.last_p99_ms))
+}
+
+/// The floor's CPU per write at `n`, in µs.
+fn floor_write_at(floor: &[FloorRow], n: usize) -> Option<f64> {
+    floor
+        .iter()
+        .find(|v| v.n == n)
+        .and_then(|v| num(v.per_write_cpu_ns))
+        .map(|ns| ns / 1000.0)
 }
 
 /// A figure, or nothing when it could not be measured (NaN).
@@ -384,7 +393,7 @@ pub fn write(plan: &Plan, r: &Results, took: Duration) -> Result<(), String> {
         mode: if plan.quick { "quick" } else { "full" },
         machine: &m,
         duration_secs: took.as_secs_f64(),
-        server_core: SERVER_CORE,
+        server_core: server_cores(),
         generator_core: GENERATOR_CORE,
         backlog: BACKLOG,
         floor: &r.floor,
@@ -453,15 +462,16 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
         );
         let _ = writeln!(
             s,
-            "| N | rounds | per write (µs) | writer's round, median (ms) | last read p50 (ms) | last read p99 (ms) |\n|---|---|---|---|---|---|"
+            "| N | rounds | per write (µs) | per write, CPU (µs) | writer's round, median (ms) | last read p50 (ms) | last read p99 (ms) |\n|---|---|---|---|---|---|---|"
         );
         for v in &r.floor {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 v.n,
                 v.rounds,
                 fmt(num(v.per_write_ns).map(|x| x / 1000.0), 2),
+                fmt(num(v.per_write_cpu_ns).map(|x| x / 1000.0), 2),
                 fmt(num(v.fanout_floor_ms), 1),
                 fmt(num(v.last_p50_ms), 1),
                 fmt(num(v.last_p99_ms), 1),
@@ -496,20 +506,22 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
     if !r.fanout.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Fan-out: one count change until the last of N clients has it\n\nMeasured from just before the extra client starts to connect (or to leave). `/ floor` divides by the writer's median round; `/ floor p99` divides the p99 by the floor's p99 timed the same way (last read).\n"
+            "\n## Fan-out: one count change until the last of N clients has it\n\nMeasured from just before the extra client starts to connect (or to leave). `/ floor` divides by the writer's median round; `/ floor p99` divides the p99 by the floor's p99 timed the same way (last read); `/ floor per write` divides the server's CPU per delivery by the floor's CPU per write.\n"
         );
         let _ = writeln!(
             s,
-            "| transport | N | changes | timeouts | p50 (ms) | p99 (ms) | max (ms) | p99 × SSE | p99 / floor | p99 / floor p99 | server CPU / change (ms) | generator CPU / change (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "| transport | N | changes | timeouts | p50 (ms) | p99 (ms) | max (ms) | p99 × SSE | p99 / floor | p99 / floor p99 | server CPU / change (ms) | generator CPU / change (ms) | server CPU / delivery (µs) | / floor per write |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for v in &r.fanout {
             let sse = find(&r.fanout, Kind::Sse, Some(v.n)).and_then(|x| num(x.p99_ms));
             let floor = floor_at(&r.floor, v.n);
             let floor_p99 = floor_p99_at(&r.floor, v.n);
             let p99 = num(v.p99_ms);
+            let per_delivery = num(v.server_cpu_ms_per_change).map(|ms| ms * 1000.0 / v.n as f64);
+            let per_write = floor_write_at(&r.floor, v.n);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 v.transport.name(),
                 v.n,
                 v.changes,
@@ -522,6 +534,8 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
                 fmt(p99.zip(floor_p99).map(|(a, b)| a / b), 2),
                 fmt(num(v.server_cpu_ms_per_change), 1),
                 fmt(num(v.generator_cpu_ms_per_change), 1),
+                fmt(per_delivery, 2),
+                fmt(per_delivery.zip(per_write).map(|(a, b)| a / b), 2),
             );
         }
     }

@@ -14,6 +14,11 @@ pub struct FloorRow {
     pub rounds: usize,
     /// Median round time divided by N.
     pub per_write_ns: f64,
+    /// The writer's CPU time over its median round, divided by N: what
+    /// one write costs, which a busy machine's preemptions do not inflate
+    /// as they do the round's wall time. Set against a server's CPU per
+    /// delivery.
+    pub per_write_cpu_ns: f64,
     /// `per_write_ns` times N: the least a fan-out to N clients can take.
     pub fanout_floor_ms: f64,
     /// Rounds timed as a fan-out is: from just before the round was asked

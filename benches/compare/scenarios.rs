@@ -349,7 +349,11 @@ async fn floor(n: usize, rounds: usize) -> Result<FloorRow, String> {
             last_ms.push(ms(c.max_t.saturating_sub(t0)));
             let line = next_line(&mut lines).await?;
             let round = line.strip_prefix("round ").ok_or("floor round")?;
-            writes_ns.push(round.parse::<f64>().map_err(|_| "floor round")?);
+            let mut times = round.split(' ').map(|t| t.parse::<f64>());
+            match (times.next(), times.next()) {
+                (Some(Ok(wall)), Some(Ok(cpu))) => writes_ns.push((wall, cpu)),
+                _ => return Err("floor round".to_string()),
+            }
             let next = t0 + CHANGE_EVERY.as_nanos() as u64;
             tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
         }
@@ -370,14 +374,20 @@ async fn floor(n: usize, rounds: usize) -> Result<FloorRow, String> {
         let _ = child.kill().await;
     }
     let (mut writes_ns, mut last_ms) = measured?;
-    writes_ns.sort_by(f64::total_cmp);
+    writes_ns.sort_by(|a, b| a.0.total_cmp(&b.0));
     let in_order = last_ms.clone();
     last_ms.sort_by(f64::total_cmp);
-    let per_write = percentile(&writes_ns, 0.5) / n as f64;
+    // The median round by wall time, and the CPU that same round took.
+    let median = writes_ns
+        .get(writes_ns.len().div_ceil(2).max(1) - 1)
+        .copied()
+        .unwrap_or((f64::NAN, f64::NAN));
+    let per_write = median.0 / n as f64;
     Ok(FloorRow {
         n,
         rounds: writes_ns.len(),
         per_write_ns: per_write,
+        per_write_cpu_ns: median.1 / n as f64,
         fanout_floor_ms: per_write * n as f64 / 1e6,
         last_p50_ms: percentile(&last_ms, 0.5),
         last_p99_ms: percentile(&last_ms, 0.99),

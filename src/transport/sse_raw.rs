@@ -88,8 +88,8 @@ pub(crate) async fn start(
         .await
         .ok()?;
     let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
-        // Without a sweeper (several threads), the stream is woken as
-        // before and need not be reachable.
+        // Without a sweeper, the stream is woken as before and need not
+        // be reachable.
         if io.hub().fanout().sweeping() {
             let me: std::sync::Weak<dyn DirectWrite> = me.clone();
             body.write_directly(me);
@@ -120,6 +120,9 @@ impl Future for Streaming {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // With several threads the sweeper may hold this lock on another
+        // one; it does so for a single non-blocking write, so waiting for
+        // it costs less than waking this task again later.
         let mut slot = self.0 .0.lock();
         let Some(stream) = slot.as_mut() else {
             return Poll::Ready(());

@@ -115,8 +115,9 @@ async fn concurrent_churn_converges_to_the_exact_count() {
     churn_converges().await;
 }
 
-// One thread, as the binary runs on one core: idle streams then take the
-// count from the fan-out's sweeper, which must conflate and miss nothing.
+// One thread, as the binary runs on one core. On one thread as on four,
+// idle streams take the count from the fan-out's sweeper, which must
+// conflate and miss nothing.
 #[tokio::test]
 async fn churn_on_one_thread_converges_to_the_exact_count() {
     churn_converges().await;

@@ -9,15 +9,22 @@ use super::*;
 /// and first touches of the task's memory: at 10k streams, ssio's own code
 /// was 14% of a fan-out's CPU with a task woken per stream, and under 5%
 /// with the sweeper.
-/// So, on a one-thread runtime, an idle stream whose only news is one
-/// latest value is written by the sweeper, one task that walks every such
-/// stream in the order they subscribed. Anything else (a stream busy
+/// So an idle stream whose only news is one latest value is written by the
+/// sweeper, one task that walks every such stream in the order they
+/// subscribed. Anything else (a stream busy
 /// writing, behind on other events, closing, or whose socket is full) has
 /// its task woken as before, which then finds its events the usual way.
 ///
 /// The sweeper runs after the publish, not inside it: publishes that come
 /// faster than the sweeper writes are conflated exactly as they are for
 /// woken tasks, each stream getting the newest value once.
+///
+/// On a runtime of several threads the stream's task may be running on
+/// another thread while the sweeper looks at it: an implementation takes
+/// the stream's own lock without waiting and leaves a stream it cannot
+/// lock untouched, and [`Delivery::wait_again`] checks under the fan-out's
+/// lock that nothing was published since the sweeper's snapshot, so a
+/// publish racing the write wakes the task rather than being lost.
 pub(crate) trait DirectWrite: Send + Sync {
     /// Writes the one latest value in `newest` the stream owes, if that is
     /// all it owes and it is idle, and then waits again with `waker`.
@@ -90,23 +97,31 @@ pub(super) struct SweepQueue {
 impl Fanout {
     /// Writes latest values to idle streams that allow it
     /// ([`DirectWrite`]) until dropped; streams queued for it then are
-    /// woken. For a one-thread runtime: with several threads, woken tasks
-    /// spread the writes over them, and one sweeper would not. One sweeper
-    /// per fan-out: a second call returns at once.
-    pub(crate) async fn sweep(self) {
-        {
+    /// woken. One sweeper per fan-out: a second one ends at once.
+    ///
+    /// The sweeper counts as running from this call, not from the future's
+    /// first poll: a stream that starts in between is then still written
+    /// directly, and a future dropped unpolled still gives the streams back
+    /// to their tasks.
+    pub(crate) fn sweep(self) -> impl std::future::Future<Output = ()> + Send {
+        let claimed = {
             let mut q = self.sweep.queue.lock();
-            if q.running {
-                return;
-            }
-            q.running = true;
-        }
+            !std::mem::replace(&mut q.running, true)
+        };
         // Owns the batch in hand, so that whatever stops the sweep, every
         // stream in it is still woken.
-        let mut stop = StopSweep {
-            sweep: &self.sweep,
+        let stop = claimed.then(|| StopSweep {
+            sweep: self.sweep.clone(),
             batch: Vec::new(),
-        };
+        });
+        async move {
+            if let Some(stop) = stop {
+                self.sweep_until_dropped(stop).await;
+            }
+        }
+    }
+
+    async fn sweep_until_dropped(&self, mut stop: StopSweep) {
         loop {
             self.sweep.ready.notified().await;
             std::mem::swap(&mut stop.batch, &mut self.sweep.queue.lock().streams);
@@ -177,12 +192,12 @@ impl Fanout {
 const SWEEP_SLICE: usize = 1024;
 
 /// Ends a sweep: nothing queued or in hand is left without a wake-up.
-struct StopSweep<'a> {
-    sweep: &'a Sweep,
+struct StopSweep {
+    sweep: Arc<Sweep>,
     batch: Vec<(u64, Waiter)>,
 }
 
-impl Drop for StopSweep<'_> {
+impl Drop for StopSweep {
     fn drop(&mut self) {
         let streams = {
             let mut q = self.sweep.queue.lock();
@@ -248,6 +263,31 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_sweeper_runs_from_its_call_and_one_dropped_unpolled_lets_the_streams_go() {
+        let fanout = Fanout::new(8);
+        let first = fanout.clone().sweep();
+        // A stream that starts before the first poll is written directly.
+        assert!(fanout.sweeping());
+        // A second sweeper ends at once and leaves the first running.
+        fanout.clone().sweep().await;
+        assert!(fanout.sweeping());
+        let idle = fake(&fanout, false);
+        let (woken_count, waker) = counter();
+        assert!(idle
+            .delivery
+            .lock()
+            .poll_next(&mut Context::from_waker(&waker))
+            .is_pending());
+        fanout.publish_latest("count", p("count", 1));
+        assert_eq!(woken(&woken_count), 0);
+        // Never polled: what it was given goes back to the stream's task.
+        drop(first);
+        assert!(!fanout.sweeping());
+        assert_eq!(woken(&woken_count), 1);
+        assert!(idle.wrote.lock().is_empty());
     }
 
     #[tokio::test]
