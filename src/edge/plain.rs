@@ -285,7 +285,12 @@ mod tests {
              content-length: 0\r\ndate: D\r\n\r\n"
         );
         assert_eq!(
-            text(encode(StatusCode::NO_CONTENT, &HeaderMap::new(), None, true)),
+            text(encode(
+                StatusCode::NO_CONTENT,
+                &HeaderMap::new(),
+                None,
+                true
+            )),
             "HTTP/1.1 204 No Content\r\ndate: D\r\n\r\n"
         );
         assert_eq!(

@@ -283,7 +283,10 @@ async fn a_bad_head_after_raw_answers_gets_the_json_error_and_a_close() {
             (status, format!(r#"{{"error":"{error}"}}"#)),
             "{bad}"
         );
-        assert_eq!(res.header("content-type").as_deref(), Some("application/json"));
+        assert_eq!(
+            res.header("content-type").as_deref(),
+            Some("application/json")
+        );
     }
 }
 
