@@ -3,6 +3,7 @@
 //! connection. Bytes come in here and leave as transport calls.
 
 pub(crate) mod accept;
+pub(crate) mod plain;
 pub(crate) mod probe;
 pub(crate) mod refusal;
 pub(crate) mod router;

@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::api::io::Io;
 use crate::edge::accept::{self, Prefixed};
+use crate::edge::plain;
 use crate::edge::refusal::JsonRefusals;
 use crate::edge::router;
 use crate::edge::server_api;
@@ -155,9 +156,11 @@ impl Drop for AbortOnDrop {
 }
 
 /// Serves one connection: reads its first head (see `accept`), then a plain
-/// `GET /events` straight on the socket, anything else through hyper, which
-/// reads the first head again from what was read and times later heads on
-/// a keep-alive connection itself.
+/// `GET /events` straight on the socket; a held poll or a plain bodiless
+/// `GET` or `HEAD` (see `plain`) also on the socket, looping back for the
+/// next head; anything else through hyper, which reads that head again
+/// from what was read and times later heads on a keep-alive connection
+/// itself.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -205,21 +208,28 @@ async fn serve(
                 } else {
                     poll_raw::sniff(&request, &io, peer)
                 };
-                if let Some(ask) = ask {
+                let after = if let Some(ask) = ask {
                     let after = request.after().to_vec();
                     drop(request);
-                    match Box::pin(poll_raw::serve(&mut stream, ask, after, &io, &closing)).await {
-                        poll_raw::After::Next(next) => {
-                            rest = next;
-                            // As hyper times a keep-alive connection's next
-                            // head: from the end of the last response.
-                            deadline = tokio::time::Instant::now() + config.header_timeout();
-                            continue;
-                        }
-                        poll_raw::After::Close => return,
+                    Box::pin(poll_raw::serve(&mut stream, ask, after, &io, &closing)).await
+                } else if let Some(ask) = plain::sniff(&request) {
+                    // The page's own requests, so that the stream a browser
+                    // opens after them on this connection is served raw.
+                    let after = request.after().to_vec();
+                    drop(request);
+                    Box::pin(plain::serve(&mut stream, ask, after, peer, &io, &closing)).await
+                } else {
+                    break request.into_bytes();
+                };
+                match after {
+                    poll_raw::After::Next(next) => {
+                        rest = next;
+                        // As hyper times a keep-alive connection's next
+                        // head: from the end of the last response.
+                        deadline = tokio::time::Instant::now() + config.header_timeout();
                     }
+                    poll_raw::After::Close => return,
                 }
-                break request.into_bytes();
             }
             accept::First::Other(buf) => break buf,
             accept::First::Refused | accept::First::Gone => return,

@@ -33,6 +33,9 @@ pub(crate) struct Layout {
     len: usize,
     /// `GET` over HTTP/1.1: the only requests a raw path answers.
     get_11: bool,
+    /// `HEAD` over HTTP/1.1: answered on the raw path when bodiless, as a
+    /// `GET` for a static file is.
+    head_11: bool,
     /// The request target (path and query).
     target: Range<usize>,
     /// Each header's name and value.
@@ -51,6 +54,7 @@ impl Layout {
         Layout {
             len,
             get_11: parsed.method == Some("GET") && parsed.version == Some(1),
+            head_11: parsed.method == Some("HEAD") && parsed.version == Some(1),
             target: parsed.path.map_or(0..0, |p| at(p.as_bytes())),
             headers: parsed
                 .headers
@@ -84,6 +88,16 @@ impl RawRequest {
     /// Whether this is a `GET` over HTTP/1.1.
     pub(crate) fn is_get_11(&self) -> bool {
         self.layout.get_11
+    }
+
+    /// Whether this is a `HEAD` over HTTP/1.1.
+    pub(crate) fn is_head_11(&self) -> bool {
+        self.layout.head_11
+    }
+
+    /// The request target as sent: the path, then the query if any.
+    pub(crate) fn target(&self) -> &str {
+        self.text(&self.layout.target)
     }
 
     /// The head's length.
@@ -147,14 +161,21 @@ impl RawRequest {
     /// The handshake the head carries (its headers and query); `None` if a
     /// header is not one hyper would accept either.
     pub(crate) fn handshake(&self, peer: SocketAddr) -> Option<Handshake> {
+        let map = self.header_map()?;
+        let query = self.query().map(str::to_string);
+        Some(Handshake::new(map, query, peer))
+    }
+
+    /// The headers as hyper would hand them to a service; `None` if one is
+    /// not a header hyper would accept either.
+    pub(crate) fn header_map(&self) -> Option<HeaderMap> {
         let mut map = HeaderMap::with_capacity(self.layout.headers.len());
         for (name, value) in self.headers() {
             let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
             let value = HeaderValue::from_bytes(value).ok()?;
             map.append(name, value);
         }
-        let query = self.query().map(str::to_string);
-        Some(Handshake::new(map, query, peer))
+        Some(map)
     }
 }
 

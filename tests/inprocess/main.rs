@@ -23,6 +23,7 @@ mod keep_alive;
 mod limits;
 mod middleware;
 mod mux;
+mod plain;
 mod poll;
 mod recovery;
 mod rooms;

@@ -1,0 +1,119 @@
+//! What an idle stream costs the server, by the way it came: a stream a
+//! browser opens on the connection that already served its page must cost
+//! what a stream opened as a connection's first request costs.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::procfs;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Streams per measurement: enough that a few KiB each stands well above
+/// the allocator's noise.
+const STREAMS: usize = 2_000;
+
+/// The page's `index.html`, as `GET /` serves it.
+const PAGE: &[u8] = include_bytes!("../public/index.html");
+
+/// Opens one idle stream on a new connection, after `GET /` on the same
+/// connection if `after_page`; returns the open connection.
+async fn open(addr: SocketAddr, after_page: bool) -> TcpStream {
+    let mut r = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    if after_page {
+        r.get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let res = read_response(&mut r).await;
+        assert_eq!((res.status, res.body.as_slice()), (200, PAGE));
+    }
+    r.get_mut()
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(r.read(&mut b).await.unwrap(), 1, "the stream closed");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    r.into_inner()
+}
+
+/// Waits until `/stats` counts `n` SSE sessions.
+async fn wait_sse(addr: SocketAddr, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = get(addr, "/stats").await.json();
+        if stats["sse"] == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} streams never open: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// KiB of server RSS per idle stream: `STREAMS` streams, each opened as
+/// `open` opens it, on a server of its own.
+async fn per_stream(after_page: bool) -> f64 {
+    let p = spawn_ssio(
+        &[],
+        0,
+        &[
+            "--ping-interval",
+            "60000",
+            "--ping-timeout",
+            "60000",
+            "--max-sessions-per-ip",
+            "0",
+            "--max-new-sessions-per-ip",
+            "0",
+        ],
+    )
+    .await;
+    // Warm up the allocator and the runtime, then take the baseline.
+    let warm: Vec<TcpStream> =
+        futures_util::future::join_all((0..50).map(|_| open(p.addr, true))).await;
+    drop(warm);
+    wait_sse(p.addr, 0).await;
+    let base = procfs::rss_kib(p.pid).expect("server gone");
+    let started = Instant::now();
+    let mut streams = Vec::with_capacity(STREAMS);
+    while streams.len() < STREAMS {
+        let batch = (STREAMS - streams.len()).min(100);
+        let opening = (0..batch).map(|_| open(p.addr, after_page));
+        streams.extend(futures_util::future::join_all(opening).await);
+    }
+    wait_sse(p.addr, STREAMS as u64).await;
+    let rss = procfs::rss_kib(p.pid).expect("server gone");
+    drop(streams);
+    let per = (rss.saturating_sub(base)) as f64 / STREAMS as f64;
+    eprintln!(
+        "{STREAMS} idle streams {} in {:?}: RSS {base} -> {rss} KiB, {per:.2} KiB each",
+        if after_page {
+            "after GET / on the same connection"
+        } else {
+            "as the first request"
+        },
+        started.elapsed()
+    );
+    per
+}
+
+// A stream opened after the page, on its connection, is served raw too:
+// it costs what a first-request stream costs (hyper would keep its two
+// 8 KiB buffers for the stream's life, several times that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_after_the_page_costs_what_a_first_request_stream_costs() {
+    let first = per_stream(false).await;
+    let after_page = per_stream(true).await;
+    assert!(
+        after_page <= first * 1.5 + 1.0,
+        "{after_page:.2} KiB per stream after the page, {first:.2} as a first request"
+    );
+}

@@ -1,0 +1,316 @@
+//! The page's own requests on a kept-alive connection, answered on the raw
+//! path, so that the `EventSource` a browser then opens on the same
+//! connection is a raw stream too.
+//!
+//! The raw path claims to write the bytes hyper writes. These tests hold it
+//! to that against hyper itself: the same `Io`, mounted in a bare hyper
+//! server through [`ssio::Io::handle`], is sent the same bytes, and the
+//! answers must match byte for byte (every `date` value aside), however the
+//! requests are pipelined or split.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::*;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use ssio::{Config, Io};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout, Instant};
+
+/// No keep-alive within a test, so every byte on a stream is an event.
+fn quiet_config() -> Config {
+    Config {
+        ping_interval_ms: 60_000,
+        ping_timeout_ms: 60_000,
+        ..fast_config()
+    }
+}
+
+/// `io` served by plain hyper, as an application that mounts ssio serves it:
+/// the answers the raw path must match.
+async fn hyper_oracle(io: Io) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let io = io.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let io = io.clone();
+                    async move { Ok::<_, Infallible>(io.handle(req).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `parts` one write each on a new connection, letting the server
+/// run between them, and reads until the server closes.
+async fn exchange(addr: SocketAddr, parts: &[&[u8]]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    for part in parts {
+        s.write_all(part).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    let mut out = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the server did not close the connection")
+        .unwrap();
+    out
+}
+
+/// `bytes` as text with every `date` value (29 bytes) replaced by `D`.
+fn dateless(bytes: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("\r\ndate: ") {
+        let start = from + at + "\r\ndate: ".len();
+        text.replace_range(start..start + 29, "D");
+        from = start;
+    }
+    text
+}
+
+/// A counter's value in `/metrics`.
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = get(addr, "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+/// Waits until the counter `name` reads `want`.
+async fn wait_metric(addr: SocketAddr, name: &str, want: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = metric(addr, name).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} is {got}, want {want}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The page a browser loads before its stream, one request at a time on
+/// `r`, each answered whole.
+async fn load_page(r: &mut BufReader<TcpStream>, addr: SocketAddr) {
+    for (path, len) in [
+        ("/", include_bytes!("../../public/index.html").len()),
+        (
+            "/public/style.css",
+            include_bytes!("../../public/style.css").len(),
+        ),
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n");
+        r.get_mut().write_all(req.as_bytes()).await.unwrap();
+        let res = timeout(WAIT, read_response(r))
+            .await
+            .expect("no answer in time");
+        assert_eq!((path, res.status, res.body.len()), (path, 200, len));
+    }
+}
+
+// The stream a page opens after loading is served raw, as a first request
+// is: the fan-out's sweeper writes it a new count (it writes only raw
+// streams), in the exact bytes.
+#[tokio::test]
+async fn a_stream_opened_after_the_page_on_the_same_connection_is_served_raw() {
+    let server = Server::start(quiet_config()).await;
+    let addr = server.addr;
+    let mut r = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    load_page(&mut r, addr).await;
+    assert!(r.buffer().is_empty());
+    let mut page = Sse::open_on(r.into_inner(), addr, "/events", &[]).await;
+    assert!(page.head.contains("\r\ntransfer-encoding: chunked\r\n"));
+    assert_eq!(page.next_event().await.0, "connect");
+    page.wait_count(1, WAIT).await;
+    let swept = metric(addr, "ssio_fanout_swept_total").await;
+    let mut other = Sse::connect(addr).await;
+    other.wait_count(2, WAIT).await;
+    let chunk = page
+        .next_chunk_within(WAIT)
+        .await
+        .expect("count 2 never came");
+    assert_eq!(chunk, b"event: user count\ndata: 2\n\n");
+    // The other stream wrote its own count; the page's was swept.
+    wait_metric(addr, "ssio_fanout_swept_total", swept + 1).await;
+    assert_eq!(server.io.stats().sse, 2);
+}
+
+/// Requests the raw path answers, and some it hands to hyper, each ending
+/// its sequence with `Connection: close` so that the answer is complete
+/// when the server closes.
+const SEQUENCES: &[&[&str]] = &[
+    &[
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "HEAD /public/style.css HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /stats HTTP/1.1\r\nHost: a\r\nOrigin: http://x.test\r\n\r\n",
+        "GET /nowhere?x=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+        "HEAD /stats HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
+        "GET /public/ssio.min.js HTTP/1.1\r\nAccept-Encoding: gzip, br\r\n\r\n",
+        "HEAD / HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n",
+        "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ],
+    // HTTP/1.0 is hyper's, from the first request on.
+    &["GET / HTTP/1.0\r\n\r\n"],
+    &[
+        "GET /stats HTTP/1.1\r\n\r\n",
+        "GET /stats HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ],
+    // A body on a GET, or a `Connection` token the raw path does not know:
+    // hyper's too, after a raw answer.
+    &[
+        "GET /healthz HTTP/1.1\r\n\r\n",
+        "GET /stats HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+        "GET /healthz HTTP/1.1\r\nConnection: close, te\r\nTE: trailers\r\n\r\n",
+    ],
+    // A length and chunks at once: the chunks frame the body, and the
+    // connection closes after it, so nothing is smuggled in the length.
+    &[
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET /stats HTTP/1.1\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\n\r\n",
+    ],
+];
+
+// Every sequence pipelined in one write, and one request per write: the
+// raw path answers as hyper does, byte for byte.
+#[tokio::test]
+async fn answers_match_hyper_byte_for_byte_pipelined_or_not() {
+    let server = Server::start(quiet_config()).await;
+    let oracle = hyper_oracle(server.io.clone()).await;
+    for sequence in SEQUENCES {
+        let whole = sequence.concat();
+        let want = dateless(&exchange(oracle, &[whole.as_bytes()]).await);
+        assert!(want.contains(" 200 OK\r\n"), "{want}");
+        let got = dateless(&exchange(server.addr, &[whole.as_bytes()]).await);
+        assert_eq!(got, want, "pipelined: {sequence:?}");
+        let parts: Vec<&[u8]> = sequence.iter().map(|r| r.as_bytes()).collect();
+        let got = dateless(&exchange(server.addr, &parts).await);
+        assert_eq!(got, want, "one per write: {sequence:?}");
+    }
+}
+
+// Split anywhere, in any number of pieces, a sequence gets the same
+// answers.
+#[tokio::test]
+async fn random_splits_of_a_request_sequence_get_the_same_answers() {
+    let server = Server::start(quiet_config()).await;
+    let oracle = hyper_oracle(server.io.clone()).await;
+    let whole = SEQUENCES[0].concat();
+    let bytes = whole.as_bytes();
+    let want = dateless(&exchange(oracle, &[bytes]).await);
+    let mut rng = fastrand::Rng::with_seed(7);
+    for round in 0..40 {
+        let mut cuts: Vec<usize> = (0..rng.usize(1..24))
+            .map(|_| rng.usize(1..bytes.len()))
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            parts.push(&bytes[from..cut]);
+            from = cut;
+        }
+        let got = dateless(&exchange(server.addr, &parts).await);
+        assert_eq!(got, want, "round {round}, split {parts:?}");
+    }
+}
+
+/// Reads one response from `r` and then expects the server to close.
+async fn last_response(r: &mut BufReader<TcpStream>) -> Resp {
+    let res = timeout(WAIT, read_response(r))
+        .await
+        .expect("no answer in time");
+    let mut more = Vec::new();
+    timeout(WAIT, r.read_to_end(&mut more))
+        .await
+        .expect("the connection stayed open")
+        .unwrap();
+    assert!(more.is_empty(), "{:?}", String::from_utf8_lossy(&more));
+    res
+}
+
+// After raw answers, an oversized head, an unreadable length or a bad
+// chunk is refused with the JSON error, and the connection closes.
+#[tokio::test]
+async fn a_bad_head_after_raw_answers_gets_the_json_error_and_a_close() {
+    let server = Server::start(Config {
+        max_header_bytes: 1024,
+        ..quiet_config()
+    })
+    .await;
+    let addr = server.addr;
+    let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(1100));
+    for (bad, status, error) in [
+        (big.as_str(), 431, "request head too large"),
+        (
+            "POST /emit HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            400,
+            "malformed request",
+        ),
+        (
+            "GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            400,
+            "malformed request",
+        ),
+        (
+            "POST /handshake HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+            400,
+            "could not read request body",
+        ),
+    ] {
+        let mut r = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        load_page(&mut r, addr).await;
+        r.get_mut().write_all(bad.as_bytes()).await.unwrap();
+        let res = last_response(&mut r).await;
+        assert_eq!(
+            (res.status, res.text()),
+            (status, format!(r#"{{"error":"{error}"}}"#)),
+            "{bad}"
+        );
+        assert_eq!(
+            res.header("content-type").as_deref(),
+            Some("application/json")
+        );
+    }
+}
+
+// A kept-alive connection idle after a raw answer is closed once the
+// header timeout passes, as hyper closes one.
+#[tokio::test]
+async fn an_idle_connection_after_a_raw_answer_closes_at_the_header_timeout() {
+    let server = Server::start(Config {
+        header_timeout_ms: 300,
+        ..quiet_config()
+    })
+    .await;
+    let mut r = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    load_page(&mut r, server.addr).await;
+    let idle = Instant::now();
+    let mut more = Vec::new();
+    timeout(WAIT, r.read_to_end(&mut more))
+        .await
+        .expect("the idle connection stayed open")
+        .unwrap();
+    assert!(more.is_empty());
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed after {waited:?}"
+    );
+}
