@@ -432,6 +432,7 @@ async fn new_sessions_per_address_are_rate_limited() {
         ..fast_config()
     })
     .await;
+    let t0 = Instant::now();
     let answers = pipelined(
         "127.0.0.2",
         server.addr,
@@ -439,6 +440,7 @@ async fn new_sessions_per_address_are_rate_limited() {
         200,
     )
     .await;
+    let took = t0.elapsed();
     let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
     let (_, head, body) = answers.iter().find(|(s, _, _)| *s == 429).expect("a 429");
     assert_eq!(header_in(head, "retry-after").as_deref(), Some("1"));
@@ -446,8 +448,10 @@ async fn new_sessions_per_address_are_rate_limited() {
         body,
         br#"{"error":"too many new sessions from this address, retry later"}"#
     );
-    // The burst, plus whatever the rate refilled while the flood ran.
-    assert!((50..60).contains(&ok), "{ok} accepted");
+    // The burst, plus whatever the rate (50 a second) refilled while the
+    // flood ran: slow on a loaded machine.
+    let refilled = (took.as_secs_f64() * 50.0).ceil() as usize;
+    assert!(ok >= 50 && ok <= 51 + refilled, "{ok} accepted in {took:?}");
     assert_eq!(
         handshake_from("127.0.0.3", server.addr, "").await.status,
         200
