@@ -212,7 +212,7 @@ async fn serve(
                     let after = request.after().to_vec();
                     drop(request);
                     Box::pin(poll_raw::serve(&mut stream, ask, after, &io, &closing)).await
-                } else if let Some(ask) = plain::sniff(&request) {
+                } else if let Some(ask) = plain::sniff(&request, config) {
                     // The page's own requests, so that the stream a browser
                     // opens after them on this connection is served raw.
                     let after = request.after().to_vec();

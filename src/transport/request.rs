@@ -36,6 +36,9 @@ pub(crate) struct Layout {
     /// `HEAD` over HTTP/1.1: answered on the raw path when bodiless, as a
     /// `GET` for a static file is.
     head_11: bool,
+    /// `POST` over HTTP/1.1: answered on the raw path when its body is
+    /// small and framed by a plain length.
+    post_11: bool,
     /// The request target (path and query).
     target: Range<usize>,
     /// Each header's name and value.
@@ -55,6 +58,7 @@ impl Layout {
             len,
             get_11: parsed.method == Some("GET") && parsed.version == Some(1),
             head_11: parsed.method == Some("HEAD") && parsed.version == Some(1),
+            post_11: parsed.method == Some("POST") && parsed.version == Some(1),
             target: parsed.path.map_or(0..0, |p| at(p.as_bytes())),
             headers: parsed
                 .headers
@@ -93,6 +97,11 @@ impl RawRequest {
     /// Whether this is a `HEAD` over HTTP/1.1.
     pub(crate) fn is_head_11(&self) -> bool {
         self.layout.head_11
+    }
+
+    /// Whether this is a `POST` over HTTP/1.1.
+    pub(crate) fn is_post_11(&self) -> bool {
+        self.layout.post_11
     }
 
     /// The request target as sent: the path, then the query if any.

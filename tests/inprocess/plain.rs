@@ -314,3 +314,203 @@ async fn an_idle_connection_after_a_raw_answer_closes_at_the_header_timeout() {
         "closed after {waited:?}"
     );
 }
+
+/// A `POST` of `body` to `target`, with `extra` header lines.
+fn post_req(target: &str, extra: &str, body: &str) -> String {
+    format!(
+        "POST {target} HTTP/1.1\r\nHost: a\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A config whose emit limits no comparison reaches, and whose body limit
+/// a test can pass.
+fn post_config() -> Config {
+    Config {
+        max_payload: 64,
+        max_emit_rate: 10_000,
+        max_emit_burst: 10_000,
+        ..quiet_config()
+    }
+}
+
+/// The sid no session has.
+const NOBODY: &str = "00000000-0000-4000-8000-000000000000";
+
+/// A page's `POST`s, and some that hyper keeps, each sequence ending with
+/// `Connection: close`; `sid` is a live polling session's.
+fn post_sequences(sid: &str) -> Vec<Vec<String>> {
+    let emit = format!("/emit?sid={sid}");
+    let close = "Connection: close\r\n";
+    vec![
+        vec![
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n".into(),
+            post_req(&emit, "Content-Type: application/json\r\n", r#"{"event":"chat message","data":"hi"}"#),
+            post_req(&emit, "Origin: http://x.test\r\n", r#"{"event":"nobody","data":1,"ack":true}"#),
+            post_req(&emit, "", "{"),
+            post_req(&emit, "", ""),
+            post_req("/handshake", "", "nope"),
+            format!("GET /healthz HTTP/1.1\r\n{close}\r\n"),
+        ],
+        // Answered without reading the body: kept alive when the body came
+        // with the head, as hyper drains what it has.
+        vec![
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n".into(),
+            post_req(&format!("/emit?sid={NOBODY}"), "", r#"{"event":"x"}"#),
+            post_req(&format!("/close?sid={NOBODY}"), "", "{}"),
+            post_req("/stats", "", "hi"),
+            format!("POST /close?sid={NOBODY} HTTP/1.1\r\n\r\n"),
+            format!("GET /healthz HTTP/1.1\r\n{close}\r\n"),
+        ],
+        // Over the limit: hyper's 413, after a raw answer.
+        vec![
+            "GET / HTTP/1.1\r\n\r\n".into(),
+            post_req(&emit, "", &format!(r#"{{"event":"x","data":"{}"}}"#, "a".repeat(60))),
+            format!("GET /healthz HTTP/1.1\r\n{close}\r\n"),
+        ],
+        // A length and chunks: the chunks frame the body, and the
+        // connection closes after it.
+        vec![
+            "GET / HTTP/1.1\r\n\r\n".into(),
+            format!("POST {emit} HTTP/1.1\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            "GET /healthz HTTP/1.1\r\n\r\n".into(),
+        ],
+        // An expectation is hyper's to answer.
+        vec![
+            "GET / HTTP/1.1\r\n\r\n".into(),
+            post_req(&emit, "Expect: 100-continue\r\n", r#"{"event":"x"}"#),
+            format!("GET /healthz HTTP/1.1\r\n{close}\r\n"),
+        ],
+        // Closing with the POST itself.
+        vec![
+            "GET / HTTP/1.1\r\n\r\n".into(),
+            post_req(&emit, close, r#"{"event":"x"}"#),
+        ],
+    ]
+}
+
+// A page's emits, handshakes and closes, pipelined or one per write, get
+// the bytes hyper writes for them; bodies the router reads, split
+// anywhere, too. (A body the router does not read, split from its head,
+// closes the connection on either path, as the rest may come later.)
+#[tokio::test]
+async fn posts_are_answered_as_hyper_answers_them_however_they_arrive() {
+    let server = Server::start(post_config()).await;
+    let oracle = hyper_oracle(server.io.clone()).await;
+    let poller = Poller::handshake(server.addr).await;
+    let sequences = post_sequences(&poller.sid);
+    for sequence in &sequences {
+        let whole = sequence.concat();
+        let want = dateless(&exchange(oracle, &[whole.as_bytes()]).await);
+        assert!(want.contains(" 200 OK\r\n"), "{want}");
+        let got = dateless(&exchange(server.addr, &[whole.as_bytes()]).await);
+        assert_eq!(got, want, "pipelined: {sequence:?}");
+        let parts: Vec<&[u8]> = sequence.iter().map(|r| r.as_bytes()).collect();
+        let got = dateless(&exchange(server.addr, &parts).await);
+        assert_eq!(got, want, "one per write: {sequence:?}");
+    }
+    let whole = sequences[0].concat();
+    let bytes = whole.as_bytes();
+    let want = dateless(&exchange(oracle, &[bytes]).await);
+    let mut rng = fastrand::Rng::with_seed(11);
+    for round in 0..20 {
+        let mut cuts: Vec<usize> = (0..rng.usize(1..24))
+            .map(|_| rng.usize(1..bytes.len()))
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            parts.push(&bytes[from..cut]);
+            from = cut;
+        }
+        let got = dateless(&exchange(server.addr, &parts).await);
+        assert_eq!(got, want, "round {round}, split {parts:?}");
+    }
+}
+
+// A body that stops short is answered at the body timeout with hyper's
+// bytes, and the connection closes: what is left of it cannot be told
+// from a next request.
+#[tokio::test]
+async fn a_body_slower_than_the_body_timeout_is_answered_as_hyper_answers_it() {
+    let server = Server::start(Config {
+        body_timeout_ms: 300,
+        ..post_config()
+    })
+    .await;
+    let oracle = hyper_oracle(server.io.clone()).await;
+    let poller = Poller::handshake(server.addr).await;
+    let head = format!(
+        "POST /emit?sid={} HTTP/1.1\r\nContent-Length: 30\r\n\r\n{{\"ev",
+        poller.sid
+    );
+    let parts: [&[u8]; 2] = [b"GET /healthz HTTP/1.1\r\n\r\n", head.as_bytes()];
+    let want = dateless(&exchange(oracle, &parts).await);
+    assert!(want.contains("408 Request Timeout"), "{want}");
+    let got = dateless(&exchange(server.addr, &parts).await);
+    assert_eq!(got, want);
+}
+
+// The page's requests, its emit among them, then its stream, on one
+// socket: the stream is raw, and the emit reaches another client once.
+#[tokio::test]
+async fn a_page_that_posts_before_its_stream_keeps_the_stream_raw() {
+    let server = Server::start(quiet_config()).await;
+    let addr = server.addr;
+    let mut other = Sse::connect(addr).await;
+    other.wait_count(1, WAIT).await;
+    let poller = Poller::handshake(addr).await;
+    other.wait_count(2, WAIT).await;
+    let mut r = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    load_page(&mut r, addr).await;
+    for (req, status) in [
+        (post_req("/handshake", "", "{}"), 200),
+        (
+            post_req(
+                &format!("/emit?sid={}", poller.sid),
+                "Content-Type: application/json\r\n",
+                r#"{"event":"chat message","data":"hi"}"#,
+            ),
+            204,
+        ),
+    ] {
+        r.get_mut().write_all(req.as_bytes()).await.unwrap();
+        let res = timeout(WAIT, read_response(&mut r))
+            .await
+            .expect("no answer in time");
+        assert_eq!(res.status, status, "{req}: {}", res.text());
+    }
+    assert!(r.buffer().is_empty());
+    let (event, data) = other.next_event_within(WAIT).await;
+    assert_eq!(event, "chat message");
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["message"], "hi");
+    let mut page = Sse::open_on(r.into_inner(), addr, "/events", &[]).await;
+    assert!(page.head.contains("\r\ntransfer-encoding: chunked\r\n"));
+    assert_eq!(page.next_event().await.0, "connect");
+    page.wait_count(3, WAIT).await;
+    other.wait_count(3, WAIT).await;
+    let swept = metric(addr, "ssio_fanout_swept_total").await;
+    let mut third = Sse::connect(addr).await;
+    third.wait_count(4, WAIT).await;
+    let chunk = page
+        .next_chunk_within(WAIT)
+        .await
+        .expect("count 4 never came");
+    assert_eq!(chunk, b"event: user count\ndata: 4\n\n");
+    // Only raw streams are swept: the other's and the page's.
+    wait_metric(addr, "ssio_fanout_swept_total", swept + 2).await;
+    // A later emit comes next after the counts: the first came once.
+    assert_eq!(poller.emit("chat message", "bye".into()).await.status, 204);
+    loop {
+        let (event, data) = other.next_event_within(WAIT).await;
+        if event == "chat message" {
+            let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(data["message"], "bye");
+            break;
+        }
+        assert_eq!(event, "user count");
+    }
+}
