@@ -17,7 +17,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use ssio::{Config, Io};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
 
@@ -513,4 +513,148 @@ async fn a_page_that_posts_before_its_stream_keeps_the_stream_raw() {
         }
         assert_eq!(event, "user count");
     }
+}
+
+/// Every response on `r` until the server closes, dateless.
+async fn all_responses(r: &mut BufReader<TcpStream>) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let at_end = timeout(WAIT, r.fill_buf())
+            .await
+            .expect("the connection stayed open")
+            .unwrap()
+            .is_empty();
+        if at_end {
+            return out;
+        }
+        let res = timeout(WAIT, read_response(r))
+            .await
+            .expect("no answer in time");
+        let mut bytes = res.head.into_bytes();
+        bytes.extend_from_slice(&res.body);
+        out.push(dateless(&bytes));
+    }
+}
+
+/// A flood of `n` emits as `sid`, pipelined after a page's first request
+/// on one connection to `addr`, then an unknown session's close and emit:
+/// every answer, and how long the flood took to answer.
+async fn flood_emits(addr: SocketAddr, sid: &str, n: usize) -> (Vec<String>, Duration) {
+    let mut all = String::from("GET / HTTP/1.1\r\n\r\n");
+    for i in 0..n {
+        let body = format!(r#"{{"event":"chat message","data":"flood {i}"}}"#);
+        all.push_str(&post_req(&format!("/emit?sid={sid}"), "", &body));
+    }
+    all.push_str(&post_req(&format!("/close?sid={NOBODY}"), "", ""));
+    all.push_str(&post_req(
+        &format!("/emit?sid={NOBODY}"),
+        "Connection: close\r\n",
+        r#"{"event":"x"}"#,
+    ));
+    let started = Instant::now();
+    let mut r = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    r.get_mut().write_all(all.as_bytes()).await.unwrap();
+    let answers = all_responses(&mut r).await;
+    (answers, started.elapsed())
+}
+
+// A flood of pipelined emits on one kept-alive connection meets the same
+// rate limit, with the same JSON refusals, as on hyper's path; a session
+// that is not there is refused as there; and another session's emits and
+// stream go on untouched.
+#[tokio::test]
+async fn a_flood_of_pipelined_posts_is_limited_as_on_hyper_and_harms_no_other_session() {
+    let server = Server::start(Config {
+        max_emit_rate: 1,
+        max_emit_burst: 5,
+        ..quiet_config()
+    })
+    .await;
+    let addr = server.addr;
+    let oracle = hyper_oracle(server.io.clone()).await;
+    let mut watcher = Sse::connect(addr).await;
+    watcher.wait_count(1, WAIT).await;
+    let (flooder, victim) = (Poller::handshake(addr).await, Poller::handshake(addr).await);
+    let other_flooder = Poller::handshake(addr).await;
+    watcher.wait_count(4, WAIT).await;
+    let n = 200;
+    let (raw, took) = flood_emits(addr, &flooder.sid, n).await;
+    let (hyper, _) = flood_emits(oracle, &other_flooder.sid, n).await;
+    for answers in [&raw, &hyper] {
+        assert_eq!(answers.len(), n + 3);
+        assert!(answers[0].starts_with("HTTP/1.1 200 OK\r\n"));
+        let tail = &answers[n + 1..];
+        assert!(
+            tail[0].starts_with("HTTP/1.1 204 No Content\r\n"),
+            "{tail:?}"
+        );
+        assert!(
+            tail[1].starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{tail:?}"
+        );
+        assert!(
+            tail[1].ends_with(r#"{"error":"unknown session"}"#),
+            "{tail:?}"
+        );
+        assert!(tail[1].contains("\r\nconnection: close\r\n"), "{tail:?}");
+    }
+    // The tail's answers, byte for byte.
+    assert_eq!(raw[n + 1..], hyper[n + 1..]);
+    let accepted = raw[1..=n]
+        .iter()
+        .take_while(|a| a.starts_with("HTTP/1.1 204 No Content\r\n"))
+        .count();
+    let refill = took.as_secs() as usize + 1;
+    assert!(
+        (5..=5 + refill).contains(&accepted),
+        "{accepted} accepted in {took:?}"
+    );
+    let refusal = raw[1..=n]
+        .iter()
+        .find(|a| !a.starts_with("HTTP/1.1 204"))
+        .expect("the flood was never refused");
+    let hyper_refusal = hyper[1..=n]
+        .iter()
+        .find(|a| !a.starts_with("HTTP/1.1 204"))
+        .expect("hyper never refused the flood");
+    assert_eq!(refusal, hyper_refusal);
+    assert!(
+        refusal.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{refusal}"
+    );
+    assert!(refusal.contains("\r\nretry-after: 1\r\n"), "{refusal}");
+    assert!(
+        refusal.ends_with(r#"{"error":"too many events, slow down"}"#),
+        "{refusal}"
+    );
+    for a in &raw[1..=n] {
+        assert!(a.starts_with("HTTP/1.1 204") || a == refusal, "{a}");
+    }
+    let accepted_total = accepted
+        + raw[1..=n]
+            .iter()
+            .skip(accepted)
+            .filter(|a| a.starts_with("HTTP/1.1 204"))
+            .count();
+    // The victim emits as before, and the watcher sees every accepted
+    // flood message once, then the victim's.
+    assert_eq!(victim.emit("chat message", "mine".into()).await.status, 204);
+    let mut flood_seen = 0;
+    loop {
+        let (event, data) = watcher.next_event_within(WAIT).await;
+        if event != "chat message" {
+            continue;
+        }
+        let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+        if data["message"] == "mine" {
+            break;
+        }
+        flood_seen += 1;
+    }
+    let hyper_accepted = hyper[1..=n]
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 204"))
+        .count();
+    assert_eq!(flood_seen, accepted_total + hyper_accepted);
+    assert_eq!(server.io.stats().sessions, 4);
 }
