@@ -1,24 +1,28 @@
-//! Bodiless `GET` and `HEAD` requests answered straight on the socket, so
-//! that a kept-alive connection stays on the raw path.
+//! A page's own requests answered straight on the socket, so that a
+//! kept-alive connection stays on the raw path.
 //!
 //! A browser fetches its page (`/`, the stylesheet, the script) on
-//! kept-alive connections and then sends its `EventSource`'s `GET /events`
-//! on one of them. Once hyper serves a connection it serves it for the rest
-//! of its life, with an 8 KiB read buffer and an 8 KiB header buffer: a
-//! stream opened after the page cost about 21 KiB of server memory where
-//! the same stream as a connection's first request costs under 3 KiB. So
-//! the page's own requests are answered here: the router builds the very
-//! response it builds for hyper, it is written with the bytes hyper writes
-//! for it (status line, the response's headers in order, `content-length`,
-//! `date`; no body for `HEAD`), and the connection goes back to reading its
-//! next head, where a plain `GET /events` is served raw as a first request
-//! is.
+//! kept-alive connections, sends its handshake and emits on them, and then
+//! sends its `EventSource`'s `GET /events` on one of them. Once hyper
+//! serves a connection it serves it for the rest of its life, with an
+//! 8 KiB read buffer and an 8 KiB header buffer: a stream opened after the
+//! page cost about 21 KiB of server memory where the same stream as a
+//! connection's first request costs under 3 KiB. So the page's own
+//! requests are answered here: the router builds the very response it
+//! builds for hyper, reading a body as it arrives under its own limit and
+//! `--body-timeout`; the response is written with the bytes hyper writes
+//! for it (status line, the response's headers in order, `content-length`
+//! or chunks, `date`; no body for `HEAD`), and the connection goes back to
+//! reading its next head, where a plain `GET /events` is served raw as a
+//! first request is.
 //!
-//! Only requests whose whole story is in their head are taken: HTTP/1.1
-//! `GET` or `HEAD`, no body framing, no upgrade or expectation, no
+//! Only requests whose body, if any, is framed by one plain length are
+//! taken: HTTP/1.1 `GET` or `HEAD` without a body, or `POST` with a body
+//! of at most `--max-payload`; no chunks, upgrade or expectation, no
 //! `Connection` token but `close` and `keep-alive`, nothing that names a
-//! session or a shared stream (those may be rerouted, held or streamed).
-//! Everything else goes to hyper with the bytes already read, as before.
+//! shared stream or a resume, nor a session on a cluster node (those may
+//! be rerouted, held or streamed). Everything else goes to hyper with the
+//! bytes already read, as before.
 
 use std::io;
 use std::net::SocketAddr;
@@ -529,6 +533,26 @@ mod tests {
                 sniff(&RawRequest::parse(left.as_bytes()).unwrap(), &config).is_none(),
                 "{left}"
             );
+        }
+        // A cluster node's session requests may belong to another node.
+        #[cfg(feature = "redis")]
+        {
+            let node = Config {
+                redis: Some("redis://127.0.0.1:1".into()),
+                node_id: Some("a".into()),
+                ..config
+            };
+            for left in [
+                "POST /emit?sid=x HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+                "GET /stats?sid=x HTTP/1.1\r\n\r\n",
+            ] {
+                assert!(
+                    sniff(&RawRequest::parse(left.as_bytes()).unwrap(), &node).is_none(),
+                    "{left}"
+                );
+            }
+            let mine = "POST /handshake HTTP/1.1\r\nContent-Length: 2\r\n\r\n";
+            assert!(sniff(&RawRequest::parse(mine.as_bytes()).unwrap(), &node).is_some());
         }
     }
 }

@@ -156,8 +156,9 @@ impl Drop for AbortOnDrop {
 }
 
 /// Serves one connection: reads its first head (see `accept`), then a plain
-/// `GET /events` straight on the socket; a held poll or a plain bodiless
-/// `GET` or `HEAD` (see `plain`) also on the socket, looping back for the
+/// `GET /events` straight on the socket; a held poll or a page's plain
+/// `GET`, `HEAD` or small `POST` (see `plain`) also on the socket, looping
+/// back for the
 /// next head; anything else through hyper, which reads that head again
 /// from what was read and times later heads on a keep-alive connection
 /// itself.
