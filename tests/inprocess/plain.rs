@@ -658,3 +658,40 @@ async fn a_flood_of_pipelined_posts_is_limited_as_on_hyper_and_harms_no_other_se
     assert_eq!(flood_seen, accepted_total + hyper_accepted);
     assert_eq!(server.io.stats().sessions, 4);
 }
+
+// An acknowledgement answered later goes out as hyper sends it: the head
+// at once, the answer in chunks, and the next request after it.
+#[tokio::test]
+async fn late_acknowledgements_are_chunked_as_hyper_chunks_them() {
+    let server = Server::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        Config {
+            ack_timeout_ms: 300,
+            ..post_config()
+        },
+        |io| drop(features::install(io)),
+    )
+    .await;
+    let oracle = hyper_oracle(server.io.clone()).await;
+    let poller = Poller::handshake(server.addr).await;
+    let emit = format!("/emit?sid={}", poller.sid);
+    let sequence = [
+        "GET / HTTP/1.1\r\n\r\n".to_string(),
+        post_req(&emit, "", r#"{"event":"echo","data":1,"ack":true}"#),
+        post_req(&emit, "", r#"{"event":"later","data":"soon","ack":true}"#),
+        post_req(&emit, "", r#"{"event":"never","ack":true}"#),
+        "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n".to_string(),
+    ];
+    let whole = sequence.concat();
+    let want = dateless(&exchange(oracle, &[whole.as_bytes()]).await);
+    assert!(
+        want.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{want}"
+    );
+    assert!(want.contains("acknowledgement timed out"), "{want}");
+    let got = dateless(&exchange(server.addr, &[whole.as_bytes()]).await);
+    assert_eq!(got, want, "pipelined");
+    let parts: Vec<&[u8]> = sequence.iter().map(|r| r.as_bytes()).collect();
+    let got = dateless(&exchange(server.addr, &parts).await);
+    assert_eq!(got, want, "one per write");
+}
