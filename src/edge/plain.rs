@@ -45,7 +45,7 @@ use crate::config::Config;
 use crate::edge::{router, server_api};
 use crate::session::{query_value, Peer};
 use crate::transport::poll_raw::After;
-use crate::transport::request::{unplain_header, RawRequest, PLAIN_MAX_HEADERS};
+use crate::transport::request::{connection_close, unplain_header, RawRequest, PLAIN_MAX_HEADERS};
 
 /// A request this module answers: the parts of its head the router needs,
 /// and how long its body is.
@@ -108,14 +108,7 @@ pub(crate) fn sniff(request: &RawRequest, config: &Config) -> Option<Ask> {
         } else if unplain_header(name) {
             return None;
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                    return None;
-                }
-            }
+            close |= connection_close(value)?;
         }
     }
     // Over the limit is hyper's, whose 413 leaves the body unread.

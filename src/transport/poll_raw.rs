@@ -35,7 +35,7 @@ use crate::engine::recovery::Cursor;
 use crate::error::Error;
 use crate::session::{Handshake, SidParam, Transport};
 use crate::transport::head;
-use crate::transport::request::RawRequest;
+use crate::transport::request::{connection_close, RawRequest};
 
 /// A plain request this module can answer.
 pub(crate) struct Ask {
@@ -93,14 +93,7 @@ pub(crate) fn sniff(request: &RawRequest, io: &Io, peer: SocketAddr) -> Option<A
     let mut close = false;
     for (name, value) in request.headers() {
         if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                    return None;
-                }
-            }
+            close |= connection_close(value)?;
         }
         if name.eq_ignore_ascii_case("origin") {
             origin = Some(value.to_vec());

@@ -197,6 +197,23 @@ pub(crate) fn unplain_header(name: &str) -> bool {
         .any(|n| name.eq_ignore_ascii_case(n))
 }
 
+/// Reads one `Connection` header value for the raw paths: `Some(true)` if
+/// it asks to close, `Some(false)` for `keep-alive` alone, `None` for any
+/// other token (an upgrade, a hop-by-hop header), which the raw paths leave
+/// to hyper.
+pub(crate) fn connection_close(value: &[u8]) -> Option<bool> {
+    let mut close = false;
+    for token in value.split(|&b| b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+            return None;
+        }
+    }
+    Some(close)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
