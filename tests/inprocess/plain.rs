@@ -204,6 +204,22 @@ async fn answers_match_hyper_byte_for_byte_pipelined_or_not() {
     }
 }
 
+/// `bytes` cut at up to 23 random places.
+fn random_split<'a>(rng: &mut fastrand::Rng, bytes: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut cuts: Vec<usize> = (0..rng.usize(1..24))
+        .map(|_| rng.usize(1..bytes.len()))
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for cut in cuts.into_iter().chain([bytes.len()]) {
+        parts.push(&bytes[from..cut]);
+        from = cut;
+    }
+    parts
+}
+
 // Split anywhere, in any number of pieces, a sequence gets the same
 // answers.
 #[tokio::test]
@@ -215,17 +231,7 @@ async fn random_splits_of_a_request_sequence_get_the_same_answers() {
     let want = dateless(&exchange(oracle, &[bytes]).await);
     let mut rng = fastrand::Rng::with_seed(7);
     for round in 0..40 {
-        let mut cuts: Vec<usize> = (0..rng.usize(1..24))
-            .map(|_| rng.usize(1..bytes.len()))
-            .collect();
-        cuts.sort_unstable();
-        cuts.dedup();
-        let mut parts = Vec::new();
-        let mut from = 0;
-        for cut in cuts.into_iter().chain([bytes.len()]) {
-            parts.push(&bytes[from..cut]);
-            from = cut;
-        }
+        let parts = random_split(&mut rng, bytes);
         let got = dateless(&exchange(server.addr, &parts).await);
         assert_eq!(got, want, "round {round}, split {parts:?}");
     }
@@ -414,17 +420,7 @@ async fn posts_are_answered_as_hyper_answers_them_however_they_arrive() {
     let want = dateless(&exchange(oracle, &[bytes]).await);
     let mut rng = fastrand::Rng::with_seed(11);
     for round in 0..20 {
-        let mut cuts: Vec<usize> = (0..rng.usize(1..24))
-            .map(|_| rng.usize(1..bytes.len()))
-            .collect();
-        cuts.sort_unstable();
-        cuts.dedup();
-        let mut parts = Vec::new();
-        let mut from = 0;
-        for cut in cuts.into_iter().chain([bytes.len()]) {
-            parts.push(&bytes[from..cut]);
-            from = cut;
-        }
+        let parts = random_split(&mut rng, bytes);
         let got = dateless(&exchange(server.addr, &parts).await);
         assert_eq!(got, want, "round {round}, split {parts:?}");
     }
