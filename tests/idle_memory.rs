@@ -1,6 +1,7 @@
 //! What an idle stream costs the server, by the way it came: a stream a
-//! browser opens on the connection that already served its page must cost
-//! what a stream opened as a connection's first request costs.
+//! browser opens on the connection that already served its page, its own
+//! or `ssio.js`'s shared one, must cost what a stream opened as a
+//! connection's first request costs.
 
 mod support;
 
@@ -19,9 +20,9 @@ const STREAMS: usize = 2_000;
 /// The page's `index.html`, as `GET /` serves it.
 const PAGE: &[u8] = include_bytes!("../public/index.html");
 
-/// Opens one idle stream on a new connection, after `GET /` on the same
-/// connection if `after_page`; returns the open connection.
-async fn open(addr: SocketAddr, after_page: bool) -> TcpStream {
+/// Opens one idle stream at `target` on a new connection, after `GET /` on
+/// the same connection if `after_page`; returns the open connection.
+async fn open(addr: SocketAddr, after_page: bool, target: &str) -> TcpStream {
     let mut r = BufReader::new(TcpStream::connect(addr).await.unwrap());
     if after_page {
         r.get_mut()
@@ -32,7 +33,7 @@ async fn open(addr: SocketAddr, after_page: bool) -> TcpStream {
         assert_eq!((res.status, res.body.as_slice()), (200, PAGE));
     }
     r.get_mut()
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut head = Vec::new();
@@ -60,7 +61,7 @@ async fn wait_sse(addr: SocketAddr, n: u64) {
 
 /// KiB of server RSS per idle stream: `STREAMS` streams, each opened as
 /// `open` opens it, on a server of its own.
-async fn per_stream(after_page: bool) -> f64 {
+async fn per_stream(after_page: bool, target: &str) -> f64 {
     let p = spawn_ssio(
         &[],
         0,
@@ -78,7 +79,7 @@ async fn per_stream(after_page: bool) -> f64 {
     .await;
     // Warm up the allocator and the runtime, then take the baseline.
     let warm: Vec<TcpStream> =
-        futures_util::future::join_all((0..50).map(|_| open(p.addr, true))).await;
+        futures_util::future::join_all((0..50).map(|_| open(p.addr, true, target))).await;
     drop(warm);
     wait_sse(p.addr, 0).await;
     let base = procfs::rss_kib(p.pid).expect("server gone");
@@ -86,7 +87,7 @@ async fn per_stream(after_page: bool) -> f64 {
     let mut streams = Vec::with_capacity(STREAMS);
     while streams.len() < STREAMS {
         let batch = (STREAMS - streams.len()).min(100);
-        let opening = (0..batch).map(|_| open(p.addr, after_page));
+        let opening = (0..batch).map(|_| open(p.addr, after_page, target));
         streams.extend(futures_util::future::join_all(opening).await);
     }
     wait_sse(p.addr, STREAMS as u64).await;
@@ -94,7 +95,7 @@ async fn per_stream(after_page: bool) -> f64 {
     drop(streams);
     let per = (rss.saturating_sub(base)) as f64 / STREAMS as f64;
     eprintln!(
-        "{STREAMS} idle streams {} in {:?}: RSS {base} -> {rss} KiB, {per:.2} KiB each",
+        "{STREAMS} idle streams at {target} {} in {:?}: RSS {base} -> {rss} KiB, {per:.2} KiB each",
         if after_page {
             "after GET / on the same connection"
         } else {
@@ -110,10 +111,17 @@ async fn per_stream(after_page: bool) -> f64 {
 // 8 KiB buffers for the stream's life, several times that).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_opened_after_the_page_costs_what_a_first_request_stream_costs() {
-    let first = per_stream(false).await;
-    let after_page = per_stream(true).await;
+    let first = per_stream(false, "/events").await;
+    let after_page = per_stream(true, "/events").await;
     assert!(
         after_page <= first * 1.5 + 1.0,
         "{after_page:.2} KiB per stream after the page, {first:.2} as a first request"
+    );
+    // The shared stream `ssio.js` opens carries one session here, as a
+    // browser with one tab does.
+    let shared = per_stream(true, "/events?mux=1").await;
+    assert!(
+        shared <= first * 1.5 + 1.0,
+        "{shared:.2} KiB per shared stream after the page, {first:.2} per stream"
     );
 }

@@ -191,6 +191,15 @@ async fn serve(
                 // A cluster node routes resumes, which may belong to
                 // another node, through the router.
                 let routed = config.cluster_node().is_some() && request.resumes();
+                if !routed && sse_raw::sniff_mux(&request, config) {
+                    // A browser's shared stream, after its page on this
+                    // connection or on a new one: raw, as a plain stream.
+                    let start = sse_raw::start_mux(stream, request, peer, io.clone());
+                    if let Some(streaming) = Box::pin(start).await {
+                        tracker.spawn(streaming);
+                    }
+                    return;
+                }
                 if !routed && sse_raw::sniff(&request) {
                     // Boxed, as every long wait here is: a task is as large
                     // as the largest state of its future, so one path

@@ -112,8 +112,8 @@ pub(crate) fn apply<B>(res: &mut Response<B>, head: Head) {
     }
 }
 
-/// Writes a status line and `head` (plus any `extra` lines) as HTTP/1.1
-/// bytes, for responses written straight on a socket.
+/// Writes a status line and `head` (plus any `extra` lines, then a `date`)
+/// as HTTP/1.1 bytes, for responses written straight on a socket.
 pub(crate) fn raw(status: StatusCode, head: &Head, extra: &str) -> String {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\n",
@@ -127,7 +127,10 @@ pub(crate) fn raw(status: StatusCode, head: &Head, extra: &str) -> String {
         out.push_str("\r\n");
     }
     out.push_str(extra);
-    out.push_str("\r\n");
+    // Last, as hyper writes it.
+    out.push_str("date: ");
+    out.push_str(&httpdate::fmt_http_date(std::time::SystemTime::now()));
+    out.push_str("\r\n\r\n");
     out
 }
 

@@ -52,13 +52,14 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::api::io::Io;
-use crate::engine::fanout::{Delivery, Item};
+use crate::engine::fanout::{Delivery, DirectWrite, Item, Newest};
 use crate::engine::hub::Session;
 use crate::engine::packet::{Packet, KEEP_ALIVE};
 use crate::error::Error;
 use crate::session::{handshake_json, DisconnectReason, Handshake, Sid, Transport};
 use crate::transport::head;
 use crate::transport::keepalive::KeepAlive;
+use crate::transport::sse_raw::RawBody;
 
 /// Most items taken from one session per read, so that one busy session
 /// cannot keep the others on its stream waiting.
@@ -445,10 +446,13 @@ impl Group {
     /// Reads every session's ready items, up to a batch each, tagged with
     /// its key. Sessions that closed are removed here and ended in the hub
     /// by the caller (a no-op for those the hub already ended).
+    /// Sets `more` if a session had a whole batch ready, and so may have
+    /// more.
     fn poll_items(
         &self,
         cx: &mut Context<'_>,
         out: &mut Vec<(u32, Item)>,
+        more: &mut bool,
     ) -> Vec<(Sid, DisconnectReason)> {
         let mut closed = Vec::new();
         let mut st = self.state.lock();
@@ -461,7 +465,8 @@ impl Group {
         st.start = start + 1;
         for i in 0..n {
             let m = &mut st.members[(start + i) % n];
-            for _ in 0..BATCH_PER_SESSION {
+            let mut taken = 0;
+            while taken < BATCH_PER_SESSION {
                 match m.delivery.poll_next(cx) {
                     Poll::Ready(Item::Close(reason)) => {
                         out.push((m.key, Item::Close(reason)));
@@ -471,7 +476,9 @@ impl Group {
                     Poll::Ready(item) => out.push((m.key, item)),
                     Poll::Pending => break,
                 }
+                taken += 1;
             }
+            *more |= taken == BATCH_PER_SESSION;
         }
         if !closed.is_empty() {
             st.members
@@ -491,6 +498,11 @@ fn tagged(key: u32, item: &Item) -> Bytes {
         Item::Packet(p) | Item::Latest(p) => p.json.clone(),
         Item::Close(reason) => Packet::disconnect(reason.as_str()).json,
     };
+    tagged_json(key, &json)
+}
+
+/// [`tagged`] for a packet's JSON.
+fn tagged_json(key: u32, json: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(json.len() + 12);
     buf.put_slice(format!("{{\"k\":{key},").as_bytes());
     buf.put_slice(&json[1..]);
@@ -529,6 +541,19 @@ pub(crate) async fn sse_response(
     resume: Option<Sid>,
     handshake: &Handshake,
 ) -> Result<Response<MuxBody>, Error> {
+    let (sid, body) = sse_open(io, resume, handshake).await?;
+    let mut res = Response::new(body);
+    head::apply(&mut res, head::sse(sid));
+    Ok(res)
+}
+
+/// Opens a mux stream over SSE: the carrier's sid, and the stream's body
+/// (which any transport may write: hyper, or the raw path).
+pub(crate) async fn sse_open(
+    io: &Io,
+    resume: Option<Sid>,
+    handshake: &Handshake,
+) -> Result<(Sid, MuxBody), Error> {
     let group = open(io, Transport::Sse, resume, handshake).await?;
     let period = io.config().ping_interval();
     let connect = Packet::connect(&carrier_handshake(io, &group));
@@ -542,10 +567,10 @@ pub(crate) async fn sse_response(
         first: Some(first.freeze()),
         keep_alive: KeepAlive::new(period),
         done: false,
+        unreported: (0, 0),
+        explicit_writes: false,
     };
-    let mut res = Response::new(body);
-    head::apply(&mut res, head::sse(sid));
-    Ok(res)
+    Ok((sid, body))
 }
 
 /// The response body of a mux stream over SSE; dropping it ends the
@@ -561,6 +586,12 @@ pub(crate) struct MuxBody {
     keep_alive: KeepAlive,
     /// Set once the last event went out; the next poll ends the body.
     done: bool,
+    /// Events and bytes not yet added to the shared counters, as
+    /// [`SseBody`](super::sse::SseBody) keeps them.
+    unreported: (u64, u64),
+    /// Set by a transport that calls [`RawBody::written`] itself after
+    /// each write; otherwise asking for more means the last frame went out.
+    explicit_writes: bool,
 }
 
 impl MuxBody {
@@ -569,7 +600,80 @@ impl MuxBody {
         bytes: Bytes,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         self.keep_alive.sent();
+        self.unreported.1 += bytes.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+
+    fn report(&mut self) {
+        let (events, bytes) = std::mem::take(&mut self.unreported);
+        if events > 0 || bytes > 0 {
+            self.io.hub().metrics.written(events, bytes);
+        }
+    }
+}
+
+/// The sweeper writes a latest value past a shared stream only while it
+/// carries one session, its carrier's: the common case of a browser with
+/// one tab. With more, the stream's task writes every session's events in
+/// turn, as before.
+impl RawBody for MuxBody {
+    fn settle_after_writes(&mut self) {
+        self.explicit_writes = true;
+    }
+
+    fn write_directly(&mut self, direct: Weak<dyn DirectWrite>) {
+        let mut st = self.group.state.lock();
+        if let Some(carrier) = st.members.first_mut() {
+            carrier.delivery.write_directly(direct);
+        }
+    }
+
+    fn owes_only(&self, cursor: u64, newest: &Newest) -> Option<usize> {
+        if self.first.is_some() || self.done || !self.explicit_writes {
+            return None;
+        }
+        let st = self.group.state.lock();
+        match st.members.as_slice() {
+            [only] if only.key == 0 && only.delivery.id() == cursor => {
+                only.delivery.owes_only(newest)
+            }
+            _ => None,
+        }
+    }
+
+    fn latest_chunk<'a>(&self, newest: &'a Newest, i: usize) -> &'a Bytes {
+        newest.framed_shared(i, |p| {
+            let mut event = BytesMut::new();
+            sse_event(&mut event, &tagged_json(0, &p.json));
+            super::sse_raw::chunk(&event)
+        })
+    }
+
+    fn took(&mut self, newest: &Newest, i: usize, whole: bool) {
+        if let Some(carrier) = self.group.state.lock().members.first_mut() {
+            carrier.delivery.took(newest, whole);
+        }
+        self.keep_alive.sent();
+        self.unreported.0 += 1;
+        // The tag and the `data: ` framing, as `latest_chunk` writes them.
+        self.unreported.1 += newest.packet(i).json.len() as u64 + 14;
+        if whole {
+            self.report();
+        }
+    }
+
+    fn wait_again(&self, waker: &Waker) -> bool {
+        let st = self.group.state.lock();
+        st.members
+            .first()
+            .is_some_and(|carrier| carrier.delivery.wait_again(waker))
+    }
+
+    fn written(&mut self) {
+        for m in &mut self.group.state.lock().members {
+            m.delivery.settle();
+        }
+        self.report();
     }
 }
 
@@ -589,7 +693,8 @@ impl Body for MuxBody {
             return this.sent(first);
         }
         let mut items = Vec::new();
-        let closed = this.group.poll_items(cx, &mut items);
+        let mut more = false;
+        let closed = this.group.poll_items(cx, &mut items, &mut more);
         if !closed.is_empty() {
             let muxes = this.io.extension::<Muxes>();
             muxes.forget(closed.iter().map(|(sid, _)| *sid));
@@ -617,15 +722,21 @@ impl Body for MuxBody {
             }
             return match this.keep_alive.poll(cx) {
                 Poll::Ready(()) => this.sent(Bytes::from_static(KEEP_ALIVE)),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    if !this.explicit_writes {
+                        this.written();
+                    }
+                    Poll::Pending
+                }
             };
         }
         let mut buf = BytesMut::new();
         for (key, item) in &items {
             sse_event(&mut buf, &tagged(*key, item));
         }
-        if !this.done {
-            // A session may have more than one batch ready: poll again.
+        this.unreported.0 += items.iter().filter(|(_, i)| i.packet().is_some()).count() as u64;
+        if more && !this.done {
+            // A session had more than one batch ready: poll again.
             cx.waker().wake_by_ref();
         }
         this.sent(buf.freeze())
@@ -642,6 +753,7 @@ impl Body for MuxBody {
 
 impl Drop for MuxBody {
     fn drop(&mut self) {
+        self.report();
         // A no-op if the stream already ended.
         end(&self.io, &self.group, DisconnectReason::TransportClose);
     }
@@ -720,7 +832,8 @@ pub(crate) async fn poll(io: &Io, id: MuxId) -> Result<Bytes, Error> {
     let mut items = Vec::new();
     let mut owner_closed = None;
     let wait = std::future::poll_fn(|cx| {
-        let closed = group.poll_items(cx, &mut items);
+        let mut more = false;
+        let closed = group.poll_items(cx, &mut items, &mut more);
         io.extension::<Muxes>()
             .forget(closed.iter().map(|(sid, _)| *sid));
         for (sid, reason) in closed {

@@ -6,8 +6,9 @@
 //! what a connection costs. So the accept path reads the first request head
 //! itself: a plain `GET /events` is answered here, with the same
 //! [`SseBody`], the same head from [`head::sse`] and the same bytes on the
-//! wire (chunked encoding); any other request goes to hyper with the bytes
-//! already read.
+//! wire (chunked encoding); so is the shared stream `ssio.js` opens,
+//! `GET /events?mux=1`, with the same [`MuxBody`]. Any other request goes
+//! to hyper with the bytes already read.
 //!
 //! After its head, an SSE client has nothing more to say. The socket is still
 //! read, because a read that returns is how a close or reset is noticed, but
@@ -28,10 +29,12 @@ use tokio::net::TcpStream;
 
 use std::net::SocketAddr;
 
+use super::mux::{self, MuxBody, MuxParam};
 use super::sse::{self, SseBody};
 use crate::api::io::Io;
 use crate::engine::fanout::{DirectWrite, Newest, Swept};
-use crate::session::Sid;
+use crate::error::Error;
+use crate::session::{Handshake, Sid, SidParam};
 use crate::transport::head;
 use crate::transport::request::RawRequest;
 
@@ -44,10 +47,23 @@ pub(crate) const TRAILING_ALLOWANCE: usize = 4;
 /// Anything unusual (HTTP/1.0, a body, an upgrade, `Expect`, more headers
 /// than a plain request has) is left to hyper, which handles every case.
 pub(crate) fn sniff(request: &RawRequest) -> bool {
-    // A shared stream has its own body; hyper serves it.
+    // A shared stream has its own body: see `sniff_mux`.
     request.is_get_11()
         && request.path() == "/events"
         && crate::session::query_value(request.query(), "mux").is_none()
+        && request.is_plain()
+}
+
+/// Whether `request` opens a shared stream (`GET /events?mux=1`) this
+/// module can answer: plain as [`sniff`] asks, and not one a cluster node
+/// must route (a carrier coming back with its `sid` may be held by
+/// another node).
+pub(crate) fn sniff_mux(request: &RawRequest, config: &crate::config::Config) -> bool {
+    let query = request.query();
+    request.is_get_11()
+        && request.path() == "/events"
+        && MuxParam::parse(query) == MuxParam::Open
+        && (config.cluster_node().is_none() || crate::session::query_value(query, "sid").is_none())
         && request.is_plain()
 }
 
@@ -57,24 +73,71 @@ pub(crate) fn sniff(request: &RawRequest) -> bool {
 /// response head; the returned future then serves the stream for as long
 /// as it lives. `None` if the stream ended before that (refused, gone).
 pub(crate) async fn start(
-    mut stream: TcpStream,
+    stream: TcpStream,
     request: RawRequest,
     peer: SocketAddr,
     io: Io,
-) -> Option<Streaming> {
+) -> Option<Streaming<SseBody>> {
     let trailing = request.after().len();
     if trailing > TRAILING_ALLOWANCE {
         return None;
     }
     let handshake = request.handshake(peer)?;
     drop(request);
-    let origin = handshake.headers.get(hyper::header::ORIGIN);
-    let cors = head::cors(io.config(), origin.map(|o| o.as_bytes()));
+    let cors = cors_of(&io, &handshake);
     // Boxed: starting a session is a large future.
-    let (sid, mut body) = match Box::pin(sse::open(&io, handshake)).await {
+    let opened = Box::pin(sse::open(&io, handshake)).await;
+    begin(stream, io, cors, opened, trailing).await
+}
+
+/// [`start`] for a shared stream (`GET /events?mux=1`, [`sniff_mux`]):
+/// the same head, and the shared stream's body instead of a session's.
+pub(crate) async fn start_mux(
+    stream: TcpStream,
+    request: RawRequest,
+    peer: SocketAddr,
+    io: Io,
+) -> Option<Streaming<MuxBody>> {
+    let trailing = request.after().len();
+    if trailing > TRAILING_ALLOWANCE {
+        return None;
+    }
+    let handshake = request.handshake(peer)?;
+    let sid = SidParam::parse(request.query());
+    drop(request);
+    let opened = async {
+        let resume = match sid {
+            SidParam::Absent => None,
+            SidParam::Malformed => return Err(Error::UnknownSession),
+            SidParam::Valid(sid) => Some(sid),
+        };
+        mux::sse_open(&io, resume, &handshake).await
+    };
+    let opened = Box::pin(opened).await;
+    let cors = cors_of(&io, &handshake);
+    drop(handshake);
+    begin(stream, io, cors, opened, trailing).await
+}
+
+/// The CORS fields of every answer to `handshake`'s request.
+fn cors_of(io: &Io, handshake: &Handshake) -> head::Head {
+    let origin = handshake.headers.get(hyper::header::ORIGIN);
+    head::cors(io.config(), origin.map(|o| o.as_bytes()))
+}
+
+/// Writes the response head for a stream `opened` (or the error it was
+/// refused with) and readies the stream for its task.
+async fn begin<B: RawBody>(
+    mut stream: TcpStream,
+    io: Io,
+    cors: head::Head,
+    opened: Result<(Sid, B), Error>,
+    trailing: usize,
+) -> Option<Streaming<B>> {
+    let (sid, mut body) = match opened {
         Ok(ok) => ok,
         Err(e) => {
-            io.hub().metrics.rejected(e.status().as_u16());
+            io.refused("GET", "/events", &e);
             let _ = stream.write_all(&head::raw_error(&e, cors)).await;
             return None;
         }
@@ -87,7 +150,7 @@ pub(crate) async fn start(
         .write_all(response_head(&io, sid, cors).as_bytes())
         .await
         .ok()?;
-    let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
+    let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared<B>>| {
         // Without a sweeper, the stream is woken as before and need not
         // be reachable.
         if io.hub().fanout().sweeping() {
@@ -105,18 +168,77 @@ pub(crate) async fn start(
     Some(Streaming(shared))
 }
 
+/// A stream's body as the raw path serves it: SSE frames to send in
+/// chunks, and what the fan-out's sweeper needs to write a latest value
+/// past it ([`DirectWrite`]). A session's own stream ([`SseBody`]) and a
+/// shared stream ([`MuxBody`]) both are.
+pub(crate) trait RawBody:
+    Body<Data = Bytes, Error = std::convert::Infallible> + Unpin + Send + 'static
+{
+    /// The caller will call [`RawBody::written`] after each write.
+    fn settle_after_writes(&mut self);
+    /// Lets the sweeper write latest values to `direct`, the stream that
+    /// carries this body.
+    fn write_directly(&mut self, direct: std::sync::Weak<dyn DirectWrite>);
+    /// The one value of `newest` that may be written past this body for
+    /// the cursor numbered `cursor`, if that is all it owes and the body
+    /// has handed out everything else.
+    fn owes_only(&self, cursor: u64, newest: &Newest) -> Option<usize>;
+    /// Value `i` of `newest` as this body frames it, as one HTTP chunk.
+    fn latest_chunk<'a>(&self, newest: &'a Newest, i: usize) -> &'a Bytes;
+    /// Value `i` went out past the body, whole or in part (the caller then
+    /// writes the rest and calls [`RawBody::written`]).
+    fn took(&mut self, newest: &Newest, i: usize, whole: bool);
+    /// Waits for the next event with `waker` after a direct write; false
+    /// if one came meanwhile and the stream's task must be woken for it.
+    fn wait_again(&self, waker: &Waker) -> bool;
+    /// Everything this body has yielded is written to the socket.
+    fn written(&mut self);
+}
+
+impl RawBody for SseBody {
+    fn settle_after_writes(&mut self) {
+        SseBody::settle_after_writes(self);
+    }
+
+    fn write_directly(&mut self, direct: std::sync::Weak<dyn DirectWrite>) {
+        SseBody::write_directly(self, direct);
+    }
+
+    fn owes_only(&self, _cursor: u64, newest: &Newest) -> Option<usize> {
+        // One cursor, and only it ever names this stream.
+        SseBody::owes_only(self, newest)
+    }
+
+    fn latest_chunk<'a>(&self, newest: &'a Newest, i: usize) -> &'a Bytes {
+        newest.framed(i, |p| chunk(&p.sse))
+    }
+
+    fn took(&mut self, newest: &Newest, i: usize, whole: bool) {
+        SseBody::took(self, newest, i, whole);
+    }
+
+    fn wait_again(&self, waker: &Waker) -> bool {
+        SseBody::wait_again(self, waker)
+    }
+
+    fn written(&mut self) {
+        SseBody::written(self);
+    }
+}
+
 /// One raw SSE stream after its head, as its task's future.
 ///
 /// The stream itself is shared with the fan-out, whose sweeper writes a
 /// latest value to an idle stream without waking this task
 /// ([`DirectWrite`]). Only this task ever drops the stream, so that ending
 /// a session never runs inside the sweeper.
-pub(crate) struct Streaming(Arc<Shared>);
+pub(crate) struct Streaming<B: RawBody>(Arc<Shared<B>>);
 
 /// The stream behind its lock; `None` once this task has ended it.
-struct Shared(Mutex<Option<Stream>>);
+struct Shared<B>(Mutex<Option<Stream<B>>>);
 
-impl Future for Streaming {
+impl<B: RawBody> Future for Streaming<B> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -137,7 +259,7 @@ impl Future for Streaming {
     }
 }
 
-impl Drop for Streaming {
+impl<B: RawBody> Drop for Streaming<B> {
     // A task dropped before its stream ended (the server stopping) still
     // ends the stream here, never in the sweeper holding the last
     // reference for a moment.
@@ -147,8 +269,8 @@ impl Drop for Streaming {
     }
 }
 
-impl DirectWrite for Shared {
-    fn write_latest(&self, newest: &Newest, waker: &Waker) -> Swept {
+impl<B: RawBody> DirectWrite for Shared<B> {
+    fn write_latest(&self, cursor: u64, newest: &Newest, waker: &Waker) -> Swept {
         // Held: this stream's task is running it right now, and will find
         // the value itself once woken.
         let Some(mut slot) = self.0.try_lock() else {
@@ -157,7 +279,7 @@ impl DirectWrite for Shared {
         let Some(stream) = slot.as_mut() else {
             return Swept::Untouched;
         };
-        stream.write_latest(newest, waker)
+        stream.write_latest(cursor, newest, waker)
     }
 }
 
@@ -166,9 +288,9 @@ impl DirectWrite for Shared {
 /// state would also keep every temporary of every branch (a read buffer,
 /// the write in progress, the select's bookkeeping) for the stream's whole
 /// life.
-struct Stream {
+struct Stream<B> {
     stream: TcpStream,
-    body: SseBody,
+    body: B,
     /// A batch being written, from its first unwritten byte.
     out: Option<BytesMut>,
     /// `out` is the terminating chunk: the stream ends once it is written.
@@ -177,18 +299,18 @@ struct Stream {
     trailing: usize,
 }
 
-impl Stream {
-    /// Writes the one value of `newest` the stream owes, if it is idle and
-    /// that is all it owes. A write the socket takes only in part is left
-    /// for the task to finish.
-    fn write_latest(&mut self, newest: &Newest, waker: &Waker) -> Swept {
+impl<B: RawBody> Stream<B> {
+    /// Writes the one value of `newest` the stream owes `cursor`, if it is
+    /// idle and that is all it owes. A write the socket takes only in part
+    /// is left for the task to finish.
+    fn write_latest(&mut self, cursor: u64, newest: &Newest, waker: &Waker) -> Swept {
         if self.out.is_some() || self.ending {
             return Swept::Untouched;
         }
-        let Some(i) = self.body.owes_only(newest) else {
+        let Some(i) = self.body.owes_only(cursor, newest) else {
             return Swept::Untouched;
         };
-        let chunk = newest.framed(i, |p| chunk(&p.sse));
+        let chunk = self.body.latest_chunk(newest, i);
         match self.stream.try_write(chunk) {
             Ok(n) if n == chunk.len() => {
                 self.body.took(newest, i, true);
@@ -209,7 +331,7 @@ impl Stream {
     }
 }
 
-impl Future for Stream {
+impl<B: RawBody> Future for Stream<B> {
     type Output = ();
 
     // Dropping the body at the end ends the session if it has not ended
@@ -296,15 +418,16 @@ fn response_head(io: &Io, sid: Sid, cors: head::Head) -> String {
 }
 
 /// `data` as one HTTP/1.1 chunk.
-fn chunk(data: &[u8]) -> Bytes {
+pub(crate) fn chunk(data: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(data.len() + 16);
     put_chunk(&mut buf, data);
     buf.freeze()
 }
 
-/// Appends `data` to `buf` as one HTTP/1.1 chunk.
+/// Appends `data` to `buf` as one HTTP/1.1 chunk, its size in upper-case
+/// hex as hyper writes it, so that a raw stream's bytes are hyper's.
 fn put_chunk(buf: &mut BytesMut, data: &[u8]) {
-    let _ = write!(buf, "{:x}\r\n", data.len());
+    let _ = write!(buf, "{:X}\r\n", data.len());
     buf.put_slice(data);
     buf.put_slice(b"\r\n");
 }
@@ -313,7 +436,7 @@ fn put_chunk(buf: &mut BytesMut, data: &[u8]) {
 /// an HTTP chunk. `None` once the body has ended; with a batch, whether the
 /// body said `Pending` after it (rather than the batch reaching its bound or
 /// the body's end coming next).
-fn next_batch(body: &mut SseBody, cx: &mut Context<'_>) -> Poll<Option<(BytesMut, bool)>> {
+fn next_batch<B: RawBody>(body: &mut B, cx: &mut Context<'_>) -> Poll<Option<(BytesMut, bool)>> {
     let mut out: Option<BytesMut> = None;
     loop {
         match Pin::new(&mut *body).poll_frame(cx) {
@@ -342,12 +465,57 @@ fn next_batch(body: &mut SseBody, cx: &mut Context<'_>) -> Poll<Option<(BytesMut
 
 #[cfg(test)]
 mod tests {
-    use super::sniff;
+    use super::{sniff, sniff_mux};
     use crate::transport::request::RawRequest;
 
     /// Whether the edge, having read `head`, would hand it to this path.
     fn taken(head: &[u8]) -> bool {
         RawRequest::parse(head).is_some_and(|r| sniff(&r))
+    }
+
+    #[test]
+    fn only_plain_requests_to_open_a_shared_stream_are_taken_as_one() {
+        let taken = |head: &[u8], node: bool| {
+            #[cfg(feature = "redis")]
+            let config = crate::config::Config {
+                redis: node.then(|| "redis://127.0.0.1:6379".into()),
+                node_id: node.then(|| "n1".into()),
+                ..Default::default()
+            };
+            #[cfg(not(feature = "redis"))]
+            let config = crate::config::Config::default();
+            assert_eq!(
+                config.cluster_node().is_some(),
+                node && cfg!(feature = "redis")
+            );
+            RawRequest::parse(head).is_some_and(|r| sniff_mux(&r, &config))
+        };
+        let sid = "0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10";
+        assert!(taken(
+            b"GET /events?mux=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            false
+        ));
+        assert!(taken(
+            b"GET /events?mux=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            true
+        ));
+        let resume = format!("GET /events?mux=1&sid={sid} HTTP/1.1\r\n\r\n");
+        assert!(taken(resume.as_bytes(), false));
+        // A cluster node may hold the carrier's session elsewhere.
+        #[cfg(feature = "redis")]
+        assert!(!taken(resume.as_bytes(), true));
+        for other in [
+            &b"GET /events?mux=1 HTTP/1.0\r\n\r\n"[..],
+            b"GET /events HTTP/1.1\r\n\r\n",
+            b"GET /events?mux=0b9c3f3e-8a3c-4c1e-9f55-2f1c0b7d9a10 HTTP/1.1\r\n\r\n",
+            b"GET /events?mux=2 HTTP/1.1\r\n\r\n",
+            b"GET /poll?mux=1 HTTP/1.1\r\n\r\n",
+            b"POST /events?mux=1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"GET /events?mux=1 HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /events?mux=1 HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            assert!(!taken(other, false), "{:?}", String::from_utf8_lossy(other));
+        }
     }
 
     #[test]

@@ -215,7 +215,7 @@ async fn idle_streams_take_a_new_count_from_the_sweeper_in_the_same_bytes() {
         .await
         .unwrap();
     let mut seen = Vec::new();
-    let one = b"1b\r\nevent: user count\ndata: 1\n\n\r\n";
+    let one = b"1B\r\nevent: user count\ndata: 1\n\n\r\n";
     tokio::time::timeout(WAIT, async {
         while !seen.ends_with(one) {
             let mut buf = [0u8; 4096];
@@ -240,7 +240,7 @@ async fn idle_streams_take_a_new_count_from_the_sweeper_in_the_same_bytes() {
         .unwrap();
     assert_eq!(
         &exact[..],
-        b"1b\r\nevent: user count\ndata: 2\n\n\r\n1b\r\nevent: user count\ndata: 3\n\n\r\n"
+        b"1B\r\nevent: user count\ndata: 2\n\n\r\n1B\r\nevent: user count\ndata: 3\n\n\r\n"
     );
     // Every stream is idle now; a fourth session is one publish.
     let swept = metric(addr, "ssio_fanout_swept_total").await;
@@ -253,7 +253,7 @@ async fn idle_streams_take_a_new_count_from_the_sweeper_in_the_same_bytes() {
         .await
         .expect("count 4 never came")
         .unwrap();
-    assert_eq!(&exact[..], b"1b\r\nevent: user count\ndata: 4\n\n\r\n");
+    assert_eq!(&exact[..], b"1B\r\nevent: user count\ndata: 4\n\n\r\n");
     for s in streams.iter_mut() {
         assert_eq!(s.next_event().await, ("user count".into(), "4".into()));
         s.assert_quiet(Duration::from_millis(50)).await;

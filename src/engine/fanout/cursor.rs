@@ -142,6 +142,12 @@ impl Delivery {
         self.held = Some(Box::new((item, before)));
     }
 
+    /// This cursor's number: the one the sweeper passes to
+    /// [`DirectWrite::write_latest`].
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Lets the fan-out's sweeper write a latest value to `direct`, the
     /// stream this cursor feeds, when that is all the cursor owes.
     pub(crate) fn write_directly(&mut self, direct: Weak<dyn DirectWrite>) {

@@ -26,9 +26,12 @@ use super::*;
 /// lock that nothing was published since the sweeper's snapshot, so a
 /// publish racing the write wakes the task rather than being lost.
 pub(crate) trait DirectWrite: Send + Sync {
-    /// Writes the one latest value in `newest` the stream owes, if that is
-    /// all it owes and it is idle, and then waits again with `waker`.
-    fn write_latest(&self, newest: &Newest, waker: &Waker) -> Swept;
+    /// Writes the one latest value in `newest` the stream owes to the
+    /// cursor numbered `cursor` ([`Delivery::id`]), if that is all it owes
+    /// and the stream is idle, and then waits again with `waker`. A stream
+    /// carrying several sessions' cursors checks that it still carries
+    /// this one: a cursor moved to another stream may still name this one.
+    fn write_latest(&self, cursor: u64, newest: &Newest, waker: &Waker) -> Swept;
 }
 
 /// What a [`DirectWrite`] did with a latest value.
@@ -51,8 +54,10 @@ pub(crate) struct Newest {
     /// The fan-out clock's newest generation, read before the rest: a
     /// cursor that has written all of this has written that generation.
     pub(super) generation: u64,
-    /// Every latest value with the version that last changed it.
-    values: Vec<(u64, Packet, OnceLock<Bytes>)>,
+    /// Every latest value with the version that last changed it, and its
+    /// two framings: as a stream of its own writes it, and as a shared
+    /// stream writes it for its first session.
+    values: Vec<(u64, Packet, OnceLock<Bytes>, OnceLock<Bytes>)>,
 }
 
 impl Newest {
@@ -73,7 +78,15 @@ impl Newest {
 
     /// Value `i` framed by a transport, framed once for every stream.
     pub(crate) fn framed(&self, i: usize, frame: impl FnOnce(&Packet) -> Bytes) -> &Bytes {
-        let (_, packet, framed) = &self.values[i];
+        let (_, packet, framed, _) = &self.values[i];
+        framed.get_or_init(|| frame(packet))
+    }
+
+    /// Value `i` framed as shared streams frame it for the session they
+    /// carry first (tagged with its key), framed once for every such
+    /// stream.
+    pub(crate) fn framed_shared(&self, i: usize, frame: impl FnOnce(&Packet) -> Bytes) -> &Bytes {
+        let (_, packet, _, framed) = &self.values[i];
         framed.get_or_init(|| frame(packet))
     }
 }
@@ -136,9 +149,11 @@ impl Fanout {
             let mut newest = self.newest();
             let mut swept = 0;
             let mut done = 0;
-            while let Some((_, w)) = stop.batch.pop() {
+            while let Some((id, w)) = stop.batch.pop() {
                 let direct = w.direct.as_ref().and_then(Weak::upgrade);
-                match direct.map_or(Swept::Untouched, |d| d.write_latest(&newest, &w.waker)) {
+                let did =
+                    direct.map_or(Swept::Untouched, |d| d.write_latest(id, &newest, &w.waker));
+                match did {
                     Swept::Waiting => swept += 1,
                     Swept::Wake => {
                         swept += 1;
@@ -182,7 +197,14 @@ impl Fanout {
             values: st
                 .latest
                 .iter()
-                .map(|e| (e.version, e.packet.clone(), OnceLock::new()))
+                .map(|e| {
+                    (
+                        e.version,
+                        e.packet.clone(),
+                        OnceLock::new(),
+                        OnceLock::new(),
+                    )
+                })
                 .collect(),
         }
     }
@@ -228,7 +250,7 @@ mod tests {
     }
 
     impl DirectWrite for Fake {
-        fn write_latest(&self, newest: &Newest, waker: &Waker) -> Swept {
+        fn write_latest(&self, _cursor: u64, newest: &Newest, waker: &Waker) -> Swept {
             if self.refuses {
                 return Swept::Untouched;
             }
