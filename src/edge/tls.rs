@@ -160,8 +160,9 @@ pub(crate) async fn serve(
     io: Io,
     closing: CancellationToken,
 ) {
-    let config = io.config().clone();
-    let deadline = tokio::time::Instant::now() + config.header_timeout();
+    // Borrowed from the `Io` for each use: a copy would be held for the
+    // connection's whole life.
+    let deadline = tokio::time::Instant::now() + io.config().header_timeout();
     let handshake = tokio::select! {
         r = tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)) => r,
         _ = closing.cancelled() => return,
@@ -180,7 +181,7 @@ pub(crate) async fn serve(
         _ = closing.cancelled() => return,
     };
     let Ok(Some(stream)) = first else { return };
-    let activity = Activity::new(config.max_resets);
+    let activity = Activity::new(io.config().max_resets);
     let service = {
         let (io, activity) = (io.clone(), activity.clone());
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -193,6 +194,7 @@ pub(crate) async fn serve(
             }
         })
     };
+    let config = io.config();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -225,10 +227,15 @@ pub(crate) async fn serve(
     };
     // Not handed to the graceful-shutdown watcher: `watch` ends the
     // connection itself, and the task tracker lets shutdown wait.
-    if let Err(e) = watch(conn.into_owned(), activity, limits, closing).await {
+    // Boxed: in place, hyper's connection would make the task that large
+    // from accept on, handshake and idle wait included.
+    if let Err(e) = Box::pin(watch(conn.into_owned(), activity, limits, closing)).await {
         debug!(error = %e, "TLS connection ended with an error");
     }
 }
+
+/// The most decrypted bytes read before hyper takes the connection.
+const FIRST_BYTES: usize = 24;
 
 /// Waits for the first decrypted bytes; `None` if the peer closed first.
 async fn first_bytes<S>(mut stream: S) -> Option<Prefixed<S>>
@@ -236,7 +243,11 @@ where
     S: tokio::io::AsyncRead + Unpin,
 {
     use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 4096];
+    // Small: it is allocated while the connection waits, idle, for its
+    // first request, and hyper reads the rest from the TLS layer's own
+    // buffer. The length of the HTTP/2 preface's first line is enough
+    // for hyper to tell the protocols apart at once.
+    let mut buf = vec![0u8; FIRST_BYTES];
     let n = stream.read(&mut buf).await.ok()?;
     if n == 0 {
         return None;
