@@ -4,8 +4,9 @@
 //! as it arrives, and leave the way a real client does. The chat scenario's
 //! one sender is a `Talker`.
 //!
-//! ssio's two clients are the shared ones of `tests/support`; socket.io's
-//! two (engine.io v4 over polling and over WebSocket) live here.
+//! ssio's SSE and long-polling clients are the shared ones of
+//! `tests/support`, SSE in the three ways a stream is reached (`StreamPath`);
+//! socket.io's two (engine.io v4 over polling and over WebSocket) live here.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,14 +23,23 @@ use crate::h2::H2Client;
 use crate::support::http::{bad, within, HttpConn};
 use crate::support::loopback::connect;
 use crate::support::poll::PollClient;
-use crate::support::sse::{Seen, SseClient};
+use crate::support::sse::{Seen, SseClient, StreamPath};
 
-/// What is being measured: the four transports under comparison, plus bare
-/// TCP for the floor.
+/// What is being measured: the transports under comparison, plus bare TCP
+/// for the floor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
+    /// `GET /events` as a connection's first request, as curl sends it.
     #[value(name = "ssio-sse")]
     Sse,
+    /// `GET /events` after `GET /` on the same connection: a page's own
+    /// `EventSource`.
+    #[value(name = "ssio-sse-reused")]
+    SseReused,
+    /// `GET /events?mux=1` after `GET /` on the same connection: the
+    /// browser client's default, the shared stream.
+    #[value(name = "ssio-mux")]
+    Mux,
     #[value(name = "ssio-poll")]
     Poll,
     /// SSE over HTTPS with HTTP/2, many streams per connection.
@@ -44,8 +54,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const COMPARED: [Kind; 5] = [
+    pub const COMPARED: [Kind; 7] = [
         Kind::Sse,
+        Kind::SseReused,
+        Kind::Mux,
         Kind::Poll,
         Kind::H2,
         Kind::SioPolling,
@@ -55,6 +67,8 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Sse => "ssio-sse",
+            Kind::SseReused => "ssio-sse-reused",
+            Kind::Mux => "ssio-mux",
             Kind::Poll => "ssio-poll",
             Kind::H2 => "ssio-h2",
             Kind::SioPolling => "socketio-polling",
@@ -64,7 +78,10 @@ impl Kind {
     }
 
     pub fn is_ssio(self) -> bool {
-        matches!(self, Kind::Sse | Kind::Poll | Kind::H2)
+        matches!(
+            self,
+            Kind::Sse | Kind::SseReused | Kind::Mux | Kind::Poll | Kind::H2
+        )
     }
 }
 
@@ -90,6 +107,7 @@ const SIO_PATH: &str = "/socket.io/?EIO=4&transport=polling";
 
 /// A connected client of any kind.
 pub enum Client {
+    /// Over SSE, however its stream was reached.
     Sse(SseClient),
     Poll(PollClient),
     H2(H2Client),
@@ -111,6 +129,10 @@ impl Client {
         within(limit, async {
             Ok(match kind {
                 Kind::Sse => Client::Sse(SseClient::connect(server, salt).await?),
+                Kind::SseReused => {
+                    Client::Sse(SseClient::open(server, salt, StreamPath::Reused).await?)
+                }
+                Kind::Mux => Client::Sse(SseClient::open(server, salt, StreamPath::Mux).await?),
                 Kind::Poll => Client::Poll(PollClient::connect(server, salt, HELD).await?),
                 Kind::H2 => Client::H2(H2Client::connect(server, salt).await?),
                 Kind::SioPolling => Client::SioPolling(SioPolling::connect(server, salt).await?),

@@ -1,8 +1,16 @@
 //! ssio side by side with socket.io 4.8 on this machine.
 //!
 //! `cargo bench --bench compare -- [--quick] [--n 1000,5000] [--transports
-//! ssio-sse,socketio-websocket] [--scenarios
-//! floor,idle,churn,abandoned,chat,ramp]`; `-- --help` lists every flag.
+//! ssio-sse,ssio-sse-reused,ssio-mux,ssio-poll,ssio-h2,socketio-polling,socketio-websocket]
+//! [--scenarios floor,idle,churn,abandoned,chat,ramp]`; `-- --help` lists
+//! every flag.
+//!
+//! ssio's SSE is measured on the three paths a stream is reached by:
+//! `ssio-sse` sends `GET /events` as a connection's first request, as curl
+//! does; a browser first fetches the page, so `ssio-sse-reused` (a page's
+//! own `EventSource`) sends `GET /events` and `ssio-mux` (the browser
+//! client's default, the shared stream) `GET /events?mux=1` as the second
+//! request on the connection that fetched `GET /`.
 //!
 //! `chat` (SSE and socket.io's WebSocket): one sender emits `chat message`
 //! at `--chat-rate` (100 /s) for `--chat-ms`, each message stamped with its

@@ -34,7 +34,7 @@ pub struct Flags {
     /// Client counts [full: 1000,5000,10000,19000; quick: 1000]
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     pub n: Option<Vec<usize>>,
-    /// Transports to measure [default: all four]
+    /// Transports to measure [default: all]
     #[arg(long, value_delimiter = ',', value_name = "KIND,..")]
     pub transports: Option<Vec<Kind>>,
     /// Scenarios to run [default: all]

@@ -14,6 +14,7 @@ mod support;
 
 mod acks;
 mod backend;
+mod browser_paths;
 mod count;
 mod emit;
 mod garbage;

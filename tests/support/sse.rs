@@ -1,5 +1,6 @@
 //! Reading an ssio SSE stream: the event parser every reader shares, and a
-//! client that connects and hands over each `user count` and `chat message`.
+//! client that connects and hands over each `user count` and `chat message`,
+//! over any of the request sequences that reach a stream (`StreamPath`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -99,16 +100,76 @@ impl Events {
 
     /// The next whole event, if one has arrived.
     pub fn next_event(&mut self) -> io::Result<Option<Event>> {
-        while let Some(end) = find(&self.text, b"\n\n") {
-            let block = std::str::from_utf8(&self.text[..end])
-                .map_err(|_| bad("event not utf-8"))
-                .map(parse_block);
-            self.text.drain(..end + 2);
-            if let Some(e) = block? {
-                return Ok(Some(e));
+        while let Some(block) = self.next_block()? {
+            if let Some(event) = block.event {
+                return Ok(Some(Event {
+                    event,
+                    data: block.data.unwrap_or_default(),
+                }));
             }
         }
         Ok(None)
+    }
+
+    /// The next whole event of a shared stream (`/events?mux=1`), untagged:
+    /// there every event is unnamed and its data one JSON object
+    /// `{"k":<key>,"event":..,"data":..}`. Returns the key with the event,
+    /// whose data is the JSON text of the object's `data`, as a named
+    /// event's is. Anything else is an error, not skipped.
+    pub fn next_tagged(&mut self) -> io::Result<Option<(u64, Event)>> {
+        while let Some(block) = self.next_block()? {
+            match block {
+                Block {
+                    event: None,
+                    data: None,
+                } => continue,
+                Block {
+                    event: None,
+                    data: Some(data),
+                } => return untag(&data).map(Some),
+                Block { event, .. } => {
+                    return Err(bad(format!("named event {event:?} on a shared stream")))
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next whole block, comments and all.
+    fn next_block(&mut self) -> io::Result<Option<Block>> {
+        let Some(end) = find(&self.text, b"\n\n") else {
+            return Ok(None);
+        };
+        let block = std::str::from_utf8(&self.text[..end])
+            .map_err(|_| bad("event not utf-8"))
+            .map(parse_block);
+        self.text.drain(..end + 2);
+        block.map(Some)
+    }
+}
+
+/// A shared stream's event: its key and the event it carries.
+fn untag(data: &str) -> io::Result<(u64, Event)> {
+    let wrong = || bad(format!("tagged event {data:?}"));
+    let v: serde_json::Value = serde_json::from_str(data).map_err(|_| wrong())?;
+    let o = v.as_object().ok_or_else(wrong)?;
+    let mut fields = o.iter();
+    // Exactly the three fields, in the order the server splices them.
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some((k, key)), Some((e, event)), Some((d, inner)), None)
+            if k == "k" && e == "event" && d == "data" =>
+        {
+            let key = key.as_u64().ok_or_else(wrong)?;
+            let event = event.as_str().ok_or_else(wrong)?.to_string();
+            Ok((
+                key,
+                Event {
+                    event,
+                    data: inner.to_string(),
+                },
+            ))
+        }
+        _ => Err(wrong()),
     }
 }
 
@@ -122,23 +183,69 @@ pub fn connect_sid(data: &str) -> io::Result<String> {
         .ok_or_else(|| bad(format!("connect data without a sid: {data:?}")))
 }
 
-/// One block's `event` and `data` fields, as the SSE format defines them.
-fn parse_block(block: &str) -> Option<Event> {
+/// One block's `event` and `data` fields; both absent in a comment (a
+/// keep-alive).
+#[derive(Debug, PartialEq, Eq)]
+struct Block {
+    event: Option<String>,
+    /// Its `data:` lines, joined with `\n`.
+    data: Option<String>,
+}
+
+/// Checks that a shared stream's `connect` data names the stream and the
+/// carrier's key, 0.
+fn carrier_handshake(data: &str) -> io::Result<()> {
+    let v: serde_json::Value =
+        serde_json::from_str(data).map_err(|_| bad(format!("connect data {data:?}")))?;
+    if !v["mux"].is_string() || v["k"] != 0 {
+        return Err(bad(format!("not a carrier's handshake: {data:?}")));
+    }
+    Ok(())
+}
+
+/// One block's fields, as the SSE format defines them.
+fn parse_block(block: &str) -> Block {
     let mut event = None;
     let mut data: Vec<&str> = Vec::new();
     for line in block.split('\n') {
         let (field, value) = line.split_once(':').unwrap_or((line, ""));
         let value = value.strip_prefix(' ').unwrap_or(value);
         match field {
-            "event" => event = Some(value),
+            "event" => event = Some(value.to_string()),
             "data" => data.push(value),
             _ => {}
         }
     }
-    Some(Event {
-        event: event?.to_string(),
-        data: data.join("\n"),
-    })
+    Block {
+        event,
+        data: (!data.is_empty()).then(|| data.join("\n")),
+    }
+}
+
+/// Which requests a client sends on its connection to reach its stream,
+/// and so which of the server's paths serves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamPath {
+    /// `GET /events` as the connection's first request: curl's way.
+    First,
+    /// `GET /`, read whole, then `GET /events` on the same connection: a
+    /// page's own `EventSource`, which the browser sends on the connection
+    /// that fetched the page.
+    Reused,
+    /// `GET /`, read whole, then `GET /events?mux=1` on the same
+    /// connection: the browser client's default, the shared stream, whose
+    /// events are tagged with their session's key.
+    Mux,
+}
+
+impl StreamPath {
+    /// The stream's request target.
+    fn target(self) -> &'static str {
+        match self {
+            StreamPath::First | StreamPath::Reused => "/events",
+            StreamPath::Mux => "/events?mux=1",
+        }
+    }
 }
 
 /// An ssio client over Server-Sent Events on one connection.
@@ -147,6 +254,8 @@ pub struct SseClient {
     pub sid: String,
     server: SocketAddr,
     salt: u32,
+    /// How the stream was asked for, and so how its events are read.
+    path: StreamPath,
     conn: HttpConn,
     dec: Chunked,
     events: Events,
@@ -157,16 +266,40 @@ pub struct SseClient {
 impl SseClient {
     /// Opens `GET /events` and returns once the `connect` event arrived.
     pub async fn connect(server: SocketAddr, salt: u32) -> io::Result<SseClient> {
+        SseClient::open(server, salt, StreamPath::First).await
+    }
+
+    /// Reaches a stream by `path` and returns once its `connect` event
+    /// arrived.
+    pub async fn open(server: SocketAddr, salt: u32, path: StreamPath) -> io::Result<SseClient> {
         let mut conn = HttpConn::open(server, salt).await?;
-        conn.send("GET", "/events", b"").await?;
+        if path != StreamPath::First {
+            conn.send("GET", "/", b"").await?;
+            let head = conn.read_head().await?;
+            let page = conn.read_body(&head).await?;
+            if head.status != 200 || page.is_empty() || head.close {
+                return Err(bad(format!(
+                    "GET / answered {} with {} bytes{}",
+                    head.status,
+                    page.len(),
+                    if head.close { " and a close" } else { "" }
+                )));
+            }
+        }
+        conn.send("GET", path.target(), b"").await?;
         let head = conn.read_head().await?;
         if head.status != 200 || !head.chunked {
-            return Err(bad(format!("GET /events answered {}", head.status)));
+            return Err(bad(format!(
+                "GET {} answered {}",
+                path.target(),
+                head.status
+            )));
         }
         let mut c = SseClient {
             sid: String::new(),
             server,
             salt,
+            path,
             conn,
             dec: Chunked::default(),
             events: Events::with_capacity(256),
@@ -176,15 +309,34 @@ impl SseClient {
         let mut connected = false;
         while !connected {
             c.conn.read_stream(&mut c.dec, c.events.buffer()).await?;
-            while let Some(e) = c.events.next_event()? {
+            while let Some(e) = c.next_event()? {
                 if e.event == "connect" {
+                    if connected {
+                        return Err(bad(format!("a second connect {:?}", e.data)));
+                    }
                     connected = true;
                     c.sid = connect_sid(&e.data)?;
+                    if path == StreamPath::Mux {
+                        carrier_handshake(&e.data)?;
+                    }
                 }
                 e.hand_over(&mut c.pending)?;
             }
         }
         Ok(c)
+    }
+
+    /// The next whole event received; on a shared stream only the
+    /// session's own (key 0, the carrier's) may come.
+    fn next_event(&mut self) -> io::Result<Option<Event>> {
+        if self.path != StreamPath::Mux {
+            return self.events.next_event();
+        }
+        match self.events.next_tagged()? {
+            Some((0, e)) => Ok(Some(e)),
+            Some((k, e)) => Err(bad(format!("event {:?} for key {k}", e.event))),
+            None => Ok(None),
+        }
     }
 
     /// Leaves as a page does on purpose: `POST /close` (its beacon), then
@@ -213,7 +365,7 @@ impl SseClient {
                 .read_stream(&mut self.dec, self.events.buffer())
                 .await?;
             let before = out.counts.len() + out.chats.len();
-            while let Some(e) = self.events.next_event()? {
+            while let Some(e) = self.next_event()? {
                 e.hand_over(out)?;
             }
             if out.counts.len() + out.chats.len() > before {
