@@ -1,0 +1,68 @@
+// The browser side of the `pages` bench: opens N pages of one server's
+// user-count page in Debian's Chromium, each in a browser context of its
+// own (its own connection pool and storage, as N users' browsers), one
+// after another, and records every count each page shows.
+//
+// Usage: node pages.mjs URL N
+//
+// Page i is opened only once every page before it shows i - 1, and the
+// next one only once all i show i, so no count can reach a page behind a
+// newer one and be conflated away: page i must show exactly i, i + 1, ...,
+// N. Prints one JSON line, {"counts": [[...], ...]} (page 1 first), then
+// keeps every page open until its stdin closes or gives a line, so that
+// the bench can read the server's memory meanwhile. Every wait is bounded;
+// on a timeout it prints {"error": "..."} and exits 1.
+
+import { createInterface } from 'node:readline';
+
+import { eventually, launchBrowser, newContext, shownCount, SLOW } from '../../tests/browser/helpers.mjs';
+
+const [url, n] = [process.argv[2], Number(process.argv[3])];
+if (!url || !Number.isInteger(n) || n < 1) {
+  console.error('usage: node pages.mjs URL N');
+  process.exit(2);
+}
+
+// Runs before any of the page's scripts: every count the page writes into
+// its count element, in order. A script's write replaces the element's
+// text (a record that removes a node); the parser's insertion of the
+// markup's own "0 users online" removes none and is not a count received.
+function recordCounts() {
+  window.shownCounts = [];
+  new MutationObserver((records) => {
+    for (const r of records) {
+      if (r.target.id !== 'num-users' || r.removedNodes.length === 0 || r.addedNodes.length === 0) continue;
+      const m = /^(\d+) users online$/.exec(r.addedNodes[0].textContent);
+      window.shownCounts.push(m ? Number(m[1]) : r.addedNodes[0].textContent);
+    }
+  }).observe(document, { childList: true, subtree: true });
+}
+
+const browser = await launchBrowser();
+let failed = false;
+try {
+  const pages = [];
+  for (let i = 1; i <= n; i++) {
+    const context = await newContext(browser);
+    await context.addInitScript(recordCounts);
+    const page = await context.newPage();
+    await page.goto(url, { timeout: SLOW });
+    pages.push(page);
+    await eventually(() => Promise.all(pages.map(shownCount)), (c) => c.every((v) => v === i), SLOW,
+      `all ${i} pages to show ${i} users online`);
+  }
+  const counts = await Promise.all(pages.map((p) => p.evaluate(() => window.shownCounts)));
+  console.log(JSON.stringify({ counts }));
+  const lines = createInterface({ input: process.stdin });
+  await new Promise((resolve) => {
+    lines.once('line', resolve);
+    lines.once('close', resolve);
+  });
+  lines.close();
+} catch (e) {
+  failed = true;
+  console.log(JSON.stringify({ error: String(e?.message ?? e) }));
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
