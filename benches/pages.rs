@@ -93,6 +93,8 @@ struct Row {
     settled: bool,
     /// The server's established TCP connections with every page open.
     connections: usize,
+    /// From the first page's load until every page showed the final count.
+    opened: Duration,
     /// Count updates the pages showed, summed over pages.
     received: usize,
     /// Whether page i showed exactly i..=N, for every i.
@@ -278,6 +280,8 @@ async fn measure(server: Server, pages: usize) -> Result<Row, String> {
     let counts: Vec<Vec<serde_json::Value>> = serde_json::from_value(report["counts"].clone())
         .map_err(|e| format!("{server_name}: driver said {line:?}: {e}"))?;
 
+    let opened = Duration::from_millis(report["ms"].as_u64().unwrap_or_default());
+
     let (rss_after_kib, settled) = settled_rss(pid).await?;
     let connections = established(addr.port())?;
     let after = if ssio {
@@ -322,6 +326,7 @@ async fn measure(server: Server, pages: usize) -> Result<Row, String> {
         rss_after_kib,
         settled,
         connections,
+        opened,
         received: counts.iter().map(Vec::len).sum(),
         exact: exact(&counts, pages),
         swept: m("ssio_fanout_swept_total")?,
@@ -359,9 +364,9 @@ fn report(rows: &[Row], load_start: &str) -> String {
         "# Pages: {n} Chromium pages, each in a browser context of its own\n\n\
          {} cores, {mem_gib} GiB, Linux {}, Node {}, {}, commit {}; load average {load_start} \
          at the start, {} at the end. Server on core 0, Chromium on core 1.\n\n\
-         | server | pages | RSS before (KiB) | RSS after (KiB) | KiB per page | connections open | \
-         updates shown / expected | swept / expected | latest published | deliveries counted |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         | server | pages | opened in (s) | RSS before (KiB) | RSS after (KiB) | KiB per page | \
+         connections open | updates shown / expected | swept / expected | latest published | deliveries counted |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         sh("nproc", &["--all"]),
         sh("uname", &["-r"]),
         sh("node", &["--version"]),
@@ -373,9 +378,10 @@ fn report(rows: &[Row], load_start: &str) -> String {
     for r in rows {
         let per_page = (r.rss_after_kib as f64 - r.rss_before_kib as f64) / r.pages as f64;
         s += &format!(
-            "| {} | {} | {} | {}{} | {per_page:.1} | {} | {} / {expected}{} | {} | {} | {} |\n",
+            "| {} | {} | {:.1} | {} | {}{} | {per_page:.1} | {} | {} / {expected}{} | {} | {} | {} |\n",
             r.server.name(),
             r.pages,
+            r.opened.as_secs_f64(),
             r.rss_before_kib,
             r.rss_after_kib,
             if r.settled { "" } else { " (still moving)" },
