@@ -29,8 +29,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Parser;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
 
 use support::http::HttpConn;
 use support::{process, procfs};
@@ -57,6 +57,12 @@ struct Args {
     /// Pages opened on each server, each in a browser context of its own
     #[arg(long, default_value_t = 40)]
     pages: usize,
+    /// Pages opened before a second memory reading, which the figure per
+    /// page past them starts from: what the first page costs the server
+    /// once (buffers, caches, the allocator's first arenas) is not a cost
+    /// per page; 0 gives that figure from the idle start only
+    #[arg(long, default_value_t = 1)]
+    warm: usize,
     /// The servers measured, in order
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Server::Ssio, Server::Socketio])]
     servers: Vec<Server>,
@@ -88,6 +94,9 @@ struct Row {
     server: Server,
     pages: usize,
     rss_before_kib: u64,
+    /// With `--warm` pages open, and how many (0: not read).
+    rss_warm_kib: u64,
+    warm: usize,
     rss_after_kib: u64,
     /// Whether two reads agreed within [`STABLE_KIB`] before the bound.
     settled: bool,
@@ -218,6 +227,22 @@ fn delta(
     Ok(get(after)? - get(before)?)
 }
 
+/// The page driver's next line, within `limit`.
+async fn driver_line(
+    lines: &mut Lines<BufReader<ChildStdout>>,
+    limit: Duration,
+    server: &str,
+    pages: usize,
+) -> Result<String, String> {
+    match tokio::time::timeout(limit, lines.next_line()).await {
+        Ok(Ok(Some(line))) => Ok(line),
+        Ok(_) => Err(format!("{server}: the page driver exited without a report")),
+        Err(_) => Err(format!(
+            "{server}: the pages were not all at {pages} within {limit:?}"
+        )),
+    }
+}
+
 /// Page i of `n` must show exactly i, i + 1, ..., n.
 fn exact(counts: &[Vec<serde_json::Value>], n: usize) -> bool {
     counts.len() == n
@@ -230,7 +255,7 @@ fn exact(counts: &[Vec<serde_json::Value>], n: usize) -> bool {
 }
 
 /// Opens `pages` pages on `server` and measures it with all of them open.
-async fn measure(server: Server, pages: usize) -> Result<Row, String> {
+async fn measure(server: Server, pages: usize, warm: usize) -> Result<Row, String> {
     let mut p = start(server).await?;
     let (pid, addr) = (p.pid, p.addr);
     let ssio = server == Server::Ssio;
@@ -250,6 +275,7 @@ async fn measure(server: Server, pages: usize) -> Result<Row, String> {
         .arg(root().join("benches/pages/pages.mjs"))
         .arg(format!("http://{addr}/"))
         .arg(pages.to_string())
+        .arg(warm.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -259,19 +285,16 @@ async fn measure(server: Server, pages: usize) -> Result<Row, String> {
     let mut stdin = driver.stdin.take().expect("piped");
     let mut lines = BufReader::new(driver.stdout.take().expect("piped")).lines();
     let limit = PER_PAGE * pages as u32 + START;
-    let line = match tokio::time::timeout(limit, lines.next_line()).await {
-        Ok(Ok(Some(line))) => line,
-        Ok(_) => {
-            return Err(format!(
-                "{server_name}: the page driver exited without a report"
-            ))
-        }
-        Err(_) => {
-            return Err(format!(
-                "{server_name}: the pages were not all at {pages} within {limit:?}"
-            ))
-        }
-    };
+    let mut line = driver_line(&mut lines, limit, server_name, pages).await?;
+    let mut rss_warm_kib = 0;
+    if warm > 0 && line == format!("{{\"warm\":{warm}}}") {
+        rss_warm_kib = settled_rss(pid).await?.0;
+        stdin
+            .write_all(b"go on\n")
+            .await
+            .map_err(|e| format!("page driver: {e}"))?;
+        line = driver_line(&mut lines, limit, server_name, pages).await?;
+    }
     let report: serde_json::Value = serde_json::from_str(&line)
         .map_err(|e| format!("{server_name}: driver said {line:?}: {e}"))?;
     if let Some(e) = report.get("error") {
@@ -323,6 +346,8 @@ async fn measure(server: Server, pages: usize) -> Result<Row, String> {
         server,
         pages,
         rss_before_kib,
+        rss_warm_kib,
+        warm,
         rss_after_kib,
         settled,
         connections,
@@ -352,6 +377,7 @@ fn loadavg() -> String {
 
 fn report(rows: &[Row], load_start: &str) -> String {
     let n = rows.first().map_or(0, |r| r.pages);
+    let w = rows.first().map_or(0, |r| r.warm);
     let expected = n * (n + 1) / 2;
     let mem_gib = sh(
         "awk",
@@ -364,9 +390,9 @@ fn report(rows: &[Row], load_start: &str) -> String {
         "# Pages: {n} Chromium pages, each in a browser context of its own\n\n\
          {} cores, {mem_gib} GiB, Linux {}, Node {}, {}, commit {}; load average {load_start} \
          at the start, {} at the end. Server on core 0, Chromium on core 1.\n\n\
-         | server | pages | opened in (s) | RSS before (KiB) | RSS after (KiB) | KiB per page | \
-         connections open | updates shown / expected | swept / expected | latest published | deliveries counted |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         | server | pages | opened in (s) | RSS before (KiB) | RSS with {w} open (KiB) | RSS after (KiB) | \
+         KiB per page | KiB per page past the first {w} | connections open | updates shown / expected | swept / expected | latest published | deliveries counted |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         sh("nproc", &["--all"]),
         sh("uname", &["-r"]),
         sh("node", &["--version"]),
@@ -377,8 +403,14 @@ fn report(rows: &[Row], load_start: &str) -> String {
     let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
     for r in rows {
         let per_page = (r.rss_after_kib as f64 - r.rss_before_kib as f64) / r.pages as f64;
+        let (warm_rss, past_warm) = if r.warm > 0 && r.rss_warm_kib > 0 {
+            let past = (r.rss_after_kib as f64 - r.rss_warm_kib as f64) / (r.pages - r.warm) as f64;
+            (r.rss_warm_kib.to_string(), format!("{past:.1}"))
+        } else {
+            ("–".to_string(), "–".to_string())
+        };
         s += &format!(
-            "| {} | {} | {:.1} | {} | {}{} | {per_page:.1} | {} | {} / {expected}{} | {} | {} | {} |\n",
+            "| {} | {} | {:.1} | {} | {warm_rss} | {}{} | {per_page:.1} | {past_warm} | {} | {} / {expected}{} | {} | {} | {} |\n",
             r.server.name(),
             r.pages,
             r.opened.as_secs_f64(),
@@ -400,8 +432,8 @@ fn report(rows: &[Row], load_start: &str) -> String {
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
-    if a.pages == 0 {
-        eprintln!("pages: --pages must be at least 1");
+    if a.pages == 0 || a.warm >= a.pages {
+        eprintln!("pages: --pages must be at least 1, and --warm less than --pages");
         std::process::exit(2);
     }
     let fail = |e: String| -> ! {
@@ -415,7 +447,11 @@ async fn main() {
     let load_start = loadavg();
     let mut rows = Vec::new();
     for &server in &a.servers {
-        rows.push(measure(server, a.pages).await.unwrap_or_else(|e| fail(e)));
+        rows.push(
+            measure(server, a.pages, a.warm)
+                .await
+                .unwrap_or_else(|e| fail(e)),
+        );
     }
     let md = report(&rows, &load_start);
     print!("{md}");

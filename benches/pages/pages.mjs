@@ -3,25 +3,35 @@
 // own (its own connection pool and storage, as N users' browsers), one
 // after another, and records every count each page shows.
 //
-// Usage: node pages.mjs URL N
+// Usage: node pages.mjs URL N [W]
 //
 // Page i is opened only once every page before it shows i - 1, and the
 // next one only once all i show i, so no count can reach a page behind a
 // newer one and be conflated away: page i must show exactly i, i + 1, ...,
 // N. Prints one JSON line, {"counts": [[...], ...], "ms": M} (page 1
-// first; M the time from the first page's load until all showed N), then
+// first; M the time from the first page's load until all showed N, less
+// any pause for the bench), then
 // keeps every page open until its stdin closes or gives a line, so that
-// the bench can read the server's memory meanwhile. Every wait is bounded;
+// the bench can read the server's memory meanwhile. With W (0 < W < N) it
+// also stops once W pages show W: it prints {"warm": W} and goes on when
+// stdin gives a line, so that the bench can read the memory there too,
+// past what the first pages cost the server once. Every wait is bounded;
 // on a timeout it prints {"error": "..."} and exits 1.
 
 import { createInterface } from 'node:readline';
 
 import { launchBrowser, newContext, SLOW } from '../../tests/browser/helpers.mjs';
 
-const [url, n] = [process.argv[2], Number(process.argv[3])];
-if (!url || !Number.isInteger(n) || n < 1) {
-  console.error('usage: node pages.mjs URL N');
+const [url, n, warm] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4] ?? 0)];
+if (!url || !Number.isInteger(n) || n < 1 || !Number.isInteger(warm) || warm < 0 || warm >= n) {
+  console.error('usage: node pages.mjs URL N [W], 0 <= W < N');
   process.exit(2);
+}
+
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+// Resolves on the bench's next line, or when it closes our stdin.
+async function nextLine() {
+  await lines.next();
 }
 
 // Runs before any of the page's scripts: every count the page writes into
@@ -63,6 +73,7 @@ try {
     blank.push(await context.newPage());
   }
   const start = Date.now();
+  let paused = 0;
   const pages = [];
   for (const page of blank) {
     await page.goto(url, { timeout: SLOW });
@@ -72,16 +83,17 @@ try {
       const now = await p.textContent('#num-users').catch(() => 'nothing');
       throw new Error(`page ${k + 1} of ${i} did not show ${i} users online within ${SLOW} ms; it shows ${JSON.stringify(now)} (${e.message.split('\n')[0]})`);
     })));
+    if (i === warm) {
+      console.log(JSON.stringify({ warm }));
+      const t = Date.now();
+      await nextLine();
+      paused += Date.now() - t;
+    }
   }
-  const ms = Date.now() - start;
+  const ms = Date.now() - start - paused;
   const counts = await Promise.all(pages.map((p) => p.evaluate(() => window.shownCounts)));
   console.log(JSON.stringify({ counts, ms }));
-  const lines = createInterface({ input: process.stdin });
-  await new Promise((resolve) => {
-    lines.once('line', resolve);
-    lines.once('close', resolve);
-  });
-  lines.close();
+  await nextLine();
 } catch (e) {
   failed = true;
   console.log(JSON.stringify({ error: String(e?.message ?? e) }));
