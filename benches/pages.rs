@@ -2,7 +2,7 @@
 //! own, against ssio and against the socket.io peer: the server's resident
 //! memory per page once every page is loaded and shows the exact count.
 //!
-//! `cargo bench --bench pages -- [--pages 40] [--servers ssio,socketio]`
+//! `cargo bench --bench pages -- [--pages 40] [--warm 1] [--servers ssio,socketio]`
 //!
 //! A page's cost is everything it leaves open on the server: its stream
 //! and the idle kept-alive connections its page load leaves behind, so the
