@@ -8,11 +8,16 @@
 // Prints "listening on http://127.0.0.1:PORT" once it accepts connections.
 // GET /heap answers {"heapUsed":..,"rss":..,"sessions":..} so the bench can
 // read Node's own view of memory next to the RSS it reads from /proc.
+// GET / is a page showing the live user count (index.html), for the benches
+// that open real browser pages.
 
+const fs = require('fs');
 const http = require('http');
+const path = require('path');
 const { Server } = require('socket.io');
 
 const port = Number(process.argv[2] ?? process.env.PORT ?? 0);
+const page = fs.readFileSync(path.join(__dirname, 'index.html'));
 
 const httpServer = http.createServer((req, res) => {
   if (req.url === '/heap') {
@@ -22,6 +27,11 @@ const httpServer = http.createServer((req, res) => {
     const m = process.memoryUsage();
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ heapUsed: m.heapUsed, rss: m.rss, sessions: io.engine.clientsCount }));
+    return;
+  }
+  if (req.url === '/') {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(page);
     return;
   }
   // socket.io answers its own paths before this handler runs; anything else
