@@ -874,11 +874,14 @@ async fn a_shared_stream_after_the_page_is_served_raw_and_its_counts_swept() {
     }
     let swept = metric(addr, "ssio_fanout_swept_total").await;
     let timed = metric(addr, "ssio_fanout_seconds_count").await;
+    let delivered = metric(addr, "ssio_deliveries_total").await;
     let mut other = Sse::connect(addr).await;
     other.wait_count(2, WAIT).await;
     expect_bytes(&mut page, &mut rest, &count(2)).await;
     wait_metric(addr, "ssio_fanout_swept_total", swept + 1).await;
     wait_metric(addr, "ssio_fanout_seconds_count", timed + 1).await;
+    // Both counts of 2 are deliveries, the swept one included.
+    wait_metric(addr, "ssio_deliveries_total", delivered + 2).await;
     drop(other);
     expect_bytes(&mut page, &mut rest, &count(1)).await;
     wait_metric(addr, "ssio_fanout_swept_total", swept + 2).await;
