@@ -917,6 +917,27 @@ async fn stream_openings_match_hyper_byte_for_byte() {
     }
 }
 
+/// Reads the next frames of a shared stream carrying keys 0 and 1 until
+/// there are two, which must be each key's count of `n`, in any order.
+async fn both_counts(page: &mut Sse, n: u32) {
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        let chunk = page
+            .next_chunk_within(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("count {n} never came"));
+        frames.extend(
+            String::from_utf8(chunk)
+                .unwrap()
+                .split_terminator("\n\n")
+                .map(str::to_string),
+        );
+    }
+    frames.sort();
+    let want = |k: u32| format!(r#"data: {{"k":{k},"event":"user count","data":{n}}}"#);
+    assert_eq!(frames, [want(0), want(1)]);
+}
+
 // A shared stream that carries a second tab's session is not written
 // past: its task writes both sessions' counts, tagged, each exactly once.
 #[tokio::test]
@@ -940,51 +961,11 @@ async fn a_shared_stream_with_two_sessions_writes_both_counts_itself() {
     let attached = post(addr, &format!("/mux/attach?mux={id}"), b"").await;
     assert_eq!(attached.status, 200, "{}", attached.text());
     // The attached session's count of 2 reaches both sessions on the stream.
-    let mut frames = Vec::new();
-    while frames.len() < 2 {
-        let chunk = page
-            .next_chunk_within(WAIT)
-            .await
-            .expect("counts never came");
-        frames.extend(
-            String::from_utf8(chunk)
-                .unwrap()
-                .split_terminator("\n\n")
-                .map(str::to_string),
-        );
-    }
-    frames.sort();
-    assert_eq!(
-        frames,
-        [
-            r#"data: {"k":0,"event":"user count","data":2}"#,
-            r#"data: {"k":1,"event":"user count","data":2}"#,
-        ]
-    );
+    both_counts(&mut page, 2).await;
     let swept = metric(addr, "ssio_fanout_swept_total").await;
     let mut other = Sse::connect(addr).await;
     other.wait_count(3, WAIT).await;
-    let mut frames = Vec::new();
-    while frames.len() < 2 {
-        let chunk = page
-            .next_chunk_within(WAIT)
-            .await
-            .expect("count 3 never came");
-        frames.extend(
-            String::from_utf8(chunk)
-                .unwrap()
-                .split_terminator("\n\n")
-                .map(str::to_string),
-        );
-    }
-    frames.sort();
-    assert_eq!(
-        frames,
-        [
-            r#"data: {"k":0,"event":"user count","data":3}"#,
-            r#"data: {"k":1,"event":"user count","data":3}"#,
-        ]
-    );
+    both_counts(&mut page, 3).await;
     page.assert_quiet(Duration::from_millis(50)).await;
     // The other stream wrote its own count; nothing was swept.
     assert_eq!(metric(addr, "ssio_fanout_swept_total").await, swept);
