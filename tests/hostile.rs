@@ -693,9 +693,18 @@ async fn heads_whose_body_length_cannot_be_told_get_the_json_error_first_or_late
         let body = format!(r#"{{"error":"{error}"}}"#);
         format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n\
-             access-control-allow-origin: *\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+             access-control-allow-origin: *\r\ncontent-length: {}\r\nconnection: close\r\n\
+             date: D\r\n\r\n{body}",
             body.len()
         )
+    };
+    // Every answer carries a `date` as hyper writes one: 29 bytes that move.
+    let undated = |answer: String| match answer.find("\r\ndate: ") {
+        Some(at) => {
+            let start = at + "\r\ndate: ".len();
+            format!("{}D{}", &answer[..start], &answer[start + 29..])
+        }
+        None => answer,
     };
     let malformed = refused("400 Bad Request", "malformed request");
     let cases: [&[u8]; 4] = [
@@ -708,14 +717,18 @@ async fn heads_whose_body_length_cannot_be_told_get_the_json_error_first_or_late
     for raw in cases {
         let case = String::from_utf8_lossy(raw);
         // As a connection's first request: the edge reads it.
-        assert_eq!(exchange(server.addr, raw).await, malformed, "first: {case}");
+        assert_eq!(
+            undated(exchange(server.addr, raw).await),
+            malformed,
+            "first: {case}"
+        );
         // After another on the same connection: hyper reads it.
         let answer = exchange(server.addr, &[&health[..], raw].concat()).await;
         let (first, second) = answer
             .split_once("{\"status\":\"ok\"}")
             .unwrap_or_else(|| panic!("no health answer for {case}: {answer}"));
         assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-        assert_eq!(second, malformed, "later: {case}");
+        assert_eq!(undated(second.to_string()), malformed, "later: {case}");
     }
     assert_eq!(
         get(server.addr, "/stats").await.text(),
