@@ -163,8 +163,11 @@ pub(crate) async fn serve(
     // Borrowed from the `Io` for each use: a copy would be held for the
     // connection's whole life.
     let deadline = tokio::time::Instant::now() + io.config().header_timeout();
+    // Boxed, as every long wait here is: the handshake's and the first
+    // bytes' futures hold the TLS connection itself, and in place they
+    // would make the task that large for the connection's whole life.
     let handshake = tokio::select! {
-        r = tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)) => r,
+        r = Box::pin(tokio::time::timeout_at(deadline, tls.acceptor.accept(stream))) => r,
         _ = closing.cancelled() => return,
     };
     let stream = match handshake {
@@ -177,7 +180,7 @@ pub(crate) async fn serve(
     // apart, with no deadline of its own. So the first bytes are read here,
     // in time.
     let first = tokio::select! {
-        r = tokio::time::timeout_at(deadline, first_bytes(stream)) => r,
+        r = Box::pin(tokio::time::timeout_at(deadline, first_bytes(stream))) => r,
         _ = closing.cancelled() => return,
     };
     let Ok(Some(stream)) = first else { return };
@@ -188,10 +191,15 @@ pub(crate) async fn serve(
             req.extensions_mut().insert(Peer(peer));
             let io = io.clone();
             let flight = activity.request();
-            async move {
+            // Boxed: hyper runs each HTTP/2 stream as a task that holds the
+            // service's future inline beside the body, for the stream's
+            // whole life. In place, the router's largest state (about
+            // 6 KiB) would be allocated for every event stream for hours;
+            // boxed, it is freed once the answer is made.
+            Box::pin(async move {
                 let res = router::handle(&io, req).await;
                 Ok::<_, Infallible>(res.map(|body| flight.respond(body).boxed()))
-            }
+            })
         })
     };
     let config = io.config();
