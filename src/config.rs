@@ -158,6 +158,15 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// than the tabs of one browser closing together, far fewer than a flood.
 #[cfg(feature = "tls")]
 pub const DEFAULT_MAX_RESETS: u32 = 100;
+/// Default bytes an HTTP/2 stream may have queued in its connection before
+/// its session stops handing it events: 1, one write in flight. What waits
+/// beyond it waits in the session's own queue, where `--max-pending-events`
+/// sees a slow reader and a changing value (the user count) is sent once,
+/// newest. With h2's own default (about 400 KiB a stream), a reader that
+/// stops reading had that much more held for it unseen, and each of a
+/// burst's count changes was queued as a frame of its own.
+#[cfg(feature = "tls")]
+pub const DEFAULT_H2_STREAM_BUFFER: u32 = 1;
 /// Default number of `idempotency_key`s the server API remembers (the
 /// oldest is forgotten first): enough for a backend's retries of the last
 /// few seconds of publishes, bounded whatever a client sends.
@@ -438,6 +447,13 @@ pub struct Config {
     #[arg(long = "max-resets", env = "SSIO_MAX_RESETS", default_value_t = DEFAULT_MAX_RESETS, value_name = "N")]
     pub max_resets: u32,
 
+    /// Bytes an HTTP/2 stream may have queued in its connection before its
+    /// session stops handing it events (at least 1); past it, events wait
+    /// in the session's queue, where --max-pending-events applies.
+    #[cfg(feature = "tls")]
+    #[arg(long = "h2-stream-buffer", env = "SSIO_H2_STREAM_BUFFER", default_value_t = DEFAULT_H2_STREAM_BUFFER, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_stream_buffer: u32,
+
     /// HS256 secret for JWT sessions: `POST /handshake` must then carry
     /// `{"token": "<jwt>"}` (with `exp`), and `POST /refresh` renews it.
     #[arg(
@@ -638,6 +654,8 @@ impl Default for Config {
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             #[cfg(feature = "tls")]
             max_resets: DEFAULT_MAX_RESETS,
+            #[cfg(feature = "tls")]
+            h2_stream_buffer: DEFAULT_H2_STREAM_BUFFER,
             jwt_secret: None,
             jwt_public_key: None,
             jwt_jwks: None,
@@ -855,6 +873,7 @@ mod tests {
             "tls-self-signed",
             "idle-timeout",
             "max-resets",
+            "h2-stream-buffer",
         ] {
             assert_eq!(has(flag), cfg!(feature = "tls"), "--{flag}");
         }

@@ -552,6 +552,7 @@ fn help_lists_every_hostile_input_flag_with_its_env_and_default() {
         ("--max-away-sessions", "SSIO_MAX_AWAY_SESSIONS", Some("0")),
         ("--idle-timeout", "SSIO_IDLE_TIMEOUT", Some("60000")),
         ("--max-resets", "SSIO_MAX_RESETS", Some("100")),
+        ("--h2-stream-buffer", "SSIO_H2_STREAM_BUFFER", Some("1")),
     ] {
         let line = help
             .split("\n\n")
@@ -567,6 +568,17 @@ fn help_lists_every_hostile_input_flag_with_its_env_and_default() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+    // h2 cannot send with no buffer at all, so 0 is refused at the door.
+    let none = std::process::Command::new(env!("CARGO_BIN_EXE_ssio"))
+        .args(["--h2-stream-buffer", "0"])
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        said.contains("invalid value '0' for '--h2-stream-buffer <BYTES>'"),
+        "{said}"
+    );
 }
 
 #[tokio::test]

@@ -393,6 +393,103 @@ fn fast_config_slow_pings() -> Config {
     }
 }
 
+/// `ssio_deliveries_total`, read over a connection of its own.
+async fn deliveries(server: &TlsServer) -> u64 {
+    let (mut h2, _conn) = server.h2().await;
+    let page = text(send(&mut h2, get("/metrics")).await).await;
+    page.lines()
+        .find_map(|l| l.strip_prefix("ssio_deliveries_total "))
+        .expect("ssio_deliveries_total on /metrics")
+        .parse()
+        .unwrap()
+}
+
+/// A reader that stops reading over HTTP/2 gets what its flow-control
+/// window lets through and no more is handed to h2 for it: the rest waits
+/// behind its cursor, as for any reader, so when it reads again, more than
+/// `--max-pending-events` behind, it is told `slow reader` after exactly
+/// the events that fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_reader_that_stops_reading_falls_behind_its_cursor() {
+    const WINDOW: u32 = 65_535;
+    let payload = "x".repeat(1000);
+    let mut server = TlsServer::start(Config {
+        max_pending_events: 100,
+        ..fast_config_slow_pings()
+    })
+    .await;
+    let (mut h2, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(WINDOW)
+        .adaptive_window(false)
+        .handshake(TokioIo::new(server.tls().await))
+        .await
+        .unwrap();
+    let _conn = tokio::spawn(conn);
+    let mut body = send(&mut h2, get("/events")).await.into_body();
+    let mut buf = String::new();
+    let first = events(&mut body, &mut buf, 2).await;
+    assert_eq!(first[1], "event: user count\ndata: 1");
+
+    // 300 events of 1 KB, ten at a time. The first 50 fit in the window,
+    // so the stream takes each ten before the next is sent; the rest cannot
+    // leave, and wait.
+    let before = deliveries(&server).await;
+    for batch in 0..30u64 {
+        for i in 0..10 {
+            let n = batch * 10 + i;
+            server
+                .io
+                .emit("chat message", serde_json::json!({ "n": n, "p": payload }));
+        }
+        if batch >= 5 {
+            continue;
+        }
+        let deadline = Instant::now() + WAIT;
+        while deliveries(&server).await < before + (batch + 1) * 10 {
+            assert!(Instant::now() < deadline, "batch {batch} not taken");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let taken = deliveries(&server).await - before;
+    assert!(
+        taken <= 70,
+        "{taken} events handed to h2 past a 64 KiB window"
+    );
+    assert_eq!(server.io.stats().sessions, 1);
+
+    // Reading again: what arrives is in order, without gaps, and ends with
+    // the reason.
+    let mut got = Vec::new();
+    loop {
+        let event = events(&mut body, &mut buf, 1).await.remove(0);
+        // Each event carries its resume id first.
+        let event = match event.split_once('\n') {
+            Some((id, rest)) if id.starts_with("id: ") => rest.to_string(),
+            _ => event,
+        };
+        if let Some(data) = event.strip_prefix("event: chat message\ndata: ") {
+            let v: serde_json::Value = serde_json::from_str(data).unwrap();
+            got.push(v["n"].as_u64().unwrap());
+        } else if event.starts_with("event: disconnect") {
+            assert_eq!(event, "event: disconnect\ndata: \"slow reader\"");
+            break;
+        }
+    }
+    assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
+    // The window's worth (about 60 of these), and what h2 and hyper held
+    // for it (one write each).
+    assert!(
+        (50..=70).contains(&got.len()),
+        "{} events before the drop",
+        got.len()
+    );
+    until(WAIT, "the session to end", || {
+        server.io.stats().sessions == 0
+    })
+    .await;
+    server.shutdown(WAIT).await;
+}
+
 #[tokio::test]
 async fn many_streams_share_one_http2_connection() {
     let mut server = TlsServer::start(fast_config_slow_pings()).await;
