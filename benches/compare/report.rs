@@ -228,9 +228,9 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Goal> {
     let h2_mem = per(Kind::H2);
     goal(
         &format!("idle memory per HTTP/2 stream at N={n}"),
-        "≤ 8 KiB",
+        "≤ 3 KiB",
         fmt(h2_mem.map(|b| b / 1024.0), 2) + " KiB",
-        h2_mem.map(|b| b <= 8192.0),
+        h2_mem.map(|b| b <= 3072.0),
     );
     let h2_floor = p99(Kind::H2).zip(floor).map(|(h, fl)| h / fl);
     goal(
