@@ -99,7 +99,11 @@ impl<H: Clone> Table<H> {
     }
 
     fn add(&self, event: &str, handler: H) {
-        self.0.lock().push((Box::from(event), handler));
+        let mut table = self.0.lock();
+        // Exactly: a first push would make room for four, and a socket
+        // usually has one or two.
+        table.reserve_exact(1);
+        table.push((Box::from(event), handler));
     }
 
     fn remove(&self, event: &str) {
