@@ -98,6 +98,11 @@ struct Row {
     rss_warm_kib: u64,
     warm: usize,
     rss_after_kib: u64,
+    /// The anonymous part (RssAnon) before and after: what the first page
+    /// adds to RSS that is not the heap is the program's own code and data,
+    /// faulted in the first time it runs, once per process.
+    anon_before_kib: u64,
+    anon_after_kib: u64,
     /// Whether two reads agreed within [`STABLE_KIB`] before the bound.
     settled: bool,
     /// The server's established TCP connections with every page open.
@@ -172,6 +177,11 @@ async fn settled_rss(pid: u32) -> Result<(u64, bool), String> {
         last = now;
     }
     Ok((last, false))
+}
+
+/// RssAnon, read right after [`settled_rss`] settled.
+fn anon(pid: u32) -> Result<u64, String> {
+    procfs::rss_anon_kib(pid).ok_or_else(|| format!("server {pid} is gone"))
 }
 
 /// The server's established TCP connections on its listening port.
@@ -269,6 +279,7 @@ async fn measure(server: Server, pages: usize, warm: usize) -> Result<Row, Strin
         None
     };
     let (rss_before_kib, _) = settled_rss(pid).await?;
+    let anon_before_kib = anon(pid)?;
 
     let mut driver = Command::new("taskset")
         .args(["-c", "1", "node"])
@@ -306,6 +317,7 @@ async fn measure(server: Server, pages: usize, warm: usize) -> Result<Row, Strin
     let opened = Duration::from_millis(report["ms"].as_u64().unwrap_or_default());
 
     let (rss_after_kib, settled) = settled_rss(pid).await?;
+    let anon_after_kib = anon(pid)?;
     let connections = established(addr.port())?;
     let after = if ssio {
         Some(metrics(addr).await?)
@@ -349,6 +361,8 @@ async fn measure(server: Server, pages: usize, warm: usize) -> Result<Row, Strin
         rss_warm_kib,
         warm,
         rss_after_kib,
+        anon_before_kib,
+        anon_after_kib,
         settled,
         connections,
         opened,
@@ -391,8 +405,8 @@ fn report(rows: &[Row], load_start: &str) -> String {
          {} cores, {mem_gib} GiB, Linux {}, Node {}, {}, commit {}; load average {load_start} \
          at the start, {} at the end. Server on core 0, Chromium on core 1.\n\n\
          | server | pages | opened in (s) | RSS before (KiB) | RSS with {w} open (KiB) | RSS after (KiB) | \
-         KiB per page | KiB per page past the first {w} | connections open | updates shown / expected | swept / expected | latest published | deliveries counted |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         KiB per page | KiB per page past the first {w} | anonymous KiB per page | connections open | updates shown / expected | swept / expected | latest published | deliveries counted |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         sh("nproc", &["--all"]),
         sh("uname", &["-r"]),
         sh("node", &["--version"]),
@@ -403,6 +417,7 @@ fn report(rows: &[Row], load_start: &str) -> String {
     let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
     for r in rows {
         let per_page = (r.rss_after_kib as f64 - r.rss_before_kib as f64) / r.pages as f64;
+        let anon_per_page = (r.anon_after_kib as f64 - r.anon_before_kib as f64) / r.pages as f64;
         let (warm_rss, past_warm) = if r.warm > 0 && r.rss_warm_kib > 0 {
             let past = (r.rss_after_kib as f64 - r.rss_warm_kib as f64) / (r.pages - r.warm) as f64;
             (r.rss_warm_kib.to_string(), format!("{past:.1}"))
@@ -410,7 +425,7 @@ fn report(rows: &[Row], load_start: &str) -> String {
             ("–".to_string(), "–".to_string())
         };
         s += &format!(
-            "| {} | {} | {:.1} | {} | {warm_rss} | {}{} | {per_page:.1} | {past_warm} | {} | {} / {expected}{} | {} | {} | {} |\n",
+            "| {} | {} | {:.1} | {} | {warm_rss} | {}{} | {per_page:.1} | {past_warm} | {anon_per_page:.1} | {} | {} / {expected}{} | {} | {} | {} |\n",
             r.server.name(),
             r.pages,
             r.opened.as_secs_f64(),
