@@ -54,8 +54,7 @@
 //!
 //! # Shutting down the server
 //!
-//! Graceful shutdown of the server is [not yet
-//! implemented](https://github.com/hyperium/h2/issues/69).
+//! Graceful shutdown of the server is not yet implemented.
 //!
 //! # Example
 //!

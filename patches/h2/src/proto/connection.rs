@@ -518,8 +518,6 @@ where
                 // Attempting to read after the client dropped the connection results in UnexpectedEof
                 // If as a server, we don't have anything more to send, just close the connection
                 // without error
-                //
-                // See https://github.com/hyperium/hyper/issues/3427
                 if self.streams.is_buffer_empty()
                     && matches!(kind, io::ErrorKind::UnexpectedEof)
                     && (self.streams.is_server()

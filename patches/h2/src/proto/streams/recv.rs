@@ -904,8 +904,6 @@ impl Recv {
         // counted as "concurrent" streams.
         //
         // So, we have a separate limit for these.
-        //
-        // See https://github.com/hyperium/hyper/issues/2877
         if stream.is_pending_accept {
             if counts.can_inc_num_remote_reset_streams() {
                 counts.inc_num_remote_reset_streams();
