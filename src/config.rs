@@ -162,9 +162,10 @@ pub const DEFAULT_MAX_RESETS: u32 = 100;
 /// its session stops handing it events: 1, one write in flight. What waits
 /// beyond it waits in the session's own queue, where `--max-pending-events`
 /// sees a slow reader and a changing value (the user count) is sent once,
-/// newest. With h2's own default (about 400 KiB a stream), a reader that
-/// stops reading had that much more held for it unseen, and each of a
-/// burst's count changes was queued as a frame of its own.
+/// newest. With h2's own default (about 400 KiB a stream), a reader behind
+/// a congested connection could have that much more held for it unseen (h2
+/// holds no more than the reader's window, but a browser's is megabytes),
+/// and each of a burst's count changes was queued as a frame of its own.
 #[cfg(feature = "tls")]
 pub const DEFAULT_H2_STREAM_BUFFER: u32 = 1;
 /// Default number of `idempotency_key`s the server API remembers (the

@@ -217,7 +217,8 @@ pub(crate) async fn serve(
         .keep_alive_interval(config.ping_interval())
         .keep_alive_timeout(config.ping_timeout())
         // One write in flight per stream, by default: see
-        // `DEFAULT_H2_STREAM_BUFFER`. h2 panics on 0, which the flag refuses.
+        // `DEFAULT_H2_STREAM_BUFFER`. At 0 no stream would ever get room to
+        // send; the flag refuses it, and a `Config` built in code gets 1.
         .max_send_buf_size(config.h2_stream_buffer.max(1) as usize)
         .max_header_list_size(config.max_header_bytes.min(u32::MAX as usize) as u32);
     let builder = match alpn.as_deref() {

@@ -393,15 +393,18 @@ fn fast_config_slow_pings() -> Config {
     }
 }
 
-/// `ssio_deliveries_total`, read over a connection of its own.
-async fn deliveries(server: &TlsServer) -> u64 {
+/// A counter's value in `/metrics`, read over a connection of its own.
+async fn metric(server: &TlsServer, name: &str) -> u64 {
     let (mut h2, _conn) = server.h2().await;
-    let page = text(send(&mut h2, get("/metrics")).await).await;
-    page.lines()
-        .find_map(|l| l.strip_prefix("ssio_deliveries_total "))
-        .expect("ssio_deliveries_total on /metrics")
-        .parse()
-        .unwrap()
+    let text = text(send(&mut h2, get("/metrics")).await).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+/// `ssio_deliveries_total`.
+async fn deliveries(server: &TlsServer) -> u64 {
+    metric(server, "ssio_deliveries_total").await
 }
 
 /// A reader that stops reading over HTTP/2 gets what its flow-control
