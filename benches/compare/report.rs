@@ -506,11 +506,11 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
     if !r.fanout.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Fan-out: one count change until the last of N clients has it\n\nMeasured from just before the extra client starts to connect (or to leave). `/ floor` divides by the writer's median round; `/ floor p99` divides the p99 by the floor's p99 timed the same way (last read); `/ floor per write` divides the server's CPU per delivery by the floor's CPU per write.\n"
+            "\n## Fan-out: one count change until the last of N clients has it\n\nMeasured from just before the extra client starts to connect (or to leave). `/ floor` divides by the writer's median round; `/ floor p99` divides the p99 by the floor's p99 timed the same way (last read); `/ floor per write` divides the server's CPU per delivery by the floor's CPU per write, taken from rounds of the floor run in turns with the changes (one round before each change) when the run has the floor.\n"
         );
         let _ = writeln!(
             s,
-            "| transport | N | changes | timeouts | p50 (ms) | p99 (ms) | max (ms) | p99 × SSE | p99 / floor | p99 / floor p99 | server CPU / change (ms) | generator CPU / change (ms) | server CPU / delivery (µs) | / floor per write |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "| transport | N | changes | timeouts | p50 (ms) | p99 (ms) | max (ms) | p99 × SSE | p99 / floor | p99 / floor p99 | server CPU / change (ms) | generator CPU / change (ms) | server CPU / delivery (µs) | floor CPU / write, in turns (µs) | / floor per write |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for v in &r.fanout {
             let sse = find(&r.fanout, Kind::Sse, Some(v.n)).and_then(|x| num(x.p99_ms));
@@ -518,10 +518,15 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
             let floor_p99 = floor_p99_at(&r.floor, v.n);
             let p99 = num(v.p99_ms);
             let per_delivery = num(v.server_cpu_ms_per_change).map(|ms| ms * 1000.0 / v.n as f64);
-            let per_write = floor_write_at(&r.floor, v.n);
+            let paired = v
+                .paired_floor
+                .as_ref()
+                .and_then(|p| num(p.per_write_cpu_ns))
+                .map(|ns| ns / 1000.0);
+            let per_write = paired.or_else(|| floor_write_at(&r.floor, v.n));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 v.transport.name(),
                 v.n,
                 v.changes,
@@ -535,6 +540,7 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
                 fmt(num(v.server_cpu_ms_per_change), 1),
                 fmt(num(v.generator_cpu_ms_per_change), 1),
                 fmt(per_delivery, 2),
+                fmt(paired, 2),
                 fmt(per_delivery.zip(per_write).map(|(a, b)| a / b), 2),
             );
         }

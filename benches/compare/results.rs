@@ -58,9 +58,25 @@ pub struct FanoutRow {
     pub max_ms: f64,
     pub server_cpu_ms_per_change: f64,
     pub generator_cpu_ms_per_change: f64,
+    /// The floor measured in turns with this fan-out's changes, when the
+    /// plan has the floor.
+    pub paired_floor: Option<PairedFloor>,
     /// In change order (join, leave, join, ...), so that a slow kind of
     /// change stands out.
     pub samples_ms: Vec<f64>,
+}
+
+/// Rounds of the floor, one before each change of a fan-out: the same
+/// machine at the same moments as the server's writes.
+#[derive(Serialize)]
+pub struct PairedFloor {
+    pub rounds: usize,
+    /// The writer's mean CPU time per write over every round.
+    pub per_write_cpu_ns: f64,
+    /// The writer's mean wall time per write over every round.
+    pub per_write_ns: f64,
+    /// Rounds timed to the last read, as a fan-out is.
+    pub last_p99_ms: f64,
 }
 
 /// Churn of one server: every rate tried, up to the first that failed.

@@ -13,7 +13,8 @@ use crate::machine;
 use crate::plan::{Plan, Scenario};
 use crate::procs::{self, word, Heartbeat, Server, Worker};
 use crate::results::{
-    AbandonedRow, ChatRow, ChurnRow, ChurnStep, FanoutRow, FloorRow, IdleRow, RampRow, Results,
+    AbandonedRow, ChatRow, ChurnRow, ChurnStep, FanoutRow, FloorRow, IdleRow, PairedFloor, RampRow,
+    Results,
 };
 use crate::support::procfs::ticks_per_second;
 
@@ -295,85 +296,151 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
-async fn floor(n: usize, rounds: usize) -> Result<FloorRow, String> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    eprintln!("bench: floor N={n}");
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = tokio::process::Command::new("taskset")
-        .args(["-c", procs::SERVER_CORE])
-        .arg(&exe)
-        .args(["floor", &n.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("spawn floor: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
-    async fn next_line(lines: &mut Lines) -> Result<String, String> {
-        let l = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+/// The floor's writer process and its N readers, for rounds on demand.
+struct FloorWriter {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    workers: Vec<Worker>,
+}
+
+/// One round of the floor: its writer's wall and CPU time for the N
+/// writes (ns), and the time until the last reader had it (ms).
+struct FloorRound {
+    wall_ns: f64,
+    cpu_ns: f64,
+    last_ms: f64,
+}
+
+impl FloorWriter {
+    /// Starts the writer on the server's core and connects N readers to it.
+    async fn start(n: usize) -> Result<FloorWriter, String> {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = tokio::process::Command::new("taskset")
+            .args(["-c", procs::SERVER_CORE])
+            .arg(&exe)
+            .args(["floor", &n.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn floor: {e}"))?;
+        let stdin = child.stdin.take().expect("piped");
+        let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut w = FloorWriter {
+            child,
+            stdin,
+            lines,
+            workers: Vec::new(),
+        };
+        let opened = async {
+            let port: u16 = w
+                .next_line()
+                .await?
+                .trim_start_matches("port ")
+                .parse()
+                .map_err(|_| "floor port")?;
+            w.workers = open_clients(Kind::Raw, ([127, 0, 0, 1], port).into(), n).await?;
+            if w.next_line().await? != "ready" {
+                return Err("floor writer not ready".to_string());
+            }
+            Ok(())
+        }
+        .await;
+        match opened {
+            Ok(()) => Ok(w),
+            Err(e) => {
+                // It may still be accepting, and never read `end`.
+                let _ = w.child.start_kill();
+                w.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn next_line(&mut self) -> Result<String, String> {
+        let l = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line()).await;
         l.ok()
             .and_then(|l| l.ok().flatten())
             .ok_or_else(|| "floor writer stopped".to_string())
     }
-    let port: u16 = next_line(&mut lines)
-        .await?
-        .trim_start_matches("port ")
-        .parse()
-        .map_err(|_| "floor port")?;
-    let mut workers = open_clients(Kind::Raw, ([127, 0, 0, 1], port).into(), n).await?;
-    let measured = async {
-        if next_line(&mut lines).await? != "ready" {
-            return Err("floor writer not ready".to_string());
+
+    /// Writes `value` to every reader and waits until the last has read it.
+    async fn round(&mut self, value: i64) -> Result<FloorRound, String> {
+        use tokio::io::AsyncWriteExt;
+        let t0 = now_ns();
+        self.stdin
+            .write_all(format!("go {value}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let c = wait_all(
+            &mut self.workers,
+            value,
+            t0,
+            t0 + CHANGE_LIMIT.as_nanos() as u64,
+        )
+        .await?;
+        if !c.all() {
+            return Err(format!(
+                "a round was not read by {} of {} clients",
+                c.total - c.converged,
+                c.total
+            ));
         }
-        // Rounds as the fan-out's changes: the count goes up by one and
-        // back, at the same pace, and a round ends when the last client has
-        // read it.
-        let (mut writes_ns, mut last_ms) = (Vec::new(), Vec::new());
+        let last_ms = ms(c.max_t.saturating_sub(t0));
+        let line = self.next_line().await?;
+        let round = line.strip_prefix("round ").ok_or("floor round")?;
+        let mut times = round.split(' ').map(|t| t.parse::<f64>());
+        match (times.next(), times.next()) {
+            (Some(Ok(wall_ns)), Some(Ok(cpu_ns))) => Ok(FloorRound {
+                wall_ns,
+                cpu_ns,
+                last_ms,
+            }),
+            _ => Err("floor round".to_string()),
+        }
+    }
+
+    async fn stop(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stdin.write_all(b"end\n").await;
+        quit_all(std::mem::take(&mut self.workers)).await;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+async fn floor(n: usize, rounds: usize) -> Result<FloorRow, String> {
+    eprintln!("bench: floor N={n}");
+    let mut writer = FloorWriter::start(n).await?;
+    // Rounds as the fan-out's changes: the count goes up by one and back,
+    // at the same pace, and a round ends when the last client has read it.
+    let measured = async {
+        let mut done = Vec::new();
         for i in 0..rounds {
             let value = n as i64 + 1 - (i % 2) as i64;
             let t0 = now_ns();
-            stdin
-                .write_all(format!("go {value}\n").as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            let c = wait_all(&mut workers, value, t0, t0 + CHANGE_LIMIT.as_nanos() as u64).await?;
-            if !c.all() {
-                return Err(format!(
-                    "round {i} not read by {} of {} clients",
-                    c.total - c.converged,
-                    c.total
-                ));
-            }
-            last_ms.push(ms(c.max_t.saturating_sub(t0)));
-            let line = next_line(&mut lines).await?;
-            let round = line.strip_prefix("round ").ok_or("floor round")?;
-            let mut times = round.split(' ').map(|t| t.parse::<f64>());
-            match (times.next(), times.next()) {
-                (Some(Ok(wall)), Some(Ok(cpu))) => writes_ns.push((wall, cpu)),
-                _ => return Err("floor round".to_string()),
-            }
+            done.push(
+                writer
+                    .round(value)
+                    .await
+                    .map_err(|e| format!("round {i}: {e}"))?,
+            );
             let next = t0 + CHANGE_EVERY.as_nanos() as u64;
             tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
         }
-        Ok((writes_ns, last_ms))
+        Ok::<_, String>(done)
     }
     .await;
-    if measured.is_ok() {
-        let _ = stdin.write_all(b"end\n").await;
-    } else {
-        // It may still be accepting, and never read `end`.
-        let _ = child.start_kill();
-    }
-    quit_all(workers).await;
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
-    let (mut writes_ns, mut last_ms) = measured?;
+    writer.stop().await;
+    let done = measured?;
+    let mut writes_ns: Vec<(f64, f64)> = done.iter().map(|r| (r.wall_ns, r.cpu_ns)).collect();
+    let mut last_ms: Vec<f64> = done.iter().map(|r| r.last_ms).collect();
     writes_ns.sort_by(|a, b| a.0.total_cmp(&b.0));
     let in_order = last_ms.clone();
     last_ms.sort_by(f64::total_cmp);
@@ -449,44 +516,88 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
 
         // CPU spent per change on each side tells whose work the latency is:
         // the server's writes, or the generator's reads.
+        //
+        // With the floor in the plan, a round of its writes goes before
+        // every change, so that both are measured in the same moments of a
+        // machine whose cost per write drifts by a tenth or more from one
+        // minute to the next. The server's CPU is counted only from each
+        // change until the next round.
+        let mut paired = if plan.has(Scenario::Floor) {
+            Some(FloorWriter::start(n).await?)
+        } else {
+            None
+        };
         let gen_ticks = |ws: &[Worker]| ws.iter().map(|w| procs::cpu_ticks(w.pid)).sum::<u64>();
-        let (server_ticks0, gen_ticks0) = (server.cpu_ticks(), gen_ticks(&workers));
+        let (mut server_ticks, mut gen_ticks_total) = (0u64, 0u64);
+        let mut floor_rounds = Vec::new();
         let mut lat = Vec::new();
         let mut timeouts = 0;
         let mut joined = false;
-        for i in 0..plan.changes {
-            let (cmd, expect) = if joined {
-                ("leave", n as i64)
-            } else {
-                ("join", n as i64 + 1)
-            };
-            let reply = workers[0].call(cmd, CHANGE_LIMIT * 2).await?;
-            joined = !joined;
-            let t0: u64 = word(&reply, 1);
-            let c = wait_all(
-                &mut workers,
-                expect,
-                t0,
-                t0 + CHANGE_LIMIT.as_nanos() as u64,
-            )
-            .await?;
-            if c.all() {
-                lat.push(ms(c.max_t.saturating_sub(t0)));
-            } else {
-                timeouts += 1;
-                eprintln!(
-                    "bench: change {i} not seen by {} of {} clients",
-                    c.total - c.converged,
-                    c.total
-                );
+        let changes = async {
+            for i in 0..plan.changes {
+                if let Some(f) = paired.as_mut() {
+                    let t0 = now_ns();
+                    let round = f.round(n as i64 + 1 - (i % 2) as i64).await;
+                    floor_rounds.push(round.map_err(|e| format!("paired floor round {i}: {e}"))?);
+                    let next = t0 + CHANGE_EVERY.as_nanos() as u64;
+                    tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
+                }
+                let (s0, g0) = (server.cpu_ticks(), gen_ticks(&workers));
+                let (cmd, expect) = if joined {
+                    ("leave", n as i64)
+                } else {
+                    ("join", n as i64 + 1)
+                };
+                let reply = workers[0].call(cmd, CHANGE_LIMIT * 2).await?;
+                joined = !joined;
+                let t0: u64 = word(&reply, 1);
+                let c = wait_all(
+                    &mut workers,
+                    expect,
+                    t0,
+                    t0 + CHANGE_LIMIT.as_nanos() as u64,
+                )
+                .await?;
+                if c.all() {
+                    lat.push(ms(c.max_t.saturating_sub(t0)));
+                } else {
+                    timeouts += 1;
+                    eprintln!(
+                        "bench: change {i} not seen by {} of {} clients",
+                        c.total - c.converged,
+                        c.total
+                    );
+                }
+                let next = t0 + CHANGE_EVERY.as_nanos() as u64;
+                tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
+                server_ticks += server.cpu_ticks() - s0;
+                gen_ticks_total += gen_ticks(&workers) - g0;
             }
-            let next = t0 + CHANGE_EVERY.as_nanos() as u64;
-            tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
+            Ok::<_, String>(())
         }
+        .await;
+        if let Some(f) = paired {
+            f.stop().await;
+        }
+        changes?;
         let per_change =
             |ticks: u64| ticks as f64 * 1000.0 / ticks_per_second() as f64 / plan.changes as f64;
-        let server_cpu = per_change(server.cpu_ticks() - server_ticks0);
-        let gen_cpu = per_change(gen_ticks(&workers) - gen_ticks0);
+        let server_cpu = per_change(server_ticks);
+        let gen_cpu = per_change(gen_ticks_total);
+        let paired_floor = (!floor_rounds.is_empty()).then(|| {
+            let mut last: Vec<f64> = floor_rounds.iter().map(|r| r.last_ms).collect();
+            last.sort_by(f64::total_cmp);
+            PairedFloor {
+                rounds: floor_rounds.len(),
+                per_write_cpu_ns: floor_rounds.iter().map(|r| r.cpu_ns).sum::<f64>()
+                    / floor_rounds.len() as f64
+                    / n as f64,
+                per_write_ns: floor_rounds.iter().map(|r| r.wall_ns).sum::<f64>()
+                    / floor_rounds.len() as f64
+                    / n as f64,
+                last_p99_ms: percentile(&last, 0.99),
+            }
+        });
         let in_order = lat.clone();
         lat.sort_by(f64::total_cmp);
         r.fanout.push(FanoutRow {
@@ -499,6 +610,7 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
             max_ms: lat.last().copied().unwrap_or(f64::NAN),
             server_cpu_ms_per_change: server_cpu,
             generator_cpu_ms_per_change: gen_cpu,
+            paired_floor,
             samples_ms: in_order,
         });
         Ok(())
