@@ -48,6 +48,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::Response;
 use parking_lot::Mutex;
+use smallvec::{smallvec, SmallVec};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -162,8 +163,10 @@ pub(crate) struct Group {
 }
 
 struct GroupState {
-    /// Sessions on the stream, the carrier's first.
-    members: Vec<Member>,
+    /// Sessions on the stream, the carrier's first. The carrier sits in the
+    /// group itself: most streams carry only it, and the sweeper then finds
+    /// its cursor beside the lock it takes, not in an allocation of its own.
+    members: SmallVec<[Member; 1]>,
     /// The next key to hand out.
     next_key: u32,
     /// Where the next read starts, so no session is always last.
@@ -274,7 +277,7 @@ async fn open(
         transport,
         owner: owner.session.sid,
         state: Mutex::new(GroupState {
-            members: vec![owner],
+            members: smallvec![owner],
             next_key: 1,
             start: 0,
             waker: None,
