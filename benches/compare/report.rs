@@ -437,8 +437,8 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
     );
     let _ = writeln!(
         s,
-        "Servers pinned to core 0, generator to core 1, listen backlog {} for both. Load average (1/5/15 min) at start {}, at end {}.\n",
-        BACKLOG, r.load_before, m.loadavg_end,
+        "Servers under test on core(s) {}, the floor's writer on core {}, generator on core 1, listen backlog {} for both. Load average (1/5/15 min) at start {}, at end {}.\n",
+        crate::procs::server_cores(), crate::procs::SERVER_CORE, BACKLOG, r.load_before, m.loadavg_end,
     );
 
     let _ = writeln!(
