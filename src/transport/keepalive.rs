@@ -34,7 +34,12 @@ impl KeepAlive {
 
     /// Notes that a frame went out now.
     pub(crate) fn sent(&mut self) {
-        self.last_sent = Instant::now();
+        self.sent_at(Instant::now());
+    }
+
+    /// Notes that a frame went out at `at`, a time the caller read anyway.
+    pub(crate) fn sent_at(&mut self, at: Instant) {
+        self.last_sent = at;
     }
 
     /// Ready when a keep-alive is due; the caller sends one, and the timer

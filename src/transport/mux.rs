@@ -656,7 +656,7 @@ impl RawBody for MuxBody {
         if let Some(carrier) = self.group.state.lock().members.first_mut() {
             carrier.delivery.took(newest, whole);
         }
-        self.keep_alive.sent();
+        self.keep_alive.sent_at(newest.at);
         self.unreported.0 += 1;
         // The tag and the `data: ` framing, as `latest_chunk` writes them.
         self.unreported.1 += newest.packet(i).json.len() as u64 + 14;
@@ -665,7 +665,7 @@ impl RawBody for MuxBody {
         }
     }
 
-    fn wait_again(&self, waker: &Waker) -> bool {
+    fn wait_again(&self, waker: &mut Option<Waker>) -> bool {
         let st = self.group.state.lock();
         st.members
             .first()

@@ -134,7 +134,7 @@ impl SseBody {
         self.delivery.took(newest, whole);
         self.unreported.0 += 1;
         self.unreported.1 += newest.packet(i).sse.len() as u64;
-        self.keep_alive.sent();
+        self.keep_alive.sent_at(newest.at);
         if whole {
             self.report();
         }
@@ -142,7 +142,7 @@ impl SseBody {
 
     /// Waits for the next event with `waker` after a direct write; false
     /// if one came meanwhile and the stream's task must be woken for it.
-    pub(crate) fn wait_again(&self, waker: &std::task::Waker) -> bool {
+    pub(crate) fn wait_again(&self, waker: &mut Option<std::task::Waker>) -> bool {
         self.delivery.wait_again(waker)
     }
 

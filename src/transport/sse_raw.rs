@@ -191,7 +191,8 @@ pub(crate) trait RawBody:
     fn took(&mut self, newest: &Newest, i: usize, whole: bool);
     /// Waits for the next event with `waker` after a direct write; false
     /// if one came meanwhile and the stream's task must be woken for it.
-    fn wait_again(&self, waker: &Waker) -> bool;
+    /// It takes the waker when it waits with it.
+    fn wait_again(&self, waker: &mut Option<Waker>) -> bool;
     /// Everything this body has yielded is written to the socket.
     fn written(&mut self);
 }
@@ -218,7 +219,7 @@ impl RawBody for SseBody {
         SseBody::took(self, newest, i, whole);
     }
 
-    fn wait_again(&self, waker: &Waker) -> bool {
+    fn wait_again(&self, waker: &mut Option<Waker>) -> bool {
         SseBody::wait_again(self, waker)
     }
 
@@ -286,7 +287,7 @@ impl<B: RawBody> Drop for Streaming<B> {
 }
 
 impl<B: RawBody> DirectWrite for Shared<B> {
-    fn write_latest(&self, cursor: u64, newest: &Newest, waker: &Waker) -> Swept {
+    fn write_latest(&self, cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> Swept {
         // Held: this stream's task is running it right now, and will find
         // the value itself once woken.
         let Some(mut slot) = self.0.try_lock() else {
@@ -319,7 +320,7 @@ impl<B: RawBody> Stream<B> {
     /// Writes the one value of `newest` the stream owes `cursor`, if it is
     /// idle and that is all it owes. A write the socket takes only in part
     /// is left for the task to finish.
-    fn write_latest(&mut self, cursor: u64, newest: &Newest, waker: &Waker) -> Swept {
+    fn write_latest(&mut self, cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> Swept {
         if self.out.is_some() || self.ending {
             return Swept::Untouched;
         }

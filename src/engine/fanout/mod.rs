@@ -29,9 +29,8 @@
 mod cursor;
 mod sweeper;
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -363,20 +362,17 @@ impl State {
     }
 
     fn drain_waiters(&mut self) -> Waiters {
-        // The same readers will wait again at once: give the new table their
-        // room up front instead of growing it one rehash at a time.
-        let room = self.waiters.len();
-        std::mem::replace(
-            &mut self.waiters,
-            HashMap::with_capacity_and_hasher(room, Default::default()),
-        )
+        std::mem::take(&mut self.waiters)
     }
 }
 
 /// Waiting tasks by cursor id. Every delivery registers its task here again,
-/// so the hash is on the fan-out's hot path; cursor ids are a counter, never
-/// chosen by a client, so spreading them needs one multiply, not SipHash.
-type Waiters = HashMap<u64, Waiter, BuildHasherDefault<IdHasher>>;
+/// so the table is on the fan-out's hot path. Ordered rather than hashed:
+/// cursor ids are a counter, in the order the sessions started, and the
+/// sweeper and woken tasks wait again in that order, so each insert lands
+/// in the node the last one touched instead of at a random slot of a table
+/// the size of every stream; a publish then takes them in order, unsorted.
+type Waiters = BTreeMap<u64, Waiter>;
 
 /// A waiting cursor's task, and the stream it feeds if that stream can take
 /// a latest value from the fan-out's sweeper.
@@ -385,39 +381,17 @@ struct Waiter {
     direct: Option<Weak<dyn DirectWrite>>,
 }
 
-/// Hashes a cursor id by Fibonacci multiplication.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// Wakes outside the lock, so woken tasks on the other core do not queue
 /// behind it.
 ///
-/// In cursor order, which is the order the sessions started in: their
-/// sockets and tasks were allocated in that order too, so the writes that
-/// follow walk memory (the kernel's as well as ours) mostly forwards instead
-/// of at random, as the hash table's order would.
+/// In cursor order, the table's own, which is the order the sessions
+/// started in: their sockets and tasks were allocated in that order too, so
+/// the writes that follow walk memory (the kernel's as well as ours) mostly
+/// forwards instead of at random.
 ///
 /// After a latest value, streams that the sweeper may write to go to it
 /// instead, when one runs ([`DirectWrite`]).
 fn wake(waiters: Waiters, sweep: Option<&Sweep>) {
-    let mut waiters: Vec<(u64, Waiter)> = waiters.into_iter().collect();
-    waiters.sort_unstable_by_key(|(id, _)| *id);
     // Straight into the sweeper's queue, whose buffer is reused from sweep
     // to sweep; the rest are woken once the queue's lock is let go, since
     // a waker may run anything.

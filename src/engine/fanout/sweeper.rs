@@ -31,7 +31,9 @@ pub(crate) trait DirectWrite: Send + Sync {
     /// and the stream is idle, and then waits again with `waker`. A stream
     /// carrying several sessions' cursors checks that it still carries
     /// this one: a cursor moved to another stream may still name this one.
-    fn write_latest(&self, cursor: u64, newest: &Newest, waker: &Waker) -> Swept;
+    /// The waker is taken once the stream waits with it; one left behind
+    /// is woken by the caller.
+    fn write_latest(&self, cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> Swept;
 }
 
 /// What a [`DirectWrite`] did with a latest value.
@@ -54,6 +56,10 @@ pub(crate) struct Newest {
     /// The fan-out clock's newest generation, read before the rest: a
     /// cursor that has written all of this has written that generation.
     pub(super) generation: u64,
+    /// When the sweeper read these, taken as the time of every write of
+    /// them: a sweep slice is over in milliseconds, and a clock read per
+    /// stream is not free.
+    pub(crate) at: tokio::time::Instant,
     /// Every latest value with the version that last changed it, and its
     /// two framings: as a stream of its own writes it, and as a shared
     /// stream writes it for its first session.
@@ -151,15 +157,16 @@ impl Fanout {
             let mut done = 0;
             while let Some((id, w)) = stop.batch.pop() {
                 let direct = w.direct.as_ref().and_then(Weak::upgrade);
-                let did =
-                    direct.map_or(Swept::Untouched, |d| d.write_latest(id, &newest, &w.waker));
-                match did {
-                    Swept::Waiting => swept += 1,
-                    Swept::Wake => {
-                        swept += 1;
-                        w.waker.wake();
-                    }
-                    Swept::Untouched => w.waker.wake(),
+                let mut waker = Some(w.waker);
+                let did = direct.map_or(Swept::Untouched, |d| {
+                    d.write_latest(id, &newest, &mut waker)
+                });
+                if !matches!(did, Swept::Untouched) {
+                    swept += 1;
+                }
+                // Left with the sweeper: the stream's task must run.
+                if let Some(waker) = waker {
+                    waker.wake();
                 }
                 done += 1;
                 // Let timers, accepts and requests in now and then; what
@@ -194,6 +201,7 @@ impl Fanout {
             version: st.latest_version,
             end: st.end(),
             generation,
+            at: tokio::time::Instant::now(),
             values: st
                 .latest
                 .iter()
@@ -250,7 +258,7 @@ mod tests {
     }
 
     impl DirectWrite for Fake {
-        fn write_latest(&self, _cursor: u64, newest: &Newest, waker: &Waker) -> Swept {
+        fn write_latest(&self, _cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> Swept {
             if self.refuses {
                 return Swept::Untouched;
             }
