@@ -224,6 +224,19 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Goal> {
         fmt(to_floor_p99, 2) + "×",
         to_floor_p99.map(|x| x <= 1.25),
     );
+    let in_turns = |t: Kind| {
+        find(&r.fanout, t, Some(n)).and_then(|v| {
+            let floor = v.paired_floor.as_ref().and_then(|p| num(p.last_p99_ms))?;
+            num(v.p99_ms).map(|p| p / floor)
+        })
+    };
+    let sse_in_turns = in_turns(Kind::Sse);
+    goal(
+        &format!("fan-out p99 SSE / floor p99 in turns with its changes at N={n}"),
+        "≤ 1.25×",
+        fmt(sse_in_turns, 2) + "×",
+        sse_in_turns.map(|x| x <= 1.25),
+    );
     // HTTP/2: many streams on one TLS connection, as browsers multiplex.
     let h2_mem = per(Kind::H2);
     goal(
@@ -506,11 +519,11 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
     if !r.fanout.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Fan-out: one count change until the last of N clients has it\n\nMeasured from just before the extra client starts to connect (or to leave). `/ floor` divides by the writer's median round; `/ floor p99` divides the p99 by the floor's p99 timed the same way (last read); `/ floor per write` divides the server's CPU per delivery by the floor's CPU per write, taken from rounds of the floor run in turns with the changes (one round before each change) when the run has the floor.\n"
+            "\n## Fan-out: one count change until the last of N clients has it\n\nMeasured from just before the extra client starts to connect (or to leave). `/ floor` divides by the writer's median round; `/ floor p99` divides the p99 by the floor's p99 timed the same way (last read), and `in turns` by that of the floor's rounds run in turns with the changes (one round before each change); `/ floor per write` divides the server's CPU per delivery by the floor's CPU per write, taken from rounds of the floor run in turns with the changes (one round before each change) when the run has the floor.\n"
         );
         let _ = writeln!(
             s,
-            "| transport | N | changes | timeouts | p50 (ms) | p99 (ms) | max (ms) | p99 × SSE | p99 / floor | p99 / floor p99 | server CPU / change (ms) | generator CPU / change (ms) | server CPU / delivery (µs) | floor CPU / write, in turns (µs) | / floor per write |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "| transport | N | changes | timeouts | p50 (ms) | p99 (ms) | max (ms) | p99 × SSE | p99 / floor | p99 / floor p99 | p99 / floor p99, in turns | server CPU / change (ms) | generator CPU / change (ms) | server CPU / delivery (µs) | floor CPU / write, in turns (µs) | / floor per write |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for v in &r.fanout {
             let sse = find(&r.fanout, Kind::Sse, Some(v.n)).and_then(|x| num(x.p99_ms));
@@ -524,9 +537,10 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
                 .and_then(|p| num(p.per_write_cpu_ns))
                 .map(|ns| ns / 1000.0);
             let per_write = paired.or_else(|| floor_write_at(&r.floor, v.n));
+            let paired_p99 = v.paired_floor.as_ref().and_then(|p| num(p.last_p99_ms));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 v.transport.name(),
                 v.n,
                 v.changes,
@@ -537,6 +551,7 @@ fn markdown(plan: &Plan, r: &Results, m: &Machine, goals: &[Goal], took: Duratio
                 fmt(p99.zip(sse).map(|(a, b)| a / b), 1),
                 fmt(p99.zip(floor).map(|(a, b)| a / b), 2),
                 fmt(p99.zip(floor_p99).map(|(a, b)| a / b), 2),
+                fmt(p99.zip(paired_p99).map(|(a, b)| a / b), 2),
                 fmt(num(v.server_cpu_ms_per_change), 1),
                 fmt(num(v.generator_cpu_ms_per_change), 1),
                 fmt(per_delivery, 2),
