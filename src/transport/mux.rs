@@ -665,11 +665,10 @@ impl RawBody for MuxBody {
         }
     }
 
-    fn wait_again(&self, waker: &mut Option<Waker>) -> bool {
-        let st = self.group.state.lock();
-        st.members
-            .first()
-            .is_some_and(|carrier| carrier.delivery.wait_again(waker))
+    fn wait_again(&self, waker: &mut Option<Waker>) {
+        if let Some(carrier) = self.group.state.lock().members.first() {
+            carrier.delivery.wait_again(waker);
+        }
     }
 
     fn written(&mut self) {

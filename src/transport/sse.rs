@@ -140,10 +140,11 @@ impl SseBody {
         }
     }
 
-    /// Waits for the next event with `waker` after a direct write; false
-    /// if one came meanwhile and the stream's task must be woken for it.
-    pub(crate) fn wait_again(&self, waker: &mut Option<std::task::Waker>) -> bool {
-        self.delivery.wait_again(waker)
+    /// Waits for the next event with the waker in `waker` after a direct
+    /// write, taking it; leaves it if one came meanwhile and the stream's
+    /// task must be woken for it.
+    pub(crate) fn wait_again(&self, waker: &mut Option<std::task::Waker>) {
+        self.delivery.wait_again(waker);
     }
 
     /// Everything this body has yielded is written to the socket.

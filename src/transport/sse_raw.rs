@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use super::mux::{self, MuxBody, MuxParam};
 use super::sse::{self, SseBody};
 use crate::api::io::Io;
-use crate::engine::fanout::{DirectWrite, Newest, Swept};
+use crate::engine::fanout::{DirectWrite, Newest};
 use crate::error::Error;
 use crate::session::{Handshake, Sid, SidParam};
 use crate::transport::head;
@@ -189,10 +189,10 @@ pub(crate) trait RawBody:
     /// Value `i` went out past the body, whole or in part (the caller then
     /// writes the rest and calls [`RawBody::written`]).
     fn took(&mut self, newest: &Newest, i: usize, whole: bool);
-    /// Waits for the next event with `waker` after a direct write; false
-    /// if one came meanwhile and the stream's task must be woken for it.
-    /// It takes the waker when it waits with it.
-    fn wait_again(&self, waker: &mut Option<Waker>) -> bool;
+    /// Waits for the next event with the waker in `waker` after a direct
+    /// write, taking it; leaves it if one came meanwhile and the stream's
+    /// task must be woken for it.
+    fn wait_again(&self, waker: &mut Option<Waker>);
     /// Everything this body has yielded is written to the socket.
     fn written(&mut self);
 }
@@ -219,8 +219,8 @@ impl RawBody for SseBody {
         SseBody::took(self, newest, i, whole);
     }
 
-    fn wait_again(&self, waker: &mut Option<Waker>) -> bool {
-        SseBody::wait_again(self, waker)
+    fn wait_again(&self, waker: &mut Option<Waker>) {
+        SseBody::wait_again(self, waker);
     }
 
     fn written(&mut self) {
@@ -287,14 +287,14 @@ impl<B: RawBody> Drop for Streaming<B> {
 }
 
 impl<B: RawBody> DirectWrite for Shared<B> {
-    fn write_latest(&self, cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> Swept {
+    fn write_latest(&self, cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> bool {
         // Held: this stream's task is running it right now, and will find
         // the value itself once woken.
         let Some(mut slot) = self.0.try_lock() else {
-            return Swept::Untouched;
+            return false;
         };
         let Some(stream) = slot.as_mut() else {
-            return Swept::Untouched;
+            return false;
         };
         stream.write_latest(cursor, newest, waker)
     }
@@ -320,30 +320,29 @@ impl<B: RawBody> Stream<B> {
     /// Writes the one value of `newest` the stream owes `cursor`, if it is
     /// idle and that is all it owes. A write the socket takes only in part
     /// is left for the task to finish.
-    fn write_latest(&mut self, cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> Swept {
+    fn write_latest(&mut self, cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> bool {
         if self.out.is_some() || self.ending {
-            return Swept::Untouched;
+            return false;
         }
         let Some(i) = self.body.owes_only(cursor, newest) else {
-            return Swept::Untouched;
+            return false;
         };
         let chunk = self.body.latest_chunk(newest, i);
         match write_now(&self.stream, chunk) {
             Ok(n) if n == chunk.len() => {
                 self.body.took(newest, i, true);
-                if self.body.wait_again(waker) {
-                    Swept::Waiting
-                } else {
-                    Swept::Wake
-                }
+                // If something came meanwhile the waker stays with the
+                // sweeper, which wakes the task for it.
+                self.body.wait_again(waker);
+                true
             }
             Ok(n) => {
                 self.body.took(newest, i, false);
                 self.out = Some(BytesMut::from(&chunk[n..]));
-                Swept::Wake
+                true
             }
             // Full, or broken: the task finds out for itself.
-            Err(_) => Swept::Untouched,
+            Err(_) => false,
         }
     }
 }

@@ -179,19 +179,19 @@ impl Delivery {
     }
 
     /// Waits again with the waker in `waker` after a direct write, taking
-    /// it; false, and the waker left where it was, if something was
-    /// published meanwhile, which the task must then be woken for.
+    /// it; leaves it where it was if something was published meanwhile,
+    /// which the task must then be woken for.
     ///
     /// Taken rather than cloned: a clone and the drop of the sweeper's own
     /// copy would touch the task's header, one more cache line per stream
     /// and sweep.
-    pub(crate) fn wait_again(&self, waker: &mut Option<Waker>) -> bool {
+    pub(crate) fn wait_again(&self, waker: &mut Option<Waker>) {
         let mut st = self.shared.lock();
         if st.latest_version != self.latest_seen || st.end() != self.next {
-            return false;
+            return;
         }
         let Some(waker) = waker.take() else {
-            return false;
+            return;
         };
         st.waiters.insert(
             self.id,
@@ -200,7 +200,6 @@ impl Delivery {
                 direct: self.direct.clone(),
             },
         );
-        true
     }
 
     fn poll_sources(&mut self, cx: &mut Context<'_>) -> Poll<Item> {

@@ -47,7 +47,7 @@ use crate::session::{DisconnectReason, Sid};
 
 pub(crate) use cursor::{Delivery, Item};
 use sweeper::Sweep;
-pub(crate) use sweeper::{DirectWrite, Newest, Swept};
+pub(crate) use sweeper::{DirectWrite, Newest};
 
 thread_local! {
     /// The log's end just after the last everyone-broadcast this thread

@@ -31,20 +31,11 @@ pub(crate) trait DirectWrite: Send + Sync {
     /// and the stream is idle, and then waits again with `waker`. A stream
     /// carrying several sessions' cursors checks that it still carries
     /// this one: a cursor moved to another stream may still name this one.
-    /// The waker is taken once the stream waits with it; one left behind
-    /// is woken by the caller.
-    fn write_latest(&self, cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> Swept;
-}
-
-/// What a [`DirectWrite`] did with a latest value.
-pub(crate) enum Swept {
-    /// Written whole; the stream waits again without its task.
-    Waiting,
-    /// Written, whole or in part; the task must be woken, to finish the
-    /// write or for something published meanwhile.
-    Wake,
-    /// Not written: the task must be woken to find it the usual way.
-    Untouched,
+    /// True if it wrote the value, whole or in part. The waker is taken
+    /// once the stream waits with it; one left behind means the task must
+    /// run (to finish a write, for something published meanwhile, or to
+    /// find an unwritten value the usual way), and the caller wakes it.
+    fn write_latest(&self, cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> bool;
 }
 
 /// The latest values as the sweeper found them, for one sweep.
@@ -158,10 +149,7 @@ impl Fanout {
             while let Some((id, w)) = stop.batch.pop() {
                 let direct = w.direct.as_ref().and_then(Weak::upgrade);
                 let mut waker = Some(w.waker);
-                let did = direct.map_or(Swept::Untouched, |d| {
-                    d.write_latest(id, &newest, &mut waker)
-                });
-                if !matches!(did, Swept::Untouched) {
+                if direct.is_some_and(|d| d.write_latest(id, &newest, &mut waker)) {
                     swept += 1;
                 }
                 // Left with the sweeper: the stream's task must run.
@@ -258,21 +246,18 @@ mod tests {
     }
 
     impl DirectWrite for Fake {
-        fn write_latest(&self, _cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> Swept {
+        fn write_latest(&self, _cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> bool {
             if self.refuses {
-                return Swept::Untouched;
+                return false;
             }
             let mut d = self.delivery.lock();
             let Some(i) = d.owes_only(newest) else {
-                return Swept::Untouched;
+                return false;
             };
             self.wrote.lock().push(newest.packet(i).clone());
             d.took(newest, true);
-            if d.wait_again(waker) {
-                Swept::Waiting
-            } else {
-                Swept::Wake
-            }
+            d.wait_again(waker);
+            true
         }
     }
 
