@@ -224,13 +224,10 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Goal> {
         fmt(to_floor_p99, 2) + "×",
         to_floor_p99.map(|x| x <= 1.25),
     );
-    let in_turns = |t: Kind| {
-        find(&r.fanout, t, Some(n)).and_then(|v| {
-            let floor = v.paired_floor.as_ref().and_then(|p| num(p.last_p99_ms))?;
-            num(v.p99_ms).map(|p| p / floor)
-        })
-    };
-    let sse_in_turns = in_turns(Kind::Sse);
+    let sse_in_turns = find(&r.fanout, Kind::Sse, Some(n)).and_then(|v| {
+        let floor = v.paired_floor.as_ref().and_then(|p| num(p.last_p99_ms))?;
+        num(v.p99_ms).map(|p| p / floor)
+    });
     goal(
         &format!("fan-out p99 SSE / floor p99 in turns with its changes at N={n}"),
         "≤ 1.25×",

@@ -296,8 +296,15 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+/// Sleeps until `CHANGE_EVERY` after `t0` (ns), the pace of count changes.
+async fn pace_from(t0: u64) {
+    let next = t0 + CHANGE_EVERY.as_nanos() as u64;
+    tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
+}
+
 /// The floor's writer process and its N readers, for rounds on demand.
 struct FloorWriter {
+    n: usize,
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
@@ -329,6 +336,7 @@ impl FloorWriter {
         let stdin = child.stdin.take().expect("piped");
         let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         let mut w = FloorWriter {
+            n,
             child,
             stdin,
             lines,
@@ -364,6 +372,16 @@ impl FloorWriter {
         l.ok()
             .and_then(|l| l.ok().flatten())
             .ok_or_else(|| "floor writer stopped".to_string())
+    }
+
+    /// Round `i`, paced as the fan-out's changes are: the count goes up by
+    /// one and back, a round ends when the last reader has read it, and the
+    /// next starts `CHANGE_EVERY` after this one did.
+    async fn paced_round(&mut self, i: usize) -> Result<FloorRound, String> {
+        let t0 = now_ns();
+        let round = self.round(self.n as i64 + 1 - (i % 2) as i64).await;
+        pace_from(t0).await;
+        round.map_err(|e| format!("round {i}: {e}"))
     }
 
     /// Writes `value` to every reader and waits until the last has read it.
@@ -423,16 +441,7 @@ async fn floor(n: usize, rounds: usize) -> Result<FloorRow, String> {
     let measured = async {
         let mut done = Vec::new();
         for i in 0..rounds {
-            let value = n as i64 + 1 - (i % 2) as i64;
-            let t0 = now_ns();
-            done.push(
-                writer
-                    .round(value)
-                    .await
-                    .map_err(|e| format!("round {i}: {e}"))?,
-            );
-            let next = t0 + CHANGE_EVERY.as_nanos() as u64;
-            tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
+            done.push(writer.paced_round(i).await?);
         }
         Ok::<_, String>(done)
     }
@@ -536,11 +545,8 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
         let changes = async {
             for i in 0..plan.changes {
                 if let Some(f) = paired.as_mut() {
-                    let t0 = now_ns();
-                    let round = f.round(n as i64 + 1 - (i % 2) as i64).await;
-                    floor_rounds.push(round.map_err(|e| format!("paired floor round {i}: {e}"))?);
-                    let next = t0 + CHANGE_EVERY.as_nanos() as u64;
-                    tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
+                    let round = f.paced_round(i).await;
+                    floor_rounds.push(round.map_err(|e| format!("paired floor {e}"))?);
                 }
                 let (s0, g0) = (server.cpu_ticks(), gen_ticks(&workers));
                 let (cmd, expect) = if joined {
@@ -568,8 +574,7 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
                         c.total
                     );
                 }
-                let next = t0 + CHANGE_EVERY.as_nanos() as u64;
-                tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
+                pace_from(t0).await;
                 server_ticks += server.cpu_ticks() - s0;
                 gen_ticks_total += gen_ticks(&workers) - g0;
             }
