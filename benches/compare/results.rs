@@ -77,6 +77,9 @@ pub struct PairedFloor {
     pub per_write_ns: f64,
     /// Rounds timed to the last read, as a fan-out is.
     pub last_p99_ms: f64,
+    /// Each round's last read, in the order run: round `i` ran just before
+    /// change `i`, so a slow stretch of the machine shows in both.
+    pub last_samples_ms: Vec<f64>,
 }
 
 /// Churn of one server: every rate tried, up to the first that failed.

@@ -590,7 +590,8 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
         let server_cpu = per_change(server_ticks);
         let gen_cpu = per_change(gen_ticks_total);
         let paired_floor = (!floor_rounds.is_empty()).then(|| {
-            let mut last: Vec<f64> = floor_rounds.iter().map(|r| r.last_ms).collect();
+            let in_order: Vec<f64> = floor_rounds.iter().map(|r| r.last_ms).collect();
+            let mut last = in_order.clone();
             last.sort_by(f64::total_cmp);
             PairedFloor {
                 rounds: floor_rounds.len(),
@@ -601,6 +602,7 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
                     / floor_rounds.len() as f64
                     / n as f64,
                 last_p99_ms: percentile(&last, 0.99),
+                last_samples_ms: in_order,
             }
         });
         let in_order = lat.clone();

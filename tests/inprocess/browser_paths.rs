@@ -61,6 +61,7 @@ fn a_shared_stream_is_untagged_exactly_and_any_other_frame_is_an_error() {
         ": keep-alive\n\n",
         "data: {\"k\":1,\"event\":\"user count\",\"data\":2}\n\n",
         "data: {\"k\":0,\"event\":\"chat message\",\"data\":{\"message\":\"a\\nb\"}}\n\n",
+        "data: {\"k\":12,\"event\":\"say \\\"hi\\\"\",\"data\":\"}\"}\n\n",
     );
     assert_eq!(
         untagged(stream.as_bytes()).unwrap(),
@@ -68,6 +69,7 @@ fn a_shared_stream_is_untagged_exactly_and_any_other_frame_is_an_error() {
             (0, ev("connect", r#"{"sid":"s","mux":"m","k":0}"#)),
             (1, ev("user count", "2")),
             (0, ev("chat message", r#"{"message":"a\nb"}"#)),
+            (12, ev("say \"hi\"", r#""}""#)),
         ]
     );
     for bad in [
@@ -78,6 +80,14 @@ fn a_shared_stream_is_untagged_exactly_and_any_other_frame_is_an_error() {
         "data: {\"k\":0,\"event\":3,\"data\":2}\n\n",
         "data: {\"k\":0,\"data\":2,\"event\":\"user count\"}\n\n",
         "data: {\"k\":0,\"event\":\"user count\",\"data\":2,\"x\":1}\n\n",
+        "data: {\"k\":01,\"event\":\"user count\",\"data\":2}\n\n",
+        "data: {\"k\":,\"event\":\"user count\",\"data\":2}\n\n",
+        "data: {\"k\":0,\"event\":\"user count,\"data\":2}\n\n",
+        "data: {\"k\":0,\"event\":\"user count\",\"data\":nope}\n\n",
+        "data: {\"k\":0,\"event\":\"user count\",\"data\":}\n\n",
+        "data: {\"k\":0,\"event\":\"user count\",\"data\":2\n\n",
+        "data: {\"k\":0,\"event\":\"\\q\",\"data\":2}\n\n",
+        "data: {\"k\":0, \"event\":\"user count\",\"data\":2}\n\n",
     ] {
         assert!(untagged(bad.as_bytes()).is_err(), "{bad:?} was accepted");
     }
