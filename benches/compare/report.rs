@@ -234,6 +234,45 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Goal> {
         fmt(sse_in_turns, 2) + "×",
         sse_in_turns.map(|x| x <= 1.25),
     );
+    // The paths a browser takes: its own `EventSource` after the page, and
+    // the shared stream `ssio.js` opens by default.
+    for (kind, what) in [
+        (Kind::SseReused, "a page's EventSource"),
+        (Kind::Mux, "the shared stream"),
+    ] {
+        let mem = per(kind);
+        goal(
+            &format!("idle memory per client, {what} at N={n}"),
+            "≤ 3 KiB",
+            fmt(mem.map(|b| b / 1024.0), 2) + " KiB",
+            mem.map(|b| b <= 3072.0),
+        );
+        let row = find(&r.fanout, kind, Some(n));
+        let in_turns = row.and_then(|v| {
+            let floor = v.paired_floor.as_ref().and_then(|p| num(p.last_p99_ms))?;
+            num(v.p99_ms).map(|p| p / floor)
+        });
+        goal(
+            &format!("fan-out p99 / floor p99 in turns, {what} at N={n}"),
+            "≤ 1.25×",
+            fmt(in_turns, 2) + "×",
+            in_turns.map(|x| x <= 1.25),
+        );
+        let cpu = row.and_then(|v| {
+            let floor = v
+                .paired_floor
+                .as_ref()
+                .and_then(|p| num(p.per_write_cpu_ns))?;
+            let per_delivery = num(v.server_cpu_ms_per_change)? * 1e6 / n as f64;
+            Some(per_delivery / floor)
+        });
+        goal(
+            &format!("server CPU per delivery / floor's per write in turns, {what} at N={n}"),
+            "≤ 1.15×",
+            fmt(cpu, 2) + "×",
+            cpu.map(|x| x <= 1.15),
+        );
+    }
     // HTTP/2: many streams on one TLS connection, as browsers multiplex.
     let h2_mem = per(Kind::H2);
     goal(
