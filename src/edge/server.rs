@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -28,6 +29,7 @@ use crate::edge::server_api;
 #[cfg(feature = "tls")]
 use crate::edge::tls::{self, Tls};
 use crate::session::Peer;
+use crate::transport::request::RawRequest;
 use crate::transport::{poll_raw, sse_raw};
 
 /// Built without the `tls` feature, no listener serves TLS: the type has
@@ -213,24 +215,11 @@ async fn serve(
                     }
                     return;
                 }
-                let ask = if routed {
-                    None
-                } else {
-                    poll_raw::sniff(&request, &io, peer)
+                let answer = match answer_raw(&mut stream, request, peer, &io, &closing, routed) {
+                    Ok(answer) => answer,
+                    Err(request) => break request.into_bytes(),
                 };
-                let after = if let Some(ask) = ask {
-                    let after = request.after().to_vec();
-                    drop(request);
-                    Box::pin(poll_raw::serve(&mut stream, ask, after, &io, &closing)).await
-                } else if let Some(ask) = plain::sniff(&request, config) {
-                    // The page's own requests, so that the stream a browser
-                    // opens after them on this connection is served raw.
-                    let after = request.after().to_vec();
-                    drop(request);
-                    Box::pin(plain::serve(&mut stream, ask, after, peer, &io, &closing)).await
-                } else {
-                    break request.into_bytes();
-                };
+                let after = answer.await;
                 match after {
                     poll_raw::After::Next(next) => {
                         rest = next;
@@ -246,6 +235,50 @@ async fn serve(
         }
     };
     Box::pin(serve_hyper(stream, prefix, peer, io, watcher)).await;
+}
+
+/// An answer on the raw path, boxed.
+type RawAnswer<'a> = Pin<Box<dyn Future<Output = poll_raw::After> + Send + 'a>>;
+
+/// The raw path's answer to `request` (a poll, a handshake, or one of a
+/// page's plain requests; see `poll_raw` and `plain`), or the request back
+/// for hyper. `routed` requests (a cluster node's resumes) are not polled
+/// here.
+///
+/// A function, not part of `serve`: an `async fn` keeps room for each of
+/// its locals for as long as it runs, even once moved out, and a polling
+/// connection waits in `serve` nearly all its life. Built here, the
+/// answer's future holds only what it needs, and `serve` only a pointer.
+fn answer_raw<'a>(
+    stream: &'a mut TcpStream,
+    request: RawRequest,
+    peer: SocketAddr,
+    io: &'a Io,
+    closing: &'a CancellationToken,
+    routed: bool,
+) -> Result<RawAnswer<'a>, RawRequest> {
+    let polled = match routed {
+        true => None,
+        false => poll_raw::sniff(&request, io, peer),
+    };
+    if let Some(ask) = polled {
+        let after = request.after().to_vec();
+        drop(request);
+        return Ok(match ask.held() {
+            Ok(held) => Box::pin(poll_raw::hold(stream, held, after, io, closing)),
+            Err(ask) => Box::pin(poll_raw::serve(stream, ask, after, io, closing)),
+        });
+    }
+    if let Some(ask) = plain::sniff(&request, io.config()) {
+        // The page's own requests, so that the stream a browser opens
+        // after them on this connection is served raw.
+        let after = request.after().to_vec();
+        drop(request);
+        return Ok(Box::pin(plain::serve(
+            stream, ask, after, peer, io, closing,
+        )));
+    }
+    Err(request)
 }
 
 /// Serves a connection through hyper, which reads `prefix` (what was read

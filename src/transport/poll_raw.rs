@@ -19,6 +19,7 @@
 //! allows pipelining) and are kept for it, up to `--max-header-bytes`.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -116,73 +117,143 @@ pub(crate) fn sniff(request: &RawRequest, io: &Io, peer: SocketAddr) -> Option<A
     })
 }
 
-/// Answers the poll `ask` on `stream`: holds it until events are ready or
-/// pingInterval passes, writes the answer, and says how the connection
-/// goes on. `rest` is what the client sent after the poll's head.
+/// A poll of a live session, split off its [`Ask`] to be held by
+/// [`hold`].
+pub(crate) struct Held {
+    session: Arc<Session>,
+    origin: Option<Vec<u8>>,
+    close: bool,
+}
+
+impl Ask {
+    /// The poll this asks for, to be held by [`hold`]; a handshake is given
+    /// back, to be answered by [`serve`].
+    pub(crate) fn held(self) -> Result<Held, Ask> {
+        match self.what {
+            What::Poll(session) => Ok(Held {
+                session,
+                origin: self.origin,
+                close: self.close,
+            }),
+            what => Err(Ask { what, ..self }),
+        }
+    }
+}
+
+/// Holds the poll `held` until events are ready or pingInterval passes,
+/// writes the answer, and says how the connection goes on. `rest` is what
+/// the client sent after the poll's head.
+///
+/// A polling client spends nearly all its life here, so the caller boxes
+/// this future, which holds only the poll and its answer.
+pub(crate) fn hold<'a>(
+    stream: &'a mut TcpStream,
+    held: Held,
+    rest: Vec<u8>,
+    io: &'a Io,
+    closing: &'a CancellationToken,
+) -> impl Future<Output = After> + Send + 'a {
+    // A block, not an `async fn`: an `async fn` keeps a second copy of
+    // every argument it takes by value for as long as it runs.
+    let mut rest = rest;
+    async move {
+        match poll_held(stream, &held, &mut rest, io, closing).await {
+            true => After::Next(rest),
+            false => After::Close,
+        }
+    }
+}
+
+/// The held poll, then its answer; whether the connection stays open.
+/// `rest` gathers what the client sends while the poll is held.
+async fn poll_held(
+    stream: &mut TcpStream,
+    held: &Held,
+    rest: &mut Vec<u8>,
+    io: &Io,
+    closing: &CancellationToken,
+) -> bool {
+    let Some(result) = wait(stream, held, rest, io).await else {
+        return false;
+    };
+    // Closing after the answer: asked for, or the server is shutting down.
+    let close = held.close || closing.is_cancelled();
+    let cors = head::cors(io.config(), held.origin.as_deref());
+    let out = match result {
+        Ok((body, cursor)) => {
+            let fields = with_cursor(io, json_head(), cursor);
+            answer_bytes(io, fields, cors, body.into_frames(), close)
+        }
+        Err(e) => error_bytes(io, e, cors, close),
+    };
+    stream.write_all(&out).await.is_ok() && !close
+}
+
+/// Waits for the poll's answer while reading the socket: `None` once the
+/// client has gone, or has sent more of its next request than a head may
+/// hold. Its own future, so that its state is gone by the time the answer
+/// is written.
+async fn wait(
+    stream: &mut TcpStream,
+    held: &Held,
+    rest: &mut Vec<u8>,
+    io: &Io,
+) -> Option<Result<(poll::PollBody, Cursor), Error>> {
+    let max = io.config().max_header_bytes;
+    let poll = poll::poll(io, held.session.clone());
+    tokio::pin!(poll);
+    loop {
+        tokio::select! {
+            r = &mut poll => return Some(r),
+            // Dropping the held poll puts the cursor back for the next one.
+            // What comes meanwhile goes straight into `rest`, which
+            // allocates only once something does.
+            r = stream.read_buf(rest) => match r {
+                Ok(0) | Err(_) => return None,
+                Ok(_) if rest.len() > max => return None,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+/// Answers the handshake `ask` on `stream` (a poll is held by [`hold`]),
+/// and says how the connection goes on. `rest` is what the client sent
+/// after the handshake's head.
 pub(crate) async fn serve(
     stream: &mut TcpStream,
     ask: Ask,
-    mut rest: Vec<u8>,
+    rest: Vec<u8>,
     io: &Io,
     closing: &CancellationToken,
 ) -> After {
     let config = io.config();
-    let max = config.max_header_bytes;
     let cors = head::cors(config, ask.origin.as_deref());
-    // Closing after the answer: asked for, or the server is shutting down.
-    let close = |ask_close: bool| ask_close || closing.is_cancelled();
-    let asked = ask.close;
-    let session = match ask.what {
-        What::Poll(session) => session,
-        What::Handshake(handshake) => {
-            // Boxed: starting a session is a large future, and in place it
-            // would make every held poll's future that large.
-            return match Box::pin(poll::handshake(io, *handshake)).await {
-                Ok((sid, body, cursor)) => {
-                    let mut fields = json_head();
-                    fields.push(("x-session-id", sid.to_string().into()));
-                    let frames = VecDeque::from([body]);
-                    answer(
-                        stream,
-                        io,
-                        with_cursor(io, fields, cursor),
-                        cors,
-                        frames,
-                        rest,
-                        close(asked),
-                    )
-                    .await
-                }
-                Err(e) => answer_error(stream, io, e, cors, rest, close(asked)).await,
-            };
-        }
+    let close = ask.close || closing.is_cancelled();
+    let handshake = match ask.what {
+        What::Handshake(handshake) => handshake,
+        What::Poll(_) => unreachable!("a poll is held by hold, never served here"),
     };
-    let held = poll::poll(io, session);
-    tokio::pin!(held);
-    let mut scratch = [0u8; 64];
-    let result = loop {
-        tokio::select! {
-            r = &mut held => break r,
-            // Dropping the held poll puts the cursor back for the next one.
-            r = stream.read(&mut scratch) => match r {
-                Ok(0) | Err(_) => return After::Close,
-                Ok(n) => {
-                    rest.extend_from_slice(&scratch[..n]);
-                    if rest.len() > max {
-                        return After::Close;
-                    }
-                }
-            },
+    // Boxed: starting a session is a large future, and only this path
+    // waits on it.
+    let out = match Box::pin(poll::handshake(io, *handshake)).await {
+        Ok((sid, body, cursor)) => {
+            let mut fields = json_head();
+            fields.push(("x-session-id", sid.to_string().into()));
+            let frames = VecDeque::from([body]);
+            answer_bytes(io, with_cursor(io, fields, cursor), cors, frames, close)
         }
+        Err(e) => error_bytes(io, e, cors, close),
     };
-    match result {
-        Ok((body, cursor)) => {
-            let frames = body.into_frames();
-            let fields = with_cursor(io, json_head(), cursor);
-            answer(stream, io, fields, cors, frames, rest, close(asked)).await
-        }
-        Err(e) => answer_error(stream, io, e, cors, rest, close(asked)).await,
+    write_answer(stream, out, rest, close).await
+}
+
+/// Writes an answer built by [`answer_bytes`] or [`error_bytes`].
+async fn write_answer(stream: &mut TcpStream, out: Vec<u8>, rest: Vec<u8>, close: bool) -> After {
+    if stream.write_all(&out).await.is_err() || close {
+        return After::Close;
     }
+    After::Next(rest)
 }
 
 fn json_head() -> head::Head {
@@ -197,25 +268,24 @@ fn with_cursor(io: &Io, mut fields: head::Head, cursor: Cursor) -> head::Head {
     fields
 }
 
-/// Writes a 200 answer: `fields`, the CORS and node headers, the body.
-async fn answer(
-    stream: &mut TcpStream,
+/// A 200 answer: `fields`, the CORS and node headers, the body. Built
+/// before anything is written, so that no future waiting on the socket
+/// holds what built it.
+fn answer_bytes(
     io: &Io,
     mut fields: head::Head,
     cors: head::Head,
     frames: VecDeque<Bytes>,
-    rest: Vec<u8>,
     close: bool,
-) -> After {
+) -> Vec<u8> {
     fields.extend(cors);
     if let Some(node) = io.config().cluster_node() {
         fields.push((head::NODE, node.to_string().into()));
     }
     let len: usize = frames.iter().map(|b| b.len()).sum();
     io.hub().metrics.response_bytes(len as u64);
-    let closing_now = close;
     let mut extra = format!("content-length: {len}\r\n");
-    if closing_now {
+    if close {
         extra.push_str("connection: close\r\n");
     }
     let mut out = head::raw(hyper::StatusCode::OK, &fields, &extra).into_bytes();
@@ -223,32 +293,17 @@ async fn answer(
     for b in &frames {
         out.extend_from_slice(b);
     }
-    drop(frames);
-    if stream.write_all(&out).await.is_err() || closing_now {
-        return After::Close;
-    }
-    After::Next(rest)
+    out
 }
 
-/// Writes `e` as the router would, leaving the connection open as hyper
-/// does after an error it answered.
-async fn answer_error(
-    stream: &mut TcpStream,
-    io: &Io,
-    e: Error,
-    cors: head::Head,
-    rest: Vec<u8>,
-    close: bool,
-) -> After {
+/// `e` as the router would answer it, leaving the connection open (unless
+/// `close`) as hyper does after an error it answered.
+fn error_bytes(io: &Io, e: Error, cors: head::Head, close: bool) -> Vec<u8> {
     io.refused("GET", "/poll", &e);
     io.hub().metrics.response_bytes(e.body().len() as u64);
-    let answer = if close {
+    if close {
         head::raw_error(&e, cors)
     } else {
         head::raw_error_open(&e, cors)
-    };
-    if stream.write_all(&answer).await.is_err() || close {
-        return After::Close;
     }
-    After::Next(rest)
 }
