@@ -164,77 +164,84 @@ impl Drop for AbortOnDrop {
 /// next head; anything else through hyper, which reads that head again
 /// from what was read and times later heads on a keep-alive connection
 /// itself.
-async fn serve(
+///
+/// A function returning a block, not an `async fn`: an `async fn` keeps a
+/// second copy of every argument it takes by value for as long as it runs,
+/// and a polling connection runs here nearly all its life.
+fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     io: Io,
     watcher: Watcher,
     closing: CancellationToken,
     tracker: TaskTracker,
-) {
-    let config = io.config();
-    // One deadline from accept to the end of the first head.
-    let mut deadline = tokio::time::Instant::now() + config.header_timeout();
+) -> impl Future<Output = ()> + Send {
     let mut stream = stream;
-    // What a client sent after a poll answered on the raw path: the start
-    // of its next request.
-    let mut rest = Vec::new();
-    let prefix = loop {
-        // Boxed: its refusal path holds a 4 KiB drain buffer, and a future
-        // awaited in place would make every connection's task that large
-        // for its whole life, long after the head was read.
-        let max = config.max_header_bytes;
-        let first = tokio::select! {
-            f = Box::pin(accept::first_head(&mut stream, deadline, max, config, rest)) => f,
-            _ = closing.cancelled() => return,
-        };
-        match first {
-            accept::First::Request(request) => {
-                // A cluster node routes resumes, which may belong to
-                // another node, through the router.
-                let routed = config.cluster_node().is_some() && request.resumes();
-                if !routed && sse_raw::sniff_mux(&request, config) {
-                    // A browser's shared stream, after its page on this
-                    // connection or on a new one: raw, as a plain stream.
-                    let start = sse_raw::start_mux(stream, request, peer, io.clone());
-                    if let Some(streaming) = Box::pin(start).await {
-                        tracker.spawn(streaming);
+    async move {
+        let config = io.config();
+        // One deadline from accept to the end of the first head.
+        let mut deadline = tokio::time::Instant::now() + config.header_timeout();
+        // What a client sent after a poll answered on the raw path: the start
+        // of its next request.
+        let mut rest = Vec::new();
+        let prefix = loop {
+            // Boxed: its refusal path holds a 4 KiB drain buffer, and a future
+            // awaited in place would make every connection's task that large
+            // for its whole life, long after the head was read.
+            let max = config.max_header_bytes;
+            let first = tokio::select! {
+                f = Box::pin(accept::first_head(&mut stream, deadline, max, config, rest)) => f,
+                _ = closing.cancelled() => return,
+            };
+            match first {
+                accept::First::Request(request) => {
+                    // A cluster node routes resumes, which may belong to
+                    // another node, through the router.
+                    let routed = config.cluster_node().is_some() && request.resumes();
+                    if !routed && sse_raw::sniff_mux(&request, config) {
+                        // A browser's shared stream, after its page on this
+                        // connection or on a new one: raw, as a plain stream.
+                        let start = sse_raw::start_mux(stream, request, peer, io.clone());
+                        if let Some(streaming) = Box::pin(start).await {
+                            tracker.spawn(streaming);
+                        }
+                        return;
                     }
-                    return;
-                }
-                if !routed && sse_raw::sniff(&request) {
-                    // Boxed, as every long wait here is: a task is as large
-                    // as the largest state of its future, so one path
-                    // awaited in place would make every connection pay for
-                    // it, whichever path it takes.
-                    let start = sse_raw::start(stream, request, peer, io.clone());
-                    if let Some(streaming) = Box::pin(start).await {
-                        // The stream gets a task of its own, exactly its
-                        // size, and this one ends.
-                        tracker.spawn(streaming);
+                    if !routed && sse_raw::sniff(&request) {
+                        // Boxed, as every long wait here is: a task is as large
+                        // as the largest state of its future, so one path
+                        // awaited in place would make every connection pay for
+                        // it, whichever path it takes.
+                        let start = sse_raw::start(stream, request, peer, io.clone());
+                        if let Some(streaming) = Box::pin(start).await {
+                            // The stream gets a task of its own, exactly its
+                            // size, and this one ends.
+                            tracker.spawn(streaming);
+                        }
+                        return;
                     }
-                    return;
-                }
-                let answer = match answer_raw(&mut stream, request, peer, &io, &closing, routed) {
-                    Ok(answer) => answer,
-                    Err(request) => break request.into_bytes(),
-                };
-                let after = answer.await;
-                match after {
-                    poll_raw::After::Next(next) => {
-                        rest = next;
-                        // As hyper times a keep-alive connection's next
-                        // head: from the end of the last response.
-                        deadline = tokio::time::Instant::now() + config.header_timeout();
+                    let answer = match answer_raw(&mut stream, request, peer, &io, &closing, routed)
+                    {
+                        Ok(answer) => answer,
+                        Err(request) => break request.into_bytes(),
+                    };
+                    let after = answer.await;
+                    match after {
+                        poll_raw::After::Next(next) => {
+                            rest = next;
+                            // As hyper times a keep-alive connection's next
+                            // head: from the end of the last response.
+                            deadline = tokio::time::Instant::now() + config.header_timeout();
+                        }
+                        poll_raw::After::Close => return,
                     }
-                    poll_raw::After::Close => return,
                 }
+                accept::First::Other(buf) => break buf,
+                accept::First::Refused | accept::First::Gone => return,
             }
-            accept::First::Other(buf) => break buf,
-            accept::First::Refused | accept::First::Gone => return,
-        }
-    };
-    Box::pin(serve_hyper(stream, prefix, peer, io, watcher)).await;
+        };
+        Box::pin(serve_hyper(stream, prefix, peer, io, watcher)).await;
+    }
 }
 
 /// An answer on the raw path, boxed.
