@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -206,12 +206,25 @@ async fn wait(
         tokio::select! {
             r = &mut poll => return Some(r),
             // Dropping the held poll puts the cursor back for the next one.
-            // What comes meanwhile goes straight into `rest`, which
-            // allocates only once something does.
-            r = stream.read_buf(rest) => match r {
-                Ok(0) | Err(_) => return None,
-                Ok(_) if rest.len() > max => return None,
-                Ok(_) => {}
+            // Readiness first, then a read into the stack: a buffer kept
+            // in this future, or reserved in `rest` ahead of any byte,
+            // would cost every held poll for its whole life.
+            r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
+                if r.is_err() {
+                    return None;
+                }
+                let mut buf = [0u8; 1024];
+                match stream.try_read(&mut buf) {
+                    Ok(0) => return None,
+                    Ok(n) => {
+                        rest.extend_from_slice(&buf[..n]);
+                        if rest.len() > max {
+                            return None;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return None,
+                }
             },
         }
     }
