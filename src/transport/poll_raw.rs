@@ -125,17 +125,34 @@ pub(crate) struct Held {
     close: bool,
 }
 
+/// A plain `GET /poll` handshake, split off its [`Ask`] to be answered by
+/// [`serve`].
+pub(crate) struct Handshaking {
+    handshake: Box<Handshake>,
+    origin: Option<Vec<u8>>,
+    close: bool,
+}
+
 impl Ask {
-    /// The poll this asks for, to be held by [`hold`]; a handshake is given
-    /// back, to be answered by [`serve`].
-    pub(crate) fn held(self) -> Result<Held, Ask> {
-        match self.what {
+    /// The poll this asks for, to be held by [`hold`], or the handshake, to
+    /// be answered by [`serve`].
+    pub(crate) fn held(self) -> Result<Held, Handshaking> {
+        let Ask {
+            what,
+            origin,
+            close,
+        } = self;
+        match what {
             What::Poll(session) => Ok(Held {
                 session,
-                origin: self.origin,
-                close: self.close,
+                origin,
+                close,
             }),
-            what => Err(Ask { what, ..self }),
+            What::Handshake(handshake) => Err(Handshaking {
+                handshake,
+                origin,
+                close,
+            }),
         }
     }
 }
@@ -235,21 +252,23 @@ async fn wait(
 /// after the handshake's head.
 pub(crate) async fn serve(
     stream: &mut TcpStream,
-    ask: Ask,
+    ask: Handshaking,
     rest: Vec<u8>,
     io: &Io,
     closing: &CancellationToken,
 ) -> After {
-    let config = io.config();
-    let cors = head::cors(config, ask.origin.as_deref());
-    let close = ask.close || closing.is_cancelled();
-    let handshake = match ask.what {
-        What::Handshake(handshake) => handshake,
-        What::Poll(_) => unreachable!("a poll is held by hold, never served here"),
-    };
+    let Handshaking {
+        handshake,
+        origin,
+        close,
+    } = ask;
     // Boxed: starting a session is a large future, and only this path
     // waits on it.
-    let out = match Box::pin(poll::handshake(io, *handshake)).await {
+    let started = Box::pin(poll::handshake(io, *handshake)).await;
+    // Closing after the answer: asked for, or the server is shutting down.
+    let close = close || closing.is_cancelled();
+    let cors = head::cors(io.config(), origin.as_deref());
+    let out = match started {
         Ok((sid, body, cursor)) => {
             let mut fields = json_head();
             fields.push(("x-session-id", sid.to_string().into()));
