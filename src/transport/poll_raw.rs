@@ -174,36 +174,22 @@ pub(crate) fn hold<'a>(
     // every argument it takes by value for as long as it runs.
     let mut rest = rest;
     async move {
-        match poll_held(stream, &held, &mut rest, io, closing).await {
-            true => After::Next(rest),
-            false => After::Close,
-        }
+        let Some(result) = wait(stream, &held, &mut rest, io).await else {
+            return After::Close;
+        };
+        // Closing after the answer: asked for, or the server is shutting
+        // down.
+        let close = held.close || closing.is_cancelled();
+        let cors = head::cors(io.config(), held.origin.as_deref());
+        let out = match result {
+            Ok((body, cursor)) => {
+                let fields = with_cursor(io, json_head(), cursor);
+                answer_bytes(io, fields, cors, body.into_frames(), close)
+            }
+            Err(e) => error_bytes(io, e, cors, close),
+        };
+        write_answer(stream, out, rest, close).await
     }
-}
-
-/// The held poll, then its answer; whether the connection stays open.
-/// `rest` gathers what the client sends while the poll is held.
-async fn poll_held(
-    stream: &mut TcpStream,
-    held: &Held,
-    rest: &mut Vec<u8>,
-    io: &Io,
-    closing: &CancellationToken,
-) -> bool {
-    let Some(result) = wait(stream, held, rest, io).await else {
-        return false;
-    };
-    // Closing after the answer: asked for, or the server is shutting down.
-    let close = held.close || closing.is_cancelled();
-    let cors = head::cors(io.config(), held.origin.as_deref());
-    let out = match result {
-        Ok((body, cursor)) => {
-            let fields = with_cursor(io, json_head(), cursor);
-            answer_bytes(io, fields, cors, body.into_frames(), close)
-        }
-        Err(e) => error_bytes(io, e, cors, close),
-    };
-    stream.write_all(&out).await.is_ok() && !close
 }
 
 /// Waits for the poll's answer while reading the socket: `None` once the
