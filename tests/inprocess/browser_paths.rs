@@ -88,6 +88,7 @@ fn a_shared_stream_is_untagged_exactly_and_any_other_frame_is_an_error() {
         "data: {\"k\":0,\"event\":\"user count\",\"data\":2\n\n",
         "data: {\"k\":0,\"event\":\"\\q\",\"data\":2}\n\n",
         "data: {\"k\":0, \"event\":\"user count\",\"data\":2}\n\n",
+        "data: {\"k\":0,\"event\": \"user count\",\"data\":2}\n\n",
     ] {
         assert!(untagged(bad.as_bytes()).is_err(), "{bad:?} was accepted");
     }

@@ -169,13 +169,15 @@ fn untag(data: &str) -> io::Result<(u64, Event)> {
     let rest = rest[digits..]
         .strip_prefix(r#","event":"#)
         .ok_or_else(wrong)?;
-    let name_len = json_string_len(rest).ok_or_else(wrong)?;
-    let (name, rest) = rest.split_at(name_len);
-    let event = if name.contains('\\') {
-        serde_json::from_str(name).map_err(|_| wrong())?
-    } else {
-        name[1..name.len() - 1].to_string()
-    };
+    // The name is a JSON string, right after the colon as the server
+    // writes it: read it as one, escapes and all, and go on from where it
+    // ends.
+    if !rest.starts_with('"') {
+        return Err(wrong());
+    }
+    let mut names = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+    let event = names.next().ok_or_else(wrong)?.map_err(|_| wrong())?;
+    let rest = &rest[names.byte_offset()..];
     let inner = rest
         .strip_prefix(r#","data":"#)
         .and_then(|r| r.strip_suffix('}'))
@@ -188,23 +190,6 @@ fn untag(data: &str) -> io::Result<(u64, Event)> {
             data: inner.to_string(),
         },
     ))
-}
-
-/// The length of the JSON string at the start of `text`, quotes included.
-fn json_string_len(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    if bytes.first() != Some(&b'"') {
-        return None;
-    }
-    let mut i = 1;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
-        }
-    }
-    None
 }
 
 /// The `sid` of a `connect` event's data.
