@@ -184,7 +184,7 @@ where
             }
             sid => {
                 let session = lookup(io, sid.sid()?)?;
-                let (body, cursor) = poll::poll(io, session).await?;
+                let (body, cursor) = poll::poll(io, session)?.await;
                 let mut res = http::json_body(StatusCode::OK, BoxBody::new(body));
                 cursor_header(io, &mut res, cursor);
                 Ok(res)

@@ -16,11 +16,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Socket as RawSocket, Type};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::api::io::Io;
+use crate::config::Config;
 use crate::edge::accept::{self, Prefixed};
 use crate::edge::plain;
 use crate::edge::refusal::JsonRefusals;
@@ -193,59 +195,103 @@ fn serve(
                 f = Box::pin(accept::first_head(&mut stream, deadline, max, config, rest)) => f,
                 _ = closing.cancelled() => return,
             };
-            match first {
-                accept::First::Request(request) => {
-                    // A cluster node routes resumes, which may belong to
-                    // another node, through the router.
-                    let routed = config.cluster_node().is_some() && request.resumes();
-                    if !routed && sse_raw::sniff_mux(&request, config) {
-                        // A browser's shared stream, after its page on this
-                        // connection or on a new one: raw, as a plain stream.
-                        let start = sse_raw::start_mux(stream, request, peer, io.clone());
-                        if let Some(streaming) = Box::pin(start).await {
-                            tracker.spawn(streaming);
-                        }
-                        return;
-                    }
-                    if !routed && sse_raw::sniff(&request) {
-                        // Boxed, as every long wait here is: a task is as large
-                        // as the largest state of its future, so one path
-                        // awaited in place would make every connection pay for
-                        // it, whichever path it takes.
-                        let start = sse_raw::start(stream, request, peer, io.clone());
-                        if let Some(streaming) = Box::pin(start).await {
-                            // The stream gets a task of its own, exactly its
-                            // size, and this one ends.
-                            tracker.spawn(streaming);
-                        }
-                        return;
-                    }
-                    let answer = match answer_raw(&mut stream, request, peer, &io, &closing, routed)
-                    {
-                        Ok(answer) => answer,
-                        Err(request) => break request.into_bytes(),
-                    };
-                    let after = answer.await;
-                    match after {
-                        poll_raw::After::Next(next) => {
-                            rest = next;
-                            // As hyper times a keep-alive connection's next
-                            // head: from the end of the last response.
-                            deadline = tokio::time::Instant::now() + config.header_timeout();
-                        }
-                        poll_raw::After::Close => return,
-                    }
+            // Every value here is moved whole into what is awaited next,
+            // never matched in place or borrowed: a task keeps room for a
+            // local that was, across every later wait, and a polling
+            // connection waits below nearly all its life.
+            let (request, routed) = match route(first, config) {
+                Route::Stream { request, mux } => {
+                    // Boxed, as every long wait here is: a task is as large
+                    // as the largest state of its future, so one path
+                    // awaited in place would make every connection pay for
+                    // it, whichever path it takes.
+                    Box::pin(stream_raw(stream, request, mux, peer, io, tracker)).await;
+                    return;
                 }
-                accept::First::Other(buf) => break buf,
-                accept::First::Refused | accept::First::Gone => return,
+                Route::Other { request, routed } => (request, routed),
+                Route::Hyper(buf) => break buf,
+                Route::Done => return,
+            };
+            let answer = match answer_raw(&mut stream, request, peer, &io, &closing, routed) {
+                Ok(answer) => answer,
+                Err(request) => break request.into_bytes(),
+            };
+            match answer.await {
+                poll_raw::After::Next(next) => {
+                    rest = next;
+                    // As hyper times a keep-alive connection's next
+                    // head: from the end of the last response.
+                    deadline = tokio::time::Instant::now() + config.header_timeout();
+                }
+                poll_raw::After::Close => return,
             }
         };
         Box::pin(serve_hyper(stream, prefix, peer, io, watcher)).await;
     }
 }
 
-/// An answer on the raw path, boxed.
-type RawAnswer<'a> = Pin<Box<dyn Future<Output = poll_raw::After> + Send + 'a>>;
+/// Where a connection's head goes.
+enum Route {
+    /// A plain `GET /events`, or (`mux`) a browser's shared stream
+    /// `GET /events?mux=1`, after its page on this connection or on a new
+    /// one: served raw.
+    Stream { request: RawRequest, mux: bool },
+    /// Anything else that parsed: answered raw if it can be (see
+    /// `answer_raw`), else by hyper. `routed` requests (a cluster node's
+    /// resumes, which may belong to another node) go through the router.
+    Other { request: RawRequest, routed: bool },
+    /// Not HTTP/1 (the HTTP/2 preface): hyper's, with what was read.
+    Hyper(Vec<u8>),
+    /// Refused or gone: the connection is over.
+    Done,
+}
+
+/// Where `first` goes. A function taking the head by value, so that the
+/// task that awaits what it returns never holds the head itself.
+fn route(first: accept::First, config: &Config) -> Route {
+    let request = match first {
+        accept::First::Request(request) => request,
+        accept::First::Other(buf) => return Route::Hyper(buf),
+        accept::First::Refused | accept::First::Gone => return Route::Done,
+    };
+    // A cluster node routes resumes, which may belong to another node,
+    // through the router.
+    let routed = config.cluster_node().is_some() && request.resumes();
+    if !routed && sse_raw::sniff_mux(&request, config) {
+        return Route::Stream { request, mux: true };
+    }
+    if !routed && sse_raw::sniff(&request) {
+        return Route::Stream {
+            request,
+            mux: false,
+        };
+    }
+    Route::Other { request, routed }
+}
+
+/// Starts the stream `request` asks for on `stream`: once started, it
+/// gets a task of its own, exactly its size, and the connection's task
+/// ends.
+async fn stream_raw(
+    stream: TcpStream,
+    request: RawRequest,
+    mux: bool,
+    peer: SocketAddr,
+    io: Io,
+    tracker: TaskTracker,
+) {
+    if mux {
+        if let Some(streaming) = sse_raw::start_mux(stream, request, peer, io).await {
+            tracker.spawn(streaming);
+        }
+    } else if let Some(streaming) = sse_raw::start(stream, request, peer, io).await {
+        tracker.spawn(streaming);
+    }
+}
+
+/// An answer on the raw path: a held poll in place, anything else boxed.
+type RawAnswer<'a> =
+    Either<poll_raw::Hold<'a>, Pin<Box<dyn Future<Output = poll_raw::After> + Send + 'a>>>;
 
 /// The raw path's answer to `request` (a poll, a handshake, or one of a
 /// page's plain requests; see `poll_raw` and `plain`), or the request back
@@ -272,8 +318,10 @@ fn answer_raw<'a>(
         let after = request.after().to_vec();
         drop(request);
         return Ok(match ask.held() {
-            Ok(held) => Box::pin(poll_raw::hold(stream, held, after, io, closing)),
-            Err(ask) => Box::pin(poll_raw::serve(stream, ask, after, io, closing)),
+            // In place: a polling connection waits here nearly all its
+            // life, and a box of its own would cost it an allocation.
+            Ok(held) => Either::Left(poll_raw::hold(stream, held, after, io, closing)),
+            Err(ask) => Either::Right(Box::pin(poll_raw::serve(stream, ask, after, io, closing))),
         });
     }
     if let Some(ask) = plain::sniff(&request, io.config()) {
@@ -281,9 +329,9 @@ fn answer_raw<'a>(
         // after them on this connection is served raw.
         let after = request.after().to_vec();
         drop(request);
-        return Ok(Box::pin(plain::serve(
+        return Ok(Either::Right(Box::pin(plain::serve(
             stream, ask, after, peer, io, closing,
-        )));
+        ))));
     }
     Err(request)
 }

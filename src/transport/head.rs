@@ -23,12 +23,18 @@ pub(crate) type Head = Vec<(&'static str, Cow<'static, str>)>;
 /// and every response says `Vary: Origin` so that no cache hands one
 /// origin's answer to another.
 pub(crate) fn cors(config: &Config, origin: Option<&[u8]>) -> Head {
+    cors_listed(config, origin.and_then(|o| listed_origin(config, o)))
+}
+
+/// [`cors`] for an `Origin` already looked up with [`listed_origin`]: a
+/// held poll keeps the index, not the header.
+pub(crate) fn cors_listed(config: &Config, listed: Option<usize>) -> Head {
     if config.cors_any() {
         return vec![("access-control-allow-origin", "*".into())];
     }
     let mut head: Head = Vec::with_capacity(2);
-    if let Some(origin) = origin.and_then(|o| allowed_origin(config, o)) {
-        head.push(("access-control-allow-origin", origin.to_string().into()));
+    if let Some(origin) = listed.and_then(|i| config.cors_origins.get(i)) {
+        head.push(("access-control-allow-origin", origin.clone().into()));
     }
     head.push(("vary", "Origin".into()));
     head
@@ -37,11 +43,15 @@ pub(crate) fn cors(config: &Config, origin: Option<&[u8]>) -> Head {
 /// The listed origin `origin` is, if any. Compared byte for byte, as
 /// browsers send it (scheme, host, port; no path, no trailing slash).
 pub(crate) fn allowed_origin<'c>(config: &'c Config, origin: &[u8]) -> Option<&'c str> {
+    listed_origin(config, origin).map(|i| config.cors_origins[i].as_str())
+}
+
+/// Where `origin` is in `--cors-origin`, if it is listed.
+pub(crate) fn listed_origin(config: &Config, origin: &[u8]) -> Option<usize> {
     config
         .cors_origins
         .iter()
-        .find(|o| o.as_bytes() == origin)
-        .map(String::as_str)
+        .position(|o| o.as_bytes() == origin)
 }
 
 /// Names the node that answered, on every response of a cluster node, so a

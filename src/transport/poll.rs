@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -51,7 +52,7 @@ pub(crate) async fn handshake(
 }
 
 /// Puts the cursor back and re-arms the expiry however the poll ends,
-/// including when hyper drops the request because the client went away.
+/// including when it is dropped because the client went away.
 struct Pending {
     io: Io,
     session: Arc<Session>,
@@ -88,6 +89,13 @@ impl PollBody {
         self.remaining += bytes.len() as u64;
         self.frames.push_back(bytes);
     }
+
+    /// The comma before every event but the first.
+    fn separate(&mut self, events: usize) {
+        if events > 0 {
+            self.push(Bytes::from_static(b","));
+        }
+    }
 }
 
 impl Body for PollBody {
@@ -121,7 +129,10 @@ impl Body for PollBody {
 /// Everything ready goes in one answer, so a client that polls again at
 /// once keeps up with any rate the log can hold.
 /// With it, the client's resume position once it has read them all.
-pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<(PollBody, Cursor), Error> {
+///
+/// The checks and the taking of the cursor happen here, at once; the
+/// returned [`Polling`] holds the poll.
+pub(crate) fn poll(io: &Io, session: Arc<Session>) -> Result<Polling, Error> {
     if session.transport != Transport::Polling {
         return Err(Error::WrongTransport);
     }
@@ -130,29 +141,53 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<(PollBody, Cu
         Err(TakeError::Closed) => return Err(Error::UnknownSession),
         Err(TakeError::Pending) => return Err(Error::PollPending),
     };
-    let mut pending = Pending {
-        io: io.clone(),
-        session: session.clone(),
-        delivery: Some(delivery),
-    };
+    Ok(Polling {
+        timer: tokio::time::sleep(io.config().ping_interval()),
+        pending: Pending {
+            io: io.clone(),
+            session,
+            delivery: Some(delivery),
+        },
+    })
+}
 
-    let held = std::time::Instant::now();
-    let max = io.config().max_poll_bytes;
-    let mut body = PollBody {
-        frames: VecDeque::new(),
-        remaining: 0,
-    };
-    body.push(Bytes::from_static(b"["));
-    let mut events = 0usize;
-    let mut bytes = 0usize;
-    let mut closed = None;
-    let mut delivered = 0;
-    let wait = std::future::poll_fn(|cx| {
+pin_project_lite::pin_project! {
+    /// A held poll: ready with the answer and the client's resume position
+    /// once events are ready or pingInterval has passed (`[]`).
+    ///
+    /// A named future, not an `async fn`: a polling client spends nearly
+    /// all its life here, and an `async fn`'s state keeps room for every
+    /// local it ever had (the answer being built, its counters, the clock
+    /// read when it started), where this holds only the cursor and the
+    /// timer. The answer is built in the one call that finds it ready.
+    pub(crate) struct Polling {
+        pending: Pending,
+        #[pin]
+        timer: tokio::time::Sleep,
+    }
+}
+
+impl Future for Polling {
+    type Output = (PollBody, Cursor);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let pending = this.pending;
+        let io = &pending.io;
         let d = pending
             .delivery
             .as_mut()
             .expect("cursor present while polling");
-        // Drain everything ready now into one response, up to the bound.
+        let max = io.config().max_poll_bytes;
+        let mut body = PollBody {
+            frames: VecDeque::new(),
+            remaining: 0,
+        };
+        let mut events = 0usize;
+        let mut bytes = 0usize;
+        let mut closed = None;
+        let mut delivered = 0;
+        // Drain everything ready now into one answer, up to the bound.
         loop {
             let before = d.position();
             let json = match d.poll_next(cx) {
@@ -161,9 +196,7 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<(PollBody, Cu
                     if reason == DisconnectReason::ServerShutdown {
                         // Come back later, each client at its own moment.
                         let spread = io.config().reconnect_spread_ms;
-                        if events > 0 {
-                            body.push(Bytes::from_static(b","));
-                        }
+                        body.separate(events);
                         events += 1;
                         body.push(Packet::retry(fastrand::u64(0..=spread)).json);
                     }
@@ -173,45 +206,48 @@ pub(crate) async fn poll(io: &Io, session: Arc<Session>) -> Result<(PollBody, Cu
                     let json = item.packet().map(|p| p.json.clone()).unwrap_or_default();
                     if events > 0 && bytes + json.len() > max {
                         d.put_back(item, before);
-                        return Poll::Ready(());
+                        break;
                     }
                     delivered += 1;
                     json
                 }
-                Poll::Pending if events == 0 => return Poll::Pending,
-                Poll::Pending => return Poll::Ready(()),
+                // Nothing yet: wait, unless pingInterval has passed.
+                Poll::Pending if events == 0 => {
+                    std::task::ready!(this.timer.as_mut().poll(cx));
+                    break;
+                }
+                Poll::Pending => break,
             };
-            if events > 0 {
-                body.push(Bytes::from_static(b","));
-            }
+            body.separate(events);
             events += 1;
             bytes += json.len();
             body.push(json);
             if closed.is_some() {
-                return Poll::Ready(());
+                break;
             }
         }
-    });
-    let _ = tokio::time::timeout(io.config().ping_interval(), wait).await;
-    let metrics = &io.hub().metrics;
-    metrics.poll_held(held.elapsed());
-    if let Some(d) = pending.delivery.as_mut() {
-        // This response is the write: nothing more will ask until the
-        // next poll.
+        let metrics = &io.hub().metrics;
+        let started = this.timer.deadline() - io.config().ping_interval();
+        metrics.poll_held(started.elapsed());
+        // This answer is the write: nothing more will ask until the next
+        // poll.
         d.settle();
+        // The body's bytes are counted with every other response's.
+        metrics.written(delivered, 0);
+        body.frames.push_front(Bytes::from_static(b"["));
+        body.remaining += 1;
+        body.push(Bytes::from_static(b"]"));
+        let cursor = pending.session.cursor(d);
+        let delivery = pending.delivery.take().expect("cursor present");
+        match closed {
+            Some(reason) => {
+                drop(delivery);
+                let session = &pending.session;
+                io.hub()
+                    .disconnect_incarnation(session.sid, session.incarnation, reason);
+            }
+            None => io.hub().park(&pending.session, delivery),
+        }
+        Poll::Ready((body, cursor))
     }
-    // The body's bytes are counted with every other response's.
-    metrics.written(delivered, 0);
-    body.push(Bytes::from_static(b"]"));
-    let cursor = pending
-        .delivery
-        .as_ref()
-        .map(|d| session.cursor(d))
-        .expect("cursor present until the poll ends");
-    if let Some(reason) = closed {
-        pending.delivery = None;
-        io.hub()
-            .disconnect_incarnation(session.sid, session.incarnation, reason);
-    }
-    Ok((body, cursor))
 }

@@ -21,10 +21,12 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -41,8 +43,9 @@ use crate::transport::request::{connection_close, RawRequest};
 /// A plain request this module can answer.
 pub(crate) struct Ask {
     what: What,
-    /// The request's `Origin`, for the CORS headers.
-    origin: Option<Vec<u8>>,
+    /// Where the request's `Origin` is in `--cors-origin`, for the CORS
+    /// headers.
+    origin: Option<usize>,
     /// The client asked to close the connection after the answer.
     close: bool,
 }
@@ -97,7 +100,7 @@ pub(crate) fn sniff(request: &RawRequest, io: &Io, peer: SocketAddr) -> Option<A
             close |= connection_close(value)?;
         }
         if name.eq_ignore_ascii_case("origin") {
-            origin = Some(value.to_vec());
+            origin = head::listed_origin(io.config(), value);
         }
     }
     let what = match sid {
@@ -121,7 +124,7 @@ pub(crate) fn sniff(request: &RawRequest, io: &Io, peer: SocketAddr) -> Option<A
 /// [`hold`].
 pub(crate) struct Held {
     session: Arc<Session>,
-    origin: Option<Vec<u8>>,
+    origin: Option<usize>,
     close: bool,
 }
 
@@ -129,7 +132,7 @@ pub(crate) struct Held {
 /// [`serve`].
 pub(crate) struct Handshaking {
     handshake: Box<Handshake>,
-    origin: Option<Vec<u8>>,
+    origin: Option<usize>,
     close: bool,
 }
 
@@ -157,30 +160,86 @@ impl Ask {
     }
 }
 
-/// Holds the poll `held` until events are ready or pingInterval passes,
-/// writes the answer, and says how the connection goes on. `rest` is what
-/// the client sent after the poll's head.
-///
-/// A polling client spends nearly all its life here, so the caller boxes
-/// this future, which holds only the poll and its answer.
+pin_project_lite::pin_project! {
+    /// A poll held on the raw path: waits until events are ready or
+    /// pingInterval passes, writes the answer, and says how the connection
+    /// goes on.
+    ///
+    /// A polling client spends nearly all its life here, inside its
+    /// connection's task, which awaits this in place rather than boxed. So
+    /// this is a named future that holds only the poll and what its answer
+    /// needs, and then only the answer's bytes: an async block would keep
+    /// room for the poll it was given beside the one it polls, and for
+    /// every value it built on the way.
+    pub(crate) struct Hold<'a> {
+        #[pin]
+        stage: Stage,
+        stream: &'a mut TcpStream,
+        io: &'a Io,
+        closing: &'a CancellationToken,
+        // What the client sent after the poll's head: the start of its
+        // next request (HTTP/1.1 allows pipelining).
+        rest: Vec<u8>,
+        origin: Option<usize>,
+        close: bool,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StageProj]
+    enum Stage {
+        // The poll, while the socket is read to notice a client that left.
+        Waiting { #[pin] polling: poll::Polling },
+        // The answer, `at` bytes of it written; then the connection closes
+        // or goes on.
+        Writing { out: Vec<u8>, at: usize, close: bool },
+    }
+}
+
+/// Holds the poll `held`. `rest` is what the client sent after the poll's
+/// head.
 pub(crate) fn hold<'a>(
     stream: &'a mut TcpStream,
     held: Held,
     rest: Vec<u8>,
     io: &'a Io,
     closing: &'a CancellationToken,
-) -> impl Future<Output = After> + Send + 'a {
-    // A block, not an `async fn`: an `async fn` keeps a second copy of
-    // every argument it takes by value for as long as it runs.
-    let mut rest = rest;
-    async move {
-        let Some(result) = wait(stream, &held, &mut rest, io).await else {
-            return After::Close;
-        };
+) -> Hold<'a> {
+    let Held {
+        session,
+        origin,
+        close,
+    } = held;
+    let mut hold = Hold {
+        stage: Stage::Writing {
+            out: Vec::new(),
+            at: 0,
+            close: true,
+        },
+        stream,
+        io,
+        closing,
+        rest,
+        origin,
+        close,
+    };
+    hold.stage = match poll::poll(io, session) {
+        Ok(polling) => Stage::Waiting { polling },
+        // Refused at once (a second poll of the session, or its end):
+        // answered as the router answers it.
+        Err(e) => hold.answer(Err(e)),
+    };
+    hold
+}
+
+impl Hold<'_> {
+    /// The answer to write for `result`.
+    fn answer(&self, result: Result<(poll::PollBody, Cursor), Error>) -> Stage {
+        let io = self.io;
         // Closing after the answer: asked for, or the server is shutting
         // down.
-        let close = held.close || closing.is_cancelled();
-        let cors = head::cors(io.config(), held.origin.as_deref());
+        let close = self.close || self.closing.is_cancelled();
+        let cors = head::cors_listed(io.config(), self.origin);
         let out = match result {
             Ok((body, cursor)) => {
                 let fields = with_cursor(io, json_head(), cursor);
@@ -188,47 +247,81 @@ pub(crate) fn hold<'a>(
             }
             Err(e) => error_bytes(io, e, cors, close),
         };
-        write_answer(stream, out, rest, close).await
+        Stage::Writing { out, at: 0, close }
     }
 }
 
-/// Waits for the poll's answer while reading the socket: `None` once the
-/// client has gone, or has sent more of its next request than a head may
-/// hold. Its own future, so that its state is gone by the time the answer
-/// is written.
-async fn wait(
-    stream: &mut TcpStream,
-    held: &Held,
-    rest: &mut Vec<u8>,
-    io: &Io,
-) -> Option<Result<(poll::PollBody, Cursor), Error>> {
-    let max = io.config().max_header_bytes;
-    let poll = poll::poll(io, held.session.clone());
-    tokio::pin!(poll);
-    loop {
-        tokio::select! {
-            r = &mut poll => return Some(r),
-            // Dropping the held poll puts the cursor back for the next one.
-            // Readiness first, then a read into the stack: a buffer kept
-            // in this future, or reserved in `rest` ahead of any byte,
-            // would cost every held poll for its whole life.
-            r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                if r.is_err() {
-                    return None;
+impl Future for Hold<'_> {
+    type Output = After;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<After> {
+        loop {
+            let this = self.as_mut().project();
+            let answer = match this.stage.project() {
+                StageProj::Waiting { polling } => {
+                    let max = this.io.config().max_header_bytes;
+                    match std::task::ready!(wait(polling, this.stream, this.rest, max, cx)) {
+                        Some(answer) => answer,
+                        None => return Poll::Ready(After::Close),
+                    }
                 }
-                let mut buf = [0u8; 1024];
-                match stream.try_read(&mut buf) {
-                    Ok(0) => return None,
-                    Ok(n) => {
-                        rest.extend_from_slice(&buf[..n]);
-                        if rest.len() > max {
-                            return None;
+                StageProj::Writing { out, at, close } => {
+                    while *at < out.len() {
+                        let stream = Pin::new(&mut **this.stream);
+                        match std::task::ready!(stream.poll_write(cx, &out[*at..])) {
+                            Ok(0) | Err(_) => return Poll::Ready(After::Close),
+                            Ok(n) => *at += n,
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return None,
+                    if *close {
+                        return Poll::Ready(After::Close);
+                    }
+                    return Poll::Ready(After::Next(std::mem::take(this.rest)));
                 }
-            },
+            };
+            // The poll is over (its cursor is parked again): only the
+            // answer's bytes are kept from here.
+            let next = self.answer(Ok(answer));
+            self.as_mut().project().stage.set(next);
+        }
+    }
+}
+
+/// Polls the held poll, reading the socket meanwhile: `None` once the
+/// client has gone, or has sent more of its next request than a head may
+/// hold (`max`).
+///
+/// A read that returns is how a client that went away is noticed; dropping
+/// the held poll then puts the cursor back for the next one. Readiness
+/// first, then a read into the stack: a buffer kept in the held poll, or
+/// reserved in `rest` ahead of any byte, would cost every held poll for its
+/// whole life.
+fn wait(
+    mut polling: Pin<&mut poll::Polling>,
+    stream: &mut TcpStream,
+    rest: &mut Vec<u8>,
+    max: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Option<(poll::PollBody, Cursor)>> {
+    loop {
+        if let Poll::Ready(answer) = polling.as_mut().poll(cx) {
+            return Poll::Ready(Some(answer));
+        }
+        match std::task::ready!(stream.poll_read_ready(cx)) {
+            Ok(()) => {}
+            Err(_) => return Poll::Ready(None),
+        }
+        let mut buf = [0u8; 1024];
+        match stream.try_read(&mut buf) {
+            Ok(0) => return Poll::Ready(None),
+            Ok(n) => {
+                rest.extend_from_slice(&buf[..n]);
+                if rest.len() > max {
+                    return Poll::Ready(None);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Poll::Ready(None),
         }
     }
 }
@@ -253,7 +346,7 @@ pub(crate) async fn serve(
     let started = Box::pin(poll::handshake(io, *handshake)).await;
     // Closing after the answer: asked for, or the server is shutting down.
     let close = close || closing.is_cancelled();
-    let cors = head::cors(io.config(), origin.as_deref());
+    let cors = head::cors_listed(io.config(), origin);
     let out = match started {
         Ok((sid, body, cursor)) => {
             let mut fields = json_head();
