@@ -191,8 +191,12 @@ fn serve(
             // awaited in place would make every connection's task that large
             // for its whole life, long after the head was read.
             let max = config.max_header_bytes;
+            // Awaited in place: it holds no more than a held poll does.
+            let Some(start) = next_bytes(&stream, rest, deadline, &closing).await else {
+                return;
+            };
             let first = tokio::select! {
-                f = Box::pin(accept::first_head(&mut stream, deadline, max, config, rest)) => f,
+                f = Box::pin(accept::first_head(&mut stream, deadline, max, config, start)) => f,
                 _ = closing.cancelled() => return,
             };
             // Every value here is moved whole into what is awaited next,
@@ -228,6 +232,31 @@ fn serve(
         };
         Box::pin(serve_hyper(stream, prefix, peer, io, watcher)).await;
     }
+}
+
+/// Waits until the client has sent something of its next request, unless
+/// `rest` holds some already: `rest` back, or `None` if `deadline` passed
+/// first, the client left, or the server is closing.
+///
+/// Nothing is allocated to read a head until its first byte is here. A
+/// polling client's connection waits here between its polls, and an idle
+/// kept-alive connection for as long as it lives; a block held meanwhile
+/// would be freed only once the head came, and a heap that many such
+/// blocks came and went through keeps their holes.
+async fn next_bytes(
+    stream: &TcpStream,
+    rest: Vec<u8>,
+    deadline: tokio::time::Instant,
+    closing: &CancellationToken,
+) -> Option<Vec<u8>> {
+    if rest.is_empty() {
+        tokio::select! {
+            r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => r.ok()?,
+            _ = tokio::time::sleep_until(deadline) => return None,
+            _ = closing.cancelled() => return None,
+        }
+    }
+    Some(rest)
 }
 
 /// Where a connection's head goes.
