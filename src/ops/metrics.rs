@@ -144,6 +144,8 @@ pub(crate) struct Metrics {
     rejected: Family<StatusLabel, Counter>,
     /// How long a long-poll was held before it answered.
     poll_hold: Histogram,
+    /// Long-polls held now.
+    polls_held: Gauge,
     /// Outstanding handshake tickets (set at scrape).
     tickets: Gauge,
     /// Resident memory (set at scrape).
@@ -225,6 +227,7 @@ impl Metrics {
             rejected: Family::default(),
             poll_hold: Histogram::new(latency_buckets()),
             tickets: Gauge::default(),
+            polls_held: Gauge::default(),
             rss: Gauge::default(),
             open_fds: Gauge::default(),
             backend: backend.then(|| BackendSeries {
@@ -291,6 +294,11 @@ impl Metrics {
             "Time a long-poll was held before it answered",
             Unit::Seconds,
             metrics.poll_hold.clone(),
+        );
+        r.register(
+            "polls_held",
+            "Long-polls held now, each waiting for events or pingInterval",
+            metrics.polls_held.clone(),
         );
         r.register_with_unit(
             "process_resident_memory",
@@ -374,6 +382,16 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// A long-poll began to be held.
+    pub(crate) fn poll_began(&self) {
+        self.polls_held.inc();
+    }
+
+    /// A held long-poll ended: answered, or dropped with its connection.
+    pub(crate) fn poll_ended(&self) {
+        self.polls_held.dec();
     }
 
     /// A long-poll answered after being held for `held`.

@@ -61,6 +61,7 @@ struct Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        self.io.hub().metrics.poll_ended();
         if let Some(d) = self.delivery.take() {
             self.io.hub().park(&self.session, d);
         }
@@ -141,6 +142,7 @@ pub(crate) fn poll(io: &Io, session: Arc<Session>) -> Result<Polling, Error> {
         Err(TakeError::Closed) => return Err(Error::UnknownSession),
         Err(TakeError::Pending) => return Err(Error::PollPending),
     };
+    io.hub().metrics.poll_began();
     Ok(Polling {
         timer: tokio::time::sleep(io.config().ping_interval()),
         pending: Pending {
