@@ -283,6 +283,15 @@ fn goals(plan: &Plan, r: &Results) -> Vec<Goal> {
         fmt(poll_mem.map(|b| b / 1024.0), 2) + " KiB",
         poll_mem.map(|b| b <= 3072.0),
     );
+    // Each of its deliveries is a whole answer, then the client's next
+    // request: the bar is the streams' all the same.
+    let poll_p99 = in_turns(Kind::Poll);
+    goal(
+        &format!("fan-out p99 / floor p99 in turns, held polls at N={n}"),
+        "≤ 1.25×",
+        fmt(poll_p99, 2) + "×",
+        poll_p99.map(|x| x <= 1.25),
+    );
     // HTTP/2: many streams on one TLS connection, as browsers multiplex.
     let h2_mem = per(Kind::H2);
     goal(
