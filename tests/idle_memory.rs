@@ -63,21 +63,7 @@ async fn wait_sse(addr: SocketAddr, n: u64) {
 /// KiB of server RSS per idle stream: `STREAMS` streams, each opened as
 /// `open` opens it, on a server of its own.
 async fn per_stream(after_page: bool, target: &str) -> f64 {
-    let p = spawn_ssio(
-        &[],
-        0,
-        &[
-            "--ping-interval",
-            "60000",
-            "--ping-timeout",
-            "60000",
-            "--max-sessions-per-ip",
-            "0",
-            "--max-new-sessions-per-ip",
-            "0",
-        ],
-    )
-    .await;
+    let p = quiet_server().await;
     // Warm up the allocator and the runtime, then take the baseline.
     let warm: Vec<TcpStream> =
         futures_util::future::join_all((0..50).map(|_| open(p.addr, true, target))).await;
