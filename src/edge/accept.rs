@@ -41,8 +41,9 @@ pub(crate) enum First {
 }
 
 /// Reads a request head on `stream` until `deadline`: the first of a
-/// connection, or the next one after a poll answered on the raw path, in
-/// which case `start` holds what the client already sent of it.
+/// connection, or the next one after an answer on the raw path. `start`
+/// holds what the client already sent of it; empty, the socket has turned
+/// readable already (the caller waited for that, holding nothing).
 pub(crate) async fn first_head(
     stream: &mut TcpStream,
     deadline: Instant,
@@ -52,10 +53,7 @@ pub(crate) async fn first_head(
 ) -> First {
     let read = async {
         let mut buf = start;
-        if buf.is_empty() {
-            // Nothing is allocated for a connection that sends nothing.
-            stream.readable().await?;
-        } else {
+        if !buf.is_empty() {
             match check(&buf, max) {
                 Check::More => {}
                 Check::Complete(layout) => return Ok(First::Request(RawRequest::new(buf, layout))),

@@ -187,14 +187,14 @@ fn serve(
         // of its next request.
         let mut rest = Vec::new();
         let prefix = loop {
-            // Boxed: its refusal path holds a 4 KiB drain buffer, and a future
-            // awaited in place would make every connection's task that large
-            // for its whole life, long after the head was read.
-            let max = config.max_header_bytes;
             // Awaited in place: it holds no more than a held poll does.
             let Some(start) = next_bytes(&stream, rest, deadline, &closing).await else {
                 return;
             };
+            // Boxed: its refusal path holds a 4 KiB drain buffer, and a future
+            // awaited in place would make every connection's task that large
+            // for its whole life, long after the head was read.
+            let max = config.max_header_bytes;
             let first = tokio::select! {
                 f = Box::pin(accept::first_head(&mut stream, deadline, max, config, start)) => f,
                 _ = closing.cancelled() => return,

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -210,45 +210,42 @@ pub(crate) fn hold<'a>(
         origin,
         close,
     } = held;
-    let mut hold = Hold {
-        stage: Stage::Writing {
-            out: Vec::new(),
-            at: 0,
-            close: true,
-        },
+    let stage = match poll::poll(io, session) {
+        Ok(polling) => Stage::Waiting { polling },
+        // Refused at once (a second poll of the session, or its end):
+        // answered as the router answers it.
+        Err(e) => answer(io, closing, origin, close, Err(e)),
+    };
+    Hold {
+        stage,
         stream,
         io,
         closing,
         rest,
         origin,
         close,
-    };
-    hold.stage = match poll::poll(io, session) {
-        Ok(polling) => Stage::Waiting { polling },
-        // Refused at once (a second poll of the session, or its end):
-        // answered as the router answers it.
-        Err(e) => hold.answer(Err(e)),
-    };
-    hold
+    }
 }
 
-impl Hold<'_> {
-    /// The answer to write for `result`.
-    fn answer(&self, result: Result<(poll::PollBody, Cursor), Error>) -> Stage {
-        let io = self.io;
-        // Closing after the answer: asked for, or the server is shutting
-        // down.
-        let close = self.close || self.closing.is_cancelled();
-        let cors = head::cors_listed(io.config(), self.origin);
-        let out = match result {
-            Ok((body, cursor)) => {
-                let fields = with_cursor(io, json_head(), cursor);
-                answer_bytes(io, fields, cors, body.into_frames(), close)
-            }
-            Err(e) => error_bytes(io, e, cors, close),
-        };
-        Stage::Writing { out, at: 0, close }
-    }
+/// The answer to write for a poll's `result`. Closing after it: asked for
+/// (`close`), or the server is shutting down.
+fn answer(
+    io: &Io,
+    closing: &CancellationToken,
+    origin: Option<usize>,
+    close: bool,
+    result: Result<(poll::PollBody, Cursor), Error>,
+) -> Stage {
+    let close = close || closing.is_cancelled();
+    let cors = head::cors_listed(io.config(), origin);
+    let out = match result {
+        Ok((body, cursor)) => {
+            let fields = with_cursor(io, json_head(), cursor);
+            answer_bytes(io, fields, cors, body.into_frames(), close)
+        }
+        Err(e) => error_bytes(io, e, cors, close),
+    };
+    Stage::Writing { out, at: 0, close }
 }
 
 impl Future for Hold<'_> {
@@ -256,8 +253,8 @@ impl Future for Hold<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<After> {
         loop {
-            let this = self.as_mut().project();
-            let answer = match this.stage.project() {
+            let mut this = self.as_mut().project();
+            let ready = match this.stage.as_mut().project() {
                 StageProj::Waiting { polling } => {
                     let max = this.io.config().max_header_bytes;
                     match std::task::ready!(wait(polling, this.stream, this.rest, max, cx)) {
@@ -281,8 +278,8 @@ impl Future for Hold<'_> {
             };
             // The poll is over (its cursor is parked again): only the
             // answer's bytes are kept from here.
-            let next = self.answer(Ok(answer));
-            self.as_mut().project().stage.set(next);
+            let next = answer(this.io, this.closing, *this.origin, *this.close, Ok(ready));
+            this.stage.set(next);
         }
     }
 }
@@ -356,15 +353,17 @@ pub(crate) async fn serve(
         }
         Err(e) => error_bytes(io, e, cors, close),
     };
-    write_answer(stream, out, rest, close).await
-}
-
-/// Writes an answer built by [`answer_bytes`] or [`error_bytes`].
-async fn write_answer(stream: &mut TcpStream, out: Vec<u8>, rest: Vec<u8>, close: bool) -> After {
-    if stream.write_all(&out).await.is_err() || close {
-        return After::Close;
+    // Written as a held poll's answer is.
+    Hold {
+        stage: Stage::Writing { out, at: 0, close },
+        stream,
+        io,
+        closing,
+        rest,
+        origin,
+        close,
     }
-    After::Next(rest)
+    .await
 }
 
 fn json_head() -> head::Head {
