@@ -47,29 +47,44 @@ async fn open(addr: SocketAddr, after_page: bool, target: &str) -> TcpStream {
     r.into_inner()
 }
 
-/// Waits until `/stats` counts `n` SSE sessions.
-async fn wait_sse(addr: SocketAddr, n: u64) {
+/// Waits until `read` (a figure the server reports) is `n`.
+async fn wait_for<F, Fut>(what: &str, n: u64, read: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = u64>,
+{
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let stats = get(addr, "/stats").await.json();
-        if stats["sse"] == n {
+        let now = read().await;
+        if now == n {
             return;
         }
-        assert!(Instant::now() < deadline, "{n} streams never open: {stats}");
+        assert!(Instant::now() < deadline, "{now} {what}, never {n}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until `/stats` counts `n` SSE sessions.
+async fn wait_sse(addr: SocketAddr, n: u64) {
+    let sse = || async move { get(addr, "/stats").await.json()["sse"].as_u64().unwrap() };
+    wait_for("SSE sessions", n, sse).await;
+}
+
+/// Warms up the allocator and the runtime with 50 streams at `target`,
+/// opened after the page and closed, then reads the baseline RSS in KiB.
+async fn warm_baseline(p: &support::process::Spawned, target: &str) -> u64 {
+    let warm: Vec<TcpStream> =
+        futures_util::future::join_all((0..50).map(|_| open(p.addr, true, target))).await;
+    drop(warm);
+    wait_sse(p.addr, 0).await;
+    procfs::rss_kib(p.pid).expect("server gone")
 }
 
 /// KiB of server RSS per idle stream: `STREAMS` streams, each opened as
 /// `open` opens it, on a server of its own.
 async fn per_stream(after_page: bool, target: &str) -> f64 {
     let p = quiet_server().await;
-    // Warm up the allocator and the runtime, then take the baseline.
-    let warm: Vec<TcpStream> =
-        futures_util::future::join_all((0..50).map(|_| open(p.addr, true, target))).await;
-    drop(warm);
-    wait_sse(p.addr, 0).await;
-    let base = procfs::rss_kib(p.pid).expect("server gone");
+    let base = warm_baseline(&p, target).await;
     let started = Instant::now();
     let mut streams = Vec::with_capacity(STREAMS);
     while streams.len() < STREAMS {
@@ -167,15 +182,7 @@ async fn polls_held(addr: SocketAddr) -> u64 {
 
 /// Waits until `ssio_polls_held` is `n`.
 async fn wait_held(addr: SocketAddr, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let held = polls_held(addr).await;
-        if held == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{held} polls held, never {n}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("polls held", n, || polls_held(addr)).await;
 }
 
 /// KiB of server RSS per held poll: `STREAMS` polling clients, each with
@@ -183,13 +190,7 @@ async fn wait_held(addr: SocketAddr, n: u64) {
 /// `ssio.js` polls where no stream gets through.
 async fn per_held_poll() -> f64 {
     let p = quiet_server().await;
-    // Warm up the allocator and the runtime as `per_stream` does, then take
-    // the baseline.
-    let warm: Vec<TcpStream> =
-        futures_util::future::join_all((0..50).map(|_| open(p.addr, true, "/events"))).await;
-    drop(warm);
-    wait_sse(p.addr, 0).await;
-    let base = procfs::rss_kib(p.pid).expect("server gone");
+    let base = warm_baseline(&p, "/events").await;
     let started = Instant::now();
     let mut clients = Vec::with_capacity(STREAMS);
     while clients.len() < STREAMS {

@@ -227,6 +227,26 @@ pub(crate) fn hold<'a>(
     }
 }
 
+/// Writes `out`, a handshake's answer, as a held poll's answer is written.
+fn writing<'a>(
+    stream: &'a mut TcpStream,
+    out: Vec<u8>,
+    rest: Vec<u8>,
+    io: &'a Io,
+    closing: &'a CancellationToken,
+    close: bool,
+) -> Hold<'a> {
+    Hold {
+        stage: Stage::Writing { out, at: 0, close },
+        stream,
+        io,
+        closing,
+        rest,
+        origin: None,
+        close,
+    }
+}
+
 /// The answer to write for a poll's `result`. Closing after it: asked for
 /// (`close`), or the server is shutting down.
 fn answer(
@@ -353,17 +373,7 @@ pub(crate) async fn serve(
         }
         Err(e) => error_bytes(io, e, cors, close),
     };
-    // Written as a held poll's answer is.
-    Hold {
-        stage: Stage::Writing { out, at: 0, close },
-        stream,
-        io,
-        closing,
-        rest,
-        origin,
-        close,
-    }
-    .await
+    writing(stream, out, rest, io, closing, close).await
 }
 
 fn json_head() -> head::Head {
