@@ -29,15 +29,31 @@ pub(crate) fn cors(config: &Config, origin: Option<&[u8]>) -> Head {
 /// [`cors`] for an `Origin` already looked up with [`listed_origin`]: a
 /// held poll keeps the index, not the header.
 pub(crate) fn cors_listed(config: &Config, listed: Option<usize>) -> Head {
+    cors_fields(config, listed)
+        .into_iter()
+        .flatten()
+        .map(|(n, v)| (n, v.to_string().into()))
+        .collect()
+}
+
+/// The fields of [`cors_listed`], borrowed: what both it and
+/// [`push_cors`] write.
+fn cors_fields(config: &Config, listed: Option<usize>) -> [Option<(&'static str, &str)>; 2] {
     if config.cors_any() {
-        return vec![("access-control-allow-origin", "*".into())];
+        return [Some(("access-control-allow-origin", "*")), None];
     }
-    let mut head: Head = Vec::with_capacity(2);
-    if let Some(origin) = listed.and_then(|i| config.cors_origins.get(i)) {
-        head.push(("access-control-allow-origin", origin.clone().into()));
+    let origin = listed.and_then(|i| config.cors_origins.get(i));
+    [
+        origin.map(|o| ("access-control-allow-origin", o.as_str())),
+        Some(("vary", "Origin")),
+    ]
+}
+
+/// Appends the fields of [`cors_listed`] to a head being written.
+pub(crate) fn push_cors(out: &mut Vec<u8>, config: &Config, listed: Option<usize>) {
+    for (name, value) in cors_fields(config, listed).into_iter().flatten() {
+        push_field(out, name, value.as_bytes());
     }
-    head.push(("vary", "Origin".into()));
-    head
 }
 
 /// The listed origin `origin` is, if any. Compared byte for byte, as
@@ -82,12 +98,68 @@ pub(crate) const JSON: [(&str, &str); 2] = [
 /// response, readable from another origin.
 pub(crate) fn cursor(cursor: &str) -> Head {
     vec![
-        ("x-ssio-cursor", cursor.to_string().into()),
-        (
-            "access-control-expose-headers",
-            "X-Session-Id, X-Ssio-Cursor".into(),
-        ),
+        (CURSOR, cursor.to_string().into()),
+        (CURSOR_EXPOSE.0, CURSOR_EXPOSE.1.into()),
     ]
+}
+
+const CURSOR: &str = "x-ssio-cursor";
+const CURSOR_EXPOSE: (&str, &str) = (
+    "access-control-expose-headers",
+    "X-Session-Id, X-Ssio-Cursor",
+);
+
+/// Appends the fields of [`cursor`] to a head being written, the position
+/// formatted in place.
+pub(crate) fn push_cursor(out: &mut Vec<u8>, cursor: impl std::fmt::Display) {
+    use std::io::Write;
+    out.extend_from_slice(CURSOR.as_bytes());
+    out.extend_from_slice(b": ");
+    write!(out, "{cursor}").expect("a Vec takes every write");
+    out.extend_from_slice(b"\r\n");
+    push_field(out, CURSOR_EXPOSE.0, CURSOR_EXPOSE.1.as_bytes());
+}
+
+/// Appends one `name: value` line to a head being written.
+pub(crate) fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a status line to a head being written.
+pub(crate) fn push_status(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends a head being written: its `date` (last, as hyper writes it) and
+/// the blank line.
+pub(crate) fn push_end(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"date: ");
+    DATE.with(|date| {
+        let mut date = date.borrow_mut();
+        let now = std::time::SystemTime::now();
+        let second = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // Formatted once a second per thread, as hyper caches its own: a
+        // held poll's answer is written thousands of times a second.
+        if date.0 != second || date.1.is_empty() {
+            *date = (second, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(date.1.as_bytes());
+    });
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+thread_local! {
+    /// The `date` value of the current second, and that second.
+    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
 }
 
 /// The head of every error response, besides its JSON body.
@@ -125,23 +197,14 @@ pub(crate) fn apply<B>(res: &mut Response<B>, head: Head) {
 /// Writes a status line and `head` (plus any `extra` lines, then a `date`)
 /// as HTTP/1.1 bytes, for responses written straight on a socket.
 pub(crate) fn raw(status: StatusCode, head: &Head, extra: &str) -> String {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    for (name, value) in head.iter().map(|(n, v)| (*n, &**v)) {
-        out.push_str(name);
-        out.push_str(": ");
-        out.push_str(value);
-        out.push_str("\r\n");
+    let mut out = Vec::with_capacity(256);
+    push_status(&mut out, status);
+    for (name, value) in head {
+        push_field(&mut out, name, value.as_bytes());
     }
-    out.push_str(extra);
-    // Last, as hyper writes it.
-    out.push_str("date: ");
-    out.push_str(&httpdate::fmt_http_date(std::time::SystemTime::now()));
-    out.push_str("\r\n\r\n");
-    out
+    out.extend_from_slice(extra.as_bytes());
+    push_end(&mut out);
+    String::from_utf8(out).expect("heads are ASCII")
 }
 
 /// A complete error response for a connection that closes after it, with
@@ -163,4 +226,61 @@ fn raw_answer(e: &Error, cors: Head, connection: &str) -> Vec<u8> {
     let mut out = raw(e.status(), &head, &extra);
     out.push_str(&body);
     out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    //! A head written in place is byte for byte the head built from tables.
+
+    use super::*;
+
+    fn listed(origins: &[&str]) -> Config {
+        Config {
+            cors_origins: origins.iter().map(|o| o.to_string()).collect(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn cors_written_in_place_matches_the_table_for_every_kind_of_origin() {
+        let any = Config::default();
+        let list = listed(&["https://a.example", "https://b.example"]);
+        for (config, origin) in [(&any, None), (&list, Some(1)), (&list, None)] {
+            let mut written = Vec::new();
+            push_cors(&mut written, config, origin);
+            let table: String = cors_listed(config, origin)
+                .iter()
+                .map(|(n, v)| format!("{n}: {v}\r\n"))
+                .collect();
+            assert_eq!(String::from_utf8(written).unwrap(), table);
+        }
+        let mut written = Vec::new();
+        push_cors(&mut written, &list, Some(1));
+        assert_eq!(
+            written,
+            b"access-control-allow-origin: https://b.example\r\nvary: Origin\r\n"
+        );
+    }
+
+    #[test]
+    fn a_raw_head_ends_with_the_current_date_and_a_blank_line() {
+        let head = raw(StatusCode::OK, &cursor("x:1:2"), "content-length: 2\r\n");
+        let (fields, date) = head.rsplit_once("date: ").unwrap();
+        assert_eq!(
+            fields,
+            "HTTP/1.1 200 OK\r\nx-ssio-cursor: x:1:2\r\n\
+             access-control-expose-headers: X-Session-Id, X-Ssio-Cursor\r\n\
+             content-length: 2\r\n"
+        );
+        let date = date.strip_suffix("\r\n\r\n").unwrap();
+        let sent = httpdate::parse_http_date(date).unwrap();
+        let age = std::time::SystemTime::now().duration_since(sent).unwrap();
+        assert!(
+            age < std::time::Duration::from_secs(2),
+            "{date} is {age:?} old"
+        );
+        let mut written = Vec::new();
+        push_cursor(&mut written, "x:1:2");
+        assert!(head.as_bytes()[17..].starts_with(&written));
+    }
 }

@@ -36,7 +36,7 @@ use crate::api::io::Io;
 use crate::engine::hub::Session;
 use crate::engine::recovery::Cursor;
 use crate::error::Error;
-use crate::session::{Handshake, SidParam, Transport};
+use crate::session::{Handshake, Sid, SidParam, Transport};
 use crate::transport::head;
 use crate::transport::request::{connection_close, RawRequest};
 
@@ -257,13 +257,9 @@ fn answer(
     result: Result<(poll::PollBody, Cursor), Error>,
 ) -> Stage {
     let close = close || closing.is_cancelled();
-    let cors = head::cors_listed(io.config(), origin);
     let out = match result {
-        Ok((body, cursor)) => {
-            let fields = with_cursor(io, json_head(), cursor);
-            answer_bytes(io, fields, cors, body.into_frames(), close)
-        }
-        Err(e) => error_bytes(io, e, cors, close),
+        Ok((body, cursor)) => answer_bytes(io, origin, None, cursor, body.into_frames(), close),
+        Err(e) => error_bytes(io, e, head::cors_listed(io.config(), origin), close),
     };
     Stage::Writing { out, at: 0, close }
 }
@@ -363,58 +359,64 @@ pub(crate) async fn serve(
     let started = Box::pin(poll::handshake(io, *handshake)).await;
     // Closing after the answer: asked for, or the server is shutting down.
     let close = close || closing.is_cancelled();
-    let cors = head::cors_listed(io.config(), origin);
     let out = match started {
         Ok((sid, body, cursor)) => {
-            let mut fields = json_head();
-            fields.push(("x-session-id", sid.to_string().into()));
             let frames = VecDeque::from([body]);
-            answer_bytes(io, with_cursor(io, fields, cursor), cors, frames, close)
+            answer_bytes(io, origin, Some(sid), cursor, frames, close)
         }
-        Err(e) => error_bytes(io, e, cors, close),
+        Err(e) => error_bytes(io, e, head::cors_listed(io.config(), origin), close),
     };
     writing(stream, out, rest, io, closing, close).await
 }
 
-fn json_head() -> head::Head {
-    head::JSON.iter().map(|&(n, v)| (n, v.into())).collect()
-}
-
-/// The JSON head with the client's resume position, as the router adds it.
-fn with_cursor(io: &Io, mut fields: head::Head, cursor: Cursor) -> head::Head {
-    if io.config().resumable() {
-        fields.extend(head::cursor(&cursor.to_string()));
-    }
-    fields
-}
-
-/// A 200 answer: `fields`, the CORS and node headers, the body. Built
-/// before anything is written, so that no future waiting on the socket
-/// holds what built it.
+/// A 200 answer: the JSON head, the session's id for a handshake (`sid`),
+/// the client's resume position as the router adds it, the CORS and node
+/// headers, then the body. Built before anything is written, so that no
+/// future waiting on the socket holds what built it; and in one buffer,
+/// written in place, since every held poll's answer is built inside a
+/// fan-out.
 fn answer_bytes(
     io: &Io,
-    mut fields: head::Head,
-    cors: head::Head,
+    origin: Option<usize>,
+    sid: Option<Sid>,
+    cursor: Cursor,
     frames: VecDeque<Bytes>,
     close: bool,
 ) -> Vec<u8> {
-    fields.extend(cors);
-    if let Some(node) = io.config().cluster_node() {
-        fields.push((head::NODE, node.to_string().into()));
-    }
+    use std::io::Write;
+    let config = io.config();
     let len: usize = frames.iter().map(|b| b.len()).sum();
     io.hub().metrics.response_bytes(len as u64);
-    let mut extra = format!("content-length: {len}\r\n");
-    if close {
-        extra.push_str("connection: close\r\n");
+    let mut out = Vec::with_capacity(ANSWER_HEAD + len);
+    head::push_status(&mut out, hyper::StatusCode::OK);
+    for (name, value) in head::JSON {
+        head::push_field(&mut out, name, value.as_bytes());
     }
-    let mut out = head::raw(hyper::StatusCode::OK, &fields, &extra).into_bytes();
-    out.reserve(len);
+    if let Some(sid) = sid {
+        head::push_field(&mut out, "x-session-id", sid.to_string().as_bytes());
+    }
+    if config.resumable() {
+        head::push_cursor(&mut out, cursor);
+    }
+    head::push_cors(&mut out, config, origin);
+    if let Some(node) = config.cluster_node() {
+        head::push_field(&mut out, head::NODE, node.to_string().as_bytes());
+    }
+    write!(out, "content-length: {len}\r\n").expect("a Vec takes every write");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    head::push_end(&mut out);
     for b in &frames {
         out.extend_from_slice(b);
     }
     out
 }
+
+/// Room for an answer's head, so that building one takes one allocation:
+/// with a resume position, a listed origin and a node name it is about
+/// 350 bytes.
+const ANSWER_HEAD: usize = 384;
 
 /// `e` as the router would answer it, leaving the connection open (unless
 /// `close`) as hyper does after an error it answered.
