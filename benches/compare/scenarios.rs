@@ -302,6 +302,35 @@ async fn pace_from(t0: u64) {
     tokio::time::sleep(Duration::from_nanos(next.saturating_sub(now_ns()))).await;
 }
 
+/// Waits, at most `SETTLE_LIMIT`, until neither the server nor the
+/// generator has used CPU for `QUIET`: the last change's work is over.
+///
+/// A change is timed to the last client's read, but a transport may have
+/// work left after it (each held poll's next request, read and held). A
+/// floor round or change that began meanwhile would share the core with it
+/// and be timed slower than it is.
+async fn settle(server: &procs::Server, workers: &[Worker]) {
+    let ticks =
+        || server.cpu_ticks() + workers.iter().map(|w| procs::cpu_ticks(w.pid)).sum::<u64>();
+    let until = tokio::time::Instant::now() + SETTLE_LIMIT;
+    let mut before = ticks();
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(QUIET).await;
+        let now = ticks();
+        if now == before {
+            return;
+        }
+        before = now;
+    }
+}
+
+/// How long both sides must be idle to count as settled: three of the
+/// kernel's CPU ticks.
+const QUIET: Duration = Duration::from_millis(30);
+
+/// Longest a change waits for the last one's work to end.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
 /// The floor's writer process and its N readers, for rounds on demand.
 struct FloorWriter {
     n: usize,
@@ -544,6 +573,7 @@ async fn idle_and_fanout(plan: &Plan, kind: Kind, n: usize, r: &mut Results) -> 
         let mut joined = false;
         let changes = async {
             for i in 0..plan.changes {
+                settle(&server, &workers).await;
                 if let Some(f) = paired.as_mut() {
                     let round = f.paced_round(i).await;
                     floor_rounds.push(round.map_err(|e| format!("paired floor {e}"))?);
