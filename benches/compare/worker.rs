@@ -119,6 +119,11 @@ struct Tracker {
     since: u64,
     converged: usize,
     changed: Rc<Notify>,
+    /// A `wait` is timing a change that some clients have yet to see.
+    timing: bool,
+    /// Told when a timed change has reached every client, or its wait
+    /// gave up.
+    timed: Rc<Notify>,
     chat: ChatLog,
 }
 
@@ -140,6 +145,8 @@ impl Tracker {
             }
             if self.converged == self.latest.len() {
                 self.changed.notify_one();
+                self.timing = false;
+                self.timed.notify_waiters();
             }
         }
     }
@@ -200,17 +207,32 @@ async fn standing(
                 tr.chat.see(idx, &seen.chats, t);
             }
         }
-        // A poller's next request waits until the answers already here are
-        // read. Each client here shares one core with thousands of others,
-        // and a request sent over loopback costs the sending core the
-        // receiving end's TCP work too: sent at once, it would delay the
-        // reads this run is timing, a cost a real client pays on its own
-        // machine.
+        // A poller that has the change being timed sends its next request
+        // once every client has it (or the wait gives up), and any other
+        // poller after the answers already in are read. The generator's
+        // clients share one core, and a request sent over loopback costs
+        // the sending core the receiving end's TCP work too: sent at once,
+        // the requests would delay the very reads being timed, a cost a
+        // real client pays on its own machine. The server still reads
+        // every one of them before the next change (see `settle`).
         if matches!(kind, Kind::Poll | Kind::SioPolling) {
-            tokio::task::yield_now().await;
+            let timed = tracker.borrow().timed.clone();
+            let over = timed.notified();
+            let hold = {
+                let t = tracker.borrow();
+                t.timing && t.hit(idx)
+            };
+            if hold {
+                let _ = tokio::time::timeout(HOLD_LIMIT, over).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
         }
     }
 }
+
+/// Longest a poller holds its next request back for a timed change.
+const HOLD_LIMIT: Duration = Duration::from_secs(2);
 
 /// The one extra client whose coming and going makes the fan-out changes.
 /// It reads like any other client so that the server treats it as live.
@@ -271,6 +293,8 @@ async fn serve(kind: Kind, server: SocketAddr, salt: u32) {
         since: 0,
         converged: 0,
         changed: changed.clone(),
+        timing: false,
+        timed: Rc::new(Notify::new()),
         chat: ChatLog::default(),
     }));
     let mut leave_tx: Option<oneshot::Sender<oneshot::Sender<u64>>> = None;
@@ -384,7 +408,11 @@ async fn serve(kind: Kind, server: SocketAddr, salt: u32) {
                 // wait VALUE SINCE_NS DEADLINE_NS: until every standing
                 // client has seen VALUE at or after SINCE, or the deadline.
                 let (v, since, deadline) = (words[1].parse::<i64>().unwrap_or(0), num(2), num(3));
-                tracker.borrow_mut().retarget(v, since);
+                {
+                    let mut t = tracker.borrow_mut();
+                    t.retarget(v, since);
+                    t.timing = t.converged < t.latest.len();
+                }
                 loop {
                     let (c, n) = {
                         let t = tracker.borrow();
@@ -400,6 +428,12 @@ async fn serve(kind: Kind, server: SocketAddr, salt: u32) {
                         changed.notified(),
                     )
                     .await;
+                }
+                let t = tracker.borrow();
+                if t.timing {
+                    drop(t);
+                    tracker.borrow_mut().timing = false;
+                    tracker.borrow().timed.notify_waiters();
                 }
                 let t = tracker.borrow();
                 let max_t = (0..t.latest.len())
