@@ -429,10 +429,9 @@ async fn serve(kind: Kind, server: SocketAddr, salt: u32) {
                     )
                     .await;
                 }
-                let t = tracker.borrow();
-                if t.timing {
-                    drop(t);
-                    tracker.borrow_mut().timing = false;
+                // Given up on: the pollers holding back go on.
+                let gave_up = std::mem::take(&mut tracker.borrow_mut().timing);
+                if gave_up {
                     tracker.borrow().timed.notify_waiters();
                 }
                 let t = tracker.borrow();
