@@ -178,7 +178,10 @@ fn serve(
     closing: CancellationToken,
     tracker: TaskTracker,
 ) -> impl Future<Output = ()> + Send {
-    let mut stream = stream;
+    let mut slot = Some(stream);
+    // A polling connection's socket and cursor while a poll is held,
+    // shared with the fan-out's sweeper.
+    let mut lent = None;
     async move {
         let config = io.config();
         // One deadline from accept to the end of the first head.
@@ -188,7 +191,9 @@ fn serve(
         let mut rest = Vec::new();
         let prefix = loop {
             // Awaited in place: it holds no more than a held poll does.
-            let Some(start) = next_bytes(&stream, rest, deadline, &closing).await else {
+            let Some(start) =
+                next_bytes(slot.as_ref().expect(SOCKET), rest, deadline, &closing).await
+            else {
                 return;
             };
             // Boxed: its refusal path holds a 4 KiB drain buffer, and a future
@@ -196,7 +201,7 @@ fn serve(
             // for its whole life, long after the head was read.
             let max = config.max_header_bytes;
             let first = tokio::select! {
-                f = Box::pin(accept::first_head(&mut stream, deadline, max, config, start)) => f,
+                f = Box::pin(accept::first_head(slot.as_mut().expect(SOCKET), deadline, max, config, start)) => f,
                 _ = closing.cancelled() => return,
             };
             // Every value here is moved whole into what is awaited next,
@@ -209,6 +214,7 @@ fn serve(
                     // as the largest state of its future, so one path
                     // awaited in place would make every connection pay for
                     // it, whichever path it takes.
+                    let stream = slot.take().expect(SOCKET);
                     Box::pin(stream_raw(stream, request, mux, peer, io, tracker)).await;
                     return;
                 }
@@ -216,10 +222,11 @@ fn serve(
                 Route::Hyper(buf) => break buf,
                 Route::Done => return,
             };
-            let answer = match answer_raw(&mut stream, request, peer, &io, &closing, routed) {
-                Ok(answer) => answer,
-                Err(request) => break request.into_bytes(),
-            };
+            let answer =
+                match answer_raw(&mut slot, &mut lent, request, peer, &io, &closing, routed) {
+                    Ok(answer) => answer,
+                    Err(request) => break request.into_bytes(),
+                };
             match answer.await {
                 poll_raw::After::Next(next) => {
                     rest = next;
@@ -230,9 +237,12 @@ fn serve(
                 poll_raw::After::Close => return,
             }
         };
+        let stream = slot.take().expect(SOCKET);
         Box::pin(serve_hyper(stream, prefix, peer, io, watcher)).await;
     }
 }
+
+const SOCKET: &str = "the connection's socket is in its slot between requests";
 
 /// Waits until the client has sent something of its next request, unless
 /// `rest` holds some already: `rest` back, or `None` if `deadline` passed
@@ -332,7 +342,8 @@ type RawAnswer<'a> =
 /// connection waits in `serve` nearly all its life. Built here, the
 /// answer's future holds only what it needs, and `serve` only a pointer.
 fn answer_raw<'a>(
-    stream: &'a mut TcpStream,
+    slot: &'a mut Option<TcpStream>,
+    lent: &'a mut Option<std::sync::Arc<poll_raw::Lent>>,
     request: RawRequest,
     peer: SocketAddr,
     io: &'a Io,
@@ -349,8 +360,10 @@ fn answer_raw<'a>(
         return Ok(match ask.held() {
             // In place: a polling connection waits here nearly all its
             // life, and a box of its own would cost it an allocation.
-            Ok(held) => Either::Left(poll_raw::hold(stream, held, after, io, closing)),
-            Err(ask) => Either::Right(Box::pin(poll_raw::serve(stream, ask, after, io, closing))),
+            Ok(held) => Either::Left(poll_raw::hold(slot, lent, held, after, io, closing)),
+            Err(ask) => Either::Right(Box::pin(poll_raw::serve(
+                slot, lent, ask, after, io, closing,
+            ))),
         });
     }
     if let Some(ask) = plain::sniff(&request, io.config()) {
@@ -358,6 +371,7 @@ fn answer_raw<'a>(
         // after them on this connection is served raw.
         let after = request.after().to_vec();
         drop(request);
+        let stream = slot.as_mut().expect(SOCKET);
         return Ok(Either::Right(Box::pin(plain::serve(
             stream, ask, after, peer, io, closing,
         ))));

@@ -960,8 +960,8 @@ impl Hub {
 
     /// Takes a polling session's cursor for one poll; the session must then
     /// poll again within pingTimeout of [`Hub::park`].
-    pub(crate) fn take_cursor(&self, session: &Session) -> Result<Delivery, TakeError> {
-        let Some(delivery) = session.parked.lock().take().map(|d| *d) else {
+    pub(crate) fn take_cursor(&self, session: &Session) -> Result<Box<Delivery>, TakeError> {
+        let Some(delivery) = session.parked.lock().take() else {
             return Err(if session.closed_reason().is_some() {
                 TakeError::Closed
             } else {
@@ -989,22 +989,39 @@ impl Hub {
     /// expiry, unless the session has ended. The check and the store happen
     /// under the slot's lock, and `disconnect` closes the mailbox before it
     /// empties the slot, so a cursor is never parked in an ended session.
-    pub(crate) fn park(&self, session: &Session, delivery: Delivery) {
+    pub(crate) fn park(&self, session: &Session, delivery: impl Into<Box<Delivery>>) {
         self.park_within(session, delivery, self.config.ping_timeout());
+    }
+
+    /// [`Hub::park`] with `now` read by the caller: the sweeper parks the
+    /// cursors of every held poll it answers with one reading of the clock.
+    pub(crate) fn park_from(&self, session: &Session, delivery: Box<Delivery>, now: Instant) {
+        self.park_until(session, delivery, now + self.config.ping_timeout());
     }
 
     /// [`Hub::park`] with its own expiry: a new session must start its first
     /// poll within `--first-poll-timeout`, so handshakes nobody polls (a
     /// flood) give their slots back within seconds, not a pingTimeout. The
     /// same deadline set and reaper serve both.
-    pub(crate) fn park_within(&self, session: &Session, delivery: Delivery, within: Duration) {
+    pub(crate) fn park_within(
+        &self,
+        session: &Session,
+        delivery: impl Into<Box<Delivery>>,
+        within: Duration,
+    ) {
+        self.park_until(session, delivery.into(), Instant::now() + within);
+    }
+
+    /// Parks the cursor in its box (kept from poll to poll, so that a poll
+    /// allocates nothing for it) and arms the expiry for `at`.
+    fn park_until(&self, session: &Session, delivery: Box<Delivery>, at: Instant) {
         let mut slot = session.parked.lock();
         if session.closed_reason().is_some() {
             return;
         }
-        *slot = Some(Box::new(delivery));
+        *slot = Some(delivery);
         drop(slot);
-        self.arm(session, within);
+        self.arm_at(session, at);
     }
 
     /// A request from a session that is not a poll (an emit): a polling
@@ -1021,7 +1038,11 @@ impl Hub {
 
     /// Sets a parked session's expiry to `within` from now.
     fn arm(&self, session: &Session, within: Duration) {
-        let at = Instant::now() + within;
+        self.arm_at(session, Instant::now() + within);
+    }
+
+    /// Sets a parked session's expiry to `at`.
+    fn arm_at(&self, session: &Session, at: Instant) {
         let mut expires = session.expires_at.lock();
         let mut set = self.expirations.lock();
         if let Some(old) = expires.take() {

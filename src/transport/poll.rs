@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::api::io::Io;
-use crate::engine::fanout::{Delivery, Item};
+use crate::engine::fanout::{Delivery, Item, Newest};
 use crate::engine::hub::{Connected, Session, TakeError};
 use crate::engine::packet::Packet;
 use crate::engine::recovery::Cursor;
@@ -51,12 +51,15 @@ pub(crate) async fn handshake(
     Ok((session.sid, Bytes::from(body), cursor))
 }
 
-/// Puts the cursor back and re-arms the expiry however the poll ends,
-/// including when it is dropped because the client went away.
-struct Pending {
+/// A held poll's cursor. Puts the cursor back and re-arms the expiry
+/// however the poll ends, including when it is dropped because the client
+/// went away.
+pub(crate) struct Pending {
     io: Io,
     session: Arc<Session>,
-    delivery: Option<Delivery>,
+    delivery: Option<Box<Delivery>>,
+    /// When the poll began, for `ssio_poll_held_seconds`.
+    since: tokio::time::Instant,
 }
 
 impl Drop for Pending {
@@ -134,6 +137,17 @@ impl Body for PollBody {
 /// The checks and the taking of the cursor happen here, at once; the
 /// returned [`Polling`] holds the poll.
 pub(crate) fn poll(io: &Io, session: Arc<Session>) -> Result<Polling, Error> {
+    let (pending, timer) = start(io, session)?;
+    Ok(Polling { pending, timer })
+}
+
+/// [`poll`] in its two parts: the cursor, and the timer that ends the poll
+/// after pingInterval, for a caller that keeps them apart
+/// ([`Pending::poll_answer`]).
+pub(crate) fn start(
+    io: &Io,
+    session: Arc<Session>,
+) -> Result<(Pending, tokio::time::Sleep), Error> {
     if session.transport != Transport::Polling {
         return Err(Error::WrongTransport);
     }
@@ -143,14 +157,17 @@ pub(crate) fn poll(io: &Io, session: Arc<Session>) -> Result<Polling, Error> {
         Err(TakeError::Pending) => return Err(Error::PollPending),
     };
     io.hub().metrics.poll_began();
-    Ok(Polling {
-        timer: tokio::time::sleep(io.config().ping_interval()),
-        pending: Pending {
-            io: io.clone(),
-            session,
-            delivery: Some(delivery),
-        },
-    })
+    let since = tokio::time::Instant::now();
+    let pending = Pending {
+        io: io.clone(),
+        session,
+        delivery: Some(delivery),
+        since,
+    };
+    Ok((
+        pending,
+        tokio::time::sleep_until(since + io.config().ping_interval()),
+    ))
 }
 
 pin_project_lite::pin_project! {
@@ -173,8 +190,21 @@ impl Future for Polling {
     type Output = (PollBody, Cursor);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let pending = this.pending;
+        let this = self.project();
+        this.pending.poll_answer(this.timer, cx)
+    }
+}
+
+impl Pending {
+    /// The answer and the client's resume position once events are ready
+    /// or `timer` (pingInterval) has passed (`[]`); the cursor is then
+    /// parked again.
+    pub(crate) fn poll_answer(
+        &mut self,
+        mut timer: Pin<&mut tokio::time::Sleep>,
+        cx: &mut Context<'_>,
+    ) -> Poll<(PollBody, Cursor)> {
+        let pending = self;
         let io = &pending.io;
         let d = pending
             .delivery
@@ -215,7 +245,7 @@ impl Future for Polling {
                 }
                 // Nothing yet: wait, unless pingInterval has passed.
                 Poll::Pending if events == 0 => {
-                    std::task::ready!(this.timer.as_mut().poll(cx));
+                    std::task::ready!(timer.as_mut().poll(cx));
                     break;
                 }
                 Poll::Pending => break,
@@ -228,28 +258,87 @@ impl Future for Polling {
                 break;
             }
         }
-        let metrics = &io.hub().metrics;
-        let started = this.timer.deadline() - io.config().ping_interval();
-        metrics.poll_held(started.elapsed());
         // This answer is the write: nothing more will ask until the next
         // poll.
         d.settle();
-        // The body's bytes are counted with every other response's.
-        metrics.written(delivered, 0);
         body.frames.push_front(Bytes::from_static(b"["));
         body.remaining += 1;
         body.push(Bytes::from_static(b"]"));
-        let cursor = pending.session.cursor(d);
-        let delivery = pending.delivery.take().expect("cursor present");
+        let cursor = pending.end(delivered, closed, None);
+        Poll::Ready((body, cursor))
+    }
+
+    /// Lets the fan-out's sweeper answer this poll through `direct`, the
+    /// held poll on the raw path that holds it ([`DirectWrite`]).
+    ///
+    /// [`DirectWrite`]: crate::engine::fanout::DirectWrite
+    pub(crate) fn write_directly(
+        &mut self,
+        direct: std::sync::Weak<dyn crate::engine::fanout::DirectWrite>,
+    ) {
+        if let Some(d) = self.delivery.as_mut() {
+            d.write_directly(direct);
+        }
+    }
+
+    /// The one value of `newest` that may answer this poll for the cursor
+    /// numbered `cursor`, if that is all it owes.
+    pub(crate) fn owes_only(&self, cursor: u64, newest: &Newest) -> Option<usize> {
+        let d = self.delivery.as_ref()?;
+        (d.id() == cursor).then(|| d.owes_only(newest)).flatten()
+    }
+
+    /// Answers the poll with the one value of `newest` it owes, the
+    /// sweeper's answer (`[`, the value's JSON, `]`, written by the
+    /// caller): the client's resume position. The cursor is parked again
+    /// before a byte is written, so that the client's next poll, on any
+    /// connection, finds it; the sweep's clock reading stands for now.
+    pub(crate) fn answer_latest(&mut self, newest: &Newest) -> Cursor {
+        let d = self
+            .delivery
+            .as_mut()
+            .expect("cursor present while polling");
+        d.took(newest, true);
+        self.end(1, None, Some(newest.at))
+    }
+
+    /// The server this poll is held by.
+    pub(crate) fn io(&self) -> &Io {
+        &self.io
+    }
+
+    /// Ends the poll after an answer of `delivered` events, at `now` if
+    /// the caller read the clock: the client's resume position, then the
+    /// cursor parked again (or the session ended, if the answer carried
+    /// its close).
+    fn end(
+        &mut self,
+        delivered: u64,
+        closed: Option<DisconnectReason>,
+        now: Option<tokio::time::Instant>,
+    ) -> Cursor {
+        let io = &self.io;
+        let metrics = &io.hub().metrics;
+        let now = now.unwrap_or_else(tokio::time::Instant::now);
+        metrics.poll_held(now.saturating_duration_since(self.since));
+        // The body's bytes are counted with every other response's.
+        metrics.written(delivered, 0);
+        let mut delivery = self.delivery.take().expect("cursor present");
+        let cursor = self.session.cursor(&delivery);
         match closed {
             Some(reason) => {
                 drop(delivery);
-                let session = &pending.session;
+                let session = &self.session;
                 io.hub()
                     .disconnect_incarnation(session.sid, session.incarnation, reason);
             }
-            None => io.hub().park(&pending.session, delivery),
+            None => {
+                // A parked cursor names no held poll: the next may be held
+                // on another connection, or by the router.
+                delivery.write_to_task();
+                io.hub().park_from(&self.session, delivery, now);
+            }
         }
-        Poll::Ready((body, cursor))
+        cursor
     }
 }

@@ -1,5 +1,5 @@
 //! Held long-polls served straight on the socket, as plain `GET /events`
-//! is in [`sse_raw`](super::sse_raw).
+//! is in [`sse_raw`].
 //!
 //! A polling client spends nearly all its life inside one held
 //! `GET /poll?sid=`. Through hyper, that costs the connection's read and
@@ -17,22 +17,28 @@
 //! to the session at once, as when hyper drops a request). Bytes that
 //! arrive meanwhile are the start of the client's next request (HTTP/1.1
 //! allows pipelining) and are kept for it, up to `--max-header-bytes`.
+//!
+//! A held poll owed only a new count is answered by the fan-out's sweeper,
+//! as an idle stream is written ([`DirectWrite`]): the connection lends it
+//! the socket and the cursor for the poll ([`Lent`]). The cursor is parked
+//! before the answer is written, and the connection's task runs once the
+//! whole sweep is out, so a count change reaches every held poll before
+//! any of their tasks reads a next request.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::mux::MuxParam;
-use super::poll;
+use super::{poll, sse_raw};
 use crate::api::io::Io;
+use crate::engine::fanout::{DirectWrite, Newest};
 use crate::engine::hub::Session;
 use crate::engine::recovery::Cursor;
 use crate::error::Error;
@@ -163,43 +169,94 @@ impl Ask {
 pin_project_lite::pin_project! {
     /// A poll held on the raw path: waits until events are ready or
     /// pingInterval passes, writes the answer, and says how the connection
-    /// goes on.
+    /// goes on, with its socket back in the connection's hands.
     ///
     /// A polling client spends nearly all its life here, inside its
     /// connection's task, which awaits this in place rather than boxed. So
-    /// this is a named future that holds only the poll and what its answer
-    /// needs, and then only the answer's bytes: an async block would keep
-    /// room for the poll it was given beside the one it polls, and for
-    /// every value it built on the way.
+    /// this is a named future that holds only the poll's timer and what
+    /// its answer needs: an async block would keep room for the poll it
+    /// was given beside the one it polls, and for every value it built on
+    /// the way.
+    ///
+    /// The socket and the cursor are shared with the fan-out's sweeper,
+    /// which answers a poll owed one latest value itself, as it writes to
+    /// an idle stream ([`DirectWrite`]): a count change then reaches every
+    /// held poll before any of their tasks runs again.
     pub(crate) struct Hold<'a> {
         #[pin]
-        stage: Stage,
-        stream: &'a mut TcpStream,
+        timer: Timer,
+        shared: Arc<Lent>,
+        // Where the socket goes back once the answer is written.
+        slot: &'a mut Option<TcpStream>,
         io: &'a Io,
         closing: &'a CancellationToken,
         // What the client sent after the poll's head: the start of its
         // next request (HTTP/1.1 allows pipelining).
         rest: Vec<u8>,
-        origin: Option<usize>,
-        close: bool,
+    }
+
+    impl<'a> PinnedDrop for Hold<'a> {
+        // Whatever ends the hold, its cursor is parked by this task, never
+        // by the sweeper holding the last reference for a moment.
+        fn drop(this: Pin<&mut Self>) {
+            let ended = this.shared.0.lock().take();
+            drop(ended);
+        }
     }
 }
 
 pin_project_lite::pin_project! {
-    #[project = StageProj]
-    enum Stage {
-        // The poll, while the socket is read to notice a client that left.
-        Waiting { #[pin] polling: poll::Polling },
-        // The answer, `at` bytes of it written; then the connection closes
-        // or goes on.
-        Writing { out: Vec<u8>, at: usize, close: bool },
+    #[project = TimerProj]
+    enum Timer {
+        // pingInterval: the poll is answered with `[]` when it passes.
+        Held { #[pin] sleep: tokio::time::Sleep },
+        // The poll is over, or there never was one (a handshake).
+        Over,
     }
 }
 
-/// Holds the poll `held`. `rest` is what the client sent after the poll's
-/// head.
+/// A polling connection's socket and cursor while a poll is held, behind
+/// a lock the sweeper takes without waiting; `None` between polls.
+///
+/// One per connection, made at its first poll and kept between polls: a
+/// block made and freed by every poll would come and go through the heap
+/// at every count change, and leave holes among the blocks that stay.
+pub(crate) struct Lent(parking_lot::Mutex<Option<Inner>>);
+
+impl Lent {
+    fn new() -> Arc<Lent> {
+        Arc::new(Lent(parking_lot::Mutex::new(None)))
+    }
+}
+
+/// What a held poll lends: the socket, the poll, and what its answer
+/// needs.
+struct Inner {
+    stream: TcpStream,
+    stage: Stage,
+    origin: Option<usize>,
+    close: bool,
+}
+
+enum Stage {
+    // The poll, while the socket is read to notice a client that left.
+    Waiting(poll::Pending),
+    // The answer, `at` bytes of it written; then the connection closes or
+    // goes on.
+    Writing {
+        out: Vec<u8>,
+        at: usize,
+        close: bool,
+    },
+}
+
+/// Holds the poll `held` on `slot`'s socket, which is back in `slot` once
+/// the hold returns [`After::Next`]. `rest` is what the client sent after
+/// the poll's head. `lent` is the connection's [`Lent`], made here the
+/// first time.
 pub(crate) fn hold<'a>(
-    stream: &'a mut TcpStream,
+    slot: &'a mut Option<TcpStream>,
+    lent: &mut Option<Arc<Lent>>,
     held: Held,
     rest: Vec<u8>,
     io: &'a Io,
@@ -210,40 +267,63 @@ pub(crate) fn hold<'a>(
         origin,
         close,
     } = held;
-    let stage = match poll::poll(io, session) {
-        Ok(polling) => Stage::Waiting { polling },
+    let shared = lent.get_or_insert_with(Lent::new).clone();
+    let (stage, timer) = match poll::start(io, session) {
+        Ok((mut pending, sleep)) => {
+            // Without a sweeper, the poll's task is woken as before and
+            // the poll need not be reachable.
+            if io.hub().fanout().sweeping() {
+                let me: std::sync::Weak<Lent> = Arc::downgrade(&shared);
+                pending.write_directly(me);
+            }
+            (Stage::Waiting(pending), Timer::Held { sleep })
+        }
         // Refused at once (a second poll of the session, or its end):
         // answered as the router answers it.
-        Err(e) => answer(io, closing, origin, close, Err(e)),
+        Err(e) => (answer(io, closing, origin, close, Err(e)), Timer::Over),
     };
-    Hold {
-        stage,
+    let stream = slot.take().expect("the connection's socket");
+    *shared.0.lock() = Some(Inner {
         stream,
+        stage,
+        origin,
+        close,
+    });
+    Hold {
+        timer,
+        shared,
+        slot,
         io,
         closing,
         rest,
-        origin,
-        close,
     }
 }
 
 /// Writes `out`, a handshake's answer, as a held poll's answer is written.
 fn writing<'a>(
-    stream: &'a mut TcpStream,
+    slot: &'a mut Option<TcpStream>,
+    lent: &mut Option<Arc<Lent>>,
     out: Vec<u8>,
     rest: Vec<u8>,
     io: &'a Io,
     closing: &'a CancellationToken,
     close: bool,
 ) -> Hold<'a> {
-    Hold {
-        stage: Stage::Writing { out, at: 0, close },
+    let shared = lent.get_or_insert_with(Lent::new).clone();
+    let stream = slot.take().expect("the connection's socket");
+    *shared.0.lock() = Some(Inner {
         stream,
+        stage: Stage::Writing { out, at: 0, close },
+        origin: None,
+        close,
+    });
+    Hold {
+        timer: Timer::Over,
+        shared,
+        slot,
         io,
         closing,
         rest,
-        origin: None,
-        close,
     }
 }
 
@@ -258,7 +338,11 @@ fn answer(
 ) -> Stage {
     let close = close || closing.is_cancelled();
     let out = match result {
-        Ok((body, cursor)) => answer_bytes(io, origin, None, cursor, body.into_frames(), close),
+        Ok((body, cursor)) => {
+            let frames = body.into_frames();
+            let parts = frames.iter().map(|b| &b[..]);
+            answer_bytes(io, origin, None, cursor, parts, close)
+        }
         Err(e) => error_bytes(io, e, head::cors_listed(io.config(), origin), close),
     };
     Stage::Writing { out, at: 0, close }
@@ -267,36 +351,110 @@ fn answer(
 impl Future for Hold<'_> {
     type Output = After;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<After> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<After> {
+        let mut this = self.project();
+        // With several threads the sweeper may hold this lock on another
+        // one, for a single non-blocking write.
+        let mut held = this.shared.0.lock();
+        let Some(inner) = held.as_mut() else {
+            return Poll::Ready(After::Close);
+        };
         loop {
-            let mut this = self.as_mut().project();
-            let ready = match this.stage.as_mut().project() {
-                StageProj::Waiting { polling } => {
+            match &mut inner.stage {
+                Stage::Waiting(pending) => {
+                    let TimerProj::Held { sleep } = this.timer.as_mut().project() else {
+                        unreachable!("a held poll has its timer");
+                    };
                     let max = this.io.config().max_header_bytes;
-                    match std::task::ready!(wait(polling, this.stream, this.rest, max, cx)) {
-                        Some(answer) => answer,
-                        None => return Poll::Ready(After::Close),
-                    }
+                    let waited = wait(pending, sleep, &inner.stream, this.rest, max, cx);
+                    let Some(ready) = std::task::ready!(waited) else {
+                        break;
+                    };
+                    // The poll is over (its cursor is parked again): only
+                    // the answer's bytes are kept from here.
+                    inner.stage =
+                        answer(this.io, this.closing, inner.origin, inner.close, Ok(ready));
+                    this.timer.set(Timer::Over);
                 }
-                StageProj::Writing { out, at, close } => {
+                Stage::Writing { out, at, close } => {
                     while *at < out.len() {
-                        let stream = Pin::new(&mut **this.stream);
+                        let stream = Pin::new(&mut inner.stream);
                         match std::task::ready!(stream.poll_write(cx, &out[*at..])) {
-                            Ok(0) | Err(_) => return Poll::Ready(After::Close),
+                            Ok(0) | Err(_) => {
+                                *close = true;
+                                break;
+                            }
                             Ok(n) => *at += n,
                         }
                     }
                     if *close {
-                        return Poll::Ready(After::Close);
+                        break;
                     }
+                    let Some(Inner { stream, .. }) = held.take() else {
+                        unreachable!("present above");
+                    };
+                    drop(held);
+                    **this.slot = Some(stream);
                     return Poll::Ready(After::Next(std::mem::take(this.rest)));
                 }
-            };
-            // The poll is over (its cursor is parked again): only the
-            // answer's bytes are kept from here.
-            let next = answer(this.io, this.closing, *this.origin, *this.close, Ok(ready));
-            this.stage.set(next);
+            }
         }
+        // Closed: dropped here, outside the lock.
+        let ended = held.take();
+        drop(held);
+        drop(ended);
+        Poll::Ready(After::Close)
+    }
+}
+
+impl DirectWrite for Lent {
+    fn write_latest(&self, cursor: u64, newest: &Newest, _waker: &mut Option<Waker>) -> bool {
+        // Held: this poll's task is running it right now, and will find
+        // the value itself once woken.
+        let Some(mut slot) = self.0.try_lock() else {
+            return false;
+        };
+        let Some(inner) = slot.as_mut() else {
+            return false;
+        };
+        let Stage::Waiting(pending) = &mut inner.stage else {
+            return false;
+        };
+        let Some(i) = pending.owes_only(cursor, newest) else {
+            return false;
+        };
+        let position = pending.answer_latest(newest);
+        let json = &newest.packet(i).json[..];
+        let parts = [&b"["[..], json, &b"]"[..]].into_iter();
+        let out = answer_bytes(
+            pending.io(),
+            inner.origin,
+            None,
+            position,
+            parts,
+            inner.close,
+        );
+        // What the socket does not take now, the task writes; a socket
+        // that failed fails the task's write too, which ends the
+        // connection.
+        let at = sse_raw::write_now(&inner.stream, &out).unwrap_or(0);
+        let close = inner.close;
+        inner.stage = match at == out.len() {
+            true => Stage::Writing {
+                out: Vec::new(),
+                at: 0,
+                close,
+            },
+            false => Stage::Writing { out, at, close },
+        };
+        // The waker stays: the task must run, to go on to the client's
+        // next request; after the sweep, so that the rest of the fan-out
+        // goes first.
+        true
+    }
+
+    fn wake_after_sweep(&self) -> bool {
+        true
     }
 }
 
@@ -310,14 +468,15 @@ impl Future for Hold<'_> {
 /// reserved in `rest` ahead of any byte, would cost every held poll for its
 /// whole life.
 fn wait(
-    mut polling: Pin<&mut poll::Polling>,
-    stream: &mut TcpStream,
+    pending: &mut poll::Pending,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    stream: &TcpStream,
     rest: &mut Vec<u8>,
     max: usize,
     cx: &mut Context<'_>,
 ) -> Poll<Option<(poll::PollBody, Cursor)>> {
     loop {
-        if let Poll::Ready(answer) = polling.as_mut().poll(cx) {
+        if let Poll::Ready(answer) = pending.poll_answer(timer.as_mut(), cx) {
             return Poll::Ready(Some(answer));
         }
         match std::task::ready!(stream.poll_read_ready(cx)) {
@@ -342,8 +501,9 @@ fn wait(
 /// Answers the handshake `ask` on `stream` (a poll is held by [`hold`]),
 /// and says how the connection goes on. `rest` is what the client sent
 /// after the handshake's head.
-pub(crate) async fn serve(
-    stream: &mut TcpStream,
+pub(crate) async fn serve<'a>(
+    slot: &'a mut Option<TcpStream>,
+    lent: &'a mut Option<Arc<Lent>>,
     ask: Handshaking,
     rest: Vec<u8>,
     io: &Io,
@@ -360,13 +520,17 @@ pub(crate) async fn serve(
     // Closing after the answer: asked for, or the server is shutting down.
     let close = close || closing.is_cancelled();
     let out = match started {
-        Ok((sid, body, cursor)) => {
-            let frames = VecDeque::from([body]);
-            answer_bytes(io, origin, Some(sid), cursor, frames, close)
-        }
+        Ok((sid, body, cursor)) => answer_bytes(
+            io,
+            origin,
+            Some(sid),
+            cursor,
+            [&body[..]].into_iter(),
+            close,
+        ),
         Err(e) => error_bytes(io, e, head::cors_listed(io.config(), origin), close),
     };
-    writing(stream, out, rest, io, closing, close).await
+    writing(slot, lent, out, rest, io, closing, close).await
 }
 
 /// A 200 answer: the JSON head, the session's id for a handshake (`sid`),
@@ -375,17 +539,17 @@ pub(crate) async fn serve(
 /// future waiting on the socket holds what built it; and in one buffer,
 /// written in place, since every held poll's answer is built inside a
 /// fan-out.
-fn answer_bytes(
+fn answer_bytes<'b>(
     io: &Io,
     origin: Option<usize>,
     sid: Option<Sid>,
     cursor: Cursor,
-    frames: VecDeque<Bytes>,
+    parts: impl Iterator<Item = &'b [u8]> + Clone,
     close: bool,
 ) -> Vec<u8> {
     use std::io::Write;
     let config = io.config();
-    let len: usize = frames.iter().map(|b| b.len()).sum();
+    let len: usize = parts.clone().map(<[u8]>::len).sum();
     io.hub().metrics.response_bytes(len as u64);
     let mut out = Vec::with_capacity(ANSWER_HEAD + len);
     head::push_status(&mut out, hyper::StatusCode::OK);
@@ -407,15 +571,15 @@ fn answer_bytes(
         out.extend_from_slice(b"connection: close\r\n");
     }
     head::push_end(&mut out);
-    for b in &frames {
-        out.extend_from_slice(b);
+    for part in parts {
+        out.extend_from_slice(part);
     }
     out
 }
 
 /// Room for an answer's head, so that building one takes one allocation:
 /// with a resume position, a listed origin and a node name it is about
-/// 350 bytes.
+/// 330 bytes.
 const ANSWER_HEAD: usize = 384;
 
 /// `e` as the router would answer it, leaving the connection open (unless

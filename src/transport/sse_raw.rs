@@ -235,12 +235,12 @@ impl RawBody for SseBody {
 /// told of a full socket: the task then woken finds it full again and
 /// waits for it as usual.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn write_now(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
+pub(crate) fn write_now(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
     socket2::SockRef::from(stream).send_with_flags(bytes, libc::MSG_NOSIGNAL)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn write_now(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
+pub(crate) fn write_now(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
     stream.try_write(bytes)
 }
 

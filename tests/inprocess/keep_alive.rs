@@ -271,3 +271,97 @@ async fn refused_polls_leave_the_connection_open_for_the_next_request() {
         r#"[{"event":"user count","data":3}]"#
     );
 }
+
+/// A head without its `date` and `x-ssio-cursor` lines, which change from
+/// one answer to the next.
+fn steady_head(r: &Resp) -> String {
+    r.head
+        .lines()
+        .filter(|l| !l.starts_with("date: ") && !l.starts_with("x-ssio-cursor: "))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// The counter `name` in `/metrics`.
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = get(addr, "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+/// Waits until the counter `name` reads `want`.
+async fn wait_metric(addr: SocketAddr, name: &str, want: u64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = metric(addr, name).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} is {got}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// One thread, as the binary runs on one core: held polls owed only a new
+// count are answered by the fan-out's sweeper, in the bytes their own task
+// would write, and each connection then goes on to its next poll.
+#[tokio::test]
+async fn held_polls_take_a_new_count_from_the_sweeper_in_the_same_bytes() {
+    let server = Server::start(config()).await;
+    let addr = server.addr;
+    let mut polls = Vec::new();
+    for n in 1..=2u64 {
+        let p = Poller::handshake(addr).await;
+        let mut c = Conn::open(addr).await;
+        c.poll(&p.sid).await;
+        let first = c.response().await;
+        assert_eq!(
+            first.text(),
+            format!(r#"[{{"event":"user count","data":{n}}}]"#)
+        );
+        polls.push((p, c, first));
+    }
+    // The first poller's first answer said 1; its next poll owes 2 and is
+    // answered at once. Every poll held after this owes nothing.
+    let (p, c, _) = &mut polls[0];
+    c.poll(&p.sid).await;
+    assert_eq!(
+        c.response().await.text(),
+        r#"[{"event":"user count","data":2}]"#
+    );
+    for (p, c, _) in polls.iter_mut() {
+        c.poll(&p.sid).await;
+    }
+    wait_metric(addr, "ssio_polls_held", 2).await;
+    let swept = metric(addr, "ssio_fanout_swept_total").await;
+    let delivered = metric(addr, "ssio_deliveries_total").await;
+
+    let third = Sse::connect(addr).await;
+    for (_, c, first) in polls.iter_mut() {
+        let r = c.response().await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), r#"[{"event":"user count","data":3}]"#);
+        assert_eq!(steady_head(&r), steady_head(first));
+        assert_eq!(r.header("content-length").as_deref(), Some("33"));
+    }
+    // Both answers were the sweeper's, each a delivery counted once.
+    wait_metric(addr, "ssio_fanout_swept_total", swept + 2).await;
+    wait_metric(addr, "ssio_deliveries_total", delivered + 3).await;
+
+    // Each connection carries its next poll, held and answered again.
+    for (p, c, _) in polls.iter_mut() {
+        c.poll(&p.sid).await;
+    }
+    wait_metric(addr, "ssio_polls_held", 2).await;
+    drop(third);
+    for (_, c, _) in polls.iter_mut() {
+        assert_eq!(
+            c.response().await.text(),
+            r#"[{"event":"user count","data":2}]"#
+        );
+    }
+}

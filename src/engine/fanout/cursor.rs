@@ -154,6 +154,12 @@ impl Delivery {
         self.direct = Some(direct);
     }
 
+    /// Undoes [`Delivery::write_directly`]: the sweeper wakes this
+    /// cursor's task again.
+    pub(crate) fn write_to_task(&mut self) {
+        self.direct = None;
+    }
+
     /// The one value of `newest` this cursor owes, if that is all it owes:
     /// nothing handed out and held back, no other latest value, no
     /// ordinary or mailbox event, no close. Its stream may then be written
@@ -244,10 +250,21 @@ impl Delivery {
             }
             // A polling session's cursor moves from one request's task to
             // the next, so the waker is compared, not just its presence.
+            // So is the held poll the sweeper may answer through: a waiter
+            // left by the last poll names that poll's connection.
             match st.waiters.entry(self.id) {
-                Entry::Occupied(e) if e.get().waker.will_wake(cx.waker()) => {}
                 Entry::Occupied(mut e) => {
-                    e.get_mut().waker = cx.waker().clone();
+                    let w = e.get_mut();
+                    if !w.waker.will_wake(cx.waker()) {
+                        w.waker = cx.waker().clone();
+                    }
+                    let same = match (&w.direct, &self.direct) {
+                        (Some(a), Some(b)) => Weak::ptr_eq(a, b),
+                        (a, b) => a.is_none() && b.is_none(),
+                    };
+                    if !same {
+                        w.direct = self.direct.clone();
+                    }
                 }
                 Entry::Vacant(e) => {
                     e.insert(Waiter {

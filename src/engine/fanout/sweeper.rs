@@ -36,6 +36,14 @@ pub(crate) trait DirectWrite: Send + Sync {
     /// run (to finish a write, for something published meanwhile, or to
     /// find an unwritten value the usual way), and the caller wakes it.
     fn write_latest(&self, cursor: u64, newest: &Newest, waker: &mut Option<Waker>) -> bool;
+
+    /// Whether a task left to run after a write of this kind is woken once
+    /// the sweep is over rather than at once. A held poll's is: its answer
+    /// is written, and what is left (the end of the poll, the client's
+    /// next request) can wait until every other client has the value.
+    fn wake_after_sweep(&self) -> bool {
+        false
+    }
 }
 
 /// The latest values as the sweeper found them, for one sweep.
@@ -123,6 +131,7 @@ impl Fanout {
         let stop = claimed.then(|| StopSweep {
             sweep: self.sweep.clone(),
             batch: Vec::new(),
+            later: Vec::new(),
         });
         async move {
             if let Some(stop) = stop {
@@ -149,12 +158,18 @@ impl Fanout {
             while let Some((id, w)) = stop.batch.pop() {
                 let direct = w.direct.as_ref().and_then(Weak::upgrade);
                 let mut waker = Some(w.waker);
-                if direct.is_some_and(|d| d.write_latest(id, &newest, &mut waker)) {
+                let wrote = direct
+                    .as_ref()
+                    .is_some_and(|d| d.write_latest(id, &newest, &mut waker));
+                if wrote {
                     swept += 1;
                 }
                 // Left with the sweeper: the stream's task must run.
                 if let Some(waker) = waker {
-                    waker.wake();
+                    match wrote && direct.is_some_and(|d| d.wake_after_sweep()) {
+                        true => stop.later.push(waker),
+                        false => waker.wake(),
+                    }
                 }
                 done += 1;
                 // Let timers, accepts and requests in now and then; what
@@ -166,12 +181,18 @@ impl Fanout {
                 }
             }
             self.clock.swept.inc_by(swept);
+            for waker in stop.later.drain(..) {
+                waker.wake();
+            }
             // The queue gets this buffer at the next swap. A large one is
             // given back instead: held between sweeps, two buffers the size
             // of every stream cost each idle stream about 60 bytes, and a
             // sweep that size is far dearer than allocating them again.
             if stop.batch.capacity() > SWEEP_SLICE {
                 stop.batch = Vec::new();
+            }
+            if stop.later.capacity() > SWEEP_SLICE {
+                stop.later = Vec::new();
             }
         }
     }
@@ -213,6 +234,9 @@ const SWEEP_SLICE: usize = 1024;
 struct StopSweep {
     sweep: Arc<Sweep>,
     batch: Vec<(u64, Waiter)>,
+    /// Tasks to wake once the batch is written
+    /// ([`DirectWrite::wake_after_sweep`]).
+    later: Vec<Waker>,
 }
 
 impl Drop for StopSweep {
@@ -224,6 +248,9 @@ impl Drop for StopSweep {
         };
         for (_, w) in streams.into_iter().chain(self.batch.drain(..)) {
             w.waker.wake();
+        }
+        for waker in self.later.drain(..) {
+            waker.wake();
         }
     }
 }
