@@ -282,30 +282,6 @@ fn steady_head(r: &Resp) -> String {
         .join("\r\n")
 }
 
-/// The counter `name` in `/metrics`.
-async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let text = get(addr, "/metrics").await.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
-}
-
-/// Waits until the counter `name` reads `want`.
-async fn wait_metric(addr: SocketAddr, name: &str, want: u64) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let got = metric(addr, name).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} is {got}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 // One thread, as the binary runs on one core: held polls owed only a new
 // count are answered by the fan-out's sweeper, in the bytes their own task
 // would write, and each connection then goes on to its next poll.

@@ -87,27 +87,6 @@ fn dateless(bytes: &[u8]) -> String {
     text
 }
 
-/// A counter's value in `/metrics`.
-async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let text = get(addr, "/metrics").await.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
-}
-
-/// Waits until the counter `name` reads `want`.
-async fn wait_metric(addr: SocketAddr, name: &str, want: u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = metric(addr, name).await;
-        if got == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} is {got}, want {want}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// The page a browser loads before its stream, one request at a time on
 /// `r`, each answered whole.
 async fn load_page(r: &mut BufReader<TcpStream>, addr: SocketAddr) {

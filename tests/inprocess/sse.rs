@@ -172,27 +172,6 @@ async fn a_head_that_arrives_in_pieces_gets_the_same_stream() {
     server.wait_sessions(0, Duration::from_secs(1)).await;
 }
 
-/// A counter's value in `/metrics`.
-async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let text = get(addr, "/metrics").await.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
-}
-
-/// Waits until the counter `name` reads `want`.
-async fn wait_metric(addr: std::net::SocketAddr, name: &str, want: u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = metric(addr, name).await;
-        if got == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} is {got}, want {want}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// No keep-alive within a test, so every byte on a stream is an event.
 fn quiet_config() -> Config {
     Config {

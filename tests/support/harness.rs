@@ -175,6 +175,30 @@ pub async fn get(addr: SocketAddr, path: &str) -> Resp {
     request(addr, "GET", path, &[], b"").await
 }
 
+/// A counter's or gauge's value in `/metrics`.
+pub async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = get(addr, "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+/// Waits until `name` in `/metrics` reads `want`, failing after `WAIT`.
+pub async fn wait_metric(addr: SocketAddr, name: &str, want: u64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = metric(addr, name).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} is {got}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A POST of a `text/plain` `body` to `path` on a fresh connection.
 pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Resp {
     request(addr, "POST", path, &[("Content-Type", "text/plain")], body).await
