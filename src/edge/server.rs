@@ -242,6 +242,9 @@ fn serve(
     }
 }
 
+/// What a missing socket means: a held poll lends the socket and gives it
+/// back before the connection goes on, so it is in its slot between
+/// requests.
 const SOCKET: &str = "the connection's socket is in its slot between requests";
 
 /// Waits until the client has sent something of its next request, unless
