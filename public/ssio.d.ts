@@ -88,6 +88,9 @@ export interface ReservedEvents {
 /** A handler for an event from the server; `data` is the decoded JSON. */
 export type Listener = (this: Socket, data: any) => void;
 
+/** A catch-all listener: the event's name and its decoded JSON data. */
+export type AnyListener = (this: Socket, event: string, data: any) => void;
+
 /** The handler type for an event name: reserved names have their own. */
 export type HandlerFor<E extends string> = E extends keyof ReservedEvents ? ReservedEvents[E] : Listener;
 
@@ -118,6 +121,30 @@ export interface Socket {
   off<E extends string>(event?: E, fn?: HandlerFor<E>): this;
 
   /**
+   * Adds a catch-all listener, called with the name and data of every event
+   * from the server, before the event's own handlers. On a stream of its
+   * own the socket then asks for every event framed as JSON (`frames=json`),
+   * moving a live session there without a reconnection, so that events
+   * without a handler reach it too.
+   */
+  onAny(fn: AnyListener): this;
+  /** {@link Socket.onAny}, placed before the catch-all listeners already added. */
+  prependAny(fn: AnyListener): this;
+  /** Removes one catch-all listener, or (no argument) every one. */
+  offAny(fn?: AnyListener): this;
+  /** The catch-all listeners, in the order they are called. */
+  listenersAny(): AnyListener[];
+
+  /** Adds a listener called with the name and data of every event this socket sends, as it leaves. */
+  onAnyOutgoing(fn: AnyListener): this;
+  /** {@link Socket.onAnyOutgoing}, placed before the listeners already added. */
+  prependAnyOutgoing(fn: AnyListener): this;
+  /** Removes one outgoing listener, or (no argument) every one. */
+  offAnyOutgoing(fn?: AnyListener): this;
+  /** The outgoing listeners, in the order they are called. */
+  listenersAnyOutgoing(): AnyListener[];
+
+  /**
    * Sends an event to the server. `data` must survive `JSON.stringify`.
    * Events emitted while disconnected are sent, in order, on the next
    * `connect`.
@@ -140,7 +167,8 @@ export interface Socket {
 
 /**
  * Opens a socket to the ssio server at `url` (default: this page's origin).
- * The connection starts at once.
+ * The connection starts once the calling script has run, so listeners
+ * added right after this call shape it.
  */
 export declare function io(url?: string, options?: SocketOptions): Socket;
 

@@ -34,6 +34,10 @@
     var pollLimit = 45000;
     // No prototype, so an event called "constructor" is just an event.
     var handlers = Object.create(null);
+    // Catch-all listeners: of every event from the server, and of every
+    // event this socket sends.
+    var anyIn = [];
+    var anyOut = [];
     var outbox = [];
     var sending = Promise.resolve();
     var attempts = 0;
@@ -62,11 +66,20 @@
 
     var socket = { id: null, connected: false, transport: null, recovered: false };
 
+    // One throwing handler must not stall the transport or its siblings.
+    function call(fn, args) {
+      try { fn.apply(socket, args); } catch (e) { setTimeout(function () { throw e; }); }
+    }
+
     function fire(name, arg) {
-      (handlers[name] || []).slice().forEach(function (fn) {
-        // One throwing handler must not stall the transport or its siblings.
-        try { fn.call(socket, arg); } catch (e) { setTimeout(function () { throw e; }); }
-      });
+      (handlers[name] || []).slice().forEach(function (fn) { call(fn, [arg]); });
+    }
+
+    // An event from the server: the catch-all listeners first, as in
+    // socket.io, then the event's own.
+    function event(name, data) {
+      anyIn.slice().forEach(function (fn) { call(fn, [name, data]); });
+      fire(name, data);
     }
 
     function allowed(t) {
@@ -127,7 +140,7 @@
         return function (arg, more) {
           if (current == t) fn(arg, more);
         };
-      }, q, { up: up, down: down, fail: fail, lost: lost, fire: fire, allowed: allowed, connectTimeout: connectTimeout,
+      }, q, { up: up, down: down, fail: fail, lost: lost, event: event, allowed: allowed, connectTimeout: connectTimeout,
         hint: function (ms) { hint = ms; } });
       socket.transport = name;
       t.open();
@@ -152,7 +165,11 @@
       pollLimit = hs.pingInterval + hs.pingTimeout || pollLimit;
       // The server continued the session: nothing happened, as far as the
       // page can tell.
-      if (blips && hs.sid == socket.id) return (blips = 0, socket.recovered = !!hs.recovered);
+      if (blips && hs.sid == socket.id) {
+        blips = 0;
+        socket.recovered = !!hs.recovered;
+        return reframe();
+      }
       // Back too late: that session ended, this is a new one.
       if (blips) fire('disconnect', 'transport close');
       blips = 0;
@@ -163,6 +180,20 @@
       outbox = [];
       queued.forEach(post);
       fire('connect');
+      reframe();
+    }
+
+    // A stream framed by name cannot show events that have no listener, so
+    // a catch-all listener moves the session to a stream framed as JSON,
+    // resuming it there as a blip does: same sid, nothing missed, no
+    // connect or disconnect. Without a resume cursor (recovery off on the
+    // server) that waits for the next connection.
+    function reframe() {
+      if (current && current.named && anyIn.length && socket.connected && lastId) {
+        stop();
+        blips++;
+        open();
+      }
     }
 
     // Two thirds into the token's life (`exp - iat`, so a page whose clock
@@ -256,40 +287,53 @@
     // ---- transports ----
 
     // One EventSource per session; the server's named events are the
-    // socket's events.
+    // socket's events. With catch-all listeners the stream is asked to
+    // frame every event unnamed, as JSON (`frames=json`): EventSource hands
+    // a named event only to listeners of that name.
     function sse(live, q) {
       var s, deadline;
       var names = Object.create(null);
+      var json = anyIn.length > 0;
+
+      function got(name, e, data) {
+        if (name == 'connect') {
+          clearTimeout(deadline);
+          sseWorked = true;
+          lastId = e.lastEventId || lastId;
+          up(data);
+        } else if (name == 'retry') hint = data;
+        else if (name == 'disconnect') down(data);
+        else {
+          lastId = e.lastEventId || lastId;
+          event(name, data);
+        }
+      }
 
       // EventSource only delivers named events that have a listener.
       function listen(name) {
-        if (!names[name] && !RESERVED.test(name)) {
+        if (!json && !names[name] && !RESERVED.test(name)) {
           names[name] = 1;
           s.addEventListener(name, live(function (e) {
-            lastId = e.lastEventId || lastId;
-            fire(name, JSON.parse(e.data));
+            got(name, e, JSON.parse(e.data));
           }));
         }
       }
 
       return {
         open: function () {
-          s = new EventSource(base + '/events' + q);
+          s = new EventSource(base + '/events' + (json ? q + (q ? '&' : '?') + 'frames=json' : q));
           // A buffering proxy holds the stream back without failing it, so
           // only a deadline on the first event can tell.
           deadline = setTimeout(live(fallback), connectTimeout);
-          s.addEventListener('connect', live(function (e) {
-            clearTimeout(deadline);
-            sseWorked = true;
-            lastId = e.lastEventId || lastId;
-            up(JSON.parse(e.data));
-          }));
-          s.addEventListener('retry', live(function (e) {
-            hint = JSON.parse(e.data);
-          }));
-          s.addEventListener('disconnect', live(function (e) {
-            down(JSON.parse(e.data));
-          }));
+          ['connect', 'retry', 'disconnect'].forEach(function (name) {
+            s.addEventListener(name, live(function (e) {
+              got(name, e, JSON.parse(e.data));
+            }));
+          });
+          s.onmessage = live(function (e) {
+            var f = JSON.parse(e.data);
+            got(f.event, e, f.data);
+          });
           // EventSource would reconnect by itself, but every stream is a new
           // session, so reconnection is ours to pace. Once SSE has worked
           // here, a failure is an outage, not a blocked path.
@@ -303,7 +347,8 @@
           clearTimeout(deadline);
           s.close();
         },
-        listen: listen
+        listen: listen,
+        named: !json
       };
     }
 
@@ -336,7 +381,7 @@
           var deliver = live(function (p) {
             if (p.event == 'retry') hint = p.data;
             else if (p.event == 'disconnect') down(p.data);
-            else fire(p.event, p.data);
+            else event(p.event, p.data);
           });
           for (var i = 0; i < packets.length; i++) deliver(packets[i]);
           poll(sid);
@@ -364,6 +409,7 @@
     function post(item) {
       var sid = socket.id;
       var ack = item[1];
+      anyOut.slice().forEach(function (fn) { call(fn, item[2]); });
       function send() {
         // A string body is sent as text/plain: a simple request, no preflight.
         return fetch(base + '/emit?sid=' + sid, { method: 'POST', body: item[0] }).then(function (r) {
@@ -396,6 +442,45 @@
       return socket;
     };
 
+    // ---- catch-all listeners, as socket.io has them: `fn(event, data)`
+    // for every event from the server (onAny) or sent by this socket
+    // (onAnyOutgoing, called as the event leaves) ----
+    function without(list, fn) {
+      return fn ? list.filter(function (f) { return f != fn; }) : [];
+    }
+    socket.onAny = function (fn) {
+      anyIn.push(fn);
+      reframe();
+      return socket;
+    };
+    socket.prependAny = function (fn) {
+      anyIn.unshift(fn);
+      reframe();
+      return socket;
+    };
+    socket.offAny = function (fn) {
+      anyIn = without(anyIn, fn);
+      return socket;
+    };
+    socket.listenersAny = function () {
+      return anyIn.slice();
+    };
+    socket.onAnyOutgoing = function (fn) {
+      anyOut.push(fn);
+      return socket;
+    };
+    socket.prependAnyOutgoing = function (fn) {
+      anyOut.unshift(fn);
+      return socket;
+    };
+    socket.offAnyOutgoing = function (fn) {
+      anyOut = without(anyOut, fn);
+      return socket;
+    };
+    socket.listenersAnyOutgoing = function () {
+      return anyOut.slice();
+    };
+
     // ---- acknowledgements: the answer is the body of the emit's own
     // response; a callback is called once, with an error on timeout ----
     function emit(name, data, cb, ms) {
@@ -411,7 +496,7 @@
         };
         if (ms != null) timer2 = setTimeout(function () { ack(new Error('operation has timed out')); }, ms);
       }
-      var item = [JSON.stringify({ event: name, data: data, ack: !!ack || undefined }), ack];
+      var item = [JSON.stringify({ event: name, data: data, ack: !!ack || undefined }), ack, [name, data]];
       if (socket.connected) post(item);
       else outbox.push(item);
       return socket;
@@ -454,7 +539,13 @@
       }
     });
 
-    open();
+    // The first connection waits until the script that called io() has
+    // run, so that the listeners it adds right away (onAny among them)
+    // shape the stream.
+    var first = gen;
+    Promise.resolve().then(function () {
+      if (gen == first && !stopped) open();
+    });
     return socket;
   }
 
@@ -726,7 +817,7 @@
         if (f.k !== m.key || f.event == 'connect') return;
         if (f.event == 'disconnect') t.down(f.data);
         else if (f.event == 'retry') t.hint(f.data);
-        else t.fire(f.event, f.data);
+        else t.event(f.event, f.data);
       });
       return {
         open: function () {

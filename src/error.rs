@@ -107,6 +107,9 @@ pub enum Error {
     /// The `auth` payload is larger than `--max-auth-bytes`.
     #[error("auth payload too large (limit {0} bytes)")]
     AuthTooLarge(usize),
+    /// A `frames` parameter on `GET /events` other than `json`.
+    #[error("invalid frames: only \"json\" is known")]
+    BadFrames,
     /// An `"ack"` field that is not `true`.
     #[error("invalid ack: {0}")]
     BadAck(&'static str),
@@ -173,6 +176,7 @@ impl Error {
             | Error::BadCursor
             | Error::BadAuth(_)
             | Error::BadAck(_)
+            | Error::BadFrames
             | Error::BadRoom(_)
             | Error::UnknownMux
             | Error::NotDetached => StatusCode::BAD_REQUEST,

@@ -72,7 +72,7 @@ pub mod guide {
 }
 
 pub use api::ack::Ack;
-pub use api::io::{AckHandler, ConnectionHandler, Handler, Io, Middleware, Stats};
+pub use api::io::{AckHandler, AnyHandler, ConnectionHandler, Handler, Io, Middleware, Stats};
 pub use api::middleware::Rejection;
 pub use api::operator::Operator;
 pub use api::socket::Socket;

@@ -56,7 +56,7 @@ use crate::error::{BackendError, Error};
 use crate::session::{DisconnectReason, Handshake, Transport};
 
 use crate::api::operator::Operator;
-use crate::api::socket::{state_of, Socket, SocketState};
+use crate::api::socket::{state_of, Listener, Socket, SocketState};
 
 /// A `socket.on` callback: the socket and the event's data (for
 /// `"disconnect"`, the reason as a JSON string).
@@ -68,6 +68,9 @@ pub type ConnectionHandler = Arc<dyn Fn(&Socket) + Send + Sync>;
 /// A `socket.on_ack` callback: the socket, the event's data and the slot
 /// for its answer.
 pub type AckHandler = Arc<dyn Fn(&Socket, &Value, Ack) + Send + Sync>;
+
+/// A `socket.on_any` callback: the socket, the event's name and its data.
+pub type AnyHandler = Arc<dyn Fn(&Socket, &str, &Value) + Send + Sync>;
 
 /// An `io.use_` callback: accepts or refuses a handshake.
 pub type Middleware = Arc<dyn Fn(&Handshake) -> Result<(), Rejection> + Send + Sync>;
@@ -564,16 +567,26 @@ impl Io {
             return Ok(());
         };
         let mut result = Ok(());
-        for h in socket.state.handlers.get(event) {
-            if let Err(e) = guarded(|| h(&socket, data)) {
+        let mut run = |r: Result<(), Error>| {
+            if let Err(e) = r {
                 result = Err(e);
             }
+        };
+        for h in socket.state.handlers.get("") {
+            if let Listener::Any(h) = h {
+                run(guarded(|| h(&socket, event, data)));
+            }
         }
-        let ack_handlers = socket.state.ack_handlers.get(event);
-        for h in ack_handlers {
-            let ack = ack.clone();
-            if let Err(e) = guarded(|| h(&socket, data, ack)) {
-                result = Err(e);
+        let handlers = socket.state.handlers.get(event);
+        for h in &handlers {
+            if let Listener::On(h) = h {
+                run(guarded(|| h(&socket, data)));
+            }
+        }
+        for h in handlers {
+            if let Listener::Ack(h) = h {
+                let ack = ack.clone();
+                run(guarded(|| h(&socket, data, ack)));
             }
         }
         result
@@ -666,7 +679,7 @@ impl Lifecycle for Inner {
             state,
         };
         let reason = Value::from(reason.as_str());
-        for h in socket.state.handlers.get("disconnect") {
+        for h in socket.state.handlers.on("disconnect") {
             let _ = guarded(|| h(&socket, &reason));
         }
         // Break `Io` → handlers → closure → `Io` cycles. A resume registers

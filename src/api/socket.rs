@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::ops::metrics::Kind;
 use crate::session::{DisconnectReason, Handshake, Sid, Transport};
 
-use crate::api::io::{AckHandler, Handler, Io};
+use crate::api::io::{AckHandler, AnyHandler, Handler, Io};
 use crate::api::operator::Operator;
 
 /// A session's state, from the slot the hub keeps for this layer.
@@ -27,11 +27,10 @@ pub(super) fn state_of(session: &Session) -> Option<Arc<SocketState>> {
 
 /// One socket's state: what moves with the sid across a resume.
 pub(super) struct SocketState {
-    /// `socket.on` handlers by event name; cleared when a session ends or
-    /// goes away (a resume runs the connection handlers again).
-    pub(super) handlers: Table<Handler>,
-    /// `socket.on_ack` handlers by event name.
-    pub(super) ack_handlers: Table<AckHandler>,
+    /// `socket.on`, `socket.on_ack` and `socket.on_any` handlers, in one
+    /// list; cleared when a session ends or goes away (a resume runs the
+    /// connection handlers again).
+    pub(super) handlers: Table,
     /// `socket.data`: the app's own per-socket value, kept across a resume.
     pub(super) data: Mutex<Value>,
     /// The handshake of the connection now serving the socket.
@@ -55,7 +54,6 @@ impl SocketState {
     pub(super) fn new(handshake: &Arc<Handshake>) -> SocketState {
         SocketState {
             handlers: Table::default(),
-            ack_handlers: Table::default(),
             data: Mutex::new(Value::Null),
             handshake: Mutex::new(handshake.clone()),
             recovered: AtomicBool::new(false),
@@ -69,7 +67,6 @@ impl SocketState {
     /// its own. The address and time stay, for whoever still reads them.
     pub(super) fn clear(&self) {
         self.handlers.clear();
-        self.ack_handlers.clear();
         let mut handshake = self.handshake.lock();
         let mut kept = Handshake::new(Default::default(), None, handshake.address);
         kept.issued = handshake.issued;
@@ -77,28 +74,46 @@ impl SocketState {
     }
 }
 
-/// One session's handlers of one kind, with their event names, in the
-/// order they were registered. A list, not a map: a socket has a handful
-/// of handlers, and scanning them costs less than a hash table per
-/// session, which at thousands of sessions is real memory.
-pub(super) struct Table<H>(Mutex<Vec<(Box<str>, H)>>);
-
-impl<H> Default for Table<H> {
-    fn default() -> Self {
-        Table(Mutex::new(Vec::new()))
-    }
+/// One registered handler, of any kind.
+#[derive(Clone)]
+pub(super) enum Listener {
+    /// `socket.on`.
+    On(Handler),
+    /// `socket.on_ack`.
+    Ack(AckHandler),
+    /// `socket.on_any`, kept under the empty name, which no client event
+    /// can have.
+    Any(AnyHandler),
 }
 
-impl<H: Clone> Table<H> {
-    /// The handlers for `event`, cloned out so that none runs under the lock
-    /// (a handler may register another).
-    pub(super) fn get(&self, event: &str) -> Vec<H> {
+/// One session's handlers, with their event names, in the order they were
+/// registered. A list, not a map, and one for every kind: a socket has a
+/// handful of handlers, and scanning them costs less than a hash table per
+/// session, which at thousands of sessions is real memory.
+#[derive(Default)]
+pub(super) struct Table(Mutex<Vec<(Box<str>, Listener)>>);
+
+impl Table {
+    /// The handlers for `event` (the empty name: the catch-all ones),
+    /// cloned out so that none runs under the lock (a handler may register
+    /// another).
+    pub(super) fn get(&self, event: &str) -> Vec<Listener> {
         let table = self.0.lock();
         let named = table.iter().filter(|(name, _)| &**name == event);
         named.map(|(_, h)| h.clone()).collect()
     }
 
-    fn add(&self, event: &str, handler: H) {
+    /// The `socket.on` handlers for `event`.
+    pub(super) fn on(&self, event: &str) -> Vec<Handler> {
+        let all = self.get(event).into_iter();
+        all.filter_map(|h| match h {
+            Listener::On(h) => Some(h),
+            _ => None,
+        })
+        .collect()
+    }
+
+    fn add(&self, event: &str, handler: Listener) {
         let mut table = self.0.lock();
         // Exactly: a first push would make room for four, and a socket
         // usually has one or two.
@@ -174,7 +189,7 @@ impl Socket {
             return;
         }
         let handler: Handler = Arc::new(handler);
-        self.state.handlers.add(event, handler);
+        self.state.handlers.add(event, Listener::On(handler));
     }
 
     /// Registers `handler` for `event` with an answer slot: when the client
@@ -189,13 +204,39 @@ impl Socket {
         if self.session.closed_reason().is_some() {
             return;
         }
-        self.state.ack_handlers.add(event, Arc::new(handler));
+        let handler: AckHandler = Arc::new(handler);
+        self.state.handlers.add(event, Listener::Ack(handler));
+    }
+
+    /// Registers `handler` for every event this client sends, whatever its
+    /// name, with the name (socket.io's `socket.onAny`). Catch-all handlers
+    /// run before the event's own handlers, in the order they were
+    /// registered; they see events sent with a callback too, but only an
+    /// [`Socket::on_ack`] handler can answer one. `"disconnect"` is not an
+    /// event the client sends, so it never reaches them.
+    pub fn on_any<F>(&self, handler: F)
+    where
+        F: Fn(&Socket, &str, &Value) + Send + Sync + 'static,
+    {
+        if self.session.closed_reason().is_some() {
+            return;
+        }
+        let handler: AnyHandler = Arc::new(handler);
+        self.state.handlers.add("", Listener::Any(handler));
+    }
+
+    /// Removes every catch-all handler ([`Socket::on_any`]).
+    pub fn off_any(&self) {
+        self.state.handlers.remove("");
     }
 
     /// Removes every handler for `event`.
     pub fn off(&self, event: &str) {
-        self.state.handlers.remove(event);
-        self.state.ack_handlers.remove(event);
+        // The empty name holds the catch-all handlers: `off_any` removes
+        // those.
+        if !event.is_empty() {
+            self.state.handlers.remove(event);
+        }
     }
 
     /// Adds this socket to `room`. It stays there until it leaves, or its

@@ -95,6 +95,33 @@ pub fn encode_sse(name: &str, data: &str) -> Bytes {
     buf.freeze()
 }
 
+/// Writes `json` as one unnamed SSE event (`data: <json>`), the framing of
+/// shared streams and of `frames=json` streams: the event's name travels
+/// inside the JSON, so an `EventSource`'s `onmessage` sees every event,
+/// whatever its name. JSON from [`Packet::new`] has no raw line break; any
+/// other data is split into `data:` lines as [`encode_sse`] splits it.
+pub(crate) fn put_unnamed(buf: &mut BytesMut, json: &[u8]) {
+    // JSON is UTF-8; bytes that are not are framed as one line, whole.
+    let text = std::str::from_utf8(json).ok();
+    let mut one = |line: &[u8]| {
+        buf.put_slice(b"data: ");
+        buf.put_slice(line);
+        buf.put_u8(b'\n');
+    };
+    match text {
+        Some(text) => lines(text).for_each(|l| one(l.as_bytes())),
+        None => one(json),
+    }
+    buf.put_u8(b'\n');
+}
+
+/// [`put_unnamed`] into a buffer of its own.
+pub(crate) fn unnamed(json: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(json.len() + 8);
+    put_unnamed(&mut buf, json);
+    buf.freeze()
+}
+
 /// The lines of `data`, split at `\r\n`, `\r` and `\n` alike; always at
 /// least one, so empty data still gets its `data:` line.
 fn lines(data: &str) -> impl Iterator<Item = &str> {

@@ -512,16 +512,9 @@ fn tagged_json(key: u32, json: &[u8]) -> Bytes {
     buf.freeze()
 }
 
-/// One tagged item as an unnamed SSE event. JSON from `Packet::new` has no
-/// raw newline; any other data is split into `data:` lines as usual.
+/// One tagged item as an unnamed SSE event.
 fn sse_event(buf: &mut BytesMut, json: &[u8]) {
-    for line in json.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        buf.put_slice(b"data: ");
-        buf.put_slice(line);
-        buf.put_u8(b'\n');
-    }
-    buf.put_u8(b'\n');
+    crate::engine::packet::put_unnamed(buf, json);
 }
 
 /// The carrier's handshake: the usual one plus the stream's id.

@@ -26,8 +26,60 @@ use crate::transport::keepalive::KeepAlive;
 /// Starts an SSE session and returns its response: the one head from
 /// [`head::sse`] and the body. The raw path writes the same head by hand.
 pub(crate) async fn open(io: &Io, handshake: Handshake) -> Result<(Sid, SseBody), Error> {
+    // Refused before a session exists: a bad parameter costs no count.
+    let framing = Framing::parse(handshake.query.as_deref())?;
     let connected = io.start_session(Transport::Sse, handshake).await?;
-    Ok((connected.session.sid, SseBody::new(io.clone(), connected)))
+    let body = SseBody::new(io.clone(), connected, framing);
+    Ok((body.session.sid, body))
+}
+
+/// How a session's stream frames its events.
+///
+/// `EventSource` hands a named event only to listeners of that name, so a
+/// page that wants every event whatever its name (`socket.onAny`) asks for
+/// `frames=json`: each event unnamed, `data: {"event":..,"data":..}`, as a
+/// shared stream frames them (without the key). The default is what
+/// `curl -N` shows: `event: <name>` and `data: <json>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// `event: <name>`, `data: <json>`.
+    Named,
+    /// `data: {"event":"<name>","data":<json>}`.
+    Json,
+}
+
+impl Framing {
+    /// The `frames` parameter of a `GET /events`: absent, or `json`.
+    pub(crate) fn parse(query: Option<&str>) -> Result<Framing, Error> {
+        match crate::session::query_value(query, "frames").as_deref() {
+            None => Ok(Framing::Named),
+            Some("json") => Ok(Framing::Json),
+            Some(_) => Err(Error::BadFrames),
+        }
+    }
+
+    /// `packet` as this stream frames it.
+    fn frame(self, packet: &Packet) -> Bytes {
+        match self {
+            Framing::Named => packet.sse.clone(),
+            Framing::Json => crate::engine::packet::unnamed(&packet.json),
+        }
+    }
+
+    /// The `retry` hint before a shutdown's `disconnect`: the standard
+    /// `retry:` field, then the event.
+    fn retry(self, ms: u64) -> Bytes {
+        let packet = Packet::retry(ms);
+        match self {
+            Framing::Named => packet.sse,
+            Framing::Json => {
+                let mut buf = bytes::BytesMut::new();
+                buf.extend_from_slice(format!("retry: {ms}\n").as_bytes());
+                crate::engine::packet::put_unnamed(&mut buf, &packet.json);
+                buf.freeze()
+            }
+        }
+    }
 }
 
 /// [`open`] as a hyper response.
@@ -49,6 +101,8 @@ pub(crate) struct SseBody {
     first: Option<Bytes>,
     /// Whether ordinary events carry an `id:` (recovery is on).
     ids: bool,
+    /// Named events, or every event unnamed as JSON (`frames=json`).
+    framing: Framing,
     /// The session's read position.
     delivery: Delivery,
     /// A keep-alive comment once the stream has been idle for pingInterval.
@@ -65,7 +119,7 @@ pub(crate) struct SseBody {
 }
 
 impl SseBody {
-    fn new(io: Io, connected: Connected) -> SseBody {
+    fn new(io: Io, connected: Connected, framing: Framing) -> SseBody {
         let Connected {
             session,
             delivery,
@@ -80,7 +134,7 @@ impl SseBody {
             config.ping_timeout_ms,
             recovered,
         );
-        let connect = Packet::connect(&handshake).sse;
+        let connect = framing.frame(&Packet::connect(&handshake));
         // A standard `EventSource` is told to come back within the grace
         // (see `Config::sse_retry_ms`); the connect event names where the
         // stream starts, so a client cut off before any event can still
@@ -96,6 +150,7 @@ impl SseBody {
         SseBody {
             first: Some(first),
             ids,
+            framing,
             io,
             session,
             delivery,
@@ -121,7 +176,13 @@ impl SseBody {
     /// it has handed out everything else and that value is all its cursor
     /// owes.
     pub(crate) fn owes_only(&self, newest: &Newest) -> Option<usize> {
-        if self.first.is_some() || self.done || !self.explicit_writes {
+        // The sweeper writes the named framing only: a `frames=json`
+        // stream's task writes its own values.
+        if self.first.is_some()
+            || self.done
+            || !self.explicit_writes
+            || self.framing != Framing::Named
+        {
             return None;
         }
         self.delivery.owes_only(newest)
@@ -190,13 +251,14 @@ impl Body for SseBody {
                 this.unreported.0 += 1;
                 // The id goes first, as its own frame, so the event's
                 // bytes stay shared with every other session.
-                this.first = Some(p.sse);
+                this.first = Some(this.framing.frame(&p));
                 let id = id_line(&this.session, &this.delivery);
                 this.sent(id)
             }
             Poll::Ready(Item::Packet(p) | Item::Latest(p)) => {
                 this.unreported.0 += 1;
-                this.sent(p.sse)
+                let bytes = this.framing.frame(&p);
+                this.sent(bytes)
             }
             Poll::Ready(Item::Close(reason)) => {
                 this.done = true;
@@ -205,11 +267,11 @@ impl Body for SseBody {
                     this.session.incarnation,
                     reason,
                 );
-                let bye = Packet::disconnect(reason.as_str()).sse;
+                let bye = this.framing.frame(&Packet::disconnect(reason.as_str()));
                 let bye = if reason == DisconnectReason::ServerShutdown {
                     // Come back later, each client at its own moment.
                     let spread = this.io.config().reconnect_spread_ms;
-                    let hint = Packet::retry(fastrand::u64(0..=spread)).sse;
+                    let hint = this.framing.retry(fastrand::u64(0..=spread));
                     Bytes::from([hint, bye].concat())
                 } else {
                     bye

@@ -1,5 +1,5 @@
 // The browser client stays small enough to inline anywhere: the page's
-// minified copy, gzipped as the server sends it, fits in 4,000 bytes.
+// minified copy, gzipped as the server sends it, fits in 5,000 bytes.
 
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -11,10 +11,11 @@ import { SLOW, TEST_TIMEOUT, withServer, withTimeout } from './helpers.mjs';
 import { MINIFIED, SOURCE } from './minify.mjs';
 
 // 3 KB held the core client (transports, fallback, reconnection). The
-// acknowledgements, auth tickets, resume cursors, shared tab streams and
-// restart hints took it to about 3.8 KB; 4,000 bytes keeps the budget
-// tight, still a fraction of socket.io's own client.
-const LIMIT = 4000;
+// acknowledgements, auth tickets, resume cursors, shared tab streams,
+// restart hints and JWT refresh took it to 4 KB; catch-all listeners and
+// the server's acknowledgements past that. 5,000 bytes keeps the budget
+// tight: socket.io's minified client is 14,626 bytes gzipped the same way.
+const LIMIT = 5000;
 
 /** GET `path` with `headers`, as the bytes on the wire (never decoded). */
 function rawGet(url, headers) {
@@ -28,7 +29,7 @@ function rawGet(url, headers) {
   }), SLOW, `no response from ${url}`);
 }
 
-test('public/ssio.min.js is at most 4,000 bytes gzipped', { timeout: TEST_TIMEOUT }, async () => {
+test('public/ssio.min.js is at most 5,000 bytes gzipped', { timeout: TEST_TIMEOUT }, async () => {
   const source = await readFile(SOURCE);
   const minified = await readFile(MINIFIED);
   const size = gzipSync(minified, { level: 9 }).length;
@@ -37,7 +38,7 @@ test('public/ssio.min.js is at most 4,000 bytes gzipped', { timeout: TEST_TIMEOU
   assert.ok(size <= LIMIT, `${size} bytes minified+gzipped, limit ${LIMIT}`);
 });
 
-test('the server sends the page its client in at most 4,000 bytes', { timeout: TEST_TIMEOUT },
+test('the server sends the page its client in at most 5,000 bytes', { timeout: TEST_TIMEOUT },
   () => withServer({}, async (server) => {
   const minified = await readFile(MINIFIED);
   const url = server.url + '/public/ssio.min.js';

@@ -20,6 +20,8 @@ socket.on('disconnect', (reason) => reason.toUpperCase());
 socket.on('connect_error', (error) => error.message);
 socket.on('user count', function (count) { this.emit('seen', count); });
 socket.off('user count').off();
+socket.onAny((event, data) => console.log(event.toUpperCase(), data)).offAny();
+socket.prependAnyOutgoing(function (event) { this.emit('echo', event); }).listenersAnyOutgoing();
 socket.emit('chat message', 'hi').close();
 const global: Socket = io();
 global.disconnect();
@@ -32,6 +34,7 @@ const BAD = [
   `io('', { transports: ['websocket'] });`,
   `io().on('connect_error', (e: string) => e);`,
   `const t: 'sse' | 'polling' = io().transport;`,
+  `io().onAny((event: number) => event);`,
 ];
 
 async function diagnostics(source) {

@@ -15,6 +15,7 @@ mod support;
 mod acks;
 mod backend;
 mod browser_paths;
+mod catch_all;
 mod count;
 mod emit;
 mod garbage;

@@ -14,7 +14,7 @@ use tokio::time::timeout;
 const MIN_JS: &[u8] = include_bytes!("../../public/ssio.min.js");
 
 /// The budget for the page's client on the wire, gzipped.
-const CLIENT_BUDGET: usize = 4000;
+const CLIENT_BUDGET: usize = 5000;
 
 /// Every file in the table with the bytes it must serve.
 fn files() -> Vec<(&'static str, &'static str, Vec<u8>)> {
@@ -289,7 +289,7 @@ async fn the_page_loads_the_minified_client_the_repository_holds() {
 }
 
 #[tokio::test]
-async fn the_minified_client_costs_at_most_4000_bytes_on_the_wire_gzipped() {
+async fn the_minified_client_costs_at_most_5000_bytes_on_the_wire_gzipped() {
     let server = Server::start(fast_config()).await;
     let r = get_with(
         server.addr,

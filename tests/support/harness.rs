@@ -335,6 +335,37 @@ impl Sse {
         timeout(WAIT, fut).await.expect("stream did not open")
     }
 
+    /// Opens a stream at `target`, or returns the refusal's status and
+    /// body when the answer is not a 200.
+    pub async fn try_open(addr: SocketAddr, target: &str) -> Result<Sse, Resp> {
+        let fut = async {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+            s.write_all(raw.as_bytes()).await.unwrap();
+            let mut reader = BufReader::new(s);
+            let head = read_head(&mut reader).await;
+            if !head.starts_with("HTTP/1.1 200") {
+                let n: usize = header_in(&head, "content-length").unwrap().parse().unwrap();
+                let mut body = vec![0; n];
+                reader.read_exact(&mut body).await.unwrap();
+                let status = head[9..12].parse().unwrap();
+                return Err(Resp { status, head, body });
+            }
+            let sid = header_in(&head, "x-session-id").unwrap();
+            Ok(Sse {
+                head,
+                sid,
+                reader,
+                pending: super::sse::Events::default(),
+                ended: false,
+                last_count: None,
+            })
+        };
+        timeout(WAIT, fut)
+            .await
+            .expect("no answer to a stream request")
+    }
+
     /// The next raw chunk of body bytes, bounded by `within`.
     pub async fn next_chunk_within(&mut self, within: Duration) -> Option<Vec<u8>> {
         match timeout(within, read_chunk(&mut self.reader)).await {
