@@ -85,11 +85,23 @@ export interface ReservedEvents {
   connect_error: (error: ConnectError) => void;
 }
 
-/** A handler for an event from the server; `data` is the decoded JSON. */
-export type Listener = (this: Socket, data: any) => void;
+/**
+ * Answers an event the server sent with `emit_with_ack`; the first call
+ * counts, and the server gets `reply` as decoded JSON.
+ */
+export type Reply = (reply?: unknown) => void;
 
-/** A catch-all listener: the event's name and its decoded JSON data. */
-export type AnyListener = (this: Socket, event: string, data: any) => void;
+/**
+ * A handler for an event from the server; `data` is the decoded JSON.
+ * `reply` is there only when the server asked for an answer.
+ */
+export type Listener = (this: Socket, data: any, reply?: Reply) => void;
+
+/**
+ * A catch-all listener: the event's name and its decoded JSON data, and
+ * for an incoming event that asks for an answer, the callback that gives it.
+ */
+export type AnyListener = (this: Socket, event: string, data: any, reply?: Reply) => void;
 
 /** The handler type for an event name: reserved names have their own. */
 export type HandlerFor<E extends string> = E extends keyof ReservedEvents ? ReservedEvents[E] : Listener;

@@ -71,15 +71,27 @@
       try { fn.apply(socket, args); } catch (e) { setTimeout(function () { throw e; }); }
     }
 
-    function fire(name, arg) {
-      (handlers[name] || []).slice().forEach(function (fn) { call(fn, [arg]); });
+    function fire(name, arg, cb) {
+      var args = cb ? [arg, cb] : [arg];
+      (handlers[name] || []).slice().forEach(function (fn) { call(fn, args); });
     }
 
     // An event from the server: the catch-all listeners first, as in
-    // socket.io, then the event's own.
-    function event(name, data) {
-      anyIn.slice().forEach(function (fn) { call(fn, [name, data]); });
-      fire(name, data);
+    // socket.io, then the event's own. One that asks for an answer (an
+    // `ack` id) gives each listener a callback; the first call answers,
+    // for the session that got the event.
+    function event(name, data, id) {
+      var cb, sid = socket.id, done;
+      if (id != null) {
+        cb = function (reply) {
+          if (done) return;
+          done = 1;
+          fetch(base + '/ack?sid=' + sid, { method: 'POST', body: JSON.stringify({ id: id, data: reply }) })
+            .catch(function () {});
+        };
+      }
+      anyIn.slice().forEach(function (fn) { call(fn, cb ? [name, data, cb] : [name, data]); });
+      fire(name, data, cb);
     }
 
     function allowed(t) {
@@ -289,13 +301,14 @@
     // One EventSource per session; the server's named events are the
     // socket's events. With catch-all listeners the stream is asked to
     // frame every event unnamed, as JSON (`frames=json`): EventSource hands
-    // a named event only to listeners of that name.
+    // a named event only to listeners of that name. An event that asks for
+    // an answer always comes unnamed, with its id in the JSON.
     function sse(live, q) {
       var s, deadline;
       var names = Object.create(null);
       var json = anyIn.length > 0;
 
-      function got(name, e, data) {
+      function got(name, e, data, id) {
         if (name == 'connect') {
           clearTimeout(deadline);
           sseWorked = true;
@@ -305,7 +318,7 @@
         else if (name == 'disconnect') down(data);
         else {
           lastId = e.lastEventId || lastId;
-          event(name, data);
+          event(name, data, id);
         }
       }
 
@@ -332,7 +345,7 @@
           });
           s.onmessage = live(function (e) {
             var f = JSON.parse(e.data);
-            got(f.event, e, f.data);
+            got(f.event, e, f.data, f.ack);
           });
           // EventSource would reconnect by itself, but every stream is a new
           // session, so reconnection is ours to pace. Once SSE has worked
@@ -381,7 +394,7 @@
           var deliver = live(function (p) {
             if (p.event == 'retry') hint = p.data;
             else if (p.event == 'disconnect') down(p.data);
-            else event(p.event, p.data);
+            else event(p.event, p.data, p.ack);
           });
           for (var i = 0; i < packets.length; i++) deliver(packets[i]);
           poll(sid);
@@ -817,7 +830,7 @@
         if (f.k !== m.key || f.event == 'connect') return;
         if (f.event == 'disconnect') t.down(f.data);
         else if (f.event == 'retry') t.hint(f.data);
-        else t.event(f.event, f.data);
+        else t.event(f.event, f.data, f.ack);
       });
       return {
         open: function () {

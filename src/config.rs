@@ -114,6 +114,10 @@ pub const DEFAULT_MAX_ROOM_NAME: usize = 256;
 /// Default time the server waits for a handler to answer an acknowledged
 /// event before answering the client with a timeout error, in milliseconds.
 pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 10_000;
+/// Default for [`Config::max_pending_acks`]: answers owed to the server's
+/// own acknowledged emits, each a sid in a set (about 40 bytes), so 4 MB
+/// at most.
+pub const DEFAULT_MAX_PENDING_ACKS: usize = 100_000;
 /// Default cap on a client's `auth` payload, in bytes of JSON.
 pub const DEFAULT_MAX_AUTH_BYTES: usize = 4096;
 /// Default life of a handshake ticket (`POST /handshake`), in milliseconds.
@@ -383,6 +387,14 @@ pub struct Config {
     #[arg(long = "ack-timeout", env = "SSIO_ACK_TIMEOUT", default_value_t = DEFAULT_ACK_TIMEOUT_MS, value_name = "MS")]
     pub ack_timeout_ms: u64,
 
+    /// Most answers the server's own acknowledged emits may wait for at
+    /// once, summed over every emit (a broadcast to N sessions waits for N).
+    /// An emit that would pass it fails at once; an answer that never comes
+    /// is let go at the emit's timeout, so unanswered emits cost nothing
+    /// after it.
+    #[arg(long = "max-pending-acks", env = "SSIO_MAX_PENDING_ACKS", default_value_t = DEFAULT_MAX_PENDING_ACKS, value_name = "N")]
+    pub max_pending_acks: usize,
+
     /// Largest `auth` payload a client may present (bytes of JSON); more
     /// gets 413.
     #[arg(long = "max-auth-bytes", env = "SSIO_MAX_AUTH_BYTES", default_value_t = DEFAULT_MAX_AUTH_BYTES, value_name = "BYTES")]
@@ -638,6 +650,7 @@ impl Default for Config {
             max_rooms_per_socket: DEFAULT_MAX_ROOMS_PER_SOCKET,
             max_room_name: DEFAULT_MAX_ROOM_NAME,
             ack_timeout_ms: DEFAULT_ACK_TIMEOUT_MS,
+            max_pending_acks: DEFAULT_MAX_PENDING_ACKS,
             max_auth_bytes: DEFAULT_MAX_AUTH_BYTES,
             ticket_ttl_ms: DEFAULT_TICKET_TTL_MS,
             max_tickets_per_ip: DEFAULT_MAX_TICKETS_PER_IP,

@@ -107,6 +107,14 @@ pub enum Error {
     /// The `auth` payload is larger than `--max-auth-bytes`.
     #[error("auth payload too large (limit {0} bytes)")]
     AuthTooLarge(usize),
+    /// A `POST /ack` for an answer the session does not owe: an id never
+    /// sent to it, one already answered or given up on, or another
+    /// session's.
+    #[error("unknown acknowledgement")]
+    UnknownAck,
+    /// A `POST /ack` body that is not `{"id": <whole number>, "data": ..}`.
+    #[error("invalid ack answer: {0}")]
+    BadAnswer(&'static str),
     /// A `frames` parameter on `GET /events` other than `json`.
     #[error("invalid frames: only \"json\" is known")]
     BadFrames,
@@ -177,6 +185,8 @@ impl Error {
             | Error::BadAuth(_)
             | Error::BadAck(_)
             | Error::BadFrames
+            | Error::UnknownAck
+            | Error::BadAnswer(_)
             | Error::BadRoom(_)
             | Error::UnknownMux
             | Error::NotDetached => StatusCode::BAD_REQUEST,

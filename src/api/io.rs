@@ -56,6 +56,7 @@ use crate::error::{BackendError, Error};
 use crate::session::{DisconnectReason, Handshake, Transport};
 
 use crate::api::operator::Operator;
+use crate::api::replies::{AckError, AckReplies, Replies};
 use crate::api::socket::{state_of, Listener, Socket, SocketState};
 
 /// A `socket.on` callback: the socket and the event's data (for
@@ -99,6 +100,8 @@ pub(super) struct Inner {
     pub(super) extensions: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
     /// The `--jwt-*` keys: with them, every session needs a token.
     pub(super) jwt: Option<Verifier>,
+    /// The server's own acknowledged emits, waiting for answers.
+    pub(super) replies: Replies,
 }
 
 /// The resume cursor a session-starting request presents, in
@@ -222,6 +225,7 @@ impl Io {
                 tickets: Arc::new(Tickets::new()),
                 extensions: Mutex::new(Vec::new()),
                 jwt,
+                replies: Replies::default(),
             }
         });
         inner.hub.spawn_reaper();
@@ -307,6 +311,55 @@ impl Io {
     /// The same as [`Io::to`]; reads better with [`Operator::count`].
     pub fn in_(&self, room: &str) -> Operator {
         self.to(room)
+    }
+
+    /// Sends `event` to every session on this node and waits for each
+    /// one's answer, for `--ack-timeout` at most; see
+    /// [`Operator::emit_with_ack`].
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        data: impl Into<Value>,
+    ) -> Result<AckReplies, AckError> {
+        let all = Operator {
+            io: self.clone(),
+            target: Target::all(),
+        };
+        all.emit_with_ack(event, data).await
+    }
+
+    /// Sends an event that asks for answers to `to`, the sessions the
+    /// target names here, and collects them for `within` at most.
+    pub(super) async fn ask(
+        &self,
+        target: &Target,
+        to: Vec<crate::session::Sid>,
+        event: &str,
+        data: Value,
+        within: std::time::Duration,
+    ) -> Result<AckReplies, AckError> {
+        assert!(
+            !event.contains(['\n', '\r']),
+            "event name contains a newline"
+        );
+        let max = self.config().max_pending_acks;
+        let entry = self.inner.replies.open(to, max)?;
+        let packet = Packet::with_ack(event, &data, entry.id);
+        // This node's sessions only, for now: another node's would get an
+        // id their node knows nothing of.
+        self.hub().fanout().publish_to(target, packet);
+        Ok(entry.wait(within).await)
+    }
+
+    /// Takes `session`'s answer to an acknowledged emit (`POST /ack`).
+    pub(crate) fn answer(&self, session: &Session, body: &[u8]) -> Result<(), Error> {
+        let (id, data) = crate::api::replies::parse_answer(body)?;
+        self.inner.replies.answer(session.sid, id, data)
+    }
+
+    /// Answers owed to the server's acknowledged emits, over all of them.
+    pub(crate) fn acks_owed(&self) -> usize {
+        self.inner.replies.owed()
     }
 
     pub(super) fn broadcast(&self, target: Target, event: &str, data: Value) {

@@ -4,7 +4,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use serde_json::Value;
+
+use crate::api::replies::{AckError, AckReplies};
 
 use crate::engine::rooms::Target;
 
@@ -46,6 +50,49 @@ impl Operator {
     /// If `event` contains a CR or LF, as for [`Io::emit`].
     pub fn emit(&self, event: &str, data: impl Into<Value>) {
         self.io.broadcast(self.target.clone(), event, data.into());
+    }
+
+    /// Sends `event` with `data` to the target, asking each session for an
+    /// answer (socket.io's `emitWithAck` on a broadcast), and waits up to
+    /// `--ack-timeout` for them. The client answers through the callback
+    /// its handler gets (`socket.on(event, (data, callback) => ..)`).
+    ///
+    /// Every recipient answers once at most; [`AckReplies`] has the
+    /// answers and names the sessions that gave none in time. The event
+    /// goes to the target's sessions on this node only: with a cluster
+    /// backend, the other nodes' sessions do not get it.
+    ///
+    /// # Errors
+    /// [`AckError::TooMany`] when the answers it would wait for would pass
+    /// `--max-pending-acks`: nothing was sent.
+    ///
+    /// # Panics
+    /// If `event` contains a CR or LF, as for [`Io::emit`].
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        data: impl Into<Value>,
+    ) -> Result<AckReplies, AckError> {
+        let within = self.io.config().ack_timeout();
+        self.emit_with_ack_within(event, data, within).await
+    }
+
+    /// [`Operator::emit_with_ack`] with a timeout of its own.
+    pub async fn emit_with_ack_within(
+        &self,
+        event: &str,
+        data: impl Into<Value>,
+        within: Duration,
+    ) -> Result<AckReplies, AckError> {
+        let hub = self.io.hub();
+        let to = match self.target.rooms.is_empty() {
+            true => hub.sids_except(self.target.except),
+            false => hub
+                .fanout()
+                .room_sids(&self.target.rooms, self.target.except),
+        };
+        let data = data.into();
+        self.io.ask(&self.target, to, event, data, within).await
     }
 
     /// Sessions on this node the target reaches (for one room, its size),

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::api::ack::Ack;
 use crate::api::jwt::Grant;
+use crate::api::replies::AckError;
 use crate::engine::hub::Session;
 use crate::engine::packet::Packet;
 use crate::engine::rooms::Target;
@@ -350,6 +351,53 @@ impl Socket {
         let stamp = self.io.inner.hub.fanout().end();
         self.session
             .push(packet, stamp, self.io.config().max_pending_events);
+    }
+
+    /// Sends `event` to this client only, asking for an answer, and waits
+    /// up to `--ack-timeout` for it (socket.io's `socket.emitWithAck`). The
+    /// client answers through the callback its handler gets:
+    /// `socket.on(event, (data, callback) => callback(answer))`.
+    ///
+    /// # Errors
+    /// [`AckError::Timeout`] when no answer came in time (the client may
+    /// have left); [`AckError::TooMany`] when `--max-pending-acks` answers
+    /// are owed already, and the event was not sent.
+    ///
+    /// # Panics
+    /// If `event` contains a CR or LF, as for [`Io::emit`].
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        data: impl Into<Value>,
+    ) -> Result<Value, AckError> {
+        let within = self.io.config().ack_timeout();
+        self.emit_with_ack_within(event, data, within).await
+    }
+
+    /// [`Socket::emit_with_ack`] with a timeout of its own.
+    pub async fn emit_with_ack_within(
+        &self,
+        event: &str,
+        data: impl Into<Value>,
+        within: std::time::Duration,
+    ) -> Result<Value, AckError> {
+        assert!(
+            !event.contains(['\n', '\r']),
+            "event name contains a newline"
+        );
+        let max = self.io.config().max_pending_acks;
+        let entry = self.io.inner.replies.open(vec![self.session.sid], max)?;
+        let packet = Packet::with_ack(event, &data.into(), entry.id);
+        self.io.hub().metrics.published(Kind::Direct);
+        let stamp = self.io.inner.hub.fanout().end();
+        self.session
+            .push(packet, stamp, self.io.config().max_pending_events);
+        let mut replies = entry.wait(within).await;
+        replies
+            .replies
+            .pop()
+            .map(|(_, answer)| answer)
+            .ok_or(AckError::Timeout)
     }
 
     /// Ends this session from the server side.

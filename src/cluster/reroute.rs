@@ -88,6 +88,7 @@ fn maybe_elsewhere<B>(io: &Io, sid: Sid, req: &Request<B>) -> bool {
             | (&Method::POST, "/emit")
             | (&Method::POST, "/close")
             | (&Method::POST, "/refresh")
+            | (&Method::POST, "/ack")
     );
     io.config().cluster_node().is_some()
         && session_route

@@ -77,6 +77,7 @@ pub(crate) fn metrics(io: &Io) -> String {
         sse: hub.transport_count(Transport::Sse),
         polling: hub.transport_count(Transport::Polling),
         tickets: io.ticket_count(),
+        acks_owed: io.acks_owed(),
         backend: hub.backend.status().map(|s| BackendGauges {
             connected: s.connected,
             reconnects: s.reconnects,

@@ -37,7 +37,7 @@ fn allowed(path: &str) -> Option<&'static str> {
         "/events" | "/poll" | "/stats" | "/_api/server.js" => Some("GET, OPTIONS"),
         "/metrics" | "/healthz" | "/readyz" => Some("GET, OPTIONS"),
         "/emit" | "/close" | "/handshake" | "/mux/attach" => Some("POST, OPTIONS"),
-        "/refresh" => Some("POST, OPTIONS"),
+        "/refresh" | "/ack" => Some("POST, OPTIONS"),
         p if statics::lookup(p).is_some() => Some("GET, HEAD, OPTIONS"),
         _ => None,
     }
@@ -241,6 +241,17 @@ where
                 };
                 ack_body(reply)
             }))
+        }
+        (&Method::POST, "/ack") => {
+            let session = lookup(io, sid.sid()?)?;
+            io.hub().alive(&session);
+            let body = http::read_body(io.config(), req).await?;
+            // Answers share the emit rate: a flood of them is a flood.
+            if !io.hub().allow_emit(&session) {
+                return Err(Error::EmitRate);
+            }
+            io.answer(&session, &body)?;
+            Ok(http::empty(StatusCode::NO_CONTENT))
         }
         (&Method::POST, "/close") => {
             // sendBeacon sends any body with any content type; it is not read.

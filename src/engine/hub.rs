@@ -943,6 +943,16 @@ impl Hub {
         self.sessions.lock().get(sid).cloned()
     }
 
+    /// Every session still open here but `except`: who an event for
+    /// everyone reaches.
+    pub(crate) fn sids_except(&self, except: Option<Sid>) -> Vec<Sid> {
+        let sessions = self.sessions.lock();
+        let open = sessions.values().filter(|s| s.closed_reason().is_none());
+        open.map(|s| s.sid)
+            .filter(|sid| Some(*sid) != except)
+            .collect()
+    }
+
     pub(crate) fn session_count(&self) -> usize {
         self.sessions.lock().len()
     }

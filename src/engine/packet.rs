@@ -43,6 +43,20 @@ impl Packet {
         }
     }
 
+    /// An event that asks each recipient for an answer, numbered `id`:
+    /// `{"event":..,"data":..,"ack":<id>}`. On a stream framed by name it
+    /// goes unnamed, as that JSON, so that a client reads the id; a plain
+    /// `EventSource` listener of the name does not see it, and ssio.js
+    /// reads it from `onmessage`.
+    pub fn with_ack(name: &str, data: &Value, id: u64) -> Packet {
+        let name_json = Value::String(name.to_string()).to_string();
+        let json = format!("{{\"event\":{name_json},\"data\":{data},\"ack\":{id}}}");
+        Packet {
+            sse: unnamed(json.as_bytes()),
+            json: Bytes::from(json),
+        }
+    }
+
     /// The `connect` event that opens every SSE stream; `handshake` is the
     /// session's handshake JSON (sid and heartbeat periods).
     pub fn connect(handshake: &str) -> Packet {

@@ -110,6 +110,8 @@ pub(crate) struct Snapshot {
     pub(crate) polling: usize,
     /// Outstanding handshake tickets.
     pub(crate) tickets: usize,
+    /// Answers owed to the server's acknowledged emits.
+    pub(crate) acks_owed: usize,
     /// The backend's state, when a backend that has one is configured.
     pub(crate) backend: Option<BackendGauges>,
 }
@@ -148,6 +150,8 @@ pub(crate) struct Metrics {
     polls_held: Gauge,
     /// Outstanding handshake tickets (set at scrape).
     tickets: Gauge,
+    /// Answers owed to acknowledged emits (set at scrape).
+    acks_owed: Gauge,
     /// Resident memory (set at scrape).
     rss: Gauge,
     /// Open file descriptors (set at scrape).
@@ -227,6 +231,7 @@ impl Metrics {
             rejected: Family::default(),
             poll_hold: Histogram::new(latency_buckets()),
             tickets: Gauge::default(),
+            acks_owed: Gauge::default(),
             polls_held: Gauge::default(),
             rss: Gauge::default(),
             open_fds: Gauge::default(),
@@ -251,6 +256,11 @@ impl Metrics {
             "tickets",
             "Handshake tickets issued and neither redeemed nor expired",
             metrics.tickets.clone(),
+        );
+        r.register(
+            "acks_owed",
+            "Answers the server's acknowledged emits wait for, bounded by --max-pending-acks",
+            metrics.acks_owed.clone(),
         );
         r.register(
             "slow_reader_drops",
@@ -404,6 +414,7 @@ impl Metrics {
         self.sessions[0].set(now.sse as i64);
         self.sessions[1].set(now.polling as i64);
         self.tickets.set(now.tickets as i64);
+        self.acks_owed.set(now.acks_owed as i64);
         if let Some(rss) = process_rss() {
             self.rss.set(rss as i64);
         }
@@ -459,6 +470,7 @@ mod tests {
             sse: 3,
             polling: 1,
             tickets: 5,
+            acks_owed: 7,
             backend: Some(BackendGauges {
                 connected: false,
                 reconnects: 2,
@@ -468,6 +480,7 @@ mod tests {
         for needle in [
             "ssio_sessions{transport=\"sse\"} 3",
             "ssio_tickets 5",
+            "ssio_acks_owed 7",
             "ssio_connects_total{transport=\"sse\"} 1",
             "ssio_disconnects_total{transport=\"sse\",reason=\"slow reader\"} 1",
             "ssio_slow_reader_drops_total 1",

@@ -19,6 +19,7 @@ socket.on('connect', () => console.log(socket.id, socket.connected, socket.trans
 socket.on('disconnect', (reason) => reason.toUpperCase());
 socket.on('connect_error', (error) => error.message);
 socket.on('user count', function (count) { this.emit('seen', count); });
+socket.on('question', (q, reply) => reply?.({ answer: String(q) }));
 socket.off('user count').off();
 socket.onAny((event, data) => console.log(event.toUpperCase(), data)).offAny();
 socket.prependAnyOutgoing(function (event) { this.emit('echo', event); }).listenersAnyOutgoing();

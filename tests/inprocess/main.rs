@@ -30,6 +30,7 @@ mod poll;
 mod recovery;
 mod rooms;
 mod routes;
+mod server_acks;
 mod server_api;
 mod slow_readers;
 mod slowloris;

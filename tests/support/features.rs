@@ -78,6 +78,42 @@ pub fn install(io: &Io) -> Arc<Seen> {
                 ack.send(d);
             });
         });
+        // The server's own acknowledged emits: ask this client, or every
+        // client, and tell the asker what came back.
+        socket.on("ask me", |socket, d| {
+            let socket = socket.clone();
+            let d = d.clone();
+            tokio::spawn(async move {
+                let within = Duration::from_millis(d["ms"].as_u64().unwrap_or(2000));
+                let answer = socket
+                    .emit_with_ack_within("question", d["q"].clone(), within)
+                    .await;
+                let told = match answer {
+                    Ok(a) => json!({ "answer": a }),
+                    Err(e) => json!({ "error": e.to_string() }),
+                };
+                socket.emit("answered", told);
+            });
+        });
+        socket.on("ask all", |socket, d| {
+            let socket = socket.clone();
+            let d = d.clone();
+            tokio::spawn(async move {
+                let within = Duration::from_millis(d["ms"].as_u64().unwrap_or(2000));
+                let all = socket.io().to("voters");
+                let told = match all
+                    .emit_with_ack_within("vote", d["q"].clone(), within)
+                    .await
+                {
+                    Ok(r) => json!({
+                        "answers": r.replies.iter().map(|(_, a)| a.clone()).collect::<Vec<_>>(),
+                        "timed_out": r.timed_out.len(),
+                    }),
+                    Err(e) => json!({ "error": e.to_string() }),
+                };
+                socket.emit("tally", told);
+            });
+        });
         let s2 = s.clone();
         socket.on_ack("never", move |_, _, ack| s2.kept.lock().push(ack));
         socket.on_ack("drop", |_, _, _ack| {});

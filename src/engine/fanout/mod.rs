@@ -276,6 +276,12 @@ impl Fanout {
     }
 
     /// Every room with members on this node, with them, sorted.
+    /// Every member of any of `rooms` once, but `except`.
+    pub(crate) fn room_sids(&self, rooms: &[Arc<str>], except: Option<Sid>) -> Vec<Sid> {
+        let members = self.rooms.lock().members(rooms, except);
+        members.into_iter().map(|(sid, _)| sid).collect()
+    }
+
     pub(crate) fn room_list(&self) -> Vec<(Arc<str>, Vec<Sid>)> {
         self.rooms.lock().list()
     }
