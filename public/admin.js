@@ -157,6 +157,20 @@
     };
     loop(INFO_EVERY_MS, pollInfo);
     loop(ROOMS_EVERY_MS, pollRooms);
+    loop(ROOMS_EVERY_MS, pollPresence);
+  }
+
+  async function pollPresence(mine) {
+    let presence;
+    try {
+      presence = await api('GET', '/api/presence?limit=100');
+    } catch (e) {
+      if (mine !== generation) return;
+      failed(e, 'poll');
+      return;
+    }
+    if (mine !== generation) return;
+    showPresence(presence);
   }
 
   async function pollInfo(mine) {
@@ -257,6 +271,22 @@
     const newest = points.length ? points[points.length - 1][1] : 0;
     nowLabel.textContent = String(Math.round(newest));
     maxLabel.textContent = String(Math.round(points.length ? max : 0));
+  }
+
+  function showPresence(presence) {
+    $('people').textContent = String(num(presence.users));
+    $('clients').textContent = String(num(presence.clients));
+    const body = $('presence').tBodies[0];
+    body.replaceChildren();
+    for (const m of Array.isArray(presence.members) ? presence.members : []) {
+      const row = document.createElement('tr');
+      cell(row, m.id);
+      cell(row, m.user == null ? '' : m.user);
+      cell(row, m.node == null ? '' : m.node);
+      cell(row, new Date(num(m.joinedAt)).toLocaleTimeString());
+      body.append(row);
+    }
+    $('presence-more').hidden = presence.next == null;
   }
 
   function showRooms(rooms) {

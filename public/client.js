@@ -2,6 +2,7 @@
 const socket = io();
 
 const numUsers = document.getElementById('num-users');
+const numPeople = document.getElementById('num-people');
 const transport = document.getElementById('transport');
 const messages = document.getElementById('messages');
 const form = document.getElementById('chat-form');
@@ -19,7 +20,16 @@ socket.on('connect', () => showTransport(socket.transport === 'sse' ? 'live (SSE
 socket.on('disconnect', () => showTransport('reconnecting', 'down'));
 socket.on('connect_error', () => showTransport('offline, retrying', 'down'));
 
-socket.on('user count', (count) => { numUsers.textContent = count + ' users online'; });
+// The tabs of one browser are one person. The server says how many
+// people there are only while that differs from the user count.
+let users = 0;
+let people = null;
+function showCounts() {
+  numUsers.textContent = users + ' users online';
+  numPeople.textContent = (people ?? users) + ' people';
+}
+socket.on('user count', (count) => { users = count; showCounts(); });
+socket.on('people count', (count) => { people = count; showCounts(); });
 
 // Messages carry the sender's public tag, the first 8 hex digits of its
 // session id; the full id stays a secret between each client and the server.

@@ -118,6 +118,9 @@ pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 10_000;
 /// own acknowledged emits, each a sid in a set (about 40 bytes), so 4 MB
 /// at most.
 pub const DEFAULT_MAX_PENDING_ACKS: usize = 100_000;
+/// Default for [`Config::max_presence_events`]: join and leave events per
+/// second per tracked room.
+pub const DEFAULT_MAX_PRESENCE_EVENTS: u32 = 50;
 /// Default cap on a client's `auth` payload, in bytes of JSON.
 pub const DEFAULT_MAX_AUTH_BYTES: usize = 4096;
 /// Default life of a handshake ticket (`POST /handshake`), in milliseconds.
@@ -395,6 +398,14 @@ pub struct Config {
     #[arg(long = "max-pending-acks", env = "SSIO_MAX_PENDING_ACKS", default_value_t = DEFAULT_MAX_PENDING_ACKS, value_name = "N")]
     pub max_pending_acks: usize,
 
+    /// `presence join` and `presence leave` events one tracked room sends
+    /// per second, with a burst of as many; past it they are dropped and
+    /// one `presence sync` with the room's counts follows once the budget
+    /// allows, so a join/leave flood costs the room's members a few events.
+    /// 0 turns the limit off.
+    #[arg(long = "max-presence-events", env = "SSIO_MAX_PRESENCE_EVENTS", default_value_t = DEFAULT_MAX_PRESENCE_EVENTS, value_name = "PER_SEC")]
+    pub max_presence_events: u32,
+
     /// Largest `auth` payload a client may present (bytes of JSON); more
     /// gets 413.
     #[arg(long = "max-auth-bytes", env = "SSIO_MAX_AUTH_BYTES", default_value_t = DEFAULT_MAX_AUTH_BYTES, value_name = "BYTES")]
@@ -651,6 +662,7 @@ impl Default for Config {
             max_room_name: DEFAULT_MAX_ROOM_NAME,
             ack_timeout_ms: DEFAULT_ACK_TIMEOUT_MS,
             max_pending_acks: DEFAULT_MAX_PENDING_ACKS,
+            max_presence_events: DEFAULT_MAX_PRESENCE_EVENTS,
             max_auth_bytes: DEFAULT_MAX_AUTH_BYTES,
             ticket_ttl_ms: DEFAULT_TICKET_TTL_MS,
             max_tickets_per_ip: DEFAULT_MAX_TICKETS_PER_IP,

@@ -115,6 +115,9 @@ pub enum Error {
     /// A `POST /ack` body that is not `{"id": <whole number>, "data": ..}`.
     #[error("invalid ack answer: {0}")]
     BadAnswer(&'static str),
+    /// A query parameter the route cannot use.
+    #[error("invalid query: {0}")]
+    BadQuery(&'static str),
     /// A `frames` parameter on `GET /events` other than `json`.
     #[error("invalid frames: only \"json\" is known")]
     BadFrames,
@@ -185,6 +188,7 @@ impl Error {
             | Error::BadAuth(_)
             | Error::BadAck(_)
             | Error::BadFrames
+            | Error::BadQuery(_)
             | Error::UnknownAck
             | Error::BadAnswer(_)
             | Error::BadRoom(_)

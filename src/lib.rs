@@ -75,6 +75,7 @@ pub use api::ack::Ack;
 pub use api::io::{AckHandler, AnyHandler, ConnectionHandler, Handler, Io, Middleware, Stats};
 pub use api::middleware::Rejection;
 pub use api::operator::Operator;
+pub use api::presence::{Member, Presence};
 pub use api::replies::{AckError, AckReplies};
 pub use api::socket::Socket;
 #[cfg(feature = "redis")]

@@ -190,6 +190,10 @@ pub struct Handshake {
     /// The client's `auth` payload (`io({ auth })`), `null` if it sent
     /// none. Never logged.
     pub auth: serde_json::Value,
+    /// The browser, for a session on a shared stream: every tab one
+    /// browser carries on one stream has the same value, so presence
+    /// counts them as one person. `None` for a connection of its own.
+    pub browser: Option<uuid::Uuid>,
 }
 
 impl Handshake {
@@ -201,6 +205,7 @@ impl Handshake {
             address,
             issued: SystemTime::now(),
             auth: serde_json::Value::Null,
+            browser: None,
         }
     }
 

@@ -56,6 +56,7 @@ use crate::error::{BackendError, Error};
 use crate::session::{DisconnectReason, Handshake, Transport};
 
 use crate::api::operator::Operator;
+use crate::api::presence::{self, Member, People, Presence, Tracked, Verdict};
 use crate::api::replies::{AckError, AckReplies, Replies};
 use crate::api::socket::{state_of, Listener, Socket, SocketState};
 
@@ -102,6 +103,10 @@ pub(super) struct Inner {
     pub(super) jwt: Option<Verifier>,
     /// The server's own acknowledged emits, waiting for answers.
     pub(super) replies: Replies,
+    /// The people the counted sessions belong to.
+    pub(super) people: Mutex<People>,
+    /// The rooms whose members get join and leave events.
+    pub(super) tracked: Tracked,
 }
 
 /// The resume cursor a session-starting request presents, in
@@ -226,6 +231,8 @@ impl Io {
                 extensions: Mutex::new(Vec::new()),
                 jwt,
                 replies: Replies::default(),
+                people: Mutex::new(People::default()),
+                tracked: Tracked::default(),
             }
         });
         inner.hub.spawn_reaper();
@@ -349,6 +356,154 @@ impl Io {
         // id their node knows nothing of.
         self.hub().fanout().publish_to(target, packet);
         Ok(entry.wait(within).await)
+    }
+
+    /// People connected: sessions of one user id (a JWT session's `sub`) or
+    /// of one browser (the tabs it carries on one shared stream) count
+    /// once. As exact as [`Io::count`], and changed at the same moments.
+    /// `None` with a backend that spans nodes: the count's shared state
+    /// does not carry people yet, and this node's alone would be wrong
+    /// beside the cluster's count (`GET /api/presence` merges every
+    /// node's).
+    pub fn users(&self) -> Option<usize> {
+        let alone = self.inner.hub.backend.status().is_none();
+        alone.then(|| self.inner.people.lock().users())
+    }
+
+    /// Who is connected: to the whole server (`None`) or to `room`, with
+    /// every member. See [`Io::presence_page`] for a large room.
+    pub async fn presence(&self, room: Option<&str>) -> Presence {
+        self.presence_page(room, None, usize::MAX).await
+    }
+
+    /// [`Io::presence`] a page at a time: at most `limit` members, sorted
+    /// by sid, starting after `after`; `next` names where the next page
+    /// starts. `clients` and `users` are always the totals. This node's
+    /// sessions; with a cluster backend, the other nodes' are not listed.
+    pub async fn presence_page(
+        &self,
+        room: Option<&str>,
+        after: Option<crate::session::Sid>,
+        limit: usize,
+    ) -> Presence {
+        self.presence_here(room, after, limit).presence
+    }
+
+    /// [`Io::presence_page`] on this node, with the people behind it.
+    pub(crate) fn presence_here(
+        &self,
+        room: Option<&str>,
+        after: Option<crate::session::Sid>,
+        limit: usize,
+    ) -> presence::Local {
+        let hub = self.hub();
+        let mut sids = match room {
+            None => hub.sids_except(None),
+            Some(room) => hub.fanout().room_sids(&[Arc::from(room)], None),
+        };
+        sids.sort();
+        let node = self.config().cluster_node().map(String::from);
+        // Counted sessions only: an away session keeps its rooms but is no
+        // longer counted, nor is one whose connection handlers have not
+        // run yet.
+        let mut counted = Vec::with_capacity(sids.len());
+        for sid in sids {
+            let Some(session) = hub.get(&sid) else {
+                continue;
+            };
+            if session.closed_reason().is_some() {
+                continue;
+            }
+            if let Some(state) = state_of(&session) {
+                counted.push((sid, state));
+            }
+        }
+        let (solo, persons) = match room {
+            // This node's own, whatever the backend: merged by the caller.
+            None => self.inner.people.lock().parts(),
+            Some(_) => {
+                let (solo, keyed) =
+                    presence::distinct(counted.iter().map(|(_, s)| presence::person_of(s)));
+                (solo, keyed.iter().map(presence::Person::key).collect())
+            }
+        };
+        let users = solo + persons.len();
+        let start = match after {
+            Some(after) => counted.partition_point(|(sid, _)| *sid <= after),
+            None => 0,
+        };
+        let page = &counted[start..];
+        let taken = &page[..page.len().min(limit)];
+        let members = taken
+            .iter()
+            .map(|(sid, state)| Member {
+                sid: *sid,
+                public_id: crate::engine::hub::tag(*sid),
+                user: state
+                    .token
+                    .lock()
+                    .as_ref()
+                    .and_then(|t| t.grant.user.as_deref().map(String::from)),
+                node: node.clone(),
+                joined_at: state.joined,
+            })
+            .collect::<Vec<_>>();
+        let next = (taken.len() < page.len())
+            .then(|| taken.last().map(|(sid, _)| *sid))
+            .flatten();
+        let presence = Presence {
+            clients: counted.len(),
+            users,
+            members,
+            next,
+        };
+        presence::Local {
+            presence,
+            solo,
+            persons,
+        }
+    }
+
+    /// Sends `presence join` and `presence leave` to the members of `room`
+    /// whenever a session joins or leaves it, connects or disconnects while
+    /// in it (a blip inside the reconnect grace is neither), with the
+    /// member ([`Member::to_public_json`]: its public tag, user id and
+    /// join time). At most `--max-presence-events` a second per room; past
+    /// that they are dropped and one `presence sync` with the room's
+    /// `{"clients","users"}` follows once the budget allows.
+    pub fn track_presence(&self, room: &str) {
+        let rate = self.config().max_presence_events;
+        self.inner.tracked.track(room, rate);
+    }
+
+    /// Tells `room`'s other members that `socket` joined or left it
+    /// (`event`), within the room's budget.
+    pub(super) fn presence_event(&self, room: &str, socket: &Socket, event: &'static str) {
+        let rate = self.config().max_presence_events;
+        match self.inner.tracked.take(room, rate) {
+            Verdict::Untracked | Verdict::Dropped(None) => {}
+            Verdict::Send => {
+                let member = Member {
+                    sid: socket.id(),
+                    public_id: socket.public_id(),
+                    user: socket.user_id(),
+                    node: self.config().cluster_node().map(String::from),
+                    joined_at: socket.state.joined,
+                };
+                socket.to(room).emit(event, member.to_public_json());
+            }
+            Verdict::Dropped(Some(wait)) => {
+                let io = self.clone();
+                let room = room.to_string();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let now = io.presence_page(Some(&room), None, 0).await;
+                    io.inner.tracked.synced(&room);
+                    let counts = serde_json::json!({ "clients": now.clients, "users": now.users });
+                    io.to(&room).emit("presence sync", counts);
+                });
+            }
+        }
     }
 
     /// Takes `session`'s answer to an acknowledged emit (`POST /ack`).
@@ -709,12 +864,21 @@ impl Lifecycle for Inner {
             drop(slot);
             tokio::spawn(expire(Arc::downgrade(&self.hub), Arc::downgrade(session)));
         }
+        // Counted from here, like the session itself: the handlers below
+        // read both.
+        self.people.lock().add(presence::person_of(&state));
         let on_connection = self.on_connection.read().clone();
         let socket = Socket {
             io: Io { inner: self },
             session: session.clone(),
             state,
         };
+        // A resumed session is back in the rooms it never left.
+        if recovered {
+            for room in socket.rooms() {
+                socket.io.presence_event(&room, &socket, "presence join");
+            }
+        }
         for h in on_connection {
             // A panicking connection handler must not take the hub's
             // ordering lock down with it.
@@ -722,15 +886,26 @@ impl Lifecycle for Inner {
         }
     }
 
-    fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason) {
+    fn disconnected(
+        self: Arc<Self>,
+        session: &Arc<Session>,
+        reason: DisconnectReason,
+        rooms: Vec<Arc<str>>,
+    ) {
         let Some(state) = state_of(session) else {
             return;
         };
+        self.people.lock().remove(presence::person_of(&state));
         let socket = Socket {
             io: Io { inner: self },
             session: session.clone(),
             state,
         };
+        // Gone from presence now, whether it ended or went away (an away
+        // session keeps its rooms, uncounted, for a resume).
+        for room in rooms {
+            socket.io.presence_event(&room, &socket, "presence leave");
+        }
         let reason = Value::from(reason.as_str());
         for h in socket.state.handlers.on("disconnect") {
             let _ = guarded(|| h(&socket, &reason));

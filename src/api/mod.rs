@@ -8,6 +8,7 @@ pub(crate) mod io;
 pub(crate) mod jwt;
 pub(crate) mod middleware;
 pub(crate) mod operator;
+pub(crate) mod presence;
 pub(crate) mod replies;
 pub(crate) mod socket;
 pub(crate) mod tickets;

@@ -41,6 +41,9 @@ pub(super) struct SocketState {
     /// With JWT sessions: what the latest token granted, and when the
     /// session last refreshed it.
     pub(super) token: Mutex<Option<TokenState>>,
+    /// When the session began (ms since the Unix epoch), for presence; a
+    /// resume keeps it.
+    pub(super) joined: u64,
 }
 
 /// A JWT session's token, as the socket holds it.
@@ -59,6 +62,7 @@ impl SocketState {
             handshake: Mutex::new(handshake.clone()),
             recovered: AtomicBool::new(false),
             token: Mutex::new(None),
+            joined: crate::api::presence::now_ms(),
         }
     }
 
@@ -71,6 +75,7 @@ impl SocketState {
         let mut handshake = self.handshake.lock();
         let mut kept = Handshake::new(Default::default(), None, handshake.address);
         kept.issued = handshake.issued;
+        kept.browser = handshake.browser;
         *handshake = Arc::new(kept);
     }
 }
@@ -251,6 +256,12 @@ impl Socket {
             return Err(Error::BadRoom("too long"));
         }
         let fanout = self.io.inner.hub.fanout();
+        let tracked = self.io.inner.tracked.is_tracked(room);
+        let new = tracked
+            && !fanout
+                .rooms_of(self.session.sid)
+                .iter()
+                .any(|r| &**r == room);
         if !fanout.join(
             room,
             self.session.sid,
@@ -259,12 +270,25 @@ impl Socket {
         ) {
             return Err(Error::BadRoom("too many rooms"));
         }
+        if new && self.session.closed_reason().is_none() {
+            self.io.presence_event(room, self, "presence join");
+        }
         Ok(())
     }
 
     /// Removes this socket from `room`.
     pub fn leave(&self, room: &str) {
-        self.io.inner.hub.fanout().leave(room, self.session.sid);
+        let fanout = self.io.inner.hub.fanout();
+        let tracked = self.io.inner.tracked.is_tracked(room);
+        let was = tracked
+            && fanout
+                .rooms_of(self.session.sid)
+                .iter()
+                .any(|r| &**r == room);
+        fanout.leave(room, self.session.sid);
+        if was && self.session.closed_reason().is_none() {
+            self.io.presence_event(room, self, "presence leave");
+        }
     }
 
     /// The rooms this socket is in, sorted. (Unlike socket.io, a socket is

@@ -152,6 +152,8 @@ impl Ticket {
             issued: self.issued,
             // It was a JSON object when it was issued.
             auth: serde_json::from_slice(&self.auth).unwrap_or_default(),
+            // A ticket opens a connection of its own.
+            browser: None,
         }
     }
 }

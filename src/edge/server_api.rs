@@ -90,6 +90,10 @@ where
     match (&method, path.as_str()) {
         (&Method::GET, "/api/rooms") => Ok(ok(rooms(io, &headers, local).await)),
         (&Method::GET, "/api/info") => Ok(ok(info(io, &headers, local).await)),
+        (&Method::GET, "/api/presence") => {
+            let query = PresenceQuery::parse(req.uri().query())?;
+            Ok(ok(presence(io, &headers, &query, local).await))
+        }
         (&Method::POST, "/api/batch") => {
             let body = parse_object(&http::read_body(config, req).await?)?;
             let Some(Value::Array(commands)) = body.get("commands") else {
@@ -116,7 +120,7 @@ where
             let name = command_name(p).unwrap_or_default();
             Ok(ok(run(io, &headers, name, params).await?))
         }
-        (_, "/api/rooms" | "/api/info") => Err(Error::MethodNotAllowed("GET")),
+        (_, "/api/rooms" | "/api/info" | "/api/presence") => Err(Error::MethodNotAllowed("GET")),
         (_, p) if command_name(p).is_some() || p == "/api/batch" => {
             Err(Error::MethodNotAllowed("POST"))
         }
@@ -509,6 +513,123 @@ async fn rooms(io: &Io, headers: &HeaderMap, local: bool) -> Value {
         .map(|(room, members)| json!({ "room": room, "members": members }))
         .collect();
     json!({ "rooms": rooms })
+}
+
+/// Members listed per `/api/presence` page unless `limit` says otherwise.
+const PRESENCE_PAGE: usize = 1000;
+/// The largest `limit` a `/api/presence` page may ask for.
+const PRESENCE_PAGE_MAX: usize = 10_000;
+
+/// What a `/api/presence` request asks for.
+struct PresenceQuery {
+    room: Option<String>,
+    after: Option<Sid>,
+    limit: usize,
+}
+
+impl PresenceQuery {
+    fn parse(query: Option<&str>) -> Result<PresenceQuery, Error> {
+        use crate::session::query_value;
+        let room = query_value(query, "room").map(|r| r.into_owned());
+        if room.as_deref() == Some("") {
+            return Err(Error::BadQuery("room is empty"));
+        }
+        let after = match query_value(query, "after") {
+            None => None,
+            Some(s) => Some(Sid::try_parse(&s).map_err(|_| Error::BadQuery("after is not a sid"))?),
+        };
+        let limit = match query_value(query, "limit") {
+            None => PRESENCE_PAGE,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if (1..=PRESENCE_PAGE_MAX).contains(&n) => n,
+                _ => return Err(Error::BadQuery("limit must be 1 to 10000")),
+            },
+        };
+        Ok(PresenceQuery { room, after, limit })
+    }
+
+    /// The query for another node's own answer.
+    fn local_target(&self) -> String {
+        let mut target = format!("/api/presence?local=1&limit={}", self.limit);
+        if let Some(room) = &self.room {
+            target.push_str("&room=");
+            target.extend(form_urlencoded::byte_serialize(room.as_bytes()));
+        }
+        if let Some(after) = self.after {
+            target.push_str(&format!("&after={after}"));
+        }
+        target
+    }
+}
+
+/// `/api/presence`: who is connected, to the server or to `room`: the
+/// totals, and one page of members sorted by sid, over every live node
+/// (`local`: this node's own, with the people behind its total, which is
+/// what one node asks of each other). People are merged by key, so a user
+/// with sessions on two nodes counts once.
+async fn presence(io: &Io, headers: &HeaderMap, query: &PresenceQuery, local: bool) -> Value {
+    let here = io.presence_here(query.room.as_deref(), query.after, query.limit);
+    let page =
+        |p: &crate::Presence| -> Vec<Value> { p.members.iter().map(|m| m.to_json()).collect() };
+    if local || io.config().cluster_node().is_none() {
+        let mut answer = json!({
+            "clients": here.presence.clients,
+            "users": here.presence.users,
+            "members": page(&here.presence),
+            "next": here.presence.next.map(|s| s.to_string()),
+        });
+        if local {
+            answer["solo"] = here.solo.into();
+            answer["persons"] = here.persons.into();
+        }
+        return answer;
+    }
+    let mut clients = here.presence.clients;
+    let mut solo = here.solo;
+    let mut persons: BTreeSet<String> = here.persons.into_iter().collect();
+    let mut members: Vec<(String, Value)> = page(&here.presence)
+        .into_iter()
+        .map(|m| (m["sid"].as_str().unwrap_or_default().to_string(), m))
+        .collect();
+    let mut more = here.presence.next.is_some();
+    let me = io.config().cluster_node();
+    let listed = io.hub().backend.nodes().await.unwrap_or_default();
+    let target = query.local_target();
+    for (node, addr) in listed {
+        if Some(node.as_str()) == me {
+            continue;
+        }
+        let asked = replay(io, headers, &addr, Method::GET, &target, Bytes::new());
+        let Ok((status, theirs)) = asked.await else {
+            continue;
+        };
+        if !status.is_success() {
+            continue;
+        }
+        clients += theirs["clients"].as_u64().unwrap_or(0) as usize;
+        solo += theirs["solo"].as_u64().unwrap_or(0) as usize;
+        let keys = theirs["persons"].as_array().into_iter().flatten();
+        persons.extend(keys.filter_map(Value::as_str).map(String::from));
+        more |= !theirs["next"].is_null();
+        let listed = theirs["members"].as_array().into_iter().flatten();
+        for m in listed {
+            if let Some(sid) = m["sid"].as_str() {
+                members.push((sid.to_string(), m.clone()));
+            }
+        }
+    }
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    more |= members.len() > query.limit;
+    members.truncate(query.limit);
+    let next = more
+        .then(|| members.last().map(|(sid, _)| sid.clone()))
+        .flatten();
+    json!({
+        "clients": clients,
+        "users": solo + persons.len(),
+        "members": members.into_iter().map(|(_, m)| m).collect::<Vec<_>>(),
+        "next": next,
+    })
 }
 
 /// `/api/info`: this server's version, counts and deliveries, and each

@@ -68,8 +68,14 @@ pub(crate) trait Lifecycle: Send + Sync {
         handshake: &Arc<Handshake>,
         recovered: bool,
     );
-    /// A session ended and is no longer counted.
-    fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason);
+    /// A session ended and is no longer counted; `rooms` are those it was
+    /// in (an ended session has left them by now, an away one keeps them).
+    fn disconnected(
+        self: Arc<Self>,
+        session: &Arc<Session>,
+        reason: DisconnectReason,
+        rooms: Vec<Arc<str>>,
+    );
 }
 
 /// One live session as the hub keeps it.
@@ -773,6 +779,7 @@ impl Hub {
         }
         // Release a parked cursor now rather than when the last Arc goes.
         session.parked.lock().take();
+        let rooms = self.fanout.rooms_of(sid);
         if away {
             let at = Instant::now() + self.config.recovery_window();
             let inserted = self
@@ -799,10 +806,10 @@ impl Hub {
             self.backend.leave(sid)
         };
         match ready_now(uncounted) {
-            Ok(left) => self.finish_disconnect(&session, reason, left),
+            Ok(left) => self.finish_disconnect(&session, reason, left, rooms),
             Err(pending) => {
                 drop(order);
-                self.finish_later(session, reason, pending)
+                self.finish_later(session, reason, pending, rooms)
             }
         }
         self.count_ended();
@@ -844,6 +851,7 @@ impl Hub {
         session: Arc<Session>,
         reason: DisconnectReason,
         pending: BackendFuture<()>,
+        rooms: Vec<Arc<str>>,
     ) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
@@ -852,7 +860,7 @@ impl Hub {
         self.finishing.spawn_on(
             async move {
                 let left = pending.await;
-                hub.finish_disconnect(&session, reason, left);
+                hub.finish_disconnect(&session, reason, left, rooms);
             },
             &rt,
         );
@@ -871,13 +879,14 @@ impl Hub {
         session: &Arc<Session>,
         reason: DisconnectReason,
         left: Result<(), crate::error::BackendError>,
+        rooms: Vec<Arc<str>>,
     ) {
         if let Err(e) = left {
             tracing::warn!(error = %e, "backend refused a leave");
         }
         let _order = self.order.lock();
         if let Some(lifecycle) = self.lifecycle.upgrade() {
-            lifecycle.disconnected(session, reason);
+            lifecycle.disconnected(session, reason, rooms);
         }
     }
 
@@ -1219,7 +1228,12 @@ mod tests {
         fn connected(self: Arc<Self>, session: &Arc<Session>, _: &Arc<Handshake>, _: bool) {
             self.0.lock().push((session.sid, None));
         }
-        fn disconnected(self: Arc<Self>, session: &Arc<Session>, reason: DisconnectReason) {
+        fn disconnected(
+            self: Arc<Self>,
+            session: &Arc<Session>,
+            reason: DisconnectReason,
+            _: Vec<Arc<str>>,
+        ) {
             self.0.lock().push((session.sid, Some(reason)));
         }
     }

@@ -156,6 +156,11 @@ pub(crate) struct Group {
     transport: Transport,
     /// The carrier's session (key 0): it ends when the stream ends.
     owner: Sid,
+    /// The browser whose tabs ride the stream ([`Handshake::browser`]):
+    /// every session made on it gets it, and a new stream for the same
+    /// carrier keeps it, so a browser stays one person while its tabs
+    /// change hands.
+    browser: Uuid,
     /// Sessions and reader state. A blocking lock held only to poll cursors
     /// (each a few field reads) and never across an `.await`; the hub is
     /// never called under it.
@@ -260,15 +265,23 @@ async fn open(
     handshake: &Handshake,
 ) -> Result<Arc<Group>, Error> {
     let muxes = io.extension::<Muxes>();
-    let mut owner = match resume {
-        Some(sid) => muxes.take_detached(sid, transport)?,
+    let (mut owner, browser) = match resume {
+        Some(sid) => {
+            let owner = muxes.take_detached(sid, transport)?;
+            let known = io.socket_of(&sid).and_then(|s| s.handshake().browser);
+            (owner, known.unwrap_or_else(Uuid::new_v4))
+        }
         None => {
-            let (session, delivery) = io.connect(transport, handshake).await?;
-            Member {
+            let browser = Uuid::new_v4();
+            let mut handshake = handshake.clone();
+            handshake.browser = Some(browser);
+            let (session, delivery) = io.connect(transport, &handshake).await?;
+            let owner = Member {
                 key: 0,
                 session,
                 delivery,
-            }
+            };
+            (owner, browser)
         }
     };
     owner.key = 0;
@@ -276,6 +289,7 @@ async fn open(
         id: MuxId(Uuid::new_v4()),
         transport,
         owner: owner.session.sid,
+        browser,
         state: Mutex::new(GroupState {
             members: smallvec![owner],
             next_key: 1,
@@ -314,7 +328,9 @@ pub(crate) async fn attach(
     let mut member = match resume {
         Some(sid) => muxes.take_detached(sid, group.transport)?,
         None => {
-            let (session, delivery) = io.connect(group.transport, handshake).await?;
+            let mut handshake = handshake.clone();
+            handshake.browser = Some(group.browser);
+            let (session, delivery) = io.connect(group.transport, &handshake).await?;
             Member {
                 key: 0,
                 session,

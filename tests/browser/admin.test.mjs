@@ -68,6 +68,7 @@ async function mockApi(context, state) {
     if (req.headers().authorization !== 'Bearer ' + state.key) return json(401, { error: 'invalid api key' });
     if (req.method() === 'GET' && path === '/api/info') return json(200, state.info());
     if (req.method() === 'GET' && path === '/api/rooms') return json(200, { rooms: state.rooms });
+    if (req.method() === 'GET' && path === '/api/presence') return json(200, state.presence);
     if (req.method() === 'POST') {
       state.posts.push({ path, body: JSON.parse(req.postData()) });
       if (path === '/api/publish') return json(200, { cursor: 'c-42' });
@@ -94,6 +95,15 @@ function mockState() {
       { room: 'lobby', members: [SID_A, SID_B] },
       { room: 'ops', members: [SID_B] },
     ],
+    presence: {
+      clients: 3,
+      users: 2,
+      members: [
+        { sid: SID_A, id: SID_A.slice(0, 8), user: 'ada', node: 'n1', joinedAt: 0 },
+        { sid: SID_B, id: SID_B.slice(0, 8), user: null, node: 'n2', joinedAt: 0 },
+      ],
+      next: SID_B,
+    },
     // 200 deliveries a second, as a counter read at each request.
     info: () => ({
       version: '0.1.0',
@@ -170,9 +180,10 @@ test('a refused key is said so and asked for again; the right one is kept for th
   assert.equal(await visible(page, '#dashboard'), false);
   assert.equal(await page.inputValue('#key'), '');
   assert.deepEqual((await keyPlaces(page)).session, []);
-  // Refused once, the page stops asking until another key is entered.
+  // Refused once, the page stops asking until another key is entered: at
+  // most one request of each of its three polls (info, rooms, presence).
   const refused = admin.apiRequests().length;
-  assert.ok(refused >= 1 && refused <= 2, `${refused} requests with the wrong key`);
+  assert.ok(refused >= 1 && refused <= 3, `${refused} requests with the wrong key`);
 
   await enterKey(page, KEY);
   await page.waitForSelector('#dashboard', { state: 'visible' });
@@ -235,6 +246,16 @@ test('the dashboard shows counts by transport and node, rooms with members, and 
     `${SID_A} in lobby Disconnect`,
     `${SID_B} in lobby, ops Disconnect`,
   ]);
+  // Presence: people and sessions, and the first page of members, by tag.
+  await eventually(() => page.textContent('#people'), (t) => t === '2', SLOW, 'the people');
+  assert.equal(await page.textContent('#clients'), '3');
+  const presence = (await rows(page, '#presence')).map((r) => r.join('|'));
+  const timeOf = await page.evaluate(() => new Date(0).toLocaleTimeString());
+  assert.deepEqual(presence, [
+    `${SID_A.slice(0, 8)}|ada|n1|${timeOf}`,
+    `${SID_B.slice(0, 8)}||n2|${timeOf}`,
+  ]);
+  assert.equal(await visible(page, '#presence-more'), true);
 
   // Three answers make two rates; the counter rises 200 a second.
   const points = (id) => page.$eval(`#${id} polyline`, (p) => p.getAttribute('points').split(' ').filter(Boolean));

@@ -27,6 +27,7 @@ mod middleware;
 mod mux;
 mod plain;
 mod poll;
+mod presence;
 mod recovery;
 mod rooms;
 mod routes;

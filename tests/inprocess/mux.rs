@@ -410,7 +410,8 @@ async fn a_polled_shared_stream_carries_tagged_batches_and_a_carrier_that_never_
     let batch = get(server.addr, &format!("/poll?mux={id}")).await;
     assert_eq!(
         batch.text(),
-        r#"[{"k":0,"event":"user count","data":2},{"k":1,"event":"user count","data":2}]"#
+        // One browser's two tabs: two users online, one person.
+        r#"[{"k":0,"event":"user count","data":2},{"k":0,"event":"people count","data":1},{"k":1,"event":"user count","data":2},{"k":1,"event":"people count","data":1}]"#
     );
     server.wait_sessions(2, WAIT).await;
     assert_eq!(server.io.stats().polling, 2);

@@ -897,10 +897,11 @@ async fn stream_openings_match_hyper_byte_for_byte() {
 }
 
 /// Reads the next frames of a shared stream carrying keys 0 and 1 until
-/// there are two, which must be each key's count of `n`, in any order.
-async fn both_counts(page: &mut Sse, n: u32) {
+/// there are four, which must be each key's count of `n` and its count of
+/// `people`, in any order.
+async fn both_counts(page: &mut Sse, n: u32, people: u32) {
     let mut frames = Vec::new();
-    while frames.len() < 2 {
+    while frames.len() < 4 {
         let chunk = page
             .next_chunk_within(WAIT)
             .await
@@ -914,7 +915,8 @@ async fn both_counts(page: &mut Sse, n: u32) {
     }
     frames.sort();
     let want = |k: u32| format!(r#"data: {{"k":{k},"event":"user count","data":{n}}}"#);
-    assert_eq!(frames, [want(0), want(1)]);
+    let people = |k: u32| format!(r#"data: {{"k":{k},"event":"people count","data":{people}}}"#);
+    assert_eq!(frames, [people(0), want(0), people(1), want(1)]);
 }
 
 // A shared stream that carries a second tab's session is not written
@@ -939,12 +941,13 @@ async fn a_shared_stream_with_two_sessions_writes_both_counts_itself() {
     assert_eq!(one, mux_frame(r#"{"k":0,"event":"user count","data":1}"#));
     let attached = post(addr, &format!("/mux/attach?mux={id}"), b"").await;
     assert_eq!(attached.status, 200, "{}", attached.text());
-    // The attached session's count of 2 reaches both sessions on the stream.
-    both_counts(&mut page, 2).await;
+    // The attached session's count of 2 reaches both sessions on the
+    // stream, and so does the count of people: both tabs are one browser.
+    both_counts(&mut page, 2, 1).await;
     let swept = metric(addr, "ssio_fanout_swept_total").await;
     let mut other = Sse::connect(addr).await;
     other.wait_count(3, WAIT).await;
-    both_counts(&mut page, 3).await;
+    both_counts(&mut page, 3, 2).await;
     page.assert_quiet(Duration::from_millis(50)).await;
     // The other stream wrote its own count; nothing was swept.
     assert_eq!(metric(addr, "ssio_fanout_swept_total").await, swept);
