@@ -53,8 +53,8 @@ struct People(Arc<Mutex<Option<usize>>>);
 
 impl People {
     fn tell(&self, io: &Io) {
-        // A cluster's count does not carry people yet: the page then shows
-        // the user count for both.
+        // A backend that does not count people: the page shows the user
+        // count for both.
         let Some(users) = io.users() else { return };
         let count = io.count();
         let mut told = self.0.lock();

@@ -87,7 +87,7 @@ fn node(mut config: Config, listener: &TcpListener) -> std::io::Result<Io> {
         None => listener.local_addr()?.to_string(),
     };
     let settings = match ClusterSettings::new(&url, &node, &addr, bound) {
-        Ok(s) => s.count_event("user count"),
+        Ok(s) => s.count_event("user count").people_event("people count"),
         Err(e) => {
             // A bad flag, as clap reports one: the reason, exit 2.
             eprintln!("error: {}", e.0);

@@ -93,7 +93,9 @@ fn announcements(sub: Subscriber) -> (Announced, tokio::task::JoinHandle<()>) {
     let task = tokio::spawn(async move {
         let mut sub = sub;
         while let Ok(m) = sub.next().await {
-            let (v, c) = m.split_once(' ').unwrap();
+            // `<version> <count> <users>`.
+            let mut parts = m.split(' ');
+            let (v, c) = (parts.next().unwrap(), parts.next().unwrap());
             rec.lock().push((v.parse().unwrap(), c.parse().unwrap()));
         }
     });
@@ -1777,4 +1779,94 @@ async fn the_server_api_publishes_once_everywhere_and_reaches_a_session_through_
             "node {node}"
         );
     }
+}
+
+/// Reads `s` until `event` arrives with `data`.
+async fn until_event(s: &mut Sse, event: &str, data: &str) {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = s.next_event_within(left).await;
+        if got.0 == event && got.1 == data {
+            return;
+        }
+        seen.push(got);
+        assert!(Instant::now() < deadline, "no {event} {data}: {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_are_counted_once_across_nodes_and_presence_lists_every_node() {
+    let Some(_turn) = one_at_a_time().await else {
+        return;
+    };
+    let c = Embedded::start(2).await;
+    let mut lone = Sse::connect(c.addr(1)).await;
+    // A browser's stream on n0, and two more tabs attached through n1.
+    let (_tabs, id) = open_mux(c.addr(0)).await;
+    let mut attached = Vec::new();
+    for _ in 0..2 {
+        let r = post(c.addr(1), &format!("/mux/attach?mux={id}"), b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        attached.push(r.json()["sid"].as_str().unwrap().to_string());
+    }
+    // Four sessions, two people, on both nodes, from the versioned state.
+    let deadline = Instant::now() + WAIT;
+    while (0..2).any(|i| (c.io(i).count(), c.io(i).users()) != (4, Some(2))) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            (0..2)
+                .map(|i| (c.io(i).count(), c.io(i).users()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    until_event(&mut lone, "people count", "2").await;
+    assert_eq!(c.redis.cmd(&["HLEN", "{ssio}:persons"]).await.unwrap(), "1");
+    assert_eq!(c.redis.cmd(&["GET", "{ssio}:keyed"]).await.unwrap(), "3");
+
+    // The server API's presence, asked of n1, lists both nodes' sessions.
+    let auth = format!("Bearer {API_KEY}");
+    let r = request(
+        c.addr(1),
+        "GET",
+        "/api/presence",
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = r.json();
+    assert_eq!(
+        (p["clients"].clone(), p["users"].clone(), p["next"].clone()),
+        (json!(4), json!(2), Value::Null)
+    );
+    let members = p["members"].as_array().unwrap();
+    let sids: Vec<&str> = members.iter().map(|m| m["sid"].as_str().unwrap()).collect();
+    let mut sorted = sids.clone();
+    sorted.sort();
+    assert_eq!(sids, sorted);
+    let mut nodes: Vec<&str> = members
+        .iter()
+        .map(|m| m["node"].as_str().unwrap())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["n0", "n0", "n0", "n1"]);
+
+    // Two tabs close through n1: one session per person again, and the
+    // page is told so with `null`.
+    for sid in &attached {
+        assert_eq!(
+            post(c.addr(1), &format!("/close?sid={sid}"), b"")
+                .await
+                .status,
+            204
+        );
+    }
+    until_event(&mut lone, "people count", "null").await;
+    assert_eq!(c.io(1).users(), Some(2));
+    assert_eq!(c.redis.cmd(&["HLEN", "{ssio}:persons"]).await.unwrap(), "1");
+    assert_eq!(c.redis.cmd(&["GET", "{ssio}:keyed"]).await.unwrap(), "1");
 }

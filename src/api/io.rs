@@ -360,14 +360,16 @@ impl Io {
 
     /// People connected: sessions of one user id (a JWT session's `sub`) or
     /// of one browser (the tabs it carries on one shared stream) count
-    /// once. As exact as [`Io::count`], and changed at the same moments.
-    /// `None` with a backend that spans nodes: the count's shared state
-    /// does not carry people yet, and this node's alone would be wrong
-    /// beside the cluster's count (`GET /api/presence` merges every
-    /// node's).
+    /// once. As exact as [`Io::count`], from the same state and changed at
+    /// the same moments: this process's on a single node, the cluster's
+    /// versioned count in Redis on a cluster. `None` with a backend of
+    /// one's own that does not count people.
     pub fn users(&self) -> Option<usize> {
-        let alone = self.inner.hub.backend.status().is_none();
-        alone.then(|| self.inner.people.lock().users())
+        let backend = &self.inner.hub.backend;
+        if backend.status().is_none() {
+            return Some(self.inner.people.lock().users());
+        }
+        backend.users()
     }
 
     /// Who is connected: to the whole server (`None`) or to `room`, with
@@ -826,6 +828,18 @@ impl Io {
 }
 
 impl Lifecycle for Inner {
+    fn person(&self, handshake: &Handshake) -> Option<Arc<str>> {
+        let user = self.jwt.as_ref().and_then(|jwt| {
+            let token = handshake.auth.get("token").and_then(Value::as_str)?;
+            jwt.verify(token).ok()?.user
+        });
+        let person = match user {
+            Some(user) => presence::Person::User(Arc::from(user)),
+            None => presence::Person::Browser(handshake.browser?),
+        };
+        Some(Arc::from(person.key()))
+    }
+
     fn connected(
         self: Arc<Self>,
         session: &Arc<Session>,

@@ -8,7 +8,7 @@
 //! process (node id plus a per-boot id), `seq` counts that origin's
 //! broadcasts, so a receiver drops its own broadcasts (already delivered
 //! locally) and anything it has already seen, and notices gaps.
-//! A count announcement is `<version> <count>`.
+//! A count announcement is `<version> <count> <users>`.
 
 use std::sync::Arc;
 
@@ -116,11 +116,14 @@ impl Wire {
     }
 }
 
-/// Reads a count announcement: `(version, count)`.
-pub(crate) fn decode_count(payload: &[u8]) -> Option<(u64, u64)> {
+/// Reads a count announcement: `(version, count, users)`.
+pub(crate) fn decode_count(payload: &[u8]) -> Option<(u64, u64, u64)> {
     let text = std::str::from_utf8(payload).ok()?;
-    let (version, count) = text.split_once(' ')?;
-    Some((version.parse().ok()?, count.parse().ok()?))
+    let mut parts = text.split(' ');
+    let version = parts.next()?.parse().ok()?;
+    let count = parts.next()?.parse().ok()?;
+    let users = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((version, count, users))
 }
 
 #[cfg(test)]
@@ -176,8 +179,9 @@ mod tests {
         ] {
             assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(decode_count(b"12 3"), Some((12, 3)));
-        assert_eq!(decode_count(b"12"), None);
-        assert_eq!(decode_count(b"-1 3"), None);
+        assert_eq!(decode_count(b"12 3 2"), Some((12, 3, 2)));
+        assert_eq!(decode_count(b"12 3"), None);
+        assert_eq!(decode_count(b"12 3 2 1"), None);
+        assert_eq!(decode_count(b"-1 3 2"), None);
     }
 }

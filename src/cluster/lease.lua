@@ -15,14 +15,20 @@
 --                  when their node dies or parts
 -- KEYS[8] streams  zset of "node|id" of the shared streams a node holds,
 --                  all scores 0: their owner records go with their node
+-- KEYS[9] persons  hash of person -> its live sessions, for the sessions
+--                  that share a person (a user id, a browser)
+-- KEYS[10] who     hash of sid -> person, for those sessions
+-- KEYS[11] keyed   how many live sessions have a person: the others are
+--                  people of their own, so users = count - keyed + persons
 -- ARGV[1] op: register | join | leave | away | renew | part
 --          (away: uncounted like leave, but its owner record stays so a
 --          resume through any node finds the node holding it)
 -- ARGV[2] the caller's epoch (for register: a fresh one to use if none)
 -- ARGV[3] node id   ARGV[4] lease ms   ARGV[5] count channel
--- ARGV[6] this node's address   ARGV[7..] sids
--- Returns {status, epoch, count, version}; status 'stale' asks the node to
--- register all its sessions again (new epoch, or its lease lapsed).
+-- ARGV[6] this node's address   ARGV[7..] sids, each "sid" or, for a join,
+--          "sid|person"
+-- Returns {status, epoch, count, version, users}; status 'stale' asks the
+-- node to register all its sessions again (new epoch, or its lease lapsed).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local op, node, lease = ARGV[1], ARGV[3], tonumber(ARGV[4])
@@ -37,11 +43,24 @@ elseif epoch ~= ARGV[2] then
   return {'stale', epoch or '', 0, 0}
 end
 local changed = 0
+-- A live session no longer counted: its person loses it.
+local function unperson(sid)
+  local p = redis.call('HGET', KEYS[10], sid)
+  if p then
+    redis.call('HDEL', KEYS[10], sid)
+    if redis.call('HINCRBY', KEYS[9], p, -1) <= 0 then
+      redis.call('HDEL', KEYS[9], p)
+    end
+    redis.call('DECR', KEYS[11])
+  end
+end
 local function drop(n, with_away)
   local lo, hi = '[' .. n .. '|', '[' .. n .. '|\255'
   local members = redis.call('ZRANGEBYLEX', KEYS[3], lo, hi)
   for _, m in ipairs(members) do
-    redis.call('HDEL', KEYS[5], string.sub(m, #n + 2))
+    local sid = string.sub(m, #n + 2)
+    redis.call('HDEL', KEYS[5], sid)
+    unperson(sid)
   end
   if #members > 0 then
     redis.call('ZREMRANGEBYLEX', KEYS[3], lo, hi)
@@ -85,26 +104,44 @@ end
 if status == 'ok' and op ~= 'part' then
   redis.call('ZADD', KEYS[4], now + lease, node)
   for i = 7, #ARGV do
-    local m = node .. '|' .. ARGV[i]
+    local sid, person = ARGV[i], nil
+    local bar = string.find(sid, '|', 1, true)
+    if bar then
+      person = string.sub(sid, bar + 1)
+      sid = string.sub(sid, 1, bar - 1)
+    end
+    local m = node .. '|' .. sid
     if op == 'leave' or op == 'away' then
-      changed = changed + redis.call('ZREM', KEYS[3], m)
+      local removed = redis.call('ZREM', KEYS[3], m)
+      changed = changed + removed
+      if removed == 1 then
+        unperson(sid)
+      end
       if op == 'leave' then
-        redis.call('HDEL', KEYS[5], ARGV[i])
+        redis.call('HDEL', KEYS[5], sid)
       else
         redis.call('ZADD', KEYS[7], 0, m)
       end
     elseif op ~= 'renew' then
-      changed = changed + redis.call('ZADD', KEYS[3], 0, m)
-      redis.call('HSET', KEYS[5], ARGV[i], node)
+      local added = redis.call('ZADD', KEYS[3], 0, m)
+      changed = changed + added
+      redis.call('HSET', KEYS[5], sid, node)
+      if added == 1 and person and person ~= '' then
+        redis.call('HSET', KEYS[10], sid, person)
+        redis.call('HINCRBY', KEYS[9], person, 1)
+        redis.call('INCR', KEYS[11])
+      end
       -- A join of an away sid is its resume on this node.
       redis.call('ZREM', KEYS[7], m)
     end
   end
 end
 local count = redis.call('ZCARD', KEYS[3])
+local keyed = tonumber(redis.call('GET', KEYS[11]) or '0')
+local users = count - keyed + redis.call('HLEN', KEYS[9])
 local version = tonumber(redis.call('GET', KEYS[2]) or '0')
 if changed > 0 then
   version = redis.call('INCR', KEYS[2])
-  redis.call('PUBLISH', ARGV[5], string.format('%d %d', version, count))
+  redis.call('PUBLISH', ARGV[5], string.format('%d %d %d', version, count, users))
 end
-return {status, epoch, count, version}
+return {status, epoch, count, version, users}

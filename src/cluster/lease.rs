@@ -7,6 +7,7 @@
 //! next call from any node removes its sessions. Every key carries the same
 //! hash tag, so the script runs unchanged on Redis Cluster.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -58,6 +59,9 @@ pub(crate) struct Reply {
     pub(crate) count: u64,
     /// The count's version; only a newer one may replace a shown count.
     pub(crate) version: u64,
+    /// People in the cluster: the sessions of one user id or one browser
+    /// count once.
+    pub(crate) users: u64,
 }
 
 /// Key names, all under one hash tag.
@@ -75,6 +79,12 @@ pub(crate) struct Keys {
     /// `"node|id"` of every shared stream, so that a dead node's stream
     /// records go with it.
     pub(crate) streams: String,
+    /// Person -> its live sessions, for sessions that share a person.
+    persons: String,
+    /// Sid -> person, for those sessions.
+    who: String,
+    /// How many live sessions have a person.
+    keyed: String,
     /// The random key the nodes vouch for client addresses with: the first
     /// node to register sets it, every node reads it.
     pub(crate) key: String,
@@ -96,6 +106,9 @@ impl Keys {
             owners: format!("{tag}:owners"),
             addrs: format!("{tag}:addrs"),
             away: format!("{tag}:away"),
+            persons: format!("{tag}:persons"),
+            who: format!("{tag}:who"),
+            keyed: format!("{tag}:keyed"),
             streams: format!("{tag}:streams"),
             key: format!("{tag}:key"),
             count_channel: format!("{tag}:count"),
@@ -141,7 +154,8 @@ impl LeaseScript {
         &self.keys
     }
 
-    /// Runs `op` for `node` (reachable at `addr`) with `sids`.
+    /// Runs `op` for `node` (reachable at `addr`) with `sids`, each with
+    /// the person it belongs to when that is shared (read on a join).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn call(
         &self,
@@ -151,7 +165,7 @@ impl LeaseScript {
         node: &str,
         addr: &str,
         lease: Duration,
-        sids: &[Sid],
+        sids: &[(Sid, Option<Arc<str>>)],
     ) -> redis::RedisResult<Reply> {
         let mut inv = self.script.prepare_invoke();
         inv.key(&self.keys.epoch)
@@ -162,6 +176,9 @@ impl LeaseScript {
             .key(&self.keys.addrs)
             .key(&self.keys.away)
             .key(&self.keys.streams)
+            .key(&self.keys.persons)
+            .key(&self.keys.who)
+            .key(&self.keys.keyed)
             .arg(op.as_str())
             .arg(epoch)
             .arg(node)
@@ -169,16 +186,21 @@ impl LeaseScript {
             .arg(&self.keys.count_channel)
             .arg(addr);
         let mut buf = uuid::Uuid::encode_buffer();
-        for sid in sids {
-            inv.arg(&*sid.hyphenated().encode_lower(&mut buf));
+        for (sid, person) in sids {
+            let sid = &*sid.hyphenated().encode_lower(&mut buf);
+            match person {
+                Some(person) => inv.arg(format!("{sid}|{person}")),
+                None => inv.arg(sid),
+            };
         }
-        let (status, epoch, count, version): (String, String, u64, u64) =
+        let (status, epoch, count, version, users): (String, String, u64, u64, u64) =
             inv.invoke_async(conn).await?;
         Ok(Reply {
             current: status == "ok",
             epoch,
             count,
             version,
+            users,
         })
     }
 }

@@ -78,6 +78,7 @@ pub struct ClusterSettings {
     /// The latest-value event the app broadcasts the count under, which
     /// this backend then publishes itself, versioned.
     count_event: Option<Arc<str>>,
+    people_event: Option<Arc<str>>,
     /// `pingInterval + pingTimeout`: how long a dead node's sessions may
     /// stay counted.
     bound: Duration,
@@ -119,6 +120,7 @@ impl ClusterSettings {
             addr: addr.to_string(),
             prefix: "ssio".to_string(),
             count_event: None,
+            people_event: None,
             bound,
         })
     }
@@ -128,6 +130,16 @@ impl ClusterSettings {
     /// on this node, and the app's own emits of it are not sent to Redis.
     pub fn count_event(mut self, name: &str) -> ClusterSettings {
         self.count_event = Some(Arc::from(name));
+        self
+    }
+
+    /// Names the latest-value event that carries the number of people (the
+    /// demo app's `people count`): the backend then publishes it on this
+    /// node from the same versioned state as the count, while it differs
+    /// from the count and as `null` once when they agree again, and the
+    /// app's own emits of it are not sent to Redis.
+    pub fn people_event(mut self, name: &str) -> ClusterSettings {
+        self.people_event = Some(Arc::from(name));
         self
     }
 
@@ -147,6 +159,11 @@ struct View {
     count: u64,
     /// Its version.
     version: u64,
+    /// People, as of the same version.
+    users: u64,
+    /// The people count last published under `people_event`: `None`
+    /// while it agrees with the count (or before any).
+    told: Option<u64>,
 }
 
 /// A broadcast waiting for its `PUBLISH`.
@@ -177,9 +194,9 @@ impl RedisBackend {
                 s.repair.notify_one();
                 return Ok(());
             }
-            match s.call(op, &epoch, &[sid]).await? {
+            match s.call(op, &epoch, &[(sid, None)]).await? {
                 r if r.current => {
-                    s.apply(r.count, r.version);
+                    s.apply(r.count, r.users, r.version);
                     Ok(())
                 }
                 _ => {
@@ -206,13 +223,14 @@ struct Shared {
     script: LeaseScript,
     timing: Timing,
     count_event: Option<Arc<str>>,
+    people_event: Option<Arc<str>>,
     /// Updated only with a newer version, under this lock, which is also
     /// held while the count is published into the fan-out, so the fan-out
     /// sees versions in increasing order.
     view: Mutex<View>,
     /// This node's live sessions: what it registers again after Redis lost
     /// them.
-    local: Mutex<HashSet<Sid>>,
+    local: Mutex<HashMap<Sid, Option<Arc<str>>>>,
     /// The shared streams this node holds: what it records again after
     /// Redis lost them.
     streams: Mutex<HashSet<uuid::Uuid>>,
@@ -260,12 +278,15 @@ impl RedisBackend {
                 script: LeaseScript::new(Keys::new(&settings.prefix)),
                 timing: Timing::for_bound(settings.bound),
                 count_event: settings.count_event,
+                people_event: settings.people_event,
                 view: Mutex::new(View {
                     epoch: String::new(),
                     count: 0,
                     version: 0,
+                    users: 0,
+                    told: None,
                 }),
-                local: Mutex::new(HashSet::new()),
+                local: Mutex::new(HashMap::new()),
                 streams: Mutex::new(HashSet::new()),
                 key: Mutex::new(None),
                 gate: RwLock::new(()),
@@ -313,18 +334,22 @@ impl Backend for RedisBackend {
     }
 
     fn join(&self, sid: Sid) -> BackendFuture<()> {
+        self.join_as(sid, None)
+    }
+
+    fn join_as(&self, sid: Sid, person: Option<Arc<str>>) -> BackendFuture<()> {
         let s = self.shared.clone();
         Box::pin(async move {
             let gate = s.gate.read().await;
-            s.local.lock().insert(sid);
+            s.local.lock().insert(sid, person.clone());
             let epoch = s.view.lock().epoch.clone();
             let joined = if epoch.is_empty() || s.dirty.load(Ordering::SeqCst) {
                 drop(gate);
                 s.register().await
             } else {
-                match s.call(Op::Join, &epoch, &[sid]).await {
+                match s.call(Op::Join, &epoch, &[(sid, person)]).await {
                     Ok(r) if r.current => {
-                        s.apply(r.count, r.version);
+                        s.apply(r.count, r.users, r.version);
                         Ok(())
                     }
                     Ok(_) => {
@@ -353,9 +378,14 @@ impl Backend for RedisBackend {
         self.shared.view.lock().count as usize
     }
 
+    fn users(&self) -> Option<usize> {
+        Some(self.shared.view.lock().users as usize)
+    }
+
     fn broadcast(&self, event: Broadcast) -> BackendFuture<()> {
         let s = &self.shared;
-        if event.latest && s.count_event.as_deref() == Some(&*event.name) {
+        let ours = [s.count_event.as_deref(), s.people_event.as_deref()];
+        if event.latest && ours.contains(&Some(&*event.name)) {
             // This node already shows the newest versioned count; the app's
             // copy of it adds nothing and could be older.
             return done();
@@ -488,7 +518,12 @@ impl Backend for RedisBackend {
 
 impl Shared {
     /// One script call, bounded in time; records whether Redis answered.
-    async fn call(&self, op: Op, epoch: &str, sids: &[Sid]) -> Result<Reply, BackendError> {
+    async fn call(
+        &self,
+        op: Op,
+        epoch: &str,
+        sids: &[(Sid, Option<Arc<str>>)],
+    ) -> Result<Reply, BackendError> {
         let mut conn = self.conn.clone();
         let call = self.script.call(
             &mut conn,
@@ -524,16 +559,27 @@ impl Shared {
     }
 
     /// Shows `count` if `version` is newer than what this node shows.
-    fn apply(&self, count: u64, version: u64) {
+    fn apply(&self, count: u64, users: u64, version: u64) {
         let mut view = self.view.lock();
         if version <= view.version {
             return;
         }
         view.count = count;
+        view.users = users;
         view.version = version;
         if let Some(name) = &self.count_event {
             self.fanout
                 .publish_latest(name, Packet::new(name, &Value::from(count)));
+        }
+        if let Some(name) = &self.people_event {
+            // As the demo app tells it: only while people and sessions
+            // differ, and `null` once when they agree again.
+            let now = (users != count).then_some(users);
+            if now != view.told {
+                view.told = now;
+                self.fanout
+                    .publish_latest(name, Packet::new(name, &Value::from(now)));
+            }
         }
     }
 
@@ -542,7 +588,12 @@ impl Shared {
     async fn register(&self) -> Result<(), BackendError> {
         let _gate = self.gate.write().await;
         self.dirty.store(true, Ordering::SeqCst);
-        let sids: Vec<Sid> = self.local.lock().iter().copied().collect();
+        let sids: Vec<(Sid, Option<Arc<str>>)> = self
+            .local
+            .lock()
+            .iter()
+            .map(|(s, p)| (*s, p.clone()))
+            .collect();
         let fresh = uuid::Uuid::new_v4().simple().to_string();
         let mut chunks = sids.chunks(REGISTER_CHUNK);
         let mut last = self
@@ -572,7 +623,7 @@ impl Shared {
                 "registered this node's sessions under a new redis epoch");
         }
         self.dirty.store(false, Ordering::SeqCst);
-        self.apply(last.count, last.version);
+        self.apply(last.count, last.users, last.version);
         Ok(())
     }
 
@@ -644,7 +695,7 @@ impl Shared {
         };
         match reply {
             Ok(r) if r.current => {
-                self.apply(r.count, r.version);
+                self.apply(r.count, r.users, r.version);
                 // The key, read again: one deleted by hand is put back and
                 // one replaced is adopted within a renewal, not only at
                 // the next registration.
@@ -807,8 +858,8 @@ impl Shared {
 
     fn on_message(&self, channel: &str, payload: &[u8], keys: &Keys) {
         if channel == keys.count_channel {
-            if let Some((version, count)) = bus::decode_count(payload) {
-                self.apply(count, version);
+            if let Some((version, count, users)) = bus::decode_count(payload) {
+                self.apply(count, users, version);
             }
         } else if channel == keys.events_channel {
             let Some(wire) = bus::decode(payload) else {

@@ -61,6 +61,18 @@ pub trait Backend: Send + Sync + 'static {
     /// A session became live on this node. When it resolves, `count`
     /// includes it.
     fn join(&self, sid: Sid) -> BackendFuture<()>;
+    /// [`Backend::join`] for a session that belongs to `person` (a key
+    /// naming a user id or a browser, shared by that person's sessions),
+    /// for a backend that counts people as well as sessions.
+    fn join_as(&self, sid: Sid, person: Option<Arc<str>>) -> BackendFuture<()> {
+        let _ = person;
+        self.join(sid)
+    }
+    /// People everywhere the backend reaches, as of the same state as
+    /// [`Backend::count`]: `None` for a backend that does not count them.
+    fn users(&self) -> Option<usize> {
+        None
+    }
     /// A live session on this node ended. When it resolves, `count` no
     /// longer includes it.
     fn leave(&self, sid: Sid) -> BackendFuture<()>;

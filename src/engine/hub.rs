@@ -68,6 +68,10 @@ pub(crate) trait Lifecycle: Send + Sync {
         handshake: &Arc<Handshake>,
         recovered: bool,
     );
+    /// Who a session starting with `handshake` belongs to, when that is a
+    /// person with other sessions too (a user id, a browser): the key the
+    /// backend counts people by. Asked before the session is counted.
+    fn person(&self, handshake: &Handshake) -> Option<Arc<str>>;
     /// A session ended and is no longer counted; `rooms` are those it was
     /// in (an ended session has left them by now, an away one keeps them).
     fn disconnected(
@@ -464,7 +468,8 @@ impl Hub {
         // across an await.
         let joined = {
             let _order = self.order.lock();
-            match ready_now(self.backend.join(session.sid)) {
+            let person = self.lifecycle.upgrade().and_then(|l| l.person(handshake));
+            match ready_now(self.backend.join_as(session.sid, person)) {
                 Ok(Ok(())) => {
                     let from = carried.as_ref().map(|(_, g)| *g).or(from);
                     return Ok(self.finish_connect(
@@ -1227,6 +1232,9 @@ mod tests {
     impl Lifecycle for Recorder {
         fn connected(self: Arc<Self>, session: &Arc<Session>, _: &Arc<Handshake>, _: bool) {
             self.0.lock().push((session.sid, None));
+        }
+        fn person(&self, _: &Handshake) -> Option<Arc<str>> {
+            None
         }
         fn disconnected(
             self: Arc<Self>,

@@ -380,7 +380,8 @@ impl Embedded {
             let addr = listener.local_addr().unwrap();
             let settings = ssio::ClusterSettings::new(&redis.url(), &id, &addr.to_string(), BOUND)
                 .unwrap()
-                .count_event("user count");
+                .count_event("user count")
+                .people_event("people count");
             let io =
                 ssio::Io::with_backend(config, |fanout| ssio::RedisBackend::new(fanout, settings));
             features::install(&io);
