@@ -1870,3 +1870,38 @@ async fn people_are_counted_once_across_nodes_and_presence_lists_every_node() {
     assert_eq!(c.redis.cmd(&["HLEN", "{ssio}:persons"]).await.unwrap(), "1");
     assert_eq!(c.redis.cmd(&["GET", "{ssio}:keyed"]).await.unwrap(), "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_people_leave_with_its_sessions_within_the_heartbeat_bound() {
+    let Some(_turn) = one_at_a_time().await else {
+        return;
+    };
+    let mut c = Cluster::start(2).await;
+    let mut lone = Sse::connect(c.addr(1)).await;
+    // A browser with three tabs on n0: four sessions, two people.
+    let (_tabs, id) = open_mux(c.addr(0)).await;
+    for _ in 0..2 {
+        let r = post(c.addr(0), &format!("/mux/attach?mux={id}"), b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    until_event(&mut lone, "people count", "2").await;
+
+    let killed_at = Instant::now();
+    c.kill(0).await;
+    // The lone client is alone again: one user, and people no longer
+    // differ from the count.
+    until_event(&mut lone, "people count", "null").await;
+    let took = killed_at.elapsed();
+    eprintln!("killed node's people left after {took:?}");
+    assert!(took <= BOUND, "took {took:?}, bound {BOUND:?}");
+    assert_redis(
+        &c.redis,
+        &[
+            ("ZCARD", "{ssio}:members", "1"),
+            ("HLEN", "{ssio}:persons", "0"),
+            ("HLEN", "{ssio}:who", "0"),
+            ("GET", "{ssio}:keyed", "0"),
+        ],
+    )
+    .await;
+}
