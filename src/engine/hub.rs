@@ -468,7 +468,12 @@ impl Hub {
         // across an await.
         let joined = {
             let _order = self.order.lock();
-            let person = self.lifecycle.upgrade().and_then(|l| l.person(handshake));
+            // Only a backend that counts people needs to know whose it is
+            // (with JWT sessions, that is one more verification).
+            let person = match self.backend.users() {
+                Some(_) => self.lifecycle.upgrade().and_then(|l| l.person(handshake)),
+                None => None,
+            };
             match ready_now(self.backend.join_as(session.sid, person)) {
                 Ok(Ok(())) => {
                     let from = carried.as_ref().map(|(_, g)| *g).or(from);
