@@ -117,7 +117,10 @@ export interface Socket {
   readonly id: string | null;
   /** Whether a session is live. */
   readonly connected: boolean;
-  /** The transport in use, or being tried. */
+  /**
+   * The transport in use, or being tried; `null` until the first attempt
+   * starts, once the script that called `io()` has run.
+   */
   readonly transport: Transport | null;
   /**
    * After a `connect`: whether this connection resumed the previous session

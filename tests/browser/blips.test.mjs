@@ -155,7 +155,8 @@ for (const options of [{}, { alone: true }]) {
       await killed.context.close();
       const dropped = (await shownAt(watcher.page, 1)) - t0;
       console.log(`killed: the count dropped ${dropped} ms after the page died (grace ${GRACE} ms)`);
-      assert.ok(dropped >= GRACE - 50 && dropped <= GRACE + 200, `${dropped} ms`);
+      // Seen 506–591 ms on a quiet machine, and once 737 ms in a full run.
+      assert.ok(dropped >= GRACE - 50 && dropped <= GRACE + 400, `${dropped} ms`);
 
       const closed = await openPage(browser, server.url + '/', options);
       pages.push(closed);
