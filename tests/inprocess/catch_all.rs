@@ -10,20 +10,6 @@ use serde_json::{json, Value};
 use crate::support::*;
 use ssio::Io;
 
-/// Reads chunks until the bytes read end an event that contains `needle`.
-async fn read_until(s: &mut Sse, needle: &str) -> String {
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let chunk = s.next_chunk_within(left).await.expect("stream ended");
-        seen.push_str(std::str::from_utf8(&chunk).unwrap());
-        if seen.contains(needle) && seen.ends_with("\n\n") {
-            return seen;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_json_framed_stream_carries_every_event_unnamed_in_exact_bytes() {
     let server = Server::start(fast_config()).await;
@@ -35,20 +21,20 @@ async fn a_json_framed_stream_carries_every_event_unnamed_in_exact_bytes() {
     );
     assert_eq!(String::from_utf8(connect).unwrap(), expected);
     assert_eq!(
-        read_until(&mut s, "user count").await,
+        s.read_until("user count").await,
         "data: {\"event\":\"user count\",\"data\":1}\n\n"
     );
 
     // An ordinary event keeps its `id:` line, the resume cursor.
     let p = Poller::handshake(server.addr).await;
     assert_eq!(
-        read_until(&mut s, "user count").await,
+        s.read_until("user count").await,
         "data: {\"event\":\"user count\",\"data\":2}\n\n"
     );
     assert_eq!(p.emit("chat message", json!("a\nb")).await.status, 204);
     let tag = &p.sid[..8];
     assert_eq!(
-        read_until(&mut s, "chat message").await,
+        s.read_until("chat message").await,
         format!(
             "id: {}:1:0\ndata: {{\"event\":\"chat message\",\"data\":{{\"sid\":\"{tag}\",\"message\":\"a\\nb\"}}}}\n\n",
             s.sid
@@ -57,7 +43,7 @@ async fn a_json_framed_stream_carries_every_event_unnamed_in_exact_bytes() {
 
     // A shutdown's hint keeps the standard `retry:` field.
     server.io.shutdown();
-    let bye = read_until(&mut s, "disconnect").await;
+    let bye = s.read_until("disconnect").await;
     let ms: u64 = bye
         .strip_prefix("retry: ")
         .and_then(|rest| rest.split('\n').next())
@@ -149,7 +135,7 @@ async fn a_named_stream_is_taken_over_by_a_json_framed_resume_without_a_count_ch
     };
     let sid = json.sid.clone();
     assert_eq!(cursor.split(':').next(), Some(sid.as_str()));
-    let first = read_until(&mut json, "connect").await;
+    let first = json.read_until("connect").await;
     assert!(
         first.contains(&format!(
             "data: {{\"event\":\"connect\",\"data\":{{\"sid\":\"{sid}\",\"pingInterval\":300,\"pingTimeout\":2000,\"recovered\":true}}}}\n\n"
@@ -160,12 +146,12 @@ async fn a_named_stream_is_taken_over_by_a_json_framed_resume_without_a_count_ch
     // latest values come again, since the old stream may have lost them.
     assert_eq!(server.io.stats().count, 2);
     assert_eq!(
-        read_until(&mut json, "user count").await,
+        json.read_until("user count").await,
         "data: {\"event\":\"user count\",\"data\":2}\n\n"
     );
     assert_eq!(watcher.close().await.status, 204);
     assert_eq!(
-        read_until(&mut json, "user count").await,
+        json.read_until("user count").await,
         "data: {\"event\":\"user count\",\"data\":1}\n\n"
     );
     server.wait_sessions(1, WAIT).await;

@@ -365,6 +365,13 @@ struct Watch {
 }
 
 impl Watch {
+    fn new(p: Poller) -> Watch {
+        Watch {
+            p,
+            buf: Default::default(),
+        }
+    }
+
     /// The next `n` events, latest values other than the count and chat
     /// left out.
     async fn next(&mut self, n: usize) -> Vec<(String, Value)> {
@@ -396,10 +403,7 @@ async fn a_tracked_room_hears_joins_and_leaves_in_count_order_and_no_blip() {
     let addr = server.addr;
     let watcher = Poller::handshake(addr).await;
     assert_eq!(watcher.emit("join", json!("lobby")).await.status, 204);
-    let mut watch = Watch {
-        p: watcher,
-        buf: Default::default(),
-    };
+    let mut watch = Watch::new(watcher);
     assert_eq!(watch.next(1).await, [("user count".to_string(), json!(1))]);
 
     // A member arrives and joins, leaves the room, joins again, then ends.
@@ -482,10 +486,7 @@ async fn a_join_flood_sends_the_rate_then_one_sync_with_the_counts() {
     let addr = server.addr;
     let watcher = Poller::handshake(addr).await;
     assert_eq!(watcher.emit("join", json!("lobby")).await.status, 204);
-    let mut watch = Watch {
-        p: watcher,
-        buf: Default::default(),
-    };
+    let mut watch = Watch::new(watcher);
     let mut commands = Vec::new();
     for _ in 0..30 {
         let p = Poller::handshake(addr).await;

@@ -41,20 +41,6 @@ async fn answer(addr: std::net::SocketAddr, sid: &str, body: &str) -> Resp {
     post(addr, &format!("/ack?sid={sid}"), body.as_bytes()).await
 }
 
-/// Reads chunks until the bytes read end an event that contains `needle`.
-async fn read_until(s: &mut Sse, needle: &str) -> String {
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let chunk = s.next_chunk_within(left).await.expect("stream ended");
-        seen.push_str(std::str::from_utf8(&chunk).unwrap());
-        if seen.contains(needle) && seen.ends_with("\n\n") {
-            return seen;
-        }
-    }
-}
-
 fn config() -> Config {
     Config {
         ack_timeout_ms: 5_000,
@@ -70,7 +56,7 @@ async fn an_acknowledged_emit_carries_its_id_on_each_transport_and_gets_the_answ
     let mut stream = Sse::connect(server.addr).await;
     let s = socket(&sockets, &stream.sid).await;
     let asked = tokio::spawn(async move { s.emit_with_ack("question", json!({"n": 1})).await });
-    let read = read_until(&mut stream, "question").await;
+    let read = stream.read_until("question").await;
     // The count may have come in the same read.
     let event = &read[read.rfind("id: ").unwrap()..];
     assert_eq!(

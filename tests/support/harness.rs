@@ -322,17 +322,37 @@ impl Sse {
             let mut reader = BufReader::new(s);
             let head = read_head(&mut reader).await;
             assert!(head.starts_with("HTTP/1.1 200"), "stream refused: {head}");
-            let sid = header_in(&head, "x-session-id").unwrap();
-            Sse {
-                head,
-                sid,
-                reader,
-                pending: super::sse::Events::default(),
-                ended: false,
-                last_count: None,
-            }
+            Sse::from_head(head, reader)
         };
         timeout(WAIT, fut).await.expect("stream did not open")
+    }
+
+    /// A stream whose 200 head was read.
+    fn from_head(head: String, reader: BufReader<TcpStream>) -> Sse {
+        let sid = header_in(&head, "x-session-id").unwrap();
+        Sse {
+            head,
+            sid,
+            reader,
+            pending: super::sse::Events::default(),
+            ended: false,
+            last_count: None,
+        }
+    }
+
+    /// Reads chunks until the bytes read end an event that contains
+    /// `needle`; returns everything read.
+    pub async fn read_until(&mut self, needle: &str) -> String {
+        let mut seen = String::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let chunk = self.next_chunk_within(left).await.expect("stream ended");
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+            if seen.contains(needle) && seen.ends_with("\n\n") {
+                return seen;
+            }
+        }
     }
 
     /// Opens a stream at `target`, or returns the refusal's status and
@@ -351,15 +371,7 @@ impl Sse {
                 let status = head[9..12].parse().unwrap();
                 return Err(Resp { status, head, body });
             }
-            let sid = header_in(&head, "x-session-id").unwrap();
-            Ok(Sse {
-                head,
-                sid,
-                reader,
-                pending: super::sse::Events::default(),
-                ended: false,
-                last_count: None,
-            })
+            Ok(Sse::from_head(head, reader))
         };
         timeout(WAIT, fut)
             .await
