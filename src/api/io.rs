@@ -129,6 +129,15 @@ pub(crate) fn resume_cursor(
     Cursor::parse(&text).map(Some).ok_or(Error::BadCursor)
 }
 
+/// Panics if a server-side event name has a CR or LF: one would end the
+/// SSE `event:` field early and let the rest be read as another field.
+pub(super) fn check_name(event: &str) {
+    assert!(
+        !event.contains(['\n', '\r']),
+        "event name contains a newline"
+    );
+}
+
 /// Runs `f`, turning a panic into [`Error::HandlerFailed`]: one bad handler
 /// answers its own request with a 500 and harms nobody else.
 pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
@@ -345,10 +354,7 @@ impl Io {
         data: Value,
         within: std::time::Duration,
     ) -> Result<AckReplies, AckError> {
-        assert!(
-            !event.contains(['\n', '\r']),
-            "event name contains a newline"
-        );
+        check_name(event);
         let max = self.config().max_pending_acks;
         let entry = self.inner.replies.open(to, max)?;
         let packet = Packet::with_ack(event, &data, entry.id);
@@ -520,10 +526,7 @@ impl Io {
     }
 
     pub(super) fn broadcast(&self, target: Target, event: &str, data: Value) {
-        assert!(
-            !event.contains(['\n', '\r']),
-            "event name contains a newline"
-        );
+        check_name(event);
         let broadcast = Broadcast {
             name: Arc::from(event),
             packet: Packet::new(event, &data),

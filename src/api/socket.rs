@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::ops::metrics::Kind;
 use crate::session::{DisconnectReason, Handshake, Sid, Transport};
 
-use crate::api::io::{AckHandler, AnyHandler, Handler, Io};
+use crate::api::io::{check_name, AckHandler, AnyHandler, Handler, Io};
 use crate::api::operator::Operator;
 
 /// A session's state, from the slot the hub keeps for this layer.
@@ -366,11 +366,12 @@ impl Socket {
     /// # Panics
     /// If `event` contains a CR or LF, as for [`Io::emit`].
     pub fn emit(&self, event: &str, data: impl Into<Value>) {
-        assert!(
-            !event.contains(['\n', '\r']),
-            "event name contains a newline"
-        );
-        let packet = Packet::new(event, &data.into());
+        check_name(event);
+        self.push(Packet::new(event, &data.into()));
+    }
+
+    /// Queues `packet` for this client alone.
+    fn push(&self, packet: Packet) {
         self.io.hub().metrics.published(Kind::Direct);
         let stamp = self.io.inner.hub.fanout().end();
         self.session
@@ -405,17 +406,10 @@ impl Socket {
         data: impl Into<Value>,
         within: std::time::Duration,
     ) -> Result<Value, AckError> {
-        assert!(
-            !event.contains(['\n', '\r']),
-            "event name contains a newline"
-        );
+        check_name(event);
         let max = self.io.config().max_pending_acks;
         let entry = self.io.inner.replies.open(vec![self.session.sid], max)?;
-        let packet = Packet::with_ack(event, &data.into(), entry.id);
-        self.io.hub().metrics.published(Kind::Direct);
-        let stamp = self.io.inner.hub.fanout().end();
-        self.session
-            .push(packet, stamp, self.io.config().max_pending_events);
+        self.push(Packet::with_ack(event, &data.into(), entry.id));
         let mut replies = entry.wait(within).await;
         replies
             .replies
